@@ -1,0 +1,1 @@
+"""Prefect-free domain logic: rendering, windows, prompts, validation, state transitions."""

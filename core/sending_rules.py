@@ -1,0 +1,133 @@
+"""`Campaign.sendingRules`: the JSON the web app stores, as a validated pydantic model."""
+
+from datetime import time
+from enum import StrEnum
+from typing import Annotated, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+
+def check_timezone(name: str) -> str:
+    """Accept only IANA zone names that zoneinfo knows."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. 'Europe/Paris')") from exc
+    return name
+
+
+TimeZoneName = Annotated[str, AfterValidator(check_timezone)]
+
+
+class Weekday(StrEnum):
+    mon = "mon"
+    tue = "tue"
+    wed = "wed"
+    thu = "thu"
+    fri = "fri"
+    sat = "sat"
+    sun = "sun"
+
+    @property
+    def index(self) -> int:
+        """Monday is 0, as in datetime.weekday()."""
+        return list(Weekday).index(self)
+
+
+class GenerationFailurePolicy(StrEnum):
+    fallback = "fallback"  # send the rendered template instead
+    hold = "hold"  # keep the lead waiting with a visible reason and retry later
+
+
+class _Rules(BaseModel):
+    # camelCase in JSON, like everything else the web app writes; unknown keys are typos.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class SendWindow(_Rules):
+    """Local hours and days in which mail may leave."""
+
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+    days: list[Weekday] = Field(
+        default_factory=lambda: [Weekday.mon, Weekday.tue, Weekday.wed, Weekday.thu, Weekday.fri],
+        min_length=1,
+    )
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError(f"window end {self.end} must be after start {self.start}")
+        return self
+
+
+class Mailbox(_Rules):
+    """A sending address; a lead sticks to one mailbox for its whole thread."""
+
+    email: EmailStr
+    name: str | None = None
+    daily_limit: int | None = Field(default=None, ge=1)
+
+
+class SendingRules(_Rules):
+    """Everything that shapes when and how a campaign's mail leaves. Every field has a default."""
+
+    timezone: TimeZoneName = "UTC"
+    window: SendWindow = Field(default_factory=SendWindow)
+    daily_limit: int = Field(default=200, ge=1, description="Sends per campaign per local day.")
+    mailbox_daily_limit: int = Field(default=50, ge=1, description="Default per-mailbox cap.")
+    min_gap_seconds: int = Field(default=60, ge=0, description="Between sends from one mailbox.")
+    jitter_seconds: int = Field(default=30, ge=0, description="Random extra gap, 0..jitter.")
+    from_name: str | None = None
+    from_email: EmailStr | None = None
+    reply_to: EmailStr | None = None
+    mailboxes: list[Mailbox] = Field(default_factory=list)
+    thread_follow_ups: bool = True
+    stop_on_company_reply: bool = False
+    link_allowlist: list[str] = Field(
+        default_factory=list, description="Domains the LLM may link to; empty means none."
+    )
+    html_body: bool = False
+    on_generation_failure: GenerationFailurePolicy = GenerationFailurePolicy.fallback
+    max_subject_length: int = Field(default=120, ge=10)
+    max_body_length: int = Field(default=5000, ge=100)
+
+    @model_validator(mode="after")
+    def _sender_is_one_shape(self) -> Self:
+        if self.mailboxes and self.from_email:
+            raise ValueError("give either fromEmail or mailboxes, not both")
+        return self
+
+    def sending_mailboxes(self) -> list[Mailbox]:
+        """The mailboxes to rotate over; a lone fromEmail is a single mailbox."""
+        if self.mailboxes:
+            return self.mailboxes
+        if self.from_email:
+            return [Mailbox(email=self.from_email, name=self.from_name)]
+        return []
+
+
+def parse_sending_rules(raw: object) -> SendingRules:
+    """Validate the JSON stored in `Campaign.sendingRules`; None or {} means all defaults."""
+    return SendingRules.model_validate(raw or {})
+
+
+def describe_errors(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One human line per pydantic error: `field.path: message`."""
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        lines.append(f"{path or '(root)'}: {error['msg']}")
+    return lines

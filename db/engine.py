@@ -1,0 +1,90 @@
+"""Engine and session factories, the unit of work, and migrations: the only place that connects."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import Settings
+from db.embedded import ensure_embedded
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+class DatabaseNotReady(RuntimeError):
+    """The database is reachable but not migrated to the revision this code needs."""
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic config bound to url, independent of the working directory."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["url"] = url
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None
+    return head
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run Alembic migrations up to revision."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for an unmigrated database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def resolve_database_url(settings: Settings, *, migrate: bool = True) -> str:
+    """DATABASE_URL if set; otherwise the embedded server, started and (if asked) migrated."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    url = ensure_embedded(settings.embedded_pg_dir).url()
+    if migrate:
+        _migrate_once(url)
+    return url
+
+
+@cache
+def _migrate_once(url: str) -> None:
+    upgrade(url)
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine with pre-ping, so a restarted PostgreSQL costs one failed checkout, not a run."""
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded values after commit, since results outlive the transaction."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def check_revision(engine: Engine) -> None:
+    """Refuse to work on a database at another revision, with the command that fixes it."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise DatabaseNotReady(
+            f"the database is at revision {current or 'none (empty)'}, this code needs {head}; "
+            "run `campaign-pipeline db upgrade`"
+        )
+
+
+@contextmanager
+def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error. Queries never commit."""
+    with factory() as session, session.begin():
+        yield session

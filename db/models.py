@@ -1,0 +1,235 @@
+"""The shared schema, in the web app's Prisma names: quoted PascalCase tables, camelCase columns.
+
+The Alembic revisions are the source of truth for DDL; `tests/integration/test_migrations.py`
+proves these models and `alembic upgrade head` describe the same schema.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.statuses import (
+    CampaignLeadStatus,
+    CampaignStatus,
+    EmailSendStatus,
+    EngagementType,
+    GeneratedMessageStatus,
+)
+from db.base import Base, UTCDateTime, new_id, utcnow
+
+
+def _in(column: str, values: type) -> str:
+    return f'"{column}" IN (' + ", ".join(f"'{v.value}'" for v in values) + ")"
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(UTCDateTime, nullable=False, server_default=func.current_timestamp())
+
+
+def _updated() -> Mapped[datetime]:
+    # Prisma's @updatedAt is set by the client, so the column has no database default.
+    return mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+def _fk(target: str, ondelete: str = "CASCADE") -> ForeignKey:
+    return ForeignKey(target, ondelete=ondelete, onupdate="CASCADE")
+
+
+class Workspace(Base):
+    __tablename__ = "Workspace"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
+
+
+class Lead(Base):
+    __tablename__ = "Lead"
+    __table_args__ = (
+        Index("Lead_workspaceId_idx", "workspaceId"),
+        Index("Lead_workspaceId_email_key", "workspaceId", func.lower(text("email")), unique=True),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    workspaceId: Mapped[str] = mapped_column(Text, _fk("Workspace.id"), nullable=False)
+    email: Mapped[str] = mapped_column(Text, nullable=False)
+    firstName: Mapped[str | None] = mapped_column(Text)
+    lastName: Mapped[str | None] = mapped_column(Text)
+    companyName: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    industry: Mapped[str | None] = mapped_column(Text)
+    companySize: Mapped[str | None] = mapped_column(Text)
+    website: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str | None] = mapped_column(Text)
+    customFields: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb"), default=dict
+    )
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
+
+
+class Campaign(Base):
+    __tablename__ = "Campaign"
+    __table_args__ = (
+        Index("Campaign_workspaceId_idx", "workspaceId"),
+        CheckConstraint(_in("status", CampaignStatus), name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    workspaceId: Mapped[str] = mapped_column(Text, _fk("Workspace.id"), nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="draft")
+    sendingRules: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb"), default=dict
+    )
+    startAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
+    goal: Mapped[str | None] = mapped_column(Text)
+
+
+class SequenceStep(Base):
+    __tablename__ = "SequenceStep"
+    __table_args__ = (
+        UniqueConstraint("campaignId", "stepOrder"),
+        CheckConstraint('"stepOrder" >= 1', name="stepOrder"),
+        CheckConstraint('"delayDays" >= 0', name="delayDays"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    campaignId: Mapped[str] = mapped_column(Text, _fk("Campaign.id"), nullable=False)
+    stepOrder: Mapped[int] = mapped_column(Integer, nullable=False)
+    delayDays: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    subjectTemplate: Mapped[str] = mapped_column(Text, nullable=False)
+    bodyTemplate: Mapped[str] = mapped_column(Text, nullable=False)
+    createdAt: Mapped[datetime] = _created()
+    aiInstructions: Mapped[str | None] = mapped_column(Text)
+
+
+class CampaignLead(Base):
+    __tablename__ = "CampaignLead"
+    __table_args__ = (
+        UniqueConstraint("campaignId", "leadId"),
+        Index("CampaignLead_leadId_idx", "leadId"),
+        Index("CampaignLead_nextScheduledDate_idx", "nextScheduledDate"),
+        # The due query: active leads by send date. Partial, so finished leads cost nothing.
+        Index(
+            "CampaignLead_due_idx",
+            "nextScheduledDate",
+            postgresql_where=text("status = 'active' AND \"nextScheduledDate\" IS NOT NULL"),
+        ),
+        CheckConstraint(_in("status", CampaignLeadStatus), name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    campaignId: Mapped[str] = mapped_column(Text, _fk("Campaign.id"), nullable=False)
+    leadId: Mapped[str] = mapped_column(Text, _fk("Lead.id"), nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
+    stopReason: Mapped[str | None] = mapped_column(Text)
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
+    currentStepOrder: Mapped[int | None] = mapped_column(Integer)
+    nextScheduledDate: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class GeneratedMessage(Base):
+    __tablename__ = "GeneratedMessage"
+    __table_args__ = (
+        Index("GeneratedMessage_leadId_idx", "leadId"),
+        # At most one current message per (campaign, lead, step); superseded ones are history.
+        Index(
+            "GeneratedMessage_current_key",
+            "campaignId",
+            "leadId",
+            "stepId",
+            unique=True,
+            postgresql_where=text("status <> 'superseded'"),
+        ),
+        CheckConstraint(_in("status", GeneratedMessageStatus), name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    campaignId: Mapped[str] = mapped_column(Text, _fk("Campaign.id"), nullable=False)
+    leadId: Mapped[str] = mapped_column(Text, _fk("Lead.id"), nullable=False)
+    stepId: Mapped[str] = mapped_column(Text, _fk("SequenceStep.id"), nullable=False)
+    subject: Mapped[str] = mapped_column(Text, nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="generated")
+    createdAt: Mapped[datetime] = _created()
+
+
+class EmailSend(Base):
+    __tablename__ = "EmailSend"
+    __table_args__ = (
+        UniqueConstraint("campaignId", "leadId", "stepId"),
+        Index("EmailSend_leadId_idx", "leadId"),
+        Index("EmailSend_providerMessageId_idx", "providerMessageId"),
+        # The delivery claim: scheduled sends by time. Partial, so sent history costs nothing.
+        Index(
+            "EmailSend_due_idx",
+            "scheduledFor",
+            postgresql_where=text("status = 'scheduled'"),
+        ),
+        CheckConstraint(_in("status", EmailSendStatus), name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    campaignId: Mapped[str] = mapped_column(Text, _fk("Campaign.id"), nullable=False)
+    leadId: Mapped[str] = mapped_column(Text, _fk("Lead.id"), nullable=False)
+    stepId: Mapped[str] = mapped_column(Text, _fk("SequenceStep.id"), nullable=False)
+    generatedMessageId: Mapped[str | None] = mapped_column(
+        Text, _fk("GeneratedMessage.id", ondelete="SET NULL")
+    )
+    toEmail: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="scheduled")
+    scheduledFor: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sentAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    providerMessageId: Mapped[str | None] = mapped_column(Text)
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
+
+
+class EngagementEvent(Base):
+    __tablename__ = "EngagementEvent"
+    __table_args__ = (
+        Index("EngagementEvent_emailSendId_idx", "emailSendId"),
+        CheckConstraint(_in("type", EngagementType), name="type"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    emailSendId: Mapped[str] = mapped_column(Text, _fk("EmailSend.id"), nullable=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    occurredAt: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # "metadata" is reserved on declarative classes, so the attribute has another name.
+    eventMetadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    createdAt: Mapped[datetime] = _created()
+
+
+class Suppression(Base):
+    """Addresses never to be emailed again in a workspace: unsubscribes, complaints, hard bounces."""
+
+    __tablename__ = "Suppression"
+    __table_args__ = (
+        Index(
+            "Suppression_workspaceId_email_key", "workspaceId", func.lower(text("email")), unique=True
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    workspaceId: Mapped[str] = mapped_column(Text, _fk("Workspace.id"), nullable=False)
+    email: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    createdAt: Mapped[datetime] = _created()
