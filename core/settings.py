@@ -10,7 +10,7 @@ SQLALCHEMY_DRIVER = "postgresql+psycopg"
 
 
 def sqlalchemy_url(url: str) -> str:
-    """Turn any PostgreSQL URL the web app or Supabase hands out into one SQLAlchemy+psycopg uses."""
+    """Turn any PostgreSQL URL (web app, Supabase) into the SQLAlchemy + psycopg form."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ValueError("DATABASE_URL must look like postgresql://user:password@host:5432/dbname")

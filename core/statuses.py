@@ -62,4 +62,3 @@ STOPPED_LEAD_STATUSES = frozenset(
 
 # A current message is one that is not superseded; at most one exists per (campaign, lead, step).
 SUPERSEDED_MESSAGE = GeneratedMessageStatus.superseded
-

@@ -18,7 +18,7 @@ from db.embedded import ensure_embedded
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-class DatabaseNotReady(RuntimeError):
+class DatabaseNotReadyError(RuntimeError):
     """The database is reachable but not migrated to the revision this code needs."""
 
 
@@ -77,7 +77,7 @@ def check_revision(engine: Engine) -> None:
     """Refuse to work on a database at another revision, with the command that fixes it."""
     current, head = current_revision(engine), head_revision()
     if current != head:
-        raise DatabaseNotReady(
+        raise DatabaseNotReadyError(
             f"the database is at revision {current or 'none (empty)'}, this code needs {head}; "
             "run `campaign-pipeline db upgrade`"
         )

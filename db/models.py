@@ -219,12 +219,15 @@ class EngagementEvent(Base):
 
 
 class Suppression(Base):
-    """Addresses never to be emailed again in a workspace: unsubscribes, complaints, hard bounces."""
+    """Addresses never emailed again in a workspace: unsubscribes, complaints, hard bounces."""
 
     __tablename__ = "Suppression"
     __table_args__ = (
         Index(
-            "Suppression_workspaceId_email_key", "workspaceId", func.lower(text("email")), unique=True
+            "Suppression_workspaceId_email_key",
+            "workspaceId",
+            func.lower(text("email")),
+            unique=True,
         ),
     )
 

@@ -1,0 +1,1 @@
+"""The `campaign-pipeline` command line."""

@@ -1,0 +1,58 @@
+"""`campaign-pipeline demo`: seed the demo workspace, campaign and leads shipped in demo/."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from cli.context import Database
+from core.campaign_file import parse_campaign
+from core.lead_import import read_leads_csv
+from db.base import utcnow
+from db.engine import unit_of_work
+from db.models import Campaign, CampaignLead
+from db.queries.campaigns import create_campaign, get_campaign
+from db.queries.enrolment import LeadFileEnrolment, enrol_lead_rows
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
+
+
+@dataclass(frozen=True)
+class DemoSeed:
+    """What seeding did."""
+
+    campaign_id: str
+    created: bool
+    enrolment: LeadFileEnrolment
+    rejected: list[str]
+
+
+def seed_demo(database: Database, *, reset: bool = False) -> DemoSeed:
+    """Create the demo campaign if missing and enrol the demo leads (a no-op the second time)."""
+    spec = parse_campaign(
+        yaml.safe_load((DEMO_DIR / "campaign.yaml").read_text(encoding="utf-8")),
+        source="demo/campaign.yaml",
+    )
+    assert spec.id is not None
+    leads = read_leads_csv((DEMO_DIR / "leads.csv").read_bytes())
+    with unit_of_work(database.sessions) as session:
+        if reset:
+            session.execute(delete(Campaign).where(Campaign.id == spec.id))
+        campaign = get_campaign(session, spec.id)
+        created = campaign is None
+        if campaign is None:
+            campaign = create_campaign(session, spec)
+        enrolment = enrol_lead_rows(session, campaign, leads.leads.to_dict("records"), utcnow())
+    return DemoSeed(spec.id, created, enrolment, [str(p) for p in leads.problems])
+
+
+def lead_status_counts(session: Session, campaign_id: str) -> dict[str, int]:
+    """How many of the campaign's leads are in each status."""
+    rows = session.execute(
+        select(CampaignLead.status, func.count())
+        .where(CampaignLead.campaignId == campaign_id)
+        .group_by(CampaignLead.status)
+    )
+    return {status: count for status, count in rows.tuples()}

@@ -1,0 +1,168 @@
+"""`campaign-pipeline`: database, campaign and enrolment commands, and the demo."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import OperationalError
+
+from cli.context import Database, open_database
+from cli.demo import lead_status_counts, seed_demo
+from core.campaign_file import CampaignFileError, parse_campaign
+from core.lead_import import LeadFileError, read_leads_csv
+from core.settings import get_settings
+from db.base import utcnow
+from db.embedded import stop_embedded
+from db.engine import DatabaseNotReadyError, current_revision, head_revision, unit_of_work, upgrade
+from db.queries.campaigns import CampaignExistsError, create_campaign, get_campaign
+from db.queries.enrolment import enrol_lead_rows
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, locate, stop.")
+campaign_app = typer.Typer(no_args_is_help=True, help="Campaigns and their steps.")
+app.add_typer(db_app, name="db")
+app.add_typer(campaign_app, name="campaign")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a clear error (never a traceback) and return the exit to raise."""
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def connect(*, migrate: bool = True) -> Database:
+    """Open the configured database, turning connection problems into one readable line."""
+    try:
+        return open_database(get_settings(), migrate=migrate)
+    except OperationalError as exc:
+        raise fail(f"cannot reach the database: {exc.orig}") from None
+    except DatabaseNotReadyError as exc:
+        raise fail(str(exc)) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Run the Alembic migrations (up to head by default)."""
+    database = connect(migrate=False)
+    upgrade(database.url, revision)
+    out.print(f"database at revision {current_revision(database.engine)} ({database.where})")
+
+
+@db_app.command("url")
+def db_url(
+    show_password: Annotated[bool, typer.Option(help="Print the password too.")] = False,
+) -> None:
+    """Print the database URL (for psql, or DATABASE_URL elsewhere), and where it lives."""
+    database = connect(migrate=False)
+    url = database.engine.url.set(drivername="postgresql")
+    out.print(url.render_as_string(hide_password=not show_password), soft_wrap=True)
+    err.print(database.where, highlight=False)
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say which database is in use and whether it is migrated."""
+    database = connect(migrate=False)
+    current, head = current_revision(database.engine), head_revision()
+    state = "up to date" if current == head else f"needs `db upgrade` ({current} -> {head})"
+    out.print(f"{database.where}\nrevision: {current or 'none'} ({state})", highlight=False)
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL (the next command starts it again)."""
+    settings = get_settings()
+    if settings.database_url is not None:
+        raise fail("DATABASE_URL is set; the embedded PostgreSQL is not in use")
+    stopped = stop_embedded(settings.embedded_pg_dir)
+    out.print(
+        f"embedded PostgreSQL in {settings.embedded_pg_dir} "
+        + ("stopped" if stopped else "was not running")
+    )
+
+
+@campaign_app.command("create")
+def campaign_create(
+    file: Annotated[Path, typer.Option("--file", "-f", exists=True, dir_okay=False)],
+) -> None:
+    """Create a campaign with its steps and sendingRules from a YAML (or JSON) file."""
+    try:
+        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+        spec = parse_campaign(document, source=str(file))
+    except yaml.YAMLError as exc:
+        raise fail(f"{file}: not valid YAML: {exc}") from None
+    except CampaignFileError as exc:
+        raise fail(f"{exc}\nnothing was written") from None
+    database = connect()
+    try:
+        with unit_of_work(database.sessions) as session:
+            campaign = create_campaign(session, spec)
+    except CampaignExistsError as exc:
+        raise fail(str(exc)) from None
+    out.print(
+        f"created campaign {campaign.id} ({spec.name!r}, {len(spec.steps)} steps, "
+        f"status {spec.status.value})",
+        highlight=False,
+    )
+
+
+@app.command("enroll")
+def enroll(
+    campaign_id: Annotated[str, typer.Option("--campaign", help="Campaign id.")],
+    csv: Annotated[Path, typer.Option("--csv", exists=True, dir_okay=False)],
+    encoding: Annotated[str, typer.Option(help="The file's text encoding.")] = "utf-8",
+) -> None:
+    """Create or update leads from a CSV and enrol them; bad rows are reported, good ones kept."""
+    try:
+        leads = read_leads_csv(csv.read_bytes(), encoding=encoding)
+    except LookupError:
+        raise fail(f"unknown encoding {encoding!r}") from None
+    except LeadFileError as exc:
+        raise fail(f"{csv}: {exc}; nothing was enrolled") from None
+    database = connect()
+    with unit_of_work(database.sessions) as session:
+        campaign = get_campaign(session, campaign_id)
+        if campaign is None:
+            raise fail(f"no campaign with id {campaign_id!r}; nothing was enrolled")
+        result = enrol_lead_rows(session, campaign, leads.leads.to_dict("records"), utcnow())
+    for problem in leads.problems:
+        err.print(f"{csv}: {problem}", highlight=False, soft_wrap=True)
+    out.print(
+        f"enrolled {result.enrolled}, already enrolled {result.already_enrolled}, "
+        f"rejected {len(leads.problems)} (leads created or updated: "
+        f"{result.leads_created_or_updated})",
+        highlight=False,
+    )
+    if leads.problems and result.enrolled + result.already_enrolled == 0:
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo(
+    reset: Annotated[bool, typer.Option(help="Delete the demo campaign first.")] = False,
+) -> None:
+    """Seed a demo workspace, a 3-step campaign and 20 leads, on the embedded defaults."""
+    database = connect()
+    out.print(f"database: {database.where}", highlight=False)
+    seed = seed_demo(database, reset=reset)
+    out.print(
+        f"campaign {seed.campaign_id}: {'created' if seed.created else 'already there'}; "
+        f"enrolled {seed.enrolment.enrolled}, already enrolled {seed.enrolment.already_enrolled}",
+        highlight=False,
+    )
+    with database.sessions() as session:
+        counts = lead_status_counts(session, seed.campaign_id)
+    table = Table(title="demo campaign leads by status")
+    table.add_column("status")
+    table.add_column("leads", justify="right")
+    for status, count in sorted(counts.items()):
+        table.add_row(status, str(count))
+    out.print(table)

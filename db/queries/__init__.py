@@ -1,0 +1,1 @@
+"""Named queries: each takes a session, does one thing, and never commits."""

@@ -1,0 +1,64 @@
+"""Creating campaigns and their steps from a validated campaign file."""
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from core.campaign_file import CampaignSpec
+from db.base import new_id, utcnow
+from db.models import Campaign, SequenceStep, Workspace
+
+
+class CampaignExistsError(ValueError):
+    """A campaign file names an id that is already taken."""
+
+
+def ensure_workspace(session: Session, workspace_id: str, name: str) -> None:
+    """Create the workspace if the web app has not already."""
+    now = utcnow()
+    session.execute(
+        insert(Workspace)
+        .values(id=workspace_id, name=name, createdAt=now, updatedAt=now)
+        .on_conflict_do_nothing(index_elements=[Workspace.id])
+    )
+
+
+def create_campaign(session: Session, spec: CampaignSpec) -> Campaign:
+    """Insert a campaign and its steps; refuses an id that exists."""
+    if spec.id is not None and session.get(Campaign, spec.id) is not None:
+        raise CampaignExistsError(f"campaign {spec.id!r} already exists; nothing was written")
+    ensure_workspace(session, spec.workspace.id, spec.workspace.name)
+    campaign = Campaign(
+        id=spec.id or new_id(),
+        workspaceId=spec.workspace.id,
+        name=spec.name,
+        goal=spec.goal,
+        status=spec.status.value,
+        startAt=spec.startAt,
+        sendingRules=spec.sendingRules.model_dump(mode="json", by_alias=True, exclude_unset=True),
+    )
+    session.add(campaign)
+    session.add_all(
+        SequenceStep(
+            campaignId=campaign.id,
+            stepOrder=step.stepOrder,
+            delayDays=step.delayDays,
+            subjectTemplate=step.subjectTemplate,
+            bodyTemplate=step.bodyTemplate,
+            aiInstructions=step.aiInstructions,
+        )
+        for step in spec.steps
+    )
+    session.flush()
+    return campaign
+
+
+def get_campaign(session: Session, campaign_id: str) -> Campaign | None:
+    """The campaign with this id, if any."""
+    return session.get(Campaign, campaign_id)
+
+
+def count_steps(session: Session, campaign_id: str) -> int:
+    """How many steps the campaign has."""
+    query = select(func.count()).where(SequenceStep.campaignId == campaign_id)
+    return session.scalar(query) or 0
