@@ -1,0 +1,96 @@
+"""Real PostgreSQL for every database test: DATABASE_URL when set, else the embedded server.
+
+A template database is migrated once per session (per xdist worker); each test gets its own
+database cloned from it with CREATE DATABASE ... TEMPLATE, so tests may commit, race and crash
+without seeing each other.
+"""
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import Settings
+from db.engine import make_engine, make_session_factory, resolve_database_url, upgrade
+
+_counter = itertools.count()
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """A SQLAlchemy URL of the server's maintenance database, where test databases are made."""
+    settings = Settings()
+    url = make_url(resolve_database_url(settings, migrate=False))
+    return url.set(database="postgres").render_as_string(hide_password=False)
+
+
+def _admin(server_url: str) -> psycopg.Connection:
+    libpq = make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return psycopg.connect(libpq, autocommit=True)
+
+
+def url_for(server_url: str, database: str) -> str:
+    """The server URL pointed at another database."""
+    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    """(Re)create a database, optionally cloned from a template; returns its URL."""
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        suffix = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+        conn.execute(f'CREATE DATABASE "{name}"{suffix}')
+    return url_for(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop a test database, closing whatever still holds it."""
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: str) -> Iterator[str]:
+    """A database migrated to head once, cloned by every test."""
+    name = f"cp_template_{_worker()}"
+    upgrade(create_database(server_url, name))
+    yield name
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+def empty_database_url(server_url: str) -> Iterator[str]:
+    """A fresh database with no tables, for migration tests."""
+    name = f"cp_empty_{_worker()}_{next(_counter)}"
+    yield create_database(server_url, name)
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+def database_url(server_url: str, template_database: str) -> Iterator[str]:
+    """A fresh database at head, private to this test."""
+    name = f"cp_test_{_worker()}_{next(_counter)}"
+    yield create_database(server_url, name, template=template_database)
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on this test's database."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    """The session factory the code under test uses."""
+    return make_session_factory(engine)

@@ -1,0 +1,70 @@
+"""Small builders for rows the tests need, written through the real models."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from db.base import new_id, utcnow
+from db.models import Campaign, CampaignLead, Lead, SequenceStep, Workspace
+
+
+def workspace(session: Session, **fields: Any) -> Workspace:
+    row = Workspace(
+        id=fields.pop("id", new_id()), name=fields.pop("name", "Acme outreach"), **fields
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def campaign(
+    session: Session, ws: Workspace, *, steps: int = 3, status: str = "active", **fields: Any
+) -> Campaign:
+    row = Campaign(
+        workspaceId=ws.id, name=fields.pop("name", "Q4 outreach"), status=status, **fields
+    )
+    session.add(row)
+    session.flush()
+    for order in range(1, steps + 1):
+        session.add(
+            SequenceStep(
+                campaignId=row.id,
+                stepOrder=order,
+                delayDays=0 if order == 1 else 3,
+                subjectTemplate=f"Step {order} for {{{{firstName|there}}}}",
+                bodyTemplate=f"Hi {{{{firstName|there}}}}, step {order} about {{{{companyName}}}}.",
+                aiInstructions=f"Instructions for step {order}",
+            )
+        )
+    session.flush()
+    return row
+
+
+def lead(session: Session, ws: Workspace, **fields: Any) -> Lead:
+    row = Lead(
+        workspaceId=ws.id,
+        email=fields.pop("email", f"{new_id()[:10]}@example.com"),
+        firstName=fields.pop("firstName", "Sarah"),
+        companyName=fields.pop("companyName", "Acme Corp"),
+        **fields,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def enrolment(
+    session: Session, camp: Campaign, ld: Lead, *, due: datetime | None = None, **fields: Any
+) -> CampaignLead:
+    row = CampaignLead(
+        campaignId=camp.id,
+        leadId=ld.id,
+        status=fields.pop("status", "active"),
+        currentStepOrder=fields.pop("currentStepOrder", 1),
+        nextScheduledDate=due or utcnow(),
+        **fields,
+    )
+    session.add(row)
+    session.flush()
+    return row

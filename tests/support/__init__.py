@@ -1,0 +1,1 @@
+"""Real loopback servers (fake OpenAI API, SMTP) shared by tests and benchmarks."""
