@@ -20,19 +20,22 @@ from db.engine import DatabaseNotReadyError, current_revision, head_revision, un
 from db.queries.campaigns import CampaignExistsError, create_campaign, get_campaign
 from db.queries.enrolment import enrol_lead_rows
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+)
 db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, locate, stop.")
 campaign_app = typer.Typer(no_args_is_help=True, help="Campaigns and their steps.")
 app.add_typer(db_app, name="db")
 app.add_typer(campaign_app, name="campaign")
 
-out = Console()
-err = Console(stderr=True)
+# Soft wrap: a reason must stay on one greppable line, whatever the terminal width.
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a clear error (never a traceback) and return the exit to raise."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
 
 
@@ -63,8 +66,8 @@ def db_url(
     """Print the database URL (for psql, or DATABASE_URL elsewhere), and where it lives."""
     database = connect(migrate=False)
     url = database.engine.url.set(drivername="postgresql")
-    out.print(url.render_as_string(hide_password=not show_password), soft_wrap=True)
-    err.print(database.where, highlight=False)
+    out.print(url.render_as_string(hide_password=not show_password))
+    err.print(database.where)
 
 
 @db_app.command("status")
@@ -73,7 +76,7 @@ def db_status() -> None:
     database = connect(migrate=False)
     current, head = current_revision(database.engine), head_revision()
     state = "up to date" if current == head else f"needs `db upgrade` ({current} -> {head})"
-    out.print(f"{database.where}\nrevision: {current or 'none'} ({state})", highlight=False)
+    out.print(f"{database.where}\nrevision: {current or 'none'} ({state})")
 
 
 @db_app.command("stop")
@@ -110,7 +113,6 @@ def campaign_create(
     out.print(
         f"created campaign {campaign.id} ({spec.name!r}, {len(spec.steps)} steps, "
         f"status {spec.status.value})",
-        highlight=False,
     )
 
 
@@ -134,12 +136,11 @@ def enroll(
             raise fail(f"no campaign with id {campaign_id!r}; nothing was enrolled")
         result = enrol_lead_rows(session, campaign, leads.leads.to_dict("records"), utcnow())
     for problem in leads.problems:
-        err.print(f"{csv}: {problem}", highlight=False, soft_wrap=True)
+        err.print(f"{csv}: {problem}")
     out.print(
         f"enrolled {result.enrolled}, already enrolled {result.already_enrolled}, "
         f"rejected {len(leads.problems)} (leads created or updated: "
         f"{result.leads_created_or_updated})",
-        highlight=False,
     )
     if leads.problems and result.enrolled + result.already_enrolled == 0:
         raise typer.Exit(1)
@@ -151,12 +152,11 @@ def demo(
 ) -> None:
     """Seed a demo workspace, a 3-step campaign and 20 leads, on the embedded defaults."""
     database = connect()
-    out.print(f"database: {database.where}", highlight=False)
+    out.print(f"database: {database.where}")
     seed = seed_demo(database, reset=reset)
     out.print(
         f"campaign {seed.campaign_id}: {'created' if seed.created else 'already there'}; "
         f"enrolled {seed.enrolment.enrolled}, already enrolled {seed.enrolment.already_enrolled}",
-        highlight=False,
     )
     with database.sessions() as session:
         counts = lead_status_counts(session, seed.campaign_id)
@@ -166,3 +166,12 @@ def demo(
     for status, count in sorted(counts.items()):
         table.add_row(status, str(count))
     out.print(table)
+
+
+def main() -> None:
+    """Console-script entry point: errors end as one line on stderr, never a traceback."""
+    try:
+        app()
+    except OperationalError as exc:
+        err.print(f"[red]error:[/red] cannot reach the database: {exc.orig}")
+        raise SystemExit(1) from None

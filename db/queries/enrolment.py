@@ -50,8 +50,11 @@ def upsert_leads(
     """
     ids: dict[str, str] = {}
     now = utcnow()
-    # One row per address: PostgreSQL refuses to upsert the same key twice in one statement.
-    unique = list({lead["email"].lower(): lead for lead in leads}.values())
+    # One row per address (the first, as in a CSV): PostgreSQL refuses to upsert a key twice.
+    first: dict[str, dict[str, Any]] = {}
+    for lead in leads:
+        first.setdefault(lead["email"].lower(), lead)
+    unique = list(first.values())
     for chunk in _chunks(unique):
         rows = [
             {

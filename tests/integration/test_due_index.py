@@ -15,8 +15,8 @@ INSERT INTO "Campaign" (id, "workspaceId", name, status, "updatedAt")
     SELECT 'c' || g, 'w', 'C' || g, 'active', now() FROM generate_series(1, 1000) g;
 INSERT INTO "Lead" (id, "workspaceId", email, "updatedAt")
     SELECT 'l' || g, 'w', 'lead' || g || '@example.com', now() FROM generate_series(1, 1000) g;
--- 1,000 campaigns x 1,000 leads. Most enrolments are finished or due later; 0.5% (5,000) are due now,
--- which is what the every-few-minutes cron sees.
+-- 1,000 campaigns x 1,000 leads. Most enrolments are finished or due later;
+-- 0.5% (5,000) are due now, which is what the every-few-minutes cron sees.
 INSERT INTO "CampaignLead" (id, "campaignId", "leadId", status, "currentStepOrder",
                             "nextScheduledDate", "updatedAt")
     SELECT 'cl' || g,

@@ -1,0 +1,1 @@
+"""How the flows run: what prefect.yaml cannot express."""

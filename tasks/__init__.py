@@ -1,0 +1,1 @@
+"""Thin Prefect tasks: one unit of work each, wrapping core and db."""
