@@ -1,5 +1,7 @@
 """Alembic environment: the URL comes from the caller or from settings, never from alembic.ini."""
 
+from logging.config import fileConfig
+
 from alembic import context
 from sqlalchemy import create_engine, pool
 
@@ -7,6 +9,8 @@ from db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+if config.config_file_name is not None:  # the `alembic` command; the CLI configures its own
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def _url() -> str:

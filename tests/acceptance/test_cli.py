@@ -129,3 +129,24 @@ def test_an_unreachable_database_is_one_clear_line():
     assert result.returncode == 1
     assert "cannot reach the database" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_alembic_upgrade_head_from_the_repo_root(empty_database_url):
+    alembic = str(Path(CLI).parent / "alembic")
+    env = {**os.environ, "DATABASE_URL": empty_database_url}
+    result = subprocess.run(
+        [alembic, "upgrade", "head"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Running upgrade add_ai_campaign_fields -> pipeline_safety" in result.stderr
+    assert _count(empty_database_url, "CampaignLead") == 0
+
+
+def test_demo_seeds_twenty_leads_once(database_url):
+    first = run(database_url, "demo")
+    assert first.returncode == 0, first.stderr
+    assert "campaign demo-campaign: created; enrolled 20, already enrolled 0" in first.stdout
+    second = run(database_url, "demo")
+    assert "already there; enrolled 0, already enrolled 20" in second.stdout
+    assert _count(database_url, "Lead") == 20
+    assert _count(database_url, "SequenceStep") == 3
