@@ -5,6 +5,7 @@ proves these models and `alembic upgrade head` describe the same schema.
 """
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -12,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     Text,
     UniqueConstraint,
     func,
@@ -143,6 +145,13 @@ class CampaignLead(Base):
     updatedAt: Mapped[datetime] = _updated()
     currentStepOrder: Mapped[int | None] = mapped_column(Integer)
     nextScheduledDate: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The generation claim: a lease that expires, and a token that fences a zombie's writes.
+    claimedBy: Mapped[str | None] = mapped_column(Text)
+    claimedUntil: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimToken: Mapped[str | None] = mapped_column(Text)
+    # Failed generation attempts in a row, and why the last one failed (held leads).
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    lastError: Mapped[str | None] = mapped_column(Text)
 
 
 class GeneratedMessage(Base):
@@ -169,6 +178,15 @@ class GeneratedMessage(Base):
     body: Mapped[str] = mapped_column(Text, nullable=False)
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="generated")
     createdAt: Mapped[datetime] = _created()
+    model: Mapped[str | None] = mapped_column(Text)
+    promptVersion: Mapped[str | None] = mapped_column(Text)
+    inputHash: Mapped[str | None] = mapped_column(Text)
+    promptTokens: Mapped[int | None] = mapped_column(Integer)
+    completionTokens: Mapped[int | None] = mapped_column(Integer)
+    latencyMs: Mapped[int | None] = mapped_column(Integer)
+    costUsd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    # Set when the rendered template was sent instead of LLM output, and why.
+    fallbackReason: Mapped[str | None] = mapped_column(Text)
 
 
 class EmailSend(Base):
