@@ -1,0 +1,55 @@
+"""A claimed (or previewed) due lead with everything its generation needs, as plain data."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class DueLead(BaseModel):
+    """One CampaignLead at its current step, joined with its lead, campaign and step."""
+
+    model_config = ConfigDict(frozen=True)
+
+    campaignLeadId: str
+    campaignId: str
+    leadId: str
+    workspaceId: str
+    stepOrder: int
+    nextScheduledDate: datetime
+    attempts: int
+    # The lead's profile, as template variables see it.
+    email: str
+    firstName: str | None = None
+    lastName: str | None = None
+    companyName: str | None = None
+    title: str | None = None
+    industry: str | None = None
+    companySize: str | None = None
+    website: str | None = None
+    timezone: str | None = None
+    customFields: dict[str, Any] = {}
+    # The campaign; sendingRules stay raw JSON so a bad rules object is reported per lead.
+    goal: str | None = None
+    sendingRules: dict[str, Any] = {}
+    # The step at currentStepOrder (None when the campaign has no such step) and the next one.
+    stepId: str | None = None
+    subjectTemplate: str | None = None
+    bodyTemplate: str | None = None
+    aiInstructions: str | None = None
+    nextStepDelayDays: int | None = None
+
+    @property
+    def profile_fields(self) -> dict[str, str | None]:
+        """The Lead columns a template may use."""
+        return {
+            "email": self.email,
+            "firstName": self.firstName,
+            "lastName": self.lastName,
+            "companyName": self.companyName,
+            "title": self.title,
+            "industry": self.industry,
+            "companySize": self.companySize,
+            "website": self.website,
+            "timezone": self.timezone,
+        }

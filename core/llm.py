@@ -1,0 +1,244 @@
+"""LLM clients behind the `Generator` protocol: OpenAI Chat Completions, or the offline template."""
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import openai
+import pydantic
+from openai import AsyncOpenAI
+from pydantic import SecretStr
+
+from core.llm_output import EmailDraft
+from core.prompt import Message, extract_draft
+
+TEMPLATE_MODEL = "template"
+# Explicit, so the SDK never falls back to reading OPENAI_BASE_URL itself.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# USD per 1M tokens (input, output), list prices; dated snapshots match by prefix.
+# Cached-input discounts are ignored, so this is an upper-bound estimate.
+PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5": (1.25, 10.00),
+}
+
+# Statuses the client retries itself; seeing one here means the retries ran out.
+_TRANSIENT_STATUSES = frozenset({408, 409, 429})
+
+
+class LLMError(Exception):
+    """Base of the generation errors; messages never carry keys, prompts or lead data."""
+
+    def __init__(self, message: str, *, attempts: int, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.status_code = status_code
+
+
+class LLMTransientError(LLMError):
+    """Gave up after retries (429, 5xx, timeout, connection): worth trying again later."""
+
+
+class LLMRejectedError(LLMError):
+    """The API refused the request (400/401/403/404/422…): retrying the same call won't help."""
+
+
+class LLMOutputError(LLMError):
+    """A response arrived but holds no usable EmailDraft (bad JSON, wrong shape, refusal…)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One generated draft and what it cost."""
+
+    draft: EmailDraft
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+    cost_usd: float
+    attempts: int
+
+
+class Generator(Protocol):
+    """Anything that turns `build_messages` output into a draft."""
+
+    async def generate(self, messages: list[Message], *, model: str) -> Generation:
+        """Generate one draft; raises an LLMError subclass on failure."""
+        ...
+
+
+def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """Estimated USD; 0.0 for a model missing from the table (unknown, so not guessed)."""
+    matches = [name for name in PRICES_PER_MILLION if model == name or model.startswith(f"{name}-")]
+    if not matches:
+        return 0.0
+    input_price, output_price = PRICES_PER_MILLION[max(matches, key=len)]
+    return (prompt_tokens * input_price + completion_tokens * output_price) / 1_000_000
+
+
+class TemplateGenerator:
+    """Offline stand-in when no API key is set: returns the rendered draft unchanged."""
+
+    async def generate(self, messages: list[Message], *, model: str) -> Generation:
+        """The draft carried in the messages, as model `template`, free and instant."""
+        draft = extract_draft(messages)
+        if draft is None:
+            raise LLMOutputError("messages carry no <draft_subject>/<draft_body> block", attempts=0)
+        return Generation(
+            draft=draft,
+            model=TEMPLATE_MODEL,
+            prompt_tokens=0,
+            completion_tokens=0,
+            latency_ms=0,
+            cost_usd=0.0,
+            attempts=0,
+        )
+
+
+class OpenAIGenerator:
+    """OpenAI (or compatible) Chat Completions with a strict JSON-schema response format.
+
+    Wire shape, which the fake test server relies on: `POST {base_url}/chat/completions` with
+    JSON `{"model", "messages", "stream": false, "response_format": {"type": "json_schema",
+    "json_schema": {"name": "EmailDraft", "strict": true, "schema": {…}}}}` and a Bearer key;
+    the answer's `choices[0].message.content` must be the JSON of an EmailDraft, and `usage`
+    gives token counts. Each attempt carries the `x-stainless-retry-count` header (0, 1, …).
+
+    Retries are the openai client's own: `max_retries` more attempts after the first on
+    408/409/429/5xx, timeouts and connection errors, exponential backoff (0.5 s doubling up to
+    8 s, minus up to 25 % jitter), honouring `Retry-After`/`retry-after-ms` up to 120 s. A
+    longer `Retry-After`, a 400-class error or unusable output is not retried.
+
+    The underlying HTTP pool belongs to the event loop that first uses it: create one
+    generator per loop and `aclose()` it when done.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | SecretStr,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        max_completion_tokens: int | None = None,
+    ) -> None:
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        if not key:
+            raise ValueError("an OpenAI API key is required; use TemplateGenerator without one")
+        self._client = AsyncOpenAI(
+            api_key=key,
+            base_url=base_url or DEFAULT_BASE_URL,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self._max_completion_tokens = max_completion_tokens
+
+    def __repr__(self) -> str:
+        return f"OpenAIGenerator(base_url={str(self._client.base_url)!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool."""
+        await self._client.close()
+
+    async def generate(self, messages: list[Message], *, model: str) -> Generation:
+        """One call; raises LLMTransientError, LLMRejectedError or LLMOutputError."""
+        extra: dict[str, Any] = {}
+        if self._max_completion_tokens is not None:
+            extra["max_completion_tokens"] = self._max_completion_tokens
+        started = time.monotonic()
+        error: LLMError | None = None
+        try:
+            raw = await self._client.chat.completions.with_raw_response.parse(
+                model=model, messages=cast(Any, messages), response_format=EmailDraft, **extra
+            )
+        except openai.APIError as exc:
+            error = _classify(exc)
+        # Raised outside the except block so the openai error (its message can echo a masked
+        # key or the input) is not even kept as __context__.
+        if error is not None:
+            raise error
+        latency_ms = round((time.monotonic() - started) * 1000)
+        # retries_taken counts the retries before this response; the first try makes it +1.
+        attempts = raw.retries_taken + 1
+        result = _read(raw, requested_model=model, attempts=attempts)
+        if isinstance(result, LLMError):
+            raise result
+        draft, used_model, prompt_tokens, completion_tokens = result
+        return Generation(
+            draft=draft,
+            model=used_model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency_ms,
+            cost_usd=estimate_cost(used_model, prompt_tokens, completion_tokens),
+            attempts=attempts,
+        )
+
+
+def _read(
+    raw: Any, *, requested_model: str, attempts: int
+) -> tuple[EmailDraft, str, int, int] | LLMError:
+    try:
+        completion = raw.parse()
+        message = completion.choices[0].message
+        refusal, draft = message.refusal, message.parsed
+        usage = completion.usage
+        reported_model = completion.model
+    except openai.LengthFinishReasonError:
+        return LLMOutputError("output cut off at the token limit", attempts=attempts)
+    except openai.ContentFilterFinishReasonError:
+        return LLMOutputError("output blocked by a content filter", attempts=attempts)
+    except (openai.OpenAIError, pydantic.ValidationError, ValueError, TypeError):
+        # ValidationError's text quotes the output, which may contain lead data: drop it.
+        return LLMOutputError("output is not a valid EmailDraft", attempts=attempts)
+    except (AttributeError, IndexError, KeyError):
+        # e.g. a 200 whose body is not JSON: the SDK hands back text, which has no .choices.
+        return LLMOutputError("response is not a chat completion", attempts=attempts)
+    if refusal:
+        return LLMOutputError("the model refused", attempts=attempts)
+    if not isinstance(draft, EmailDraft):
+        return LLMOutputError("response carries no EmailDraft", attempts=attempts)
+    prompt_tokens = usage.prompt_tokens if usage else 0
+    completion_tokens = usage.completion_tokens if usage else 0
+    # The API reports the snapshot that answered (e.g. gpt-4o-mini-2024-07-18); keep that.
+    used_model = reported_model if isinstance(reported_model, str) else ""
+    return draft, used_model or requested_model, prompt_tokens, completion_tokens
+
+
+def _classify(exc: openai.APIError) -> LLMError:
+    attempts = _attempts_from_request(exc)
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMTransientError(f"timed out after {attempts} attempt(s)", attempts=attempts)
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMTransientError(f"no connection after {attempts} attempt(s)", attempts=attempts)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        detail = f"HTTP {status}{_error_code(exc)} after {attempts} attempt(s)"
+        if status in _TRANSIENT_STATUSES or status >= 500:
+            return LLMTransientError(detail, attempts=attempts, status_code=status)
+        return LLMRejectedError(detail, attempts=attempts, status_code=status)
+    return LLMOutputError("response could not be read", attempts=attempts)
+
+
+def _attempts_from_request(exc: openai.APIError) -> int:
+    # The client stamps every attempt with its retry number; the failing request is the last.
+    try:
+        return int(exc.request.headers.get("x-stainless-retry-count", "0")) + 1
+    except (AttributeError, RuntimeError, ValueError):
+        return 1
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    # Only the short machine code: the human message can echo a (masked) key or the input.
+    code = exc.code or exc.type
+    if not code or not code.replace("_", "").replace("-", "").isalnum() or len(code) > 64:
+        return ""
+    return f" ({code})"
