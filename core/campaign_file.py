@@ -13,6 +13,7 @@ from pydantic import (
     field_validator,
 )
 
+from core.rendering import check_template
 from core.sending_rules import SendingRules, describe_errors
 from core.statuses import CampaignStatus
 
@@ -35,6 +36,14 @@ class StepSpec(_File):
     subjectTemplate: NonBlank
     bodyTemplate: NonBlank
     aiInstructions: str | None = None
+
+    @field_validator("subjectTemplate", "bodyTemplate")
+    @classmethod
+    def _template_is_usable(cls, template: str) -> str:
+        problems = check_template(template, "template")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return template
 
 
 class CampaignSpec(_File):

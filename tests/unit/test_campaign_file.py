@@ -78,3 +78,17 @@ def test_first_send_is_now_or_start_at_whichever_is_later():
     assert first_send_date(now, None) == now
     assert first_send_date(now, now - timedelta(days=1)) == now
     assert first_send_date(now, now + timedelta(days=1)) == now + timedelta(days=1)
+
+
+def test_template_syntax_errors_and_unknown_variables_are_refused():
+    steps = [
+        {"stepOrder": 1, "subjectTemplate": "Hi {{fistName|there}}", "bodyTemplate": "{{ 7*7 }}"},
+    ]
+    with pytest.raises(CampaignFileError) as excinfo:
+        parse_campaign(_doc(steps=steps))
+    problems = excinfo.value.problems
+    assert [p.split(":")[0] for p in problems] == [
+        "steps.0.subjectTemplate",
+        "steps.0.bodyTemplate",
+    ]
+    assert "fistName" in problems[0]
