@@ -1,0 +1,200 @@
+"""One lead's generation, start to finish: render, ask the LLM, gate, retry once, apply policy.
+
+Nothing here touches the database or Prefect; the cache is a small Protocol the task layer fills.
+"""
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import ValidationError
+
+from core.due_lead import DueLead
+from core.gate import check_draft, normalize_draft
+from core.llm import Generation, Generator, LLMError
+from core.llm_output import EmailDraft
+from core.prompt import build_messages, generation_input_hash, prompt_profile
+from core.rendering import TemplateError, lead_variables, render_draft
+from core.schedule import lead_zone, next_step_date, next_window_opening
+from core.sending_rules import (
+    GenerationFailurePolicy,
+    SendingRules,
+    describe_errors,
+    parse_sending_rules,
+)
+
+
+class OutcomeKind(StrEnum):
+    generated = "generated"  # LLM output that passed the gate
+    fallback = "fallback"  # the rendered template, by the campaign's policy
+    held = "held"  # nothing written but the reason; retried after a backoff
+
+
+class GenerationCache(Protocol):
+    """Finished LLM work by content key, so a retry or re-run never pays twice."""
+
+    async def get(self, key: str) -> Generation | None:
+        """The stored generation, or None."""
+        ...
+
+    async def put(self, key: str, generation: Generation) -> None:
+        """Store a finished generation."""
+        ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A lead ready for the LLM: rules parsed, draft rendered, prompt built, key computed."""
+
+    lead: DueLead
+    rules: SendingRules
+    rendered: EmailDraft
+    profile: dict[str, str]
+    input_hash: str
+    sender_name: str | None
+
+    def messages(self, retry_reason: str | None = None) -> list[dict[str, str]]:
+        """The chat messages; a retry adds what the last answer got wrong."""
+        return build_messages(
+            self.lead.goal,
+            self.lead.aiInstructions,
+            self.rendered,
+            self.profile,
+            sender_name=self.sender_name,
+            link_allowlist=self.rules.link_allowlist,
+            retry_reason=retry_reason,
+        )
+
+
+@dataclass(frozen=True)
+class LeadOutcome:
+    """What generation decided for one lead; carries no address, so results stay PII-light."""
+
+    campaignLeadId: str
+    kind: OutcomeKind
+    reason: str | None = None
+    draft: EmailDraft | None = None
+    generation: Generation | None = None
+    input_hash: str | None = None
+    cache_hit: bool = False
+    llm_calls: int = 0
+
+
+def sender_name(rules: SendingRules) -> str | None:
+    """The name templates see as {{senderName}}."""
+    mailboxes = rules.sending_mailboxes()
+    return rules.from_name or (mailboxes[0].name if mailboxes else None)
+
+
+def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
+    """Everything that can fail before the LLM, each failure a held outcome with its reason."""
+
+    def held(reason: str) -> LeadOutcome:
+        return LeadOutcome(lead.campaignLeadId, OutcomeKind.held, reason=reason)
+
+    try:
+        rules = parse_sending_rules(lead.sendingRules)
+    except ValidationError as exc:
+        return held("sendingRules: " + "; ".join(describe_errors(exc)))
+    if lead.stepId is None or lead.subjectTemplate is None or lead.bodyTemplate is None:
+        return held(f"no SequenceStep with stepOrder {lead.stepOrder} in this campaign")
+    try:
+        validate_email(lead.email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return held(f"Lead.email is not a valid address ({exc})")
+    name = sender_name(rules)
+    variables = lead_variables(lead.profile_fields, lead.customFields, name)
+    try:
+        rendered = render_draft(lead.subjectTemplate, lead.bodyTemplate, variables)
+    except TemplateError as exc:
+        return held(f"template: {exc}")
+    key = generation_input_hash(
+        lead_profile=variables,
+        subject_template=lead.subjectTemplate,
+        body_template=lead.bodyTemplate,
+        ai_instructions=lead.aiInstructions,
+        goal=lead.goal,
+        sender_name=name,
+        link_allowlist=rules.link_allowlist,
+        model=model,
+    )
+    return Prepared(lead, rules, rendered, prompt_profile(variables), key, name)
+
+
+async def generate_for_lead(
+    prepared: Prepared, generator: Generator, cache: GenerationCache, *, model: str
+) -> LeadOutcome:
+    """Ask the LLM (or the cache), gate the answer, retry once with the reason, apply policy."""
+    outcome = LeadOutcome(
+        prepared.lead.campaignLeadId, OutcomeKind.held, input_hash=prepared.input_hash
+    )
+    retry_reason: str | None = None
+    for attempt in range(2):
+        key = prepared.input_hash if attempt == 0 else _retry_key(prepared.input_hash, retry_reason)
+        generation = await cache.get(key)
+        if generation is not None:
+            outcome = replace(outcome, cache_hit=outcome.cache_hit or attempt == 0)
+        else:
+            try:
+                generation = await generator.generate(prepared.messages(retry_reason), model=model)
+            except LLMError as exc:
+                calls = outcome.llm_calls + max(exc.attempts, 1)
+                return _policy(prepared, replace(outcome, llm_calls=calls), f"LLM: {exc}")
+            outcome = replace(outcome, llm_calls=outcome.llm_calls + max(generation.attempts, 1))
+            await cache.put(key, generation)
+        draft = normalize_draft(generation.draft)
+        problems = check_draft(draft, rendered=prepared.rendered, rules=prepared.rules)
+        if not problems:
+            return replace(outcome, kind=OutcomeKind.generated, draft=draft, generation=generation)
+        retry_reason = "; ".join(problems)
+    return _policy(prepared, outcome, f"quality gate: {retry_reason}")
+
+
+def _policy(prepared: Prepared, outcome: LeadOutcome, reason: str) -> LeadOutcome:
+    if prepared.rules.on_generation_failure is GenerationFailurePolicy.hold:
+        return replace(outcome, kind=OutcomeKind.held, reason=reason)
+    return replace(outcome, kind=OutcomeKind.fallback, reason=reason, draft=prepared.rendered)
+
+
+def _retry_key(input_hash: str, reason: str | None) -> str:
+    digest = hashlib.sha256((reason or "").encode()).hexdigest()[:16]
+    return f"{input_hash}-retry-{digest}"
+
+
+def is_transient(outcome: LeadOutcome) -> bool:
+    """Held because the LLM was unavailable, so a short backoff is worth it."""
+    return outcome.reason is not None and outcome.reason.startswith("LLM: ")
+
+
+@dataclass(frozen=True)
+class Progression:
+    """Where a lead goes once its send for this step is scheduled."""
+
+    scheduled_for: datetime
+    next_step_order: int
+    next_scheduled_date: datetime | None
+    completed: bool
+
+
+def plan_progression(lead: DueLead, rules: SendingRules, as_of: datetime) -> Progression:
+    """The send goes at the first window opening; the next step follows its delayDays later."""
+    zone = lead_zone(lead.timezone, rules)
+    scheduled_for = next_window_opening(as_of, rules.window, zone)
+    if lead.nextStepDelayDays is None:
+        return Progression(scheduled_for, lead.stepOrder + 1, None, completed=True)
+    next_date = next_step_date(scheduled_for, lead.nextStepDelayDays, zone)
+    return Progression(scheduled_for, lead.stepOrder + 1, next_date, completed=False)
+
+
+HOLD_BASE = timedelta(minutes=15)
+HOLD_MAX = timedelta(hours=24)
+
+
+def hold_until(as_of: datetime, attempts: int, *, transient: bool) -> datetime:
+    """Backoff for a held lead: 15 min doubling per attempt for LLM outages, else a day."""
+    if not transient:
+        return as_of + HOLD_MAX
+    return as_of + min(HOLD_BASE * 2 ** max(attempts - 1, 0), HOLD_MAX)

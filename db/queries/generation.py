@@ -1,0 +1,188 @@
+"""Writing a generated batch: progression, GeneratedMessage and EmailSend, fenced by the claim.
+
+Each statement is set-based over a JSON array of rows, so a batch of 500 costs three round
+trips, not 1,500. The progression update runs first and only touches rows whose `claimToken`
+is still this claim's; the inserts then follow only for those rows, so a zombie worker whose
+lease was taken over writes nothing. The unique constraints make a repeated write a no-op.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.orm import Session
+
+from db.base import UTCDateTime
+
+
+@dataclass(frozen=True)
+class MessageWrite:
+    """One lead's generated message, its send, and where the lead goes next."""
+
+    campaignLeadId: str
+    stepOrder: int
+    stepId: str
+    messageId: str
+    sendId: str
+    subject: str
+    body: str
+    model: str
+    promptVersion: str
+    inputHash: str | None
+    promptTokens: int
+    completionTokens: int
+    latencyMs: int
+    costUsd: Decimal
+    fallbackReason: str | None
+    scheduledFor: datetime
+    nextStepOrder: int
+    nextScheduledDate: datetime | None
+    completed: bool
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A lead that could not be generated: why, until when, and whether it gives up now."""
+
+    campaignLeadId: str
+    reason: str
+    until: datetime
+    give_up: bool
+
+
+def _json(rows: list[dict[str, object]]) -> str:
+    return json.dumps(rows, default=_encode)
+
+
+def _encode(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(type(value))
+
+
+PROGRESS = text(
+    """
+    UPDATE "CampaignLead" cl
+    SET "currentStepOrder" = x."nextStepOrder",
+        "nextScheduledDate" = CASE WHEN x.completed THEN NULL
+                                   ELSE (x."nextScheduledDate" AT TIME ZONE 'UTC') END,
+        status = CASE WHEN x.completed THEN 'completed' ELSE cl.status END,
+        attempts = 0, "lastError" = NULL,
+        "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL,
+        "updatedAt" = :now
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+        "campaignLeadId" text, "stepOrder" int, "nextStepOrder" int,
+        "nextScheduledDate" timestamptz, completed boolean)
+    WHERE cl.id = x."campaignLeadId"
+      AND cl."claimToken" = :token
+      AND cl."currentStepOrder" = x."stepOrder"
+      AND cl.status = 'active'
+    RETURNING cl.id
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
+
+INSERT_MESSAGES = text(
+    """
+    INSERT INTO "GeneratedMessage" (id, "campaignId", "leadId", "stepId", subject, body, status,
+        "createdAt", model, "promptVersion", "inputHash", "promptTokens", "completionTokens",
+        "latencyMs", "costUsd", "fallbackReason")
+    SELECT x."messageId", cl."campaignId", cl."leadId", x."stepId", x.subject, x.body, 'generated',
+        :now, x.model, x."promptVersion", x."inputHash", x."promptTokens", x."completionTokens",
+        x."latencyMs", x."costUsd", x."fallbackReason"
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+        "campaignLeadId" text, "messageId" text, "stepId" text, subject text, body text,
+        model text, "promptVersion" text, "inputHash" text, "promptTokens" int,
+        "completionTokens" int, "latencyMs" int, "costUsd" numeric, "fallbackReason" text)
+    JOIN "CampaignLead" cl ON cl.id = x."campaignLeadId"
+    ON CONFLICT ("campaignId", "leadId", "stepId") WHERE status <> 'superseded' DO NOTHING
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
+
+# The send takes the current message of its step (just inserted, or left by an earlier write)
+# and the address from the Lead row, so addresses never travel through task results.
+INSERT_SENDS = text(
+    """
+    INSERT INTO "EmailSend" (id, "campaignId", "leadId", "stepId", "generatedMessageId",
+        "toEmail", status, "scheduledFor", "createdAt", "updatedAt")
+    SELECT x."sendId", cl."campaignId", cl."leadId", x."stepId", gm.id, l.email, 'scheduled',
+        (x."scheduledFor" AT TIME ZONE 'UTC'), :now, :now
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+        "campaignLeadId" text, "sendId" text, "stepId" text, "scheduledFor" timestamptz)
+    JOIN "CampaignLead" cl ON cl.id = x."campaignLeadId"
+    JOIN "Lead" l ON l.id = cl."leadId"
+    JOIN "GeneratedMessage" gm ON gm."campaignId" = cl."campaignId" AND gm."leadId" = cl."leadId"
+        AND gm."stepId" = x."stepId" AND gm.status <> 'superseded'
+    ON CONFLICT ("campaignId", "leadId", "stepId") DO NOTHING
+    RETURNING "EmailSend".id
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
+
+HOLD = text(
+    """
+    UPDATE "CampaignLead" cl
+    SET attempts = cl.attempts + 1,
+        "lastError" = x.reason,
+        "nextScheduledDate" = (x.until AT TIME ZONE 'UTC'),
+        status = CASE WHEN x."giveUp" THEN 'failed' ELSE cl.status END,
+        "stopReason" = CASE WHEN x."giveUp" THEN 'generation_failed' ELSE cl."stopReason" END,
+        "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL,
+        "updatedAt" = :now
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+        "campaignLeadId" text, reason text, until timestamptz, "giveUp" boolean)
+    WHERE cl.id = x."campaignLeadId" AND cl."claimToken" = :token AND cl.status = 'active'
+    RETURNING cl.id
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
+
+RELEASE = text(
+    """
+    UPDATE "CampaignLead"
+    SET "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL
+    WHERE "claimToken" = :token
+    """
+)
+
+
+def record_messages(
+    session: Session, *, token: str, now: datetime, writes: list[MessageWrite]
+) -> set[str]:
+    """Progress the leads this claim still holds and write their message and send.
+
+    Returns the CampaignLead ids written; the others were taken over by another worker.
+    """
+    if not writes:
+        return set()
+    rows = [asdict(write) for write in writes]
+    written = set(
+        session.scalars(PROGRESS, {"rows": _json(rows), "token": token, "now": now}).all()
+    )
+    fenced = [row for row in rows if row["campaignLeadId"] in written]
+    if fenced:
+        session.execute(INSERT_MESSAGES, {"rows": _json(fenced), "now": now})
+        session.execute(INSERT_SENDS, {"rows": _json(fenced), "now": now})
+    return written
+
+
+def hold_leads(session: Session, *, token: str, now: datetime, holds: list[Hold]) -> set[str]:
+    """Record why each lead was held and push its next try back; fenced like every write."""
+    if not holds:
+        return set()
+    rows = [
+        {
+            "campaignLeadId": h.campaignLeadId,
+            "reason": h.reason,
+            "until": h.until,
+            "giveUp": h.give_up,
+        }
+        for h in holds
+    ]
+    return set(session.scalars(HOLD, {"rows": _json(rows), "token": token, "now": now}).all())
+
+
+def release_claim(session: Session, token: str) -> int:
+    """Give back whatever this claim still holds (a dry run, or a batch that was cut short)."""
+    return session.execute(RELEASE, {"token": token}).rowcount
