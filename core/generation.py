@@ -6,6 +6,7 @@ Nothing here touches the database or Prefect; the cache is a small Protocol the 
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
@@ -187,6 +188,41 @@ def plan_progression(lead: DueLead, rules: SendingRules, as_of: datetime) -> Pro
         return Progression(scheduled_for, lead.stepOrder + 1, None, completed=True)
     next_date = next_step_date(scheduled_for, lead.nextStepDelayDays, zone)
     return Progression(scheduled_for, lead.stepOrder + 1, next_date, completed=False)
+
+
+@dataclass(frozen=True)
+class MessageWrite:
+    """One lead's generated message, its send, and where the lead goes next."""
+
+    campaignLeadId: str
+    stepOrder: int
+    stepId: str
+    messageId: str
+    sendId: str
+    subject: str
+    body: str
+    model: str
+    promptVersion: str
+    inputHash: str | None
+    promptTokens: int
+    completionTokens: int
+    latencyMs: int
+    costUsd: Decimal
+    fallbackReason: str | None
+    scheduledFor: datetime
+    nextStepOrder: int
+    nextScheduledDate: datetime | None
+    completed: bool
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A lead that could not be generated: why, until when, and whether it gives up now."""
+
+    campaignLeadId: str
+    reason: str
+    until: datetime
+    give_up: bool
 
 
 HOLD_BASE = timedelta(minutes=15)

@@ -7,49 +7,15 @@ lease was taken over writes nothing. The unique constraints make a repeated writ
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
+from core.generation import Hold, MessageWrite
 from db.base import UTCDateTime
-
-
-@dataclass(frozen=True)
-class MessageWrite:
-    """One lead's generated message, its send, and where the lead goes next."""
-
-    campaignLeadId: str
-    stepOrder: int
-    stepId: str
-    messageId: str
-    sendId: str
-    subject: str
-    body: str
-    model: str
-    promptVersion: str
-    inputHash: str | None
-    promptTokens: int
-    completionTokens: int
-    latencyMs: int
-    costUsd: Decimal
-    fallbackReason: str | None
-    scheduledFor: datetime
-    nextStepOrder: int
-    nextScheduledDate: datetime | None
-    completed: bool
-
-
-@dataclass(frozen=True)
-class Hold:
-    """A lead that could not be generated: why, until when, and whether it gives up now."""
-
-    campaignLeadId: str
-    reason: str
-    until: datetime
-    give_up: bool
 
 
 def _json(rows: list[dict[str, object]]) -> str:

@@ -6,10 +6,11 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
+from core.generation import Hold, MessageWrite
 from db.base import new_id
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from db.queries.claims import claim_due_leads, preview_due_leads
-from db.queries.generation import Hold, MessageWrite, hold_leads, record_messages
+from db.queries.generation import hold_leads, record_messages
 from tests import factories
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
@@ -65,7 +66,7 @@ def test_claim_takes_at_most_the_batch_size_oldest_first(sessions):
     assert all(lead.stepOrder == 1 and lead.stepId for lead in leads)
     _, rest = claim(sessions, 5, worker="w2")
     assert len(rest) == 2
-    assert not {l.campaignLeadId for l in leads} & {l.campaignLeadId for l in rest}
+    assert not {ld.campaignLeadId for ld in leads} & {ld.campaignLeadId for ld in rest}
 
 
 def test_concurrent_claims_never_take_the_same_lead(sessions):
@@ -81,7 +82,7 @@ def test_a_live_lease_is_never_reclaimed_and_an_expired_one_is(sessions):
     seed(sessions, 3)
     claim(sessions, 10)
     assert claim(sessions, 10, now=NOW + LEASE - timedelta(seconds=1))[1] == []
-    token, again = claim(sessions, 10, now=NOW + LEASE + timedelta(seconds=1), worker="rescuer")
+    _, again = claim(sessions, 10, now=NOW + LEASE + timedelta(seconds=1), worker="rescuer")
     assert len(again) == 3
 
 
@@ -91,7 +92,7 @@ def test_a_zombie_whose_lease_was_taken_over_writes_nothing(sessions):
     rescue_token, rescued = claim(sessions, 10, now=NOW + LEASE * 2, worker="rescuer")
     with sessions.begin() as session:
         written = record_messages(
-            session, token=zombie_token, now=NOW, writes=[write_for(l) for l in leads]
+            session, token=zombie_token, now=NOW, writes=[write_for(ld) for ld in leads]
         )
         held = hold_leads(
             session,
@@ -102,7 +103,7 @@ def test_a_zombie_whose_lease_was_taken_over_writes_nothing(sessions):
     assert written == set() and held == set()
     with sessions.begin() as session:
         written = record_messages(
-            session, token=rescue_token, now=NOW, writes=[write_for(l) for l in rescued]
+            session, token=rescue_token, now=NOW, writes=[write_for(ld) for ld in rescued]
         )
     assert len(written) == 2
     with sessions() as session:
@@ -115,7 +116,7 @@ def test_a_zombie_whose_lease_was_taken_over_writes_nothing(sessions):
 def test_writing_the_same_batch_twice_is_a_no_op(sessions):
     seed(sessions, 1)
     token, leads = claim(sessions, 10)
-    writes = [write_for(l) for l in leads]
+    writes = [write_for(ld) for ld in leads]
     with sessions.begin() as session:
         assert len(record_messages(session, token=token, now=NOW, writes=writes)) == 1
     with sessions.begin() as session:
