@@ -15,9 +15,10 @@ from pydantic import ValidationError
 
 from core.due_lead import DueLead
 from core.gate import check_draft, normalize_draft
-from core.llm import Generation, Generator, LLMError
+from core.ids import new_id
+from core.llm import TEMPLATE_MODEL, Generation, Generator, LLMError
 from core.llm_output import EmailDraft
-from core.prompt import build_messages, generation_input_hash, prompt_profile
+from core.prompt import PROMPT_VERSION, build_messages, generation_input_hash, prompt_profile
 from core.rendering import TemplateError, lead_variables, render_draft
 from core.schedule import lead_zone, next_step_date, next_window_opening
 from core.sending_rules import (
@@ -146,6 +147,8 @@ async def generate_for_lead(
                 return _policy(prepared, replace(outcome, llm_calls=calls), f"LLM: {exc}")
             outcome = replace(outcome, llm_calls=outcome.llm_calls + max(generation.attempts, 1))
             await cache.put(key, generation)
+        # Kept even when the gate fails, so what a fallback cost is still accounted for.
+        outcome = replace(outcome, generation=generation)
         draft = normalize_draft(generation.draft)
         problems = check_draft(draft, rendered=prepared.rendered, rules=prepared.rules)
         if not problems:
@@ -234,3 +237,46 @@ def hold_until(as_of: datetime, attempts: int, *, transient: bool) -> datetime:
     if not transient:
         return as_of + HOLD_MAX
     return as_of + min(HOLD_BASE * 2 ** max(attempts - 1, 0), HOLD_MAX)
+
+
+def plan_writes(
+    leads: list[DueLead], outcomes: list[LeadOutcome], *, as_of: datetime, max_attempts: int
+) -> tuple[list[MessageWrite], list[Hold]]:
+    """Turn a batch's outcomes into the rows to write: sends with progression, or holds."""
+    by_id = {lead.campaignLeadId: lead for lead in leads}
+    writes: list[MessageWrite] = []
+    holds: list[Hold] = []
+    for outcome in outcomes:
+        lead = by_id[outcome.campaignLeadId]
+        if outcome.kind is OutcomeKind.held or outcome.draft is None or lead.stepId is None:
+            attempts = lead.attempts + 1
+            until = hold_until(as_of, attempts, transient=is_transient(outcome))
+            reason = outcome.reason or "no draft"
+            holds.append(Hold(lead.campaignLeadId, reason, until, attempts >= max_attempts))
+            continue
+        progression = plan_progression(lead, parse_sending_rules(lead.sendingRules), as_of)
+        generation = outcome.generation
+        writes.append(
+            MessageWrite(
+                campaignLeadId=lead.campaignLeadId,
+                stepOrder=lead.stepOrder,
+                stepId=lead.stepId,
+                messageId=new_id(),
+                sendId=new_id(),
+                subject=outcome.draft.subject,
+                body=outcome.draft.body,
+                model=generation.model if generation else TEMPLATE_MODEL,
+                promptVersion=PROMPT_VERSION,
+                inputHash=outcome.input_hash,
+                promptTokens=generation.prompt_tokens if generation else 0,
+                completionTokens=generation.completion_tokens if generation else 0,
+                latencyMs=generation.latency_ms if generation else 0,
+                costUsd=Decimal(str(round(generation.cost_usd, 6))) if generation else Decimal(0),
+                fallbackReason=outcome.reason if outcome.kind is OutcomeKind.fallback else None,
+                scheduledFor=progression.scheduled_for,
+                nextStepOrder=progression.next_step_order,
+                nextScheduledDate=progression.next_scheduled_date,
+                completed=progression.completed,
+            )
+        )
+    return writes, holds

@@ -41,6 +41,22 @@ class Settings(BaseSettings):
         default=None, description="OpenAI-compatible endpoint; unset means api.openai.com."
     )
     openai_model: str = Field(default="gpt-4o-mini", description="Chat model for personalisation.")
+    llm_max_concurrency: int = Field(default=64, ge=1, description="LLM calls in flight per run.")
+    llm_timeout_seconds: float = Field(default=30.0, gt=0, description="Per LLM request.")
+    llm_max_retries: int = Field(
+        default=4, ge=0, description="Retries of a 429/5xx/timeout, with backoff and jitter."
+    )
+    llm_rate_limit_name: str | None = Field(
+        default=None,
+        description="A Prefect global concurrency limit used as the LLM requests-per-minute"
+        " limit (slot decay = RPM/60); unset: no limit beyond concurrency.",
+    )
+    claim_lease_seconds: int = Field(
+        default=600, ge=30, description="How long a claim holds a lead before others may take it."
+    )
+    max_generation_attempts: int = Field(
+        default=8, ge=1, description="Holds in a row before a lead is marked failed."
+    )
 
     @field_validator("database_url")
     @classmethod

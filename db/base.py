@@ -1,6 +1,5 @@
 """Declarative base, Prisma-style constraint names, and the UTC timestamp type the web app uses."""
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,6 +8,10 @@ from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from core.ids import new_id
+
+__all__ = ["Base", "UTCDateTime", "new_id", "utcnow"]
 
 # Prisma's own names, so constraints created here match what `prisma migrate` would create.
 NAMING_CONVENTION = {
@@ -41,11 +44,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC)
-
-
-def new_id() -> str:
-    """A text primary key; Prisma's cuid() is text too, so any unique string fits."""
-    return uuid.uuid4().hex
 
 
 def utcnow() -> datetime:

@@ -1,0 +1,240 @@
+"""Prefect tasks of `process-campaign-sends`: claim due leads, generate their messages, write."""
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from weakref import WeakKeyDictionary
+
+import anyio
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.asyncio import rate_limit
+from prefect.results import ResultStore, get_result_store
+from pydantic import BaseModel
+
+from core.due_lead import DueLead
+from core.generation import LeadOutcome, generate_for_lead, plan_writes, prepare
+from core.generation_report import CampaignCounts, count_batch
+from core.llm import (
+    TEMPLATE_MODEL,
+    Generation,
+    Generator,
+    OpenAIGenerator,
+    TemplateGenerator,
+)
+from core.prompt import Message
+from core.settings import get_settings
+from db.base import utcnow
+from db.engine import unit_of_work
+from db.queries.claims import claim_due_leads as claim_due_leads_query
+from db.queries.claims import preview_due_leads
+from db.queries.generation import hold_leads, record_messages, release_claim
+from tasks.database import session_factory
+
+CACHE_PREFIX = "generation-"
+
+
+class GenerationConfig(BaseModel):
+    """How this run talks to the LLM; no secrets (the key is read from settings in the task)."""
+
+    model: str
+    base_url: str | None = None
+    offline: bool = False
+    max_concurrency: int = 64
+    timeout_seconds: float = 30.0
+    max_retries: int = 4
+    rate_limit_name: str | None = None
+
+
+class Claim(BaseModel):
+    """A batch of due leads; token is None for a dry-run preview, which holds nothing."""
+
+    token: str | None
+    leads: list[DueLead]
+
+
+class ResultStoreCache:
+    """Finished generations in Prefect's result storage, keyed by the content hash."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self._store = store
+
+    async def get(self, key: str) -> Generation | None:
+        """A stored generation, or None."""
+        if not await self._store.aexists(CACHE_PREFIX + key):
+            return None
+        record = await self._store.aread(CACHE_PREFIX + key)
+        return record.result if isinstance(record.result, Generation) else None
+
+    async def put(self, key: str, generation: Generation) -> None:
+        """Persist a generation so no retry or re-run pays for it again."""
+        await self._store.awrite(obj=generation, key=CACHE_PREFIX + key)
+
+
+class NoCache:
+    """The offline generator costs nothing, so nothing is worth storing."""
+
+    async def get(self, key: str) -> Generation | None:
+        """Never a hit."""
+        return None
+
+    async def put(self, key: str, generation: Generation) -> None:
+        """Nothing to keep."""
+
+
+# One limit per event loop: every batch of a run shares the same LLM slots.
+_slots: "WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = WeakKeyDictionary()
+
+
+class LimitedGenerator:
+    """Holds a slot (and a rate-limit token, if configured) for each real LLM call."""
+
+    def __init__(self, inner: Generator, config: GenerationConfig) -> None:
+        self._inner = inner
+        self._rate_limit = config.rate_limit_name
+        loop = asyncio.get_running_loop()
+        self._slots = _slots.setdefault(loop, asyncio.Semaphore(config.max_concurrency))
+
+    async def generate(self, messages: list[Message], *, model: str) -> Generation:
+        """One call, within the concurrency and rate limits."""
+        async with self._slots:
+            if self._rate_limit:
+                await rate_limit(self._rate_limit, strict=False)
+            return await self._inner.generate(messages, model=model)
+
+
+def generation_config() -> GenerationConfig:
+    """The run's LLM settings, without the key."""
+    settings = get_settings()
+    offline = settings.openai_api_key is None
+    return GenerationConfig(
+        model=TEMPLATE_MODEL if offline else settings.openai_model,
+        base_url=settings.openai_base_url,
+        offline=offline,
+        max_concurrency=settings.llm_max_concurrency,
+        timeout_seconds=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        rate_limit_name=settings.llm_rate_limit_name,
+    )
+
+
+@task(
+    name="claim-due-leads",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+async def claim_due_leads(
+    *,
+    as_of: datetime,
+    limit: int,
+    worker: str,
+    campaign_id: str | None,
+    dry_run: bool,
+) -> Claim:
+    """Claim (or, in a dry run, only preview) the next batch of due leads."""
+    lease = timedelta(seconds=get_settings().claim_lease_seconds)
+
+    def claim() -> Claim:
+        with unit_of_work(session_factory()) as session:
+            if dry_run:
+                leads = preview_due_leads(
+                    session, as_of=as_of, now=utcnow(), limit=limit, campaign_id=campaign_id
+                )
+                return Claim(token=None, leads=leads)
+            token, leads = claim_due_leads_query(
+                session,
+                as_of=as_of,
+                now=utcnow(),
+                limit=limit,
+                worker=worker,
+                lease=lease,
+                campaign_id=campaign_id,
+            )
+            return Claim(token=token, leads=leads)
+
+    return await anyio.to_thread.run_sync(claim)
+
+
+@task(
+    name="generate-messages",
+    retries=1,
+    retry_delay_seconds=5,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+async def generate_messages(leads: list[DueLead], config: GenerationConfig) -> list[LeadOutcome]:
+    """Generate every lead of a batch concurrently; one lead's failure never stops the others."""
+    inner: Generator
+    if config.offline:
+        inner, cache = TemplateGenerator(), NoCache()
+    else:
+        key = get_settings().openai_api_key
+        assert key is not None
+        inner = OpenAIGenerator(
+            api_key=key,
+            base_url=config.base_url,
+            timeout=config.timeout_seconds,
+            max_retries=config.max_retries,
+        )
+        cache = ResultStoreCache(get_result_store())
+    generator = LimitedGenerator(inner, config)
+
+    async def one(lead: DueLead) -> LeadOutcome:
+        prepared = prepare(lead, model=config.model)
+        if isinstance(prepared, LeadOutcome):
+            return prepared
+        return await generate_for_lead(prepared, generator, cache, model=config.model)
+
+    try:
+        return list(await asyncio.gather(*(one(lead) for lead in leads)))
+    finally:
+        if isinstance(inner, OpenAIGenerator):
+            await inner.aclose()
+
+
+@task(
+    name="write-messages",
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+async def write_messages(
+    claim: Claim, outcomes: list[LeadOutcome], *, as_of: datetime, max_attempts: int
+) -> dict[str, CampaignCounts]:
+    """Write a batch in one transaction, fenced by its claim; returns its per-campaign counts."""
+    writes, holds = plan_writes(claim.leads, outcomes, as_of=as_of, max_attempts=max_attempts)
+    assert claim.token is not None
+
+    def write() -> tuple[set[str], set[str]]:
+        with unit_of_work(session_factory()) as session:
+            now = utcnow()
+            written = record_messages(session, token=claim.token, now=now, writes=writes)
+            held = hold_leads(session, token=claim.token, now=now, holds=holds)
+            release_claim(session, claim.token)
+        return written, held
+
+    written, held = await anyio.to_thread.run_sync(write)
+    failed = {hold.campaignLeadId for hold in holds if hold.give_up} & held
+    lost = len(claim.leads) - len(written) - len(held)
+    logger = get_run_logger()
+    logger.info(
+        "batch of %d: %d scheduled, %d held, %d failed, %d taken over by another worker",
+        len(claim.leads),
+        len(written),
+        len(held) - len(failed),
+        len(failed),
+        lost,
+    )
+    for hold in holds:
+        if hold.campaignLeadId in held:
+            # Reasons name fields and rules, never addresses or bodies, so INFO is safe.
+            logger.log(
+                logging.WARNING if hold.give_up else logging.INFO,
+                "lead %s held: %s",
+                hold.campaignLeadId,
+                hold.reason,
+            )
+    return count_batch(claim.leads, outcomes, written=written, failed=failed)

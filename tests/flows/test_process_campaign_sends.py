@@ -1,0 +1,102 @@
+"""`process-campaign-sends` end to end under the Prefect harness, on real PostgreSQL."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prefect.client.orchestration import get_client
+from sqlalchemy import select
+
+from db.models import CampaignLead, EmailSend, GeneratedMessage
+from flows.process_campaign_sends import process_campaign_sends
+from tests import factories
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.openai_wire import PERSONAL_LINE
+
+pytestmark = pytest.mark.flows
+
+# Wednesday 25 November 2026, 15:00 UTC: 10:00 in New York, inside a 9-17 weekday window.
+AS_OF = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+RULES = {"timezone": "America/New_York", "fromName": "Alex", "fromEmail": "alex@seller.example"}
+
+
+def seed(sessions, n: int, *, steps: int = 3, rules: dict | None = None, **lead_fields):
+    with sessions.begin() as session:
+        ws = factories.workspace(session)
+        camp = factories.campaign(
+            session, ws, steps=steps, sendingRules=rules or RULES, goal="Book calls"
+        )
+        for i in range(n):
+            lead = factories.lead(session, ws, email=f"lead{i}@buyer.example", **lead_fields)
+            factories.enrolment(session, camp, lead, due=AS_OF - timedelta(minutes=5))
+        return camp.id
+
+
+def run(**params):
+    return asyncio.run(process_campaign_sends(as_of=AS_OF, **params))
+
+
+def test_offline_run_schedules_a_send_per_due_lead_and_advances_it(pipeline_env, sessions):
+    campaign_id = seed(sessions, 5)
+    counts = run(batch_size=2)
+    assert counts[campaign_id].claimed == 5
+    assert counts[campaign_id].scheduled == 5
+    with sessions() as session:
+        sends = session.scalars(select(EmailSend)).all()
+        messages = session.scalars(select(GeneratedMessage)).all()
+        leads = session.scalars(select(CampaignLead)).all()
+    assert {s.status for s in sends} == {"scheduled"}
+    assert {s.scheduledFor for s in sends} == {AS_OF}
+    assert sorted(s.toEmail for s in sends) == [f"lead{i}@buyer.example" for i in range(5)]
+    assert {m.model for m in messages} == {"template"}
+    assert {m.subject for m in messages} == {"Step 1 for Sarah"}
+    assert {(c.currentStepOrder, c.nextScheduledDate, c.claimToken) for c in leads} == {
+        (2, AS_OF + timedelta(days=3), None)
+    }
+    assert run() == {}  # nothing is due any more
+
+
+def test_a_lead_with_a_missing_variable_is_held_with_its_reason(pipeline_env, sessions):
+    campaign_id = seed(sessions, 2, companyName=None)
+    counts = run()
+    assert counts[campaign_id].held == 2 and counts[campaign_id].scheduled == 0
+    with sessions() as session:
+        leads = session.scalars(select(CampaignLead)).all()
+    assert {c.status for c in leads} == {"active"}
+    assert all("companyName" in c.lastError for c in leads)
+    assert {c.nextScheduledDate for c in leads} == {AS_OF + timedelta(hours=24)}
+
+
+def test_llm_run_is_cached_so_a_rerun_makes_no_llm_call(pipeline_env, sessions):
+    campaign_id = seed(sessions, 4)
+    with FakeOpenAI(latency_ms=0) as server:
+        pipeline_env.setenv("OPENAI_API_KEY", "sk-test-not-real")
+        pipeline_env.setenv("OPENAI_BASE_URL", server.base_url)
+        preview = run(dry_run=True)
+        assert preview[campaign_id].generated == 4
+        assert preview[campaign_id].scheduled == 0
+        calls_after_preview = server.stats().requests
+        assert calls_after_preview == 4
+        counts = run()
+        assert server.stats().requests == calls_after_preview  # every draft came from the cache
+    assert counts[campaign_id].cache_hits == 4
+    assert counts[campaign_id].scheduled == 4
+    with sessions() as session:
+        messages = session.scalars(select(GeneratedMessage)).all()
+    assert {m.model for m in messages} == {"gpt-4o-mini"}
+    assert all(m.body.startswith(PERSONAL_LINE) for m in messages)
+    assert all(m.promptTokens > 0 and m.inputHash for m in messages)
+
+
+def test_dry_run_changes_nothing_and_publishes_previews(pipeline_env, sessions):
+    seed(sessions, 3)
+    run(dry_run=True)
+    with sessions() as session:
+        assert session.scalars(select(EmailSend)).all() == []
+        assert {c.currentStepOrder for c in session.scalars(select(CampaignLead))} == {1}
+
+    async def artifact_keys():
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts()}
+
+    assert "process-campaign-sends-preview" in asyncio.run(artifact_keys())
