@@ -1,6 +1,8 @@
 """`campaign-pipeline demo`: seed the demo workspace, campaign and leads shipped in demo/."""
 
+import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -9,10 +11,11 @@ from sqlalchemy.orm import Session
 
 from cli.context import Database
 from core.campaign_file import parse_campaign
+from core.generation_report import CampaignCounts
 from core.lead_import import read_leads_csv
 from db.base import utcnow
 from db.engine import unit_of_work
-from db.models import Campaign, CampaignLead
+from db.models import Campaign, CampaignLead, EmailSend
 from db.queries.campaigns import create_campaign, get_campaign
 from db.queries.enrolment import LeadFileEnrolment, enrol_lead_rows
 
@@ -56,3 +59,18 @@ def lead_status_counts(session: Session, campaign_id: str) -> dict[str, int]:
         .group_by(CampaignLead.status)
     )
     return {status: count for status, count in rows.tuples()}
+
+
+def run_generation(campaign_id: str) -> dict[str, CampaignCounts]:
+    """Run process-campaign-sends once, now, for the demo campaign."""
+    from flows.process_campaign_sends import process_campaign_sends
+
+    return asyncio.run(process_campaign_sends(as_of=utcnow(), campaign_id=campaign_id))
+
+
+def send_times(session: Session, campaign_id: str) -> list[datetime]:
+    """When the campaign's scheduled sends are due."""
+    query = select(EmailSend.scheduledFor).where(
+        EmailSend.campaignId == campaign_id, EmailSend.status == "scheduled"
+    )
+    return [when for when in session.scalars(query) if when is not None]

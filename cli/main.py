@@ -1,17 +1,18 @@
 """`campaign-pipeline`: database, campaign and enrolment commands, and the demo."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
 from cli.context import Database, open_database
-from cli.demo import lead_status_counts, seed_demo
+from cli.demo import lead_status_counts, run_generation, seed_demo, send_times
 from core.campaign_file import CampaignFileError, parse_campaign
+from core.generation_report import COLUMNS, CampaignCounts
 from core.lead_import import LeadFileError, read_leads_csv
 from core.settings import get_settings
 from db.base import utcnow
@@ -150,7 +151,7 @@ def enroll(
 def demo(
     reset: Annotated[bool, typer.Option(help="Delete the demo campaign first.")] = False,
 ) -> None:
-    """Seed a demo workspace, a 3-step campaign and 20 leads, on the embedded defaults."""
+    """Seed a demo campaign and 20 leads, then run process-campaign-sends once (offline LLM)."""
     database = connect()
     out.print(f"database: {database.where}")
     seed = seed_demo(database, reset=reset)
@@ -158,18 +159,24 @@ def demo(
         f"campaign {seed.campaign_id}: {'created' if seed.created else 'already there'}; "
         f"enrolled {seed.enrolment.enrolled}, already enrolled {seed.enrolment.already_enrolled}",
     )
+    counts = run_generation(seed.campaign_id)
+    for row in counts.values() or [CampaignCounts(campaign_id=seed.campaign_id)]:
+        out.print(
+            f"process-campaign-sends, campaign {row.campaign_id}: "
+            + ", ".join(f"{column.replace('_', ' ')} {getattr(row, column)}" for column in COLUMNS)
+        )
     with database.sessions() as session:
-        counts = lead_status_counts(session, seed.campaign_id)
-    table = Table(title="demo campaign leads by status")
-    table.add_column("status")
-    table.add_column("leads", justify="right")
-    for status, count in sorted(counts.items()):
-        table.add_row(status, str(count))
-    out.print(table)
+        statuses = lead_status_counts(session, seed.campaign_id)
+        sends = send_times(session, seed.campaign_id)
+    out.print("leads by status: " + ", ".join(f"{s} {n}" for s, n in sorted(statuses.items())))
+    if sends:
+        out.print(f"sends scheduled: {len(sends)}, first at {min(sends).isoformat()} (UTC)")
 
 
 def main() -> None:
     """Console-script entry point: errors end as one line on stderr, never a traceback."""
+    # The machine may have no route out; Prefect's telemetry would only log a failure.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         app()
     except OperationalError as exc:

@@ -142,11 +142,15 @@ def test_alembic_upgrade_head_from_the_repo_root(empty_database_url):
     assert _count(empty_database_url, "CampaignLead") == 0
 
 
-def test_demo_seeds_twenty_leads_once(database_url):
+def test_demo_seeds_twenty_leads_and_schedules_their_first_send_once(database_url):
     first = run(database_url, "demo")
     assert first.returncode == 0, first.stderr
     assert "campaign demo-campaign: created; enrolled 20, already enrolled 0" in first.stdout
+    assert "claimed 20, generated 20, cache hits 0, fell back 0, held 0" in first.stdout
+    assert "sends scheduled: 20" in first.stdout
     second = run(database_url, "demo")
     assert "already there; enrolled 0, already enrolled 20" in second.stdout
+    assert "claimed 0, generated 0" in second.stdout
+    assert _count(database_url, "EmailSend") == 20
     assert _count(database_url, "Lead") == 20
     assert _count(database_url, "SequenceStep") == 3
