@@ -1,11 +1,12 @@
 """`process-campaign-sends` end to end under the Prefect harness, on real PostgreSQL."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prefect.client.orchestration import get_client
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from flows.process_campaign_sends import process_campaign_sends
@@ -100,3 +101,19 @@ def test_dry_run_changes_nothing_and_publishes_previews(pipeline_env, sessions):
             return {a.key for a in await client.read_artifacts()}
 
     assert "process-campaign-sends-preview" in asyncio.run(artifact_keys())
+
+
+def test_two_overlapping_runs_process_each_of_1000_leads_exactly_once(pipeline_env, sessions):
+    campaign_id = seed(sessions, 1000)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: run(batch_size=100), range(2)))
+    claimed = [r[campaign_id].claimed for r in results if campaign_id in r]
+    assert sum(claimed) == 1000
+    assert sum(r[campaign_id].scheduled for r in results if campaign_id in r) == 1000
+    with sessions() as session:
+        per_lead = session.execute(
+            select(EmailSend.leadId, func.count()).group_by(EmailSend.leadId)
+        ).all()
+        steps = {c.currentStepOrder for c in session.scalars(select(CampaignLead))}
+    assert len(per_lead) == 1000 and {count for _, count in per_lead} == {1}
+    assert steps == {2}
