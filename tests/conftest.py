@@ -20,7 +20,7 @@ from db.engine import make_engine, make_session_factory, resolve_database_url, u
 _counter = itertools.count()
 
 
-def _worker() -> str:
+def worker_id() -> str:
     # The pid keeps two pytest sessions on one server (say, a developer's and CI's) apart.
     return f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
 
@@ -61,7 +61,7 @@ def drop_database(server_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def template_database(server_url: str) -> Iterator[str]:
     """A database migrated to head once, cloned by every test."""
-    name = f"cp_template_{_worker()}"
+    name = f"cp_template_{worker_id()}"
     upgrade(create_database(server_url, name))
     yield name
     drop_database(server_url, name)
@@ -70,7 +70,7 @@ def template_database(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def empty_database_url(server_url: str) -> Iterator[str]:
     """A fresh database with no tables, for migration tests."""
-    name = f"cp_empty_{_worker()}_{next(_counter)}"
+    name = f"cp_empty_{worker_id()}_{next(_counter)}"
     yield create_database(server_url, name)
     drop_database(server_url, name)
 
@@ -78,7 +78,7 @@ def empty_database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def database_url(server_url: str, template_database: str) -> Iterator[str]:
     """A fresh database at head, private to this test."""
-    name = f"cp_test_{_worker()}_{next(_counter)}"
+    name = f"cp_test_{worker_id()}_{next(_counter)}"
     yield create_database(server_url, name, template=template_database)
     drop_database(server_url, name)
 

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from db.engine import upgrade
-from tests.conftest import create_database, drop_database
+from tests.conftest import create_database, drop_database, worker_id
 
 MILLION = 1_000_000
 
@@ -35,7 +35,7 @@ ANALYZE;
 
 @pytest.fixture(scope="module")
 def million_url(server_url):
-    name = "cp_million"
+    name = f"cp_million_{worker_id()}"
     url = create_database(server_url, name)
     upgrade(url)
     libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
