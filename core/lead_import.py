@@ -8,22 +8,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 from email_validator import EmailNotValidError, validate_email
 
+from core.lead_fields import LEAD_FIELDS
 from core.sending_rules import check_timezone
 
-# Known Lead columns, looked up by a header with case, spaces, '_' and '-' removed.
-LEAD_COLUMNS = (
-    "email",
-    "firstName",
-    "lastName",
-    "companyName",
-    "title",
-    "industry",
-    "companySize",
-    "website",
-    "timezone",
-)
+# Headers are looked up with case, spaces, '_', '-' and '.' removed.
 _ALIASES = {
-    **{name.lower(): name for name in LEAD_COLUMNS},
+    **{name.lower(): name for name in LEAD_FIELDS},
     "emailaddress": "email",
     "mail": "email",
     "first": "firstName",
@@ -141,7 +131,7 @@ def read_leads_csv(data: bytes, *, encoding: str = "utf-8") -> LeadImport:
         records.append({"line": start, **dict(zip(columns, values, strict=True))})
 
     frame = pd.DataFrame.from_records(records, columns=["line", *columns])
-    leads, row_problems = _validate(frame, [c for c in columns if c not in LEAD_COLUMNS])
+    leads, row_problems = _validate(frame, [c for c in columns if c not in LEAD_FIELDS])
     problems.extend(row_problems)
     problems.sort(key=lambda p: p.line)
     return LeadImport(leads=leads, problems=problems)
@@ -149,10 +139,10 @@ def read_leads_csv(data: bytes, *, encoding: str = "utf-8") -> LeadImport:
 
 def _validate(frame: pd.DataFrame, custom: list[str]) -> tuple[pd.DataFrame, list[RowProblem]]:
     problems: list[RowProblem] = []
-    for column in LEAD_COLUMNS:
+    for column in LEAD_FIELDS:
         if column not in frame:
             frame[column] = ""
-    frame[list(LEAD_COLUMNS)] = frame[list(LEAD_COLUMNS)].apply(lambda col: col.str.strip())
+    frame[list(LEAD_FIELDS)] = frame[list(LEAD_FIELDS)].apply(lambda col: col.str.strip())
 
     keep = pd.Series(True, index=frame.index)
     normalised: list[str] = []
@@ -193,8 +183,8 @@ def _validate(frame: pd.DataFrame, custom: list[str]) -> tuple[pd.DataFrame, lis
         if custom
         else [{} for _ in range(len(frame))]
     )
-    optional = [c for c in LEAD_COLUMNS if c != "email"]
-    frame = frame[["line", *LEAD_COLUMNS, "customFields"]].astype(object)
+    optional = [c for c in LEAD_FIELDS if c != "email"]
+    frame = frame[["line", *LEAD_FIELDS, "customFields"]].astype(object)
     frame[optional] = frame[optional].where(frame[optional] != "", None)
     return frame.reset_index(drop=True), problems
 

@@ -20,19 +20,9 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from core.lead_fields import LEAD_FIELDS
 from core.llm_output import EmailDraft
 
-LEAD_FIELDS: tuple[str, ...] = (
-    "email",
-    "firstName",
-    "lastName",
-    "companyName",
-    "title",
-    "industry",
-    "companySize",
-    "website",
-    "timezone",
-)
 SENDER_NAME = "senderName"
 CUSTOM_PREFIX = "customFields."
 

@@ -10,21 +10,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.campaign_file import first_send_date
+from core.lead_fields import PROFILE_FIELDS
 from core.statuses import CampaignLeadStatus
 from db.base import new_id, utcnow
 from db.models import Campaign, CampaignLead, Lead
 
 CHUNK = 1000
-PROFILE_COLUMNS = (
-    "firstName",
-    "lastName",
-    "companyName",
-    "title",
-    "industry",
-    "companySize",
-    "website",
-    "timezone",
-)
 
 
 @dataclass(frozen=True)
@@ -61,7 +52,7 @@ def upsert_leads(
                 "id": new_id(),
                 "workspaceId": workspace_id,
                 "email": lead["email"],
-                **{column: lead.get(column) for column in PROFILE_COLUMNS},
+                **{column: lead.get(column) for column in PROFILE_FIELDS},
                 "customFields": lead.get("customFields") or {},
                 "createdAt": now,
                 "updatedAt": now,
@@ -75,7 +66,7 @@ def upsert_leads(
             set_={
                 **{
                     column: func.coalesce(excluded[column], Lead.__table__.c[column])
-                    for column in PROFILE_COLUMNS
+                    for column in PROFILE_FIELDS
                 },
                 "customFields": Lead.customFields.op("||")(excluded.customFields),
                 "updatedAt": excluded.updatedAt,
