@@ -47,18 +47,3 @@ class EngagementType(StrEnum):
     bounce = "bounce"
     unsubscribe = "unsubscribe"
     complaint = "complaint"
-
-
-# A lead in one of these states is never emailed again.
-STOPPED_LEAD_STATUSES = frozenset(
-    {
-        CampaignLeadStatus.replied,
-        CampaignLeadStatus.bounced,
-        CampaignLeadStatus.unsubscribed,
-        CampaignLeadStatus.stopped,
-        CampaignLeadStatus.failed,
-    }
-)
-
-# A current message is one that is not superseded; at most one exists per (campaign, lead, step).
-SUPERSEDED_MESSAGE = GeneratedMessageStatus.superseded

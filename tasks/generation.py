@@ -28,7 +28,7 @@ from db.base import utcnow
 from db.engine import unit_of_work
 from db.queries.claims import claim_due_leads as claim_due_leads_query
 from db.queries.claims import preview_due_leads
-from db.queries.generation import hold_leads, record_messages, release_claim
+from db.queries.generation import hold_leads, record_messages
 from tasks.database import session_factory
 
 CACHE_PREFIX = "generation-"
@@ -204,7 +204,10 @@ async def generate_messages(leads: list[DueLead], config: GenerationConfig) -> l
 async def write_messages(
     claim: Claim, outcomes: list[LeadOutcome], *, as_of: datetime, max_attempts: int
 ) -> dict[str, CampaignCounts]:
-    """Write a batch in one transaction, fenced by its claim; returns its per-campaign counts."""
+    """Write a batch in one transaction, fenced by its claim; returns its per-campaign counts.
+
+    Every lead is either progressed or held, and both statements clear its claim.
+    """
     writes, holds = plan_writes(claim.leads, outcomes, as_of=as_of, max_attempts=max_attempts)
     assert claim.token is not None
 
@@ -213,7 +216,6 @@ async def write_messages(
             now = utcnow()
             written = record_messages(session, token=claim.token, now=now, writes=writes)
             held = hold_leads(session, token=claim.token, now=now, holds=holds)
-            release_claim(session, claim.token)
         return written, held
 
     written, held = await anyio.to_thread.run_sync(write)

@@ -1,6 +1,5 @@
 """Creating campaigns and their steps from a validated campaign file."""
 
-from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -56,9 +55,3 @@ def create_campaign(session: Session, spec: CampaignSpec) -> Campaign:
 def get_campaign(session: Session, campaign_id: str) -> Campaign | None:
     """The campaign with this id, if any."""
     return session.get(Campaign, campaign_id)
-
-
-def count_steps(session: Session, campaign_id: str) -> int:
-    """How many steps the campaign has."""
-    query = select(func.count()).where(SequenceStep.campaignId == campaign_id)
-    return session.scalar(query) or 0

@@ -104,14 +104,6 @@ HOLD = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
-RELEASE = text(
-    """
-    UPDATE "CampaignLead"
-    SET "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL
-    WHERE "claimToken" = :token
-    """
-)
-
 
 def record_messages(
     session: Session, *, token: str, now: datetime, writes: list[MessageWrite]
@@ -147,8 +139,3 @@ def hold_leads(session: Session, *, token: str, now: datetime, holds: list[Hold]
         for h in holds
     ]
     return set(session.scalars(HOLD, {"rows": _json(rows), "token": token, "now": now}).all())
-
-
-def release_claim(session: Session, token: str) -> int:
-    """Give back whatever this claim still holds (a dry run, or a batch that was cut short)."""
-    return session.execute(RELEASE, {"token": token}).rowcount
