@@ -10,6 +10,7 @@ Problems never quote lead data or addresses, so they are safe to log and to show
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from core.llm_output import EmailDraft
@@ -54,10 +55,10 @@ def check_draft(
 ) -> list[str]:
     """Human-readable problems with `draft`; an empty list means it may be sent.
 
-    `rendered` is the step's template rendered for this lead: links, addresses and phrases it
-    already contains are allowed. `system_prompt` is the secret text whose distinctive sentences
-    must not leak; None means the fixed `SYSTEM_RULES` (the campaign goal is the owner's own text
-    and may be echoed).
+    `rendered` is the step's template rendered with `trusted_variables`: links, addresses and
+    phrases it already contains are allowed. `system_prompt` is the secret text whose
+    distinctive sentences must not leak; None means the fixed `SYSTEM_RULES` (the campaign goal
+    is the owner's own text and may be echoed).
     """
     problems: list[str] = []
     text = f"{draft.subject}\n{draft.body}"
@@ -81,6 +82,25 @@ def check_draft(
     problems.extend(_addresses(text, f"{rendered.subject}\n{rendered.body}"))
     problems.extend(_leaks(text, f"{rendered.subject}\n{rendered.body}", system_prompt))
     return problems
+
+
+# Lead fields whose job is to hold a link or an address; every other value is only text.
+LINK_BEARING_FIELDS = frozenset({"website", "email"})
+
+
+def trusted_variables(variables: Mapping[str, str]) -> dict[str, str]:
+    """Template variables as the gate trusts them: links and addresses cut from lead text.
+
+    A template rendered with these is what the campaign owner vouched for. Rendered with the
+    real values, lead data (scraped, imported, possibly hostile) could smuggle in a link or a
+    recipient that the gate would then take for the template's own.
+    """
+    return {
+        name: value
+        if name in LINK_BEARING_FIELDS or name == "senderName"
+        else _EMAIL_RE.sub("", _LINK_RE.sub("", value)).strip()
+        for name, value in variables.items()
+    }
 
 
 def find_links(text: str) -> list[str]:

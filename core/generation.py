@@ -14,7 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 
 from core.due_lead import DueLead
-from core.gate import check_draft, normalize_draft
+from core.gate import check_draft, normalize_draft, trusted_variables
 from core.ids import new_id
 from core.llm import TEMPLATE_MODEL, Generation, Generator, LLMError
 from core.llm_output import EmailDraft
@@ -54,6 +54,7 @@ class Prepared:
     lead: DueLead
     rules: SendingRules
     rendered: EmailDraft
+    trusted: EmailDraft
     profile: dict[str, str]
     input_hash: str
     sender_name: str | None
@@ -111,8 +112,16 @@ def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
     variables = lead_variables(lead.profile_fields, lead.customFields, name)
     try:
         rendered = render_draft(lead.subjectTemplate, lead.bodyTemplate, variables)
+        trusted = render_draft(
+            lead.subjectTemplate, lead.bodyTemplate, trusted_variables(variables)
+        )
     except TemplateError as exc:
         return held(f"template: {exc}")
+    # The rendered template is also the fallback, so lead data that puts a link, an address or
+    # instructions into it holds the lead before anything is generated or sent.
+    problems = check_draft(rendered, rendered=trusted, rules=rules)
+    if problems:
+        return held("lead data in the template: " + "; ".join(problems))
     key = generation_input_hash(
         lead_profile=variables,
         subject_template=lead.subjectTemplate,
@@ -123,7 +132,7 @@ def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
         link_allowlist=rules.link_allowlist,
         model=model,
     )
-    return Prepared(lead, rules, rendered, prompt_profile(variables), key, name)
+    return Prepared(lead, rules, rendered, trusted, prompt_profile(variables), key, name)
 
 
 async def generate_for_lead(
@@ -150,7 +159,7 @@ async def generate_for_lead(
         # Kept even when the gate fails, so what a fallback cost is still accounted for.
         outcome = replace(outcome, generation=generation)
         draft = normalize_draft(generation.draft)
-        problems = check_draft(draft, rendered=prepared.rendered, rules=prepared.rules)
+        problems = check_draft(draft, rendered=prepared.trusted, rules=prepared.rules)
         if not problems:
             return replace(outcome, kind=OutcomeKind.generated, draft=draft, generation=generation)
         retry_reason = "; ".join(problems)
