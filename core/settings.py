@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         " limit (slot decay = RPM/60); unset: no limit beyond concurrency.",
     )
     claim_lease_seconds: int = Field(
-        default=600, ge=30, description="How long a claim holds a lead before others may take it."
+        default=600, ge=1, description="How long a claim holds a lead before others may take it."
     )
     max_generation_attempts: int = Field(
         default=8, ge=1, description="Holds in a row before a lead is marked failed."

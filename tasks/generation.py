@@ -13,6 +13,7 @@ from prefect.results import ResultStore, get_result_store
 from pydantic import BaseModel
 
 from core.due_lead import DueLead
+from core.failpoints import failpoint
 from core.generation import LeadOutcome, generate_for_lead, plan_writes, prepare
 from core.generation_report import CampaignCounts, count_batch
 from core.llm import (
@@ -154,7 +155,9 @@ async def claim_due_leads(
             )
             return Claim(token=token, leads=leads)
 
-    return await anyio.to_thread.run_sync(claim)
+    claimed = await anyio.to_thread.run_sync(claim)
+    failpoint("generation.after_claim")
+    return claimed
 
 
 @task(
@@ -210,6 +213,7 @@ async def write_messages(
     """
     writes, holds = plan_writes(claim.leads, outcomes, as_of=as_of, max_attempts=max_attempts)
     assert claim.token is not None
+    failpoint("generation.before_write")
 
     def write() -> tuple[set[str], set[str]]:
         with unit_of_work(session_factory()) as session:
@@ -219,6 +223,7 @@ async def write_messages(
         return written, held
 
     written, held = await anyio.to_thread.run_sync(write)
+    failpoint("generation.after_write")
     failed = {hold.campaignLeadId for hold in holds if hold.give_up} & held
     lost = len(claim.leads) - len(written) - len(held)
     logger = get_run_logger()

@@ -11,11 +11,14 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
 from db.engine import make_engine, make_session_factory, resolve_database_url, upgrade
+from tasks.database import session_factory
 
 _counter = itertools.count()
 
@@ -95,3 +98,22 @@ def engine(database_url: str) -> Iterator[Engine]:
 def sessions(engine: Engine) -> sessionmaker[Session]:
     """The session factory the code under test uses."""
     return make_session_factory(engine)
+
+
+# The Prefect test harness: started once per session, and only when a test runs flows.
+@pytest.fixture(scope="session")
+def prefect_harness():
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def pipeline_env(database_url, monkeypatch, prefect_harness, tmp_path):
+    """The flows' settings: this test's database, no LLM key, results under tmp_path."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_RATE_LIMIT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    session_factory.cache_clear()
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(tmp_path / "results")}):
+        yield monkeypatch
+    session_factory.cache_clear()

@@ -1,0 +1,107 @@
+"""kill -9 of a real worker process at each generation crash point, then a re-run.
+
+RELIABILITY.md property 3 (generation side) and 4: after the lease runs out the next run
+finishes the work; every due lead ends with exactly one EmailSend for its step, none is lost or
+stuck, and LLM work finished before the crash is not paid for again.
+"""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prefect.settings import PREFECT_API_URL
+from sqlalchemy import func, select
+
+from core.failpoints import FAILPOINT_ENV
+from db.models import CampaignLead, EmailSend, GeneratedMessage
+from flows.process_campaign_sends import process_campaign_sends
+from tests import factories
+from tests.support.fake_openai import FakeOpenAI
+
+pytestmark = [pytest.mark.fault, pytest.mark.flows]
+
+ROOT = Path(__file__).resolve().parents[2]
+AS_OF = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+LEADS, BATCH, LEASE_SECONDS = 40, 15, 2
+
+
+def seed(sessions) -> None:
+    with sessions.begin() as session:
+        ws = factories.workspace(session)
+        camp = factories.campaign(
+            session,
+            ws,
+            steps=3,
+            sendingRules={
+                "timezone": "UTC",
+                "window": {
+                    "start": "00:00",
+                    "end": "23:59",
+                    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                },
+            },
+        )
+        for i in range(LEADS):
+            lead = factories.lead(session, ws, email=f"lead{i}@buyer.example")
+            factories.enrolment(session, camp, lead, due=AS_OF - timedelta(minutes=5))
+
+
+def counts(sessions) -> tuple[int, int, int]:
+    with sessions() as session:
+        sends = session.scalar(select(func.count()).select_from(EmailSend))
+        messages = session.scalar(select(func.count()).select_from(GeneratedMessage))
+        claimed = session.scalar(select(func.count()).where(CampaignLead.claimToken.is_not(None)))
+    return sends, messages, claimed
+
+
+@pytest.mark.parametrize(
+    "point", ["generation.after_claim", "generation.before_write", "generation.after_write"]
+)
+def test_kill_9_then_rerun_leaves_one_send_per_lead(pipeline_env, sessions, tmp_path, point):
+    seed(sessions)
+    with FakeOpenAI() as server:
+        env = {
+            **os.environ,
+            "OPENAI_API_KEY": "sk-test-not-real",
+            "OPENAI_BASE_URL": server.base_url,
+            "CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
+            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+            "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+            FAILPOINT_ENV: point,
+        }
+        worker = subprocess.run(
+            [sys.executable, "-m", "tests.support.run_flow", AS_OF.isoformat(), str(BATCH)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert worker.returncode == -signal.SIGKILL, worker.stderr[-2000:]
+        sends, messages, claimed = counts(sessions)
+        if point == "generation.after_write":
+            assert sends == messages >= BATCH and claimed <= LEADS - sends
+        else:
+            assert (sends, messages) == (0, 0) and claimed >= BATCH  # claimed, nothing written
+
+        time.sleep(LEASE_SECONDS + 0.5)  # the dead worker's lease runs out
+        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CLAIM_LEASE_SECONDS"):
+            pipeline_env.setenv(name, env[name])
+        asyncio.run(process_campaign_sends(as_of=AS_OF, batch_size=BATCH))
+        llm_requests = server.stats().requests
+
+    with sessions() as session:
+        per_lead = session.execute(
+            select(EmailSend.leadId, func.count()).group_by(EmailSend.leadId)
+        ).all()
+        leads = session.scalars(select(CampaignLead)).all()
+    assert len(per_lead) == LEADS and {n for _, n in per_lead} == {1}
+    assert {(c.currentStepOrder, c.claimToken, c.status) for c in leads} == {(2, None, "active")}
+    # Every lead was generated once, across both processes: the re-run reused cached work.
+    assert llm_requests == LEADS
