@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.logging.handlers import APILogHandler
 from sqlalchemy import func, select
 
 from db.models import CampaignLead, EmailSend, GeneratedMessage
@@ -156,3 +157,26 @@ def test_as_of_defaults_to_the_runs_scheduled_start(pipeline_env, sessions):
     campaign_id = seed(sessions, 1)
     counts = asyncio.run(process_campaign_sends())  # scheduled start is now, after AS_OF
     assert counts[campaign_id].scheduled == 1
+
+
+def test_logs_and_artifacts_carry_no_address_body_or_key(llm, sessions, pipeline_env):
+    pipeline_env.setenv("OPENAI_API_KEY", "sk-SENTINEL-key-do-not-log")
+    campaign_id = seed(sessions, 3, firstName="Zebulon", companyName="Sentinelcorp")
+    llm.configure(fault_rates={"429": 0.5}, retry_after="0.01", seed=3)
+    assert run()[campaign_id].scheduled == 3
+
+    async def stored_text():
+        async with get_client() as client:
+            logs = await client.read_logs()
+            artifacts = await client.read_artifacts()
+        return (
+            "\n".join(log.message for log in logs)
+            + "\n"
+            + "\n".join(str(a.data) + str(a.description) for a in artifacts)
+        )
+
+    asyncio.run(APILogHandler.aflush())  # logs reach the API in the background
+    text = asyncio.run(stored_text())
+    assert "batch of 3: 3 scheduled" in text
+    for secret in ("sk-SENTINEL-key-do-not-log", "@buyer.example", "Zebulon", "Sentinelcorp"):
+        assert secret not in text
