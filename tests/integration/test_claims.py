@@ -1,5 +1,7 @@
 """Claims: exclusive, bounded, leased; writes fenced by the claim token."""
 
+import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,7 +12,7 @@ from core.generation import Hold, MessageWrite
 from db.base import new_id
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from db.queries.claims import claim_due_leads, preview_due_leads
-from db.queries.generation import hold_leads, record_messages
+from db.queries.generation import INSERT_MESSAGES, INSERT_SENDS, hold_leads, record_messages
 from tests import factories
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
@@ -181,3 +183,60 @@ def test_hold_records_the_reason_and_backs_off(sessions):
     )
     assert held.nextScheduledDate == later and held.claimToken is None
     assert (failed.status, failed.stopReason) == ("failed", "generation_failed")
+
+
+def test_concurrent_send_insert_race_one_commits_the_other_is_a_no_op(sessions):
+    """Two transactions insert the same (lead, step) send at once: one row, no error."""
+    seed(sessions, 1)
+    _, [lead] = claim(sessions, 1)
+    row = {
+        "campaignLeadId": lead.campaignLeadId,
+        "stepId": lead.stepId,
+        "scheduledFor": NOW.isoformat(),
+    }
+    message = {
+        **row,
+        "messageId": new_id(),
+        "subject": "s",
+        "body": "b",
+        "model": "m",
+        "promptVersion": "v",
+        "inputHash": "h",
+        "promptTokens": 0,
+        "completionTokens": 0,
+        "latencyMs": 0,
+        "costUsd": "0",
+        "fallbackReason": None,
+    }
+    with sessions.begin() as session:
+        session.execute(INSERT_MESSAGES, {"rows": json.dumps([message]), "now": NOW})
+
+    first, second = sessions(), sessions()
+    first.begin()
+    second.begin()
+    inserted_first = first.execute(
+        INSERT_SENDS, {"rows": json.dumps([{**row, "sendId": new_id()}]), "now": NOW}
+    ).all()
+    result: dict[str, object] = {}
+
+    def racer():
+        try:  # blocks on the unique index until the first transaction ends
+            result["rows"] = second.execute(
+                INSERT_SENDS, {"rows": json.dumps([{**row, "sendId": new_id()}]), "now": NOW}
+            ).all()
+            second.commit()
+        except Exception as exc:  # the property is that this never happens
+            result["error"] = exc
+
+    thread = threading.Thread(target=racer)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive()  # really concurrent: waiting on the first transaction
+    first.commit()
+    thread.join(10)
+    first.close()
+    second.close()
+    assert len(inserted_first) == 1
+    assert result == {"rows": []}
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EmailSend)) == 1
