@@ -7,6 +7,7 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from core.generation import LeadOutcome
@@ -69,7 +70,8 @@ async def process_campaign_sends(
     previews: list[tuple[Claim, list[LeadOutcome]]] = []
 
     async def generate_and_write(claim: Claim) -> None:
-        outcomes = await generate_messages(claim.leads, config)
+        # quote(): Prefect would otherwise walk every lead looking for futures (1 ms a lead).
+        outcomes = await generate_messages(quote(claim.leads), config)
         if dry_run:
             previews.append((claim, outcomes))
             merge(counts, count_batch(claim.leads, outcomes, written=set(), failed=set()))
@@ -77,7 +79,10 @@ async def process_campaign_sends(
         merge(
             counts,
             await write_messages(
-                claim, outcomes, as_of=cutoff, max_attempts=settings.max_generation_attempts
+                quote(claim),
+                quote(outcomes),
+                as_of=cutoff,
+                max_attempts=settings.max_generation_attempts,
             ),
         )
 
