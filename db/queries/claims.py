@@ -25,7 +25,7 @@ _DUE = """
       AND c.status = 'active'
       AND (CAST(:campaign_id AS text) IS NULL OR cl."campaignId" = :campaign_id)
       AND (cl."claimedUntil" IS NULL OR cl."claimedUntil" < :now)
-    ORDER BY cl."nextScheduledDate", cl.id
+    ORDER BY cl."nextScheduledDate"
     LIMIT :limit
 """
 _DETAILS = """
