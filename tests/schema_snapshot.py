@@ -31,12 +31,13 @@ WHERE schemaname = 'public' AND tablename <> 'alembic_version'
 
 
 def schema_snapshot(conn: Connection) -> dict[str, set[tuple]]:
-    """Columns, constraints and indexes of the public schema, without alembic's own table."""
+    """Columns, constraints, indexes and storage options of the public schema, minus alembic's."""
     return {
         name: {tuple(row) for row in conn.execute(text(query))}
         for name, query in (
             ("columns", COLUMNS),
             ("constraints", CONSTRAINTS),
             ("indexes", INDEXES),
+            ("storage", STORAGE),
         )
     }
