@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.fault, pytest.mark.flows]
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 LEADS, BATCH, LEASE_SECONDS = 40, 15, 2
+# Batches generate concurrently, so the first to finish may be the short last one (10 leads).
+SMALLEST_BATCH = LEADS % BATCH or BATCH
 
 
 def seed(sessions) -> None:
@@ -86,9 +88,9 @@ def test_kill_9_then_rerun_leaves_one_send_per_lead(pipeline_env, sessions, tmp_
         assert worker.returncode == -signal.SIGKILL, worker.stderr[-2000:]
         sends, messages, claimed = counts(sessions)
         if point == "generation.after_write":
-            assert sends == messages >= BATCH and claimed <= LEADS - sends
+            assert sends == messages >= SMALLEST_BATCH and claimed <= LEADS - sends
         else:
-            assert (sends, messages) == (0, 0) and claimed >= BATCH  # claimed, nothing written
+            assert (sends, messages) == (0, 0) and claimed >= SMALLEST_BATCH  # nothing written
 
         # What the dead worker received is persisted; requests in flight at the kill are lost.
         received = len(list((tmp_path / "results").glob("generation-*")))
@@ -111,4 +113,4 @@ def test_kill_9_then_rerun_leaves_one_send_per_lead(pipeline_env, sessions, tmp_
     if point == "generation.after_claim":
         assert received == 0
     else:
-        assert received >= BATCH
+        assert received >= SMALLEST_BATCH
