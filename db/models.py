@@ -203,6 +203,25 @@ class EmailSend(Base):
             "scheduledFor",
             postgresql_where=text("status = 'scheduled'"),
         ),
+        # Caps and gaps count a mailbox's and a campaign's handovers of the day.
+        Index(
+            "EmailSend_mailbox_attemptedAt_idx",
+            "mailbox",
+            "attemptedAt",
+            postgresql_where=text('"attemptedAt" IS NOT NULL'),
+        ),
+        Index(
+            "EmailSend_campaignId_attemptedAt_idx",
+            "campaignId",
+            "attemptedAt",
+            postgresql_where=text('"attemptedAt" IS NOT NULL'),
+        ),
+        # Each run looks for handovers whose worker is gone.
+        Index(
+            "EmailSend_sending_idx",
+            "claimedUntil",
+            postgresql_where=text("status = 'sending'"),
+        ),
         CheckConstraint(_in("status", EmailSendStatus), name="status"),
     )
 
@@ -220,6 +239,17 @@ class EmailSend(Base):
     providerMessageId: Mapped[str | None] = mapped_column(Text)
     createdAt: Mapped[datetime] = _created()
     updatedAt: Mapped[datetime] = _updated()
+    # The delivery claim, fenced by its token like the generation claim.
+    claimedBy: Mapped[str | None] = mapped_column(Text)
+    claimedUntil: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimToken: Mapped[str | None] = mapped_column(Text)
+    # Deliveries tried (4xx answers count), and why the row has its status or was deferred.
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    statusReason: Mapped[str | None] = mapped_column(Text)
+    # The sending address, kept so a lead's follow-ups leave from the same mailbox.
+    mailbox: Mapped[str | None] = mapped_column(Text)
+    # When the handover to the transport began (status became `sending`).
+    attemptedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class EngagementEvent(Base):
