@@ -11,6 +11,8 @@ Usage::
 Rules are keyed by recipient (case-insensitive); ``"*"`` applies to recipients without a rule.
 AUTH (PLAIN/LOGIN) is offered on the plain connection (``auth_require_tls=False``) unless
 ``require_tls=True``; when ``auth`` is set, MAIL without a successful AUTH gets ``530``.
+``starttls=True`` offers STARTTLS, ``implicit_tls=True`` speaks TLS from the first byte (SMTPS);
+either way clients trust ``cert_path``, a self-signed certificate for localhost and 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -131,8 +133,8 @@ class _Controller(Controller):
         return super().factory()
 
     def _create_server(self) -> Any:
-        """Serve on the pre-bound socket."""
-        return self.loop.create_server(self._factory_invoker, sock=self._sock)
+        """Serve on the pre-bound socket (with TLS from the first byte when given a context)."""
+        return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -181,17 +183,21 @@ class LoopbackSMTP:
         auth: tuple[str, str] | None = None,
         starttls: bool = False,
         require_tls: bool = False,
+        implicit_tls: bool = False,
         keep_messages: bool = True,
         hostname: str = "localhost",
     ) -> None:
+        if implicit_tls and (starttls or require_tls):
+            raise ValueError("implicit_tls already encrypts; starttls/require_tls do not apply")
         self.auth = auth
         self.starttls = starttls or require_tls
         self.require_tls = require_tls
+        self.implicit_tls = implicit_tls
         self.keep_messages = keep_messages
         self.hostname = hostname
         self.host = "127.0.0.1"
         self.port = 0
-        self.cert_path: Path | None = None  # CA file for clients when STARTTLS is on
+        self.cert_path: Path | None = None  # CA file for clients when STARTTLS or SMTPS is on
         self._cond = threading.Condition()
         self._messages: list[ReceivedMessage] = []
         self._rules: dict[str, _Rule] = {}
@@ -219,13 +225,16 @@ class LoopbackSMTP:
             "auth_require_tls": self.require_tls or self.auth is None,
             "ready_timeout": 10.0,
         }
-        if self.starttls:
+        if self.starttls or self.implicit_tls:
             self._tmp = tempfile.TemporaryDirectory(prefix="loopback-smtp-")
             cert, key = _self_signed(Path(self._tmp.name))
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(cert, key)
             self.cert_path = cert
-            kwargs |= {"tls_context": context, "require_starttls": self.require_tls}
+            if self.implicit_tls:
+                kwargs["ssl_context"] = context
+            else:
+                kwargs |= {"tls_context": context, "require_starttls": self.require_tls}
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
