@@ -1,5 +1,6 @@
 """Settings from the environment and an optional `.env`, read once at the edge and passed down."""
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -19,6 +20,18 @@ def sqlalchemy_url(url: str) -> str:
     raise ValueError(
         f"DATABASE_URL has scheme {scheme!r}; use postgresql:// or postgresql+psycopg://"
     )
+
+
+class TransportKind(StrEnum):
+    smtp = "smtp"
+    outbox = "outbox"  # one .eml file per send, for the demo and for inspection
+    console = "console"
+
+
+class SMTPSecurity(StrEnum):
+    none = "none"
+    starttls = "starttls"
+    ssl = "ssl"  # implicit TLS, usually port 465
 
 
 class Settings(BaseSettings):
@@ -57,6 +70,44 @@ class Settings(BaseSettings):
     max_generation_attempts: int = Field(
         default=8, ge=1, description="Holds in a row before a lead is marked failed."
     )
+
+    email_transport: TransportKind | None = Field(
+        default=None, description="Unset: smtp when SMTP_HOST is set, else the file outbox."
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server for delivery.")
+    smtp_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Unset: 465 for ssl, 587 for starttls, else 25."
+    )
+    smtp_username: str | None = Field(default=None, description="AUTH login, when required.")
+    smtp_password: SecretStr | None = Field(default=None, description="AUTH password.")
+    smtp_security: SMTPSecurity = Field(
+        default=SMTPSecurity.starttls, description="none, starttls or ssl (implicit TLS)."
+    )
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, description="Per SMTP command.")
+    smtp_max_connections: int = Field(
+        default=4, ge=1, le=64, description="Sending mailboxes delivered in parallel per run."
+    )
+    max_delivery_attempts: int = Field(
+        default=5, ge=1, description="Tries of a send refused with a 4xx before it is failed."
+    )
+    outbox_dir: Path = Field(
+        default=PROJECT_ROOT / ".data" / "outbox", description="Where the outbox writes .eml files."
+    )
+    unsubscribe_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of unsubscribe tokens. Unset: a random key kept in .data/.",
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Where `campaign-pipeline web` is reachable; unsubscribe links point here.",
+    )
+
+    @property
+    def transport(self) -> TransportKind:
+        """The transport in use: the configured one, else SMTP when a host is set."""
+        if self.email_transport is not None:
+            return self.email_transport
+        return TransportKind.smtp if self.smtp_host else TransportKind.outbox
 
     @field_validator("database_url")
     @classmethod
