@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from cli.context import Database
 from core.campaign_file import parse_campaign
+from core.delivery_report import DeliveryReport
 from core.generation_report import CampaignCounts
 from core.lead_import import read_leads_csv
 from db.base import utcnow
@@ -66,6 +67,13 @@ def run_generation(campaign_id: str) -> dict[str, CampaignCounts]:
     from flows.process_campaign_sends import process_campaign_sends
 
     return asyncio.run(process_campaign_sends(as_of=utcnow(), campaign_id=campaign_id))
+
+
+def run_delivery(campaign_id: str) -> DeliveryReport:
+    """Run send-scheduled-emails once, now, for the demo campaign, without waiting for gaps."""
+    from flows.send_scheduled_emails import send_scheduled_emails
+
+    return asyncio.run(send_scheduled_emails(campaign_id=campaign_id, max_wait_seconds=0))
 
 
 def send_times(session: Session, campaign_id: str) -> list[datetime]:

@@ -1,25 +1,30 @@
 """`campaign-pipeline`: database, campaign and enrolment commands, and the demo."""
 
+import contextlib
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import uvicorn
 import yaml
 from rich.console import Console
 from sqlalchemy.exc import OperationalError
 
 from cli.context import Database, open_database
-from cli.demo import lead_status_counts, run_generation, seed_demo, send_times
+from cli.demo import lead_status_counts, run_delivery, run_generation, seed_demo, send_times
 from core.campaign_file import CampaignFileError, parse_campaign
+from core.delivery_report import COLUMNS as DELIVERY_COLUMNS
 from core.generation_report import COLUMNS, CampaignCounts
 from core.lead_import import LeadFileError, read_leads_csv
-from core.settings import get_settings
+from core.settings import TransportKind, get_settings
 from db.base import utcnow
 from db.embedded import stop_embedded
 from db.engine import DatabaseNotReadyError, current_revision, head_revision, unit_of_work, upgrade
 from db.queries.campaigns import CampaignExistsError, create_campaign, get_campaign
 from db.queries.enrolment import enrol_lead_rows
+from web.app import log_config, make_app_from_settings
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
@@ -151,7 +156,7 @@ def enroll(
 def demo(
     reset: Annotated[bool, typer.Option(help="Delete the demo campaign first.")] = False,
 ) -> None:
-    """Seed a demo campaign and 20 leads, then run process-campaign-sends once (offline LLM)."""
+    """Seed a demo campaign and 20 leads, run process-campaign-sends then send-scheduled-emails."""
     database = connect()
     out.print(f"database: {database.where}")
     seed = seed_demo(database, reset=reset)
@@ -167,10 +172,47 @@ def demo(
         )
     with database.sessions() as session:
         statuses = lead_status_counts(session, seed.campaign_id)
-        sends = send_times(session, seed.campaign_id)
     out.print("leads by status: " + ", ".join(f"{s} {n}" for s, n in sorted(statuses.items())))
+    report = run_delivery(seed.campaign_id)
+    out.print(
+        "send-scheduled-emails: "
+        + ", ".join(f"{column} {report.total(column)}" for column in DELIVERY_COLUMNS)
+    )
+    with database.sessions() as session:
+        sends = send_times(session, seed.campaign_id)
     if sends:
-        out.print(f"sends scheduled: {len(sends)}, first at {min(sends).isoformat()} (UTC)")
+        out.print(f"sends still scheduled: {len(sends)}, next at {min(sends).isoformat()} (UTC)")
+    settings = get_settings()
+    if settings.transport is TransportKind.outbox:
+        written = sorted(settings.outbox_dir.glob("*/*.eml"))
+        out.print(f"outbox: {len(written)} .eml files under {settings.outbox_dir}")
+        if written:
+            out.print(f"latest: {max(written, key=lambda path: path.stat().st_mtime)}")
+
+
+@app.command("web")
+def web(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve the unsubscribe links (RFC 8058 one-click and a confirmation page) and /healthz."""
+    try:
+        application = make_app_from_settings()
+    except OperationalError as exc:
+        raise fail(f"cannot reach the database: {exc.orig}") from None
+    except (DatabaseNotReadyError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    # Binding here, not inside uvicorn, turns a taken port into one line instead of a log record.
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    out.print(f"serving http://{host}:{port}/unsubscribe/… and /healthz (Ctrl+C stops)")
+    server = uvicorn.Server(uvicorn.Config(application, log_config=log_config()))
+    # uvicorn shuts down gracefully on Ctrl+C, then re-raises it; that is a normal stop here.
+    with listener, contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[listener])
 
 
 def main() -> None:

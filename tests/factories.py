@@ -3,10 +3,19 @@
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.base import new_id, utcnow
-from db.models import Campaign, CampaignLead, Lead, SequenceStep, Workspace
+from db.models import (
+    Campaign,
+    CampaignLead,
+    EmailSend,
+    GeneratedMessage,
+    Lead,
+    SequenceStep,
+    Workspace,
+)
 
 
 def workspace(session: Session, **fields: Any) -> Workspace:
@@ -63,6 +72,43 @@ def enrolment(
         status=fields.pop("status", "active"),
         currentStepOrder=fields.pop("currentStepOrder", 1),
         nextScheduledDate=due or utcnow(),
+        **fields,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def scheduled_send(
+    session: Session,
+    camp: Campaign,
+    ld: Lead,
+    *,
+    step: int = 1,
+    scheduled_for: datetime | None = None,
+    subject: str = "Quick question",
+    body: str = "Hi there,\n\nWorth a chat?\n\nAlex",
+    **fields: Any,
+) -> EmailSend:
+    """A generated message and its scheduled send, as process-campaign-sends writes them."""
+    step_row = session.scalars(
+        select(SequenceStep).where(
+            SequenceStep.campaignId == camp.id, SequenceStep.stepOrder == step
+        )
+    ).one()
+    message = GeneratedMessage(
+        campaignId=camp.id, leadId=ld.id, stepId=step_row.id, subject=subject, body=body
+    )
+    session.add(message)
+    session.flush()
+    row = EmailSend(
+        campaignId=camp.id,
+        leadId=ld.id,
+        stepId=step_row.id,
+        generatedMessageId=message.id,
+        toEmail=fields.pop("toEmail", ld.email),
+        status=fields.pop("status", "scheduled"),
+        scheduledFor=scheduled_for or utcnow(),
         **fields,
     )
     session.add(row)

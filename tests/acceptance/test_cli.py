@@ -3,6 +3,8 @@
 import os
 import shutil
 import subprocess
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
@@ -142,15 +144,28 @@ def test_alembic_upgrade_head_from_the_repo_root(empty_database_url):
     assert _count(empty_database_url, "CampaignLead") == 0
 
 
-def test_demo_seeds_twenty_leads_and_schedules_their_first_send_once(database_url):
+def test_demo_generates_and_delivers_the_first_step_to_the_outbox_once(
+    database_url, tmp_path, monkeypatch
+):
+    for name in ("EMAIL_TRANSPORT", "SMTP_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OUTBOX_DIR", str(tmp_path / "outbox"))
     first = run(database_url, "demo")
     assert first.returncode == 0, first.stderr
     assert "campaign demo-campaign: created; enrolled 20, already enrolled 0" in first.stdout
     assert "claimed 20, generated 20, cache hits 0, fell back 0, held 0" in first.stdout
-    assert "sends scheduled: 20" in first.stdout
+    assert "send-scheduled-emails: sent 20, retried 0, deferred 0, cancelled 0" in first.stdout
+    assert f"outbox: 20 .eml files under {tmp_path / 'outbox'}" in first.stdout
+    written = sorted((tmp_path / "outbox").glob("*/*.eml"))
+    assert len(written) == 20
+    message = BytesParser(policy=policy.default).parsebytes(written[0].read_bytes())
+    assert message["From"] == "Alex from Pipeline <alex@pipeline.example>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     second = run(database_url, "demo")
     assert "already there; enrolled 0, already enrolled 20" in second.stdout
     assert "claimed 0, generated 0" in second.stdout
+    assert "send-scheduled-emails: sent 0" in second.stdout
+    assert len(list((tmp_path / "outbox").glob("*/*.eml"))) == 20
     assert _count(database_url, "EmailSend") == 20
     assert _count(database_url, "Lead") == 20
     assert _count(database_url, "SequenceStep") == 3

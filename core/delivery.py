@@ -1,0 +1,247 @@
+"""Deciding each claimed send's fate: deliver now (at which moment, from which mailbox), defer to
+the next allowed moment, cancel because the lead stopped, or fail because it cannot be sent.
+
+Plain functions over plain data, so every rule (stops, windows, caps, gaps, backoff) is tested
+without a database, an SMTP server or Prefect.
+"""
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ValidationError
+
+from core.schedule import lead_zone, next_window_opening
+from core.sending_rules import Mailbox, SendingRules, describe_errors, parse_sending_rules
+from core.statuses import CampaignLeadStatus, CampaignStatus
+
+# A lead in one of these has stopped: its pending sends are cancelled, never delivered.
+STOPPED_LEADS = frozenset(
+    {
+        CampaignLeadStatus.replied,
+        CampaignLeadStatus.bounced,
+        CampaignLeadStatus.unsubscribed,
+        CampaignLeadStatus.stopped,
+    }
+)
+# A campaign that ended cancels its pending sends; a paused one only holds them.
+ENDED_CAMPAIGNS = frozenset(
+    {CampaignStatus.completed, CampaignStatus.archived, CampaignStatus.draft}
+)
+PAUSE_RECHECK = timedelta(hours=1)
+RETRY_BASE = timedelta(minutes=5)
+RETRY_CAP = timedelta(hours=4)
+
+
+class DueSend(BaseModel):
+    """A claimed `EmailSend` with everything its delivery decision and message need."""
+
+    sendId: str
+    campaignId: str
+    campaignLeadId: str | None
+    leadId: str
+    workspaceId: str
+    stepOrder: int | None
+    toEmail: str
+    firstName: str | None = None
+    lastName: str | None = None
+    leadTimezone: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    scheduledFor: datetime
+    attempts: int = 0
+    mailbox: str | None = None  # this lead's mailbox in this campaign, once one was chosen
+    leadStatus: str | None = None
+    campaignStatus: str
+    suppressed: bool = False
+    companyReplied: bool = False
+    sendingRules: dict[str, Any] = {}
+    threadMessageId: str | None = None  # the lead's first message in this campaign
+    threadSubject: str | None = None
+
+
+class Action(StrEnum):
+    deliver = "deliver"
+    defer = "defer"
+    cancel = "cancel"
+    fail = "fail"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to one send; `at` is the delivery slot or the deferred `scheduledFor`."""
+
+    send_id: str
+    action: Action
+    reason: str | None = None
+    at: datetime | None = None
+    mailbox: Mailbox | None = None
+
+
+@dataclass
+class MailboxUsage:
+    """A mailbox's handovers today (in the campaign's zone) and its latest handover."""
+
+    today: int = 0
+    last_attempt: datetime | None = None
+
+
+@dataclass
+class Usage:
+    """Today's counts at plan time; the plan adds its own deliveries as it allocates them."""
+
+    campaigns: dict[str, int] = field(default_factory=dict)
+    mailboxes: dict[str, MailboxUsage] = field(default_factory=dict)
+
+
+def delivery_rules_problem(raw: object) -> str | None:
+    """Why a campaign's sendingRules stop all its deliveries, or None when they are usable."""
+    try:
+        rules = parse_sending_rules(raw)
+    except ValidationError as exc:
+        return "sendingRules invalid: " + "; ".join(describe_errors(exc))
+    if not rules.sending_mailboxes():
+        return "sendingRules has no sender: set fromEmail or mailboxes"
+    return None
+
+
+def local_day_start(at: datetime, zone: ZoneInfo) -> datetime:
+    """Midnight of at's local day in zone, in UTC; daily caps count from here."""
+    local = at.astimezone(zone)
+    return datetime.combine(local.date(), time(0), tzinfo=zone).astimezone(UTC)
+
+
+def next_local_day(at: datetime, zone: ZoneInfo) -> datetime:
+    """Midnight starting the local day after at's, in UTC (23 or 25 hours away across DST)."""
+    local = at.astimezone(zone)
+    return datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
+
+
+def choose_mailbox(send: DueSend, rules: SendingRules, usage: Usage) -> Mailbox:
+    """The lead's mailbox: the one it already used, else the least used today (stable ties)."""
+    mailboxes = rules.sending_mailboxes()
+    if send.mailbox:
+        for mailbox in mailboxes:
+            if mailbox.email.lower() == send.mailbox.lower():
+                return mailbox
+
+    def load(mailbox: Mailbox) -> tuple[int, str]:
+        used = usage.mailboxes.get(mailbox.email.lower(), MailboxUsage()).today
+        tie = hashlib.sha256(f"{send.campaignLeadId}:{mailbox.email}".encode()).hexdigest()
+        return used, tie
+
+    return min(mailboxes, key=load)
+
+
+def stop_reason(send: DueSend, rules: SendingRules) -> str | None:
+    """Why this send must never go out, or None: checked at plan time and again at handover."""
+    if send.leadStatus in STOPPED_LEADS:
+        return f"lead {send.leadStatus}"
+    if send.suppressed:
+        return "address is on the workspace's suppression list"
+    if send.campaignStatus in ENDED_CAMPAIGNS:
+        return f"campaign {send.campaignStatus}"
+    if rules.stop_on_company_reply and send.companyReplied:
+        return "another lead at the same company replied (stopOnCompanyReply)"
+    return None
+
+
+def hold_reason(send: DueSend) -> str | None:
+    """Why this send waits without being cancelled (a pause), or None."""
+    if send.leadStatus == CampaignLeadStatus.paused:
+        return "lead paused"
+    if send.campaignStatus == CampaignStatus.paused:
+        return "campaign paused"
+    return None
+
+
+def plan_deliveries(
+    sends: list[DueSend],
+    usage: Usage,
+    *,
+    now: datetime,
+    deadline: datetime,
+    rng: random.Random,
+) -> list[Decision]:
+    """Decide every send of a batch, oldest first, allocating caps and mailbox gaps as it goes.
+
+    Deliveries get a slot between now and deadline: the earliest moment the mailbox's gap
+    (minGapSeconds plus 0..jitterSeconds) allows, inside the lead's window. A send that cannot
+    go out by the deadline is deferred to the moment it can, never dropped, never earlier than
+    its scheduledFor.
+    """
+    decisions = []
+    next_free: dict[str, datetime] = {}
+    for send in sorted(sends, key=lambda s: (s.scheduledFor, s.sendId)):
+        decisions.append(_decide(send, usage, next_free, now=now, deadline=deadline, rng=rng))
+    return decisions
+
+
+def _decide(
+    send: DueSend,
+    usage: Usage,
+    next_free: dict[str, datetime],
+    *,
+    now: datetime,
+    deadline: datetime,
+    rng: random.Random,
+) -> Decision:
+    problem = delivery_rules_problem(send.sendingRules)
+    if problem is not None:
+        return Decision(send.sendId, Action.defer, problem, now + PAUSE_RECHECK)
+    rules = parse_sending_rules(send.sendingRules)
+    if not send.subject or not send.body:
+        return Decision(send.sendId, Action.fail, "EmailSend has no generated message to send")
+    stop = stop_reason(send, rules)
+    if stop is not None:
+        return Decision(send.sendId, Action.cancel, stop)
+    hold = hold_reason(send)
+    if hold is not None:
+        return Decision(send.sendId, Action.defer, hold, now + PAUSE_RECHECK)
+
+    zone = lead_zone(send.leadTimezone, rules)
+    campaign_zone = ZoneInfo(rules.timezone)
+    mailbox = choose_mailbox(send, rules, usage)
+    key = mailbox.email.lower()
+    box = usage.mailboxes.setdefault(key, MailboxUsage())
+    earliest = max(now, send.scheduledFor)
+
+    if usage.campaigns.get(send.campaignId, 0) >= rules.daily_limit:
+        reopen = next_window_opening(next_local_day(now, campaign_zone), rules.window, zone)
+        return Decision(
+            send.sendId, Action.defer, f"campaign daily limit ({rules.daily_limit}) reached", reopen
+        )
+    limit = mailbox.daily_limit or rules.mailbox_daily_limit
+    if box.today >= limit:
+        reopen = next_window_opening(next_local_day(now, campaign_zone), rules.window, zone)
+        return Decision(
+            send.sendId, Action.defer, f"mailbox daily limit ({limit}) reached", reopen, mailbox
+        )
+
+    gap = timedelta(seconds=rules.min_gap_seconds + rng.uniform(0, rules.jitter_seconds))
+    if key not in next_free:
+        next_free[key] = box.last_attempt + gap if box.last_attempt else earliest
+    wanted = max(earliest, next_free[key])
+    slot = next_window_opening(wanted, rules.window, zone)
+    if slot > max(deadline, now):
+        if slot > wanted:
+            # A closed window in this lead's zone must not hold the mailbox for other leads.
+            return Decision(send.sendId, Action.defer, "outside the sending window", slot, mailbox)
+        # The slot stays reserved, so the sends deferred behind it keep their gaps too.
+        next_free[key] = slot + gap
+        return Decision(send.sendId, Action.defer, "mailbox gap (minGapSeconds)", slot, mailbox)
+    next_free[key] = slot + gap
+    box.today += 1
+    box.last_attempt = slot
+    usage.campaigns[send.campaignId] = usage.campaigns.get(send.campaignId, 0) + 1
+    return Decision(send.sendId, Action.deliver, None, slot, mailbox)
+
+
+def retry_at(now: datetime, attempts: int, rng: random.Random) -> datetime:
+    """When a send refused with a 4xx is tried again: 5 min doubling to 4 h, with ±20% jitter."""
+    delay = min(RETRY_BASE * 2 ** max(attempts - 1, 0), RETRY_CAP)
+    return now + delay * rng.uniform(0.8, 1.2)

@@ -1,0 +1,101 @@
+"""Counting a delivery run per campaign and mailbox, for the run's artifacts and log lines.
+
+Reasons name rules and SMTP replies, never addresses or bodies, so they are safe at INFO.
+"""
+
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+COLUMNS = ("sent", "retried", "deferred", "cancelled", "failed", "bounced", "unknown")
+
+
+class DeliveryCounts(BaseModel):
+    """One (campaign, mailbox) line of the run's table."""
+
+    campaign_id: str
+    mailbox: str = "-"
+    sent: int = 0
+    retried: int = 0  # refused with a 4xx, scheduled again with backoff
+    deferred: int = 0  # moved to the next allowed moment (window, cap, gap, pause)
+    cancelled: int = 0  # the lead stopped, or the campaign ended
+    failed: int = 0  # permanent, not the address's fault, or out of attempts
+    bounced: int = 0  # permanent for the recipient: failed, lead bounced, address suppressed
+    unknown: int = 0  # may or may not have left; never resent automatically
+    reasons: Counter[str] = Field(default_factory=Counter)
+
+
+class UnknownSend(BaseModel):
+    """A send an operator must look at: the handover began and its outcome is not known."""
+
+    send_id: str
+    campaign_id: str
+    mailbox: str | None
+    reason: str
+
+
+class DeliveryReport(BaseModel):
+    """Everything a run (or one batch of it) did."""
+
+    rows: dict[str, DeliveryCounts] = Field(default_factory=dict)
+    unknown: list[UnknownSend] = Field(default_factory=list)
+
+    def count(
+        self, campaign_id: str, mailbox: str | None, column: str, reason: str | None = None
+    ) -> None:
+        """Add one send to a column, with why for anything but `sent`."""
+        key = f"{campaign_id}\x00{mailbox or '-'}"
+        row = self.rows.setdefault(
+            key, DeliveryCounts(campaign_id=campaign_id, mailbox=mailbox or "-")
+        )
+        setattr(row, column, getattr(row, column) + 1)
+        if reason:
+            row.reasons[f"{column}: {reason}"] += 1
+
+    def merge(self, other: "DeliveryReport") -> None:
+        """Fold another batch's report into this one."""
+        for key, theirs in other.rows.items():
+            mine = self.rows.setdefault(
+                key, DeliveryCounts(campaign_id=theirs.campaign_id, mailbox=theirs.mailbox)
+            )
+            for column in COLUMNS:
+                setattr(mine, column, getattr(mine, column) + getattr(theirs, column))
+            mine.reasons.update(theirs.reasons)
+        self.unknown.extend(other.unknown)
+
+    def total(self, column: str) -> int:
+        """One column summed over every line."""
+        return sum(getattr(row, column) for row in self.rows.values())
+
+    def table(self) -> list[dict[str, object]]:
+        """Rows for a Prefect table artifact, sorted, with the reasons as one readable cell."""
+        rows = []
+        for row in sorted(self.rows.values(), key=lambda r: (r.campaign_id, r.mailbox)):
+            why = "; ".join(f"{reason} ×{n}" for reason, n in sorted(row.reasons.items()))
+            rows.append(
+                {"campaign_id": row.campaign_id, "mailbox": row.mailbox}
+                | {column: getattr(row, column) for column in COLUMNS}
+                | {"why": why}
+            )
+        return rows
+
+
+def summary_markdown(report: DeliveryReport, *, cutoff: str, dry_run: bool) -> str:
+    """A short account of the run for its markdown artifact."""
+    head = "Dry run: nothing was sent or written." if dry_run else "Delivery run."
+    lines = [f"# send-scheduled-emails, due as of {cutoff}", "", head, ""]
+    lines += [f"- {column}: {report.total(column)}" for column in COLUMNS]
+    if report.unknown:
+        lines += [
+            "",
+            "## Needs review: outcome unknown",
+            "",
+            "These handovers began and their result was never recorded. They are never resent"
+            " automatically: check the mailbox's sent folder or the provider's log, then set"
+            " the row to `sent`, or back to `scheduled` to send it again.",
+            "",
+        ]
+        lines += [
+            f"- `{u.send_id}` (campaign `{u.campaign_id}`): {u.reason}" for u in report.unknown
+        ]
+    return "\n".join(lines) + "\n"

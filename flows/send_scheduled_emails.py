@@ -1,0 +1,142 @@
+"""The `send-scheduled-emails` flow: due sends -> checks, windows, caps -> delivered, once."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
+from pydantic import Field
+
+from core.delivery_report import COLUMNS, DeliveryReport, summary_markdown
+from db.base import utcnow
+from tasks.delivery import (
+    PlannedSend,
+    check_sending_rules,
+    claim_due_sends,
+    deliver_sends,
+    delivery_config,
+    preview_deliveries,
+    rescue_abandoned_sends,
+)
+
+def _cutoff(as_of: datetime | None) -> datetime:
+    """The run's due cutoff, never later than now: nothing is ever sent before its time."""
+    if as_of is None:
+        scheduled = flow_run.scheduled_start_time
+        as_of = datetime.fromtimestamp(scheduled.timestamp(), tz=UTC)
+    elif as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    return min(as_of, utcnow())
+
+
+@flow(name="send-scheduled-emails", log_prints=False)
+async def send_scheduled_emails(
+    as_of: Annotated[
+        datetime | None,
+        Field(description="Due cutoff (capped at now); empty means the run's scheduled start."),
+    ] = None,
+    campaign_id: Annotated[str | None, Field(description="Only this campaign.")] = None,
+    max_sends: Annotated[int, Field(ge=1, description="Stop after claiming this many.")] = 10_000,
+    batch_size: Annotated[int, Field(ge=1, le=5000, description="Sends per claim.")] = 500,
+    max_wait_seconds: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=3600,
+            description="How long the run may wait for mailbox gaps; later slots are deferred.",
+        ),
+    ] = 240,
+    dry_run: Annotated[
+        bool, Field(description="Plan and show it in an artifact; send and write nothing.")
+    ] = False,
+) -> DeliveryReport:
+    """Claim due sends in batches, re-check each lead, respect windows, caps and gaps, deliver."""
+    logger = get_run_logger()
+    cutoff = _cutoff(as_of)
+    deadline = utcnow() + timedelta(seconds=max_wait_seconds)
+    config = delivery_config()
+    # A claim must outlive the run's longest wait for a mailbox gap, plus the usual lease.
+    lease = config.lease_seconds + max_wait_seconds
+    worker = f"flow-run/{flow_run.id or 'local'}"
+    logger.info(
+        "due as of %s, campaign %s, batch %d, waiting up to %ds%s",
+        cutoff.isoformat(),
+        campaign_id or "(all)",
+        batch_size,
+        max_wait_seconds,
+        " (dry run)" if dry_run else "",
+    )
+    report = DeliveryReport()
+    if not dry_run:
+        for unknown in await rescue_abandoned_sends():
+            report.count(unknown.campaign_id, unknown.mailbox, "unknown", unknown.reason)
+            report.unknown.append(unknown)
+    blocked = await check_sending_rules(cutoff=cutoff, campaign_id=campaign_id, dry_run=dry_run)
+    previews: list[PlannedSend] = []
+    remaining = max_sends
+    while remaining > 0:
+        claim = await claim_due_sends(
+            cutoff=cutoff,
+            limit=min(batch_size, remaining),
+            worker=worker,
+            lease_seconds=lease,
+            campaign_id=campaign_id,
+            blocked=sorted(blocked),
+            dry_run=dry_run,
+        )
+        if not claim.sends:
+            break
+        remaining -= len(claim.sends)
+        if dry_run:
+            # Nothing is claimed, so one preview of up to max_sends is the whole plan.
+            previews = await preview_deliveries(quote(claim), deadline=deadline)
+            break
+        report.merge(await deliver_sends(quote(claim), config, deadline=deadline))
+
+    await _publish(report, blocked, previews, cutoff=cutoff, dry_run=dry_run)
+    logger.info(
+        "; ".join(f"{column} {report.total(column)}" for column in COLUMNS)
+        + (f"; {len(blocked)} campaigns paused by their sendingRules" if blocked else "")
+    )
+    return report
+
+
+async def _publish(
+    report: DeliveryReport,
+    blocked: dict[str, tuple[str, int]],
+    previews: list[PlannedSend],
+    *,
+    cutoff: datetime,
+    dry_run: bool,
+) -> None:
+    rows = report.table()
+    for campaign, (problem, waiting) in sorted(blocked.items()):
+        if waiting:
+            rows.append(
+                {"campaign_id": campaign, "mailbox": "-"}
+                | dict.fromkeys(COLUMNS, 0)
+                | {"deferred": waiting, "why": f"paused: {problem}"}
+            )
+    await acreate_table_artifact(
+        key="send-scheduled-emails",
+        table=rows or [{"campaign_id": "(none due)"}],
+        description=f"Sends per campaign and mailbox, due as of {cutoff.isoformat()}",
+    )
+    await acreate_table_artifact(
+        key="send-scheduled-emails-unknown",
+        table=[u.model_dump() for u in report.unknown] or [{"send_id": "(none)"}],
+        description="Handovers with an unknown outcome: review, never resent automatically",
+    )
+    await acreate_markdown_artifact(
+        key="send-scheduled-emails-summary",
+        markdown=summary_markdown(report, cutoff=cutoff.isoformat(), dry_run=dry_run),
+        description="What this run did",
+    )
+    if dry_run:
+        await acreate_table_artifact(
+            key="send-scheduled-emails-preview",
+            table=[p.model_dump() for p in previews] or [{"send_id": "(none due)"}],
+            description="Dry run: what would be sent, deferred or cancelled",
+        )
