@@ -21,6 +21,7 @@ from tasks.delivery import (
     rescue_abandoned_sends,
 )
 
+
 def _cutoff(as_of: datetime | None) -> datetime:
     """The run's due cutoff, never later than now: nothing is ever sent before its time."""
     if as_of is None:

@@ -6,9 +6,10 @@ re-claimed the lead) writes nothing: its update touches 0 rows.
 """
 
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Text, bindparam, text
+from sqlalchemy import BindParameter, Text, TextClause, bindparam, text
 from sqlalchemy.orm import Session
 
 from core.due_lead import DueLead
@@ -50,32 +51,46 @@ _TYPES = (
     bindparam("now", type_=UTCDateTime),
     bindparam("campaign_id", type_=Text),
 )
-CLAIM_DUE_LEADS = (
-    text(
+
+
+def leased_claim(
+    table: str, alias: str, due: str, details: str, *types: BindParameter[Any], **columns: Any
+) -> tuple[TextClause, TextClause]:
+    """A claim statement and its dry-run twin over the same due set and the same columns.
+
+    The claim locks the due rows (`FOR UPDATE ... SKIP LOCKED` inside a CTE), stamps them with
+    a lease and a token in the same statement, and returns `details` over the claimed rows; the
+    preview returns the same details and locks nothing. Both the generation claim (CampaignLead)
+    and the delivery claim (EmailSend) are built here.
+    """
+    claim = text(
         f"""
-    WITH due AS ({_DUE} FOR UPDATE OF cl SKIP LOCKED),
+    WITH due AS ({due} FOR UPDATE OF {alias} SKIP LOCKED),
     claimed AS (
-        UPDATE "CampaignLead" cl
+        UPDATE "{table}" {alias}
         SET "claimedBy" = :worker, "claimedUntil" = :lease_until, "claimToken" = :token
-        FROM due WHERE cl.id = due.id
-        RETURNING cl.*
+        FROM due WHERE {alias}.id = due.id
+        RETURNING {alias}.*
     )
-    {_DETAILS.format(source="claimed")}
+    {details.format(source="claimed")}
     """
     )
-    .bindparams(*_TYPES, bindparam("lease_until", type_=UTCDateTime))
-    .columns(nextScheduledDate=UTCDateTime)
-)
-PREVIEW_DUE_LEADS = (
-    text(
+    preview = text(
         f"""
-    WITH due AS ({_DUE}),
-    previewed AS (SELECT cl.* FROM "CampaignLead" cl JOIN due ON due.id = cl.id)
-    {_DETAILS.format(source="previewed")}
+    WITH due AS ({due}),
+    previewed AS (SELECT {alias}.* FROM "{table}" {alias} JOIN due ON due.id = {alias}.id)
+    {details.format(source="previewed")}
     """
     )
-    .bindparams(*_TYPES)
-    .columns(nextScheduledDate=UTCDateTime)
+    lease = bindparam("lease_until", type_=UTCDateTime)
+    return (
+        claim.bindparams(*types, lease).columns(**columns),
+        preview.bindparams(*types).columns(**columns),
+    )
+
+
+CLAIM_DUE_LEADS, PREVIEW_DUE_LEADS = leased_claim(
+    "CampaignLead", "cl", _DUE, _DETAILS, *_TYPES, nextScheduledDate=UTCDateTime
 )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.delivery import DueSend, MailboxUsage, Usage
 from db.base import UTCDateTime
+from db.queries.claims import leased_claim
 
 # Statuses that count as a handover for caps and gaps (a 4xx retry goes back to scheduled).
 HANDED_OVER = "('sending', 'sent', 'unknown', 'failed')"
@@ -79,32 +80,8 @@ _TYPES = (
     bindparam("now", type_=UTCDateTime),
     bindparam("campaign_id", type_=Text),
 )
-CLAIM_DUE_SENDS = (
-    text(
-        f"""
-    WITH due AS ({_DUE} FOR UPDATE OF s SKIP LOCKED),
-    claimed AS (
-        UPDATE "EmailSend" s
-        SET "claimedBy" = :worker, "claimedUntil" = :lease_until, "claimToken" = :token
-        FROM due WHERE s.id = due.id
-        RETURNING s.*
-    )
-    {_DETAILS.format(source="claimed")}
-    """
-    )
-    .bindparams(*_TYPES, bindparam("lease_until", type_=UTCDateTime))
-    .columns(scheduledFor=UTCDateTime)
-)
-PREVIEW_DUE_SENDS = (
-    text(
-        f"""
-    WITH due AS ({_DUE}),
-    previewed AS (SELECT s.* FROM "EmailSend" s JOIN due ON due.id = s.id)
-    {_DETAILS.format(source="previewed")}
-    """
-    )
-    .bindparams(*_TYPES)
-    .columns(scheduledFor=UTCDateTime)
+CLAIM_DUE_SENDS, PREVIEW_DUE_SENDS = leased_claim(
+    "EmailSend", "s", _DUE, _DETAILS, *_TYPES, scheduledFor=UTCDateTime
 )
 ONE_SEND = (
     text(
@@ -274,6 +251,18 @@ def _json(rows: list[dict[str, Any]]) -> str:
     return json.dumps(rows, default=lambda v: v.isoformat() if isinstance(v, datetime) else v)
 
 
+def _due_params(
+    cutoff: datetime, now: datetime, limit: int, campaign_id: str | None, blocked: list[str] | None
+) -> dict[str, Any]:
+    return {
+        "cutoff": cutoff,
+        "now": now,
+        "limit": limit,
+        "campaign_id": campaign_id,
+        "blocked": blocked or [],
+    }
+
+
 def claim_due_sends(
     session: Session,
     *,
@@ -287,16 +276,8 @@ def claim_due_sends(
 ) -> tuple[str, list[DueSend]]:
     """Claim up to limit due sends, oldest first; returns the claim token and the sends."""
     token = uuid4().hex
-    params = {
-        "cutoff": cutoff,
-        "now": now,
-        "limit": limit,
-        "campaign_id": campaign_id,
-        "blocked": blocked or [],
-        "worker": worker,
-        "token": token,
-        "lease_until": now + lease,
-    }
+    params = _due_params(cutoff, now, limit, campaign_id, blocked)
+    params |= {"worker": worker, "token": token, "lease_until": now + lease}
     rows = session.execute(CLAIM_DUE_SENDS, params).mappings()
     return token, [DueSend.model_validate(row) for row in rows]
 
@@ -311,13 +292,7 @@ def preview_due_sends(
     blocked: list[str] | None = None,
 ) -> list[DueSend]:
     """The sends a claim would take, without taking them (dry runs)."""
-    params = {
-        "cutoff": cutoff,
-        "now": now,
-        "limit": limit,
-        "campaign_id": campaign_id,
-        "blocked": blocked or [],
-    }
+    params = _due_params(cutoff, now, limit, campaign_id, blocked)
     return [
         DueSend.model_validate(row) for row in session.execute(PREVIEW_DUE_SENDS, params).mappings()
     ]

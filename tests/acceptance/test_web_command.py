@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from core.unsubscribe import sign_token
 from db.base import utcnow
-from db.models import CampaignLead, EmailSend, SequenceStep
+from db.models import CampaignLead, EmailSend
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,21 +59,9 @@ def send_id(sessions) -> str:
         campaign = factories.campaign(session, ws)
         lead = factories.lead(session, ws, email=ADDRESS)
         factories.enrolment(session, campaign, lead)
-        step_id = session.scalar(
-            select(SequenceStep.id).where(
-                SequenceStep.campaignId == campaign.id, SequenceStep.stepOrder == 1
-            )
+        send = factories.scheduled_send(
+            session, campaign, lead, scheduled_for=utcnow() + timedelta(hours=1)
         )
-        send = EmailSend(
-            campaignId=campaign.id,
-            leadId=lead.id,
-            stepId=step_id,
-            toEmail=lead.email,
-            status="scheduled",
-            scheduledFor=utcnow() + timedelta(hours=1),
-        )
-        session.add(send)
-        session.flush()
         return send.id
 
 

@@ -208,19 +208,6 @@ def connect(server: LoopbackSMTP) -> smtplib.SMTP:
     return smtplib.SMTP(server.host, server.port, local_hostname="localhost", timeout=5)
 
 
-@pytest.fixture(scope="module")
-def smtp_server() -> Iterator[LoopbackSMTP]:
-    with LoopbackSMTP() as server:
-        yield server
-
-
-@pytest.fixture
-def smtp(smtp_server: LoopbackSMTP) -> LoopbackSMTP:
-    smtp_server.reset_rules()
-    smtp_server.clear()
-    return smtp_server
-
-
 def test_smtplib_delivers_and_the_message_is_recorded(smtp: LoopbackSMTP) -> None:
     with connect(smtp) as client:
         refused = client.sendmail("sam@sender.test", ["ada@lead.test", "bo@lead.test"], email("x"))

@@ -58,19 +58,6 @@ def send(transport: Transport, to: str = LEAD, email: EmailMessage | None = None
     return transport.deliver(email or message(to), sender=SENDER, recipient=to)
 
 
-@pytest.fixture(scope="module")
-def smtp_server() -> Iterator[LoopbackSMTP]:
-    with LoopbackSMTP() as server:
-        yield server
-
-
-@pytest.fixture
-def smtp(smtp_server: LoopbackSMTP) -> LoopbackSMTP:
-    smtp_server.reset_rules()
-    smtp_server.clear()
-    return smtp_server
-
-
 @pytest.fixture
 def transport(smtp: LoopbackSMTP) -> Iterator[Transport]:
     opened = open_transport(smtp_config(smtp))

@@ -24,7 +24,6 @@ from db.models import (
     EmailSend,
     EngagementEvent,
     Lead,
-    SequenceStep,
     Suppression,
 )
 from tests import factories
@@ -51,22 +50,9 @@ class World:
 
 
 def add_send(session: Session, campaign: Campaign, lead: Lead) -> EmailSend:
-    step_id = session.scalar(
-        select(SequenceStep.id).where(
-            SequenceStep.campaignId == campaign.id, SequenceStep.stepOrder == 1
-        )
+    return factories.scheduled_send(
+        session, campaign, lead, scheduled_for=utcnow() + timedelta(hours=1)
     )
-    send = EmailSend(
-        campaignId=campaign.id,
-        leadId=lead.id,
-        stepId=step_id,
-        toEmail=lead.email,
-        status="scheduled",
-        scheduledFor=utcnow() + timedelta(hours=1),
-    )
-    session.add(send)
-    session.flush()
-    return send
 
 
 @pytest.fixture
