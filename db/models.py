@@ -154,6 +154,8 @@ class CampaignLead(Base):
     # Failed generation attempts in a row, and why the last one failed (held leads).
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     lastError: Mapped[str | None] = mapped_column(Text)
+    # Soft bounces seen; the lead becomes `bounced` after ENGAGEMENT_SOFT_BOUNCE_LIMIT of them.
+    softBounces: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
 
 
 class GeneratedMessage(Base):
@@ -197,6 +199,8 @@ class EmailSend(Base):
         UniqueConstraint("campaignId", "leadId", "stepId"),
         Index("EmailSend_leadId_idx", "leadId"),
         Index("EmailSend_providerMessageId_idx", "providerMessageId"),
+        # Events that carry only an address (a reply without threading headers) match here.
+        Index("EmailSend_lower_toEmail_idx", func.lower(text('"toEmail"'))),
         # The delivery claim: scheduled sends by time. Partial, so sent history costs nothing.
         Index(
             "EmailSend_due_idx",
@@ -256,6 +260,7 @@ class EngagementEvent(Base):
     __tablename__ = "EngagementEvent"
     __table_args__ = (
         Index("EngagementEvent_emailSendId_idx", "emailSendId"),
+        Index("EngagementEvent_dedupeKey_key", "dedupeKey", unique=True),
         CheckConstraint(_in("type", EngagementType), name="type"),
     )
 
@@ -266,6 +271,9 @@ class EngagementEvent(Base):
     # "metadata" is reserved on declarative classes, so the attribute has another name.
     eventMetadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
     createdAt: Mapped[datetime] = _created()
+    # The provider's event id, or a content hash: the same event ingested twice is one row.
+    dedupeKey: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)
 
 
 class Suppression(Base):
@@ -286,3 +294,47 @@ class Suppression(Base):
     email: Mapped[str] = mapped_column(Text, nullable=False)
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     createdAt: Mapped[datetime] = _created()
+
+
+class EngagementInbox(Base):
+    """Webhook payloads whose signature checked out, stored before the 2xx, drained by a flow."""
+
+    __tablename__ = "EngagementInbox"
+    __table_args__ = (
+        # A provider's replay token (Mailgun's) is accepted once.
+        Index("EngagementInbox_provider_replayKey_key", "provider", "replayKey", unique=True),
+        Index(
+            "EngagementInbox_pending_idx",
+            "receivedAt",
+            postgresql_where=text('"processedAt" IS NULL'),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    provider: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    replayKey: Mapped[str | None] = mapped_column(Text)
+    receivedAt: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, server_default=func.current_timestamp()
+    )
+    processedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class EngagementQuarantine(Base):
+    """Events that match no send: kept, counted and reported, never dropped."""
+
+    __tablename__ = "EngagementQuarantine"
+    __table_args__ = (Index("EngagementQuarantine_dedupeKey_key", "dedupeKey", unique=True),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    dedupeKey: Mapped[str] = mapped_column(Text, nullable=False)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    occurredAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    providerMessageId: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[Any | None] = mapped_column(JSONB)
+    createdAt: Mapped[datetime] = _created()
+    resolvedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,8 +1,8 @@
-"""Stopping a lead: suppression, enrolment status, pending sends, and the event that caused it.
+"""Stopping leads: suppression, enrolment status, pending sends, and the event that caused it.
 
 Shared by every path that stops mail: a hard bounce during delivery, the unsubscribe endpoint,
-and engagement ingestion (replies, complaints). Each function is one statement and idempotent,
-so a retried or repeated stop changes nothing the second time.
+and engagement ingestion (replies, bounces, unsubscribes, complaints). Every statement is
+set-based over a JSON array and idempotent, so a repeated stop changes nothing.
 """
 
 import json
@@ -14,48 +14,55 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from core.statuses import CampaignLeadStatus, EngagementType
-from db.base import UTCDateTime, new_id
+from db.base import UTCDateTime
 
+# One row per (workspace, address). The Lead table holds one lead per (workspace, lower(email)),
+# so an address is one lead, stopped in every campaign of its workspace.
+_TARGETS = """
+    SELECT DISTINCT ON (x."workspaceId", lower(x.email))
+           x."workspaceId", lower(x.email) AS email, x.email AS "asWritten", x.status, x.reason
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS x("workspaceId" text, email text, status text, reason text)
+"""
 SUPPRESS = text(
-    """
+    f"""
     INSERT INTO "Suppression" (id, "workspaceId", email, reason, "createdAt")
-    VALUES (:id, :workspace_id, :email, :reason, :now)
+    SELECT replace(gen_random_uuid()::text, '-', ''), t."workspaceId", t."asWritten", t.reason,
+           :now
+    FROM ({_TARGETS}) t
     ON CONFLICT ("workspaceId", lower(email)) DO NOTHING
     RETURNING id
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
-
-# Every enrolment of the workspace's lead with this address: the Lead table holds one lead per
-# (workspace, lower(email)), so this is that lead in every campaign.
-STOP_ADDRESS = text(
-    """
+STOP_ADDRESSES = text(
+    f"""
     UPDATE "CampaignLead" cl
-    SET status = :status, "stopReason" = :reason, "nextScheduledDate" = NULL,
+    SET status = t.status, "stopReason" = t.reason, "nextScheduledDate" = NULL,
         "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL, "updatedAt" = :now
-    FROM "Lead" l
-    WHERE l.id = cl."leadId" AND l."workspaceId" = :workspace_id
-      AND lower(l.email) = lower(:email)
+    FROM ({_TARGETS}) t, "Lead" l
+    WHERE l."workspaceId" = t."workspaceId" AND lower(l.email) = t.email AND cl."leadId" = l.id
       AND cl.status IN ('active', 'paused')
     RETURNING cl.id
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
-
-STOP_ENROLMENTS = text(
-    """
-    UPDATE "CampaignLead" cl
-    SET status = :status, "stopReason" = :reason, "nextScheduledDate" = NULL,
+# Completed enrolments too, since their last step's send may still be pending. A send claimed
+# by a delivery run is cancelled as well: that run's guard, which needs 'scheduled', refuses it.
+CANCEL_FOR_ADDRESSES = text(
+    f"""
+    UPDATE "EmailSend" s
+    SET status = 'cancelled', "statusReason" = t.reason,
         "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL, "updatedAt" = :now
-    WHERE cl.id = ANY(:ids) AND cl.status IN ('active', 'paused')
-    RETURNING cl.id
+    FROM ({_TARGETS}) t, "Lead" l
+    WHERE l."workspaceId" = t."workspaceId" AND lower(l.email) = t.email AND s."leadId" = l.id
+      AND s.status = 'scheduled'
+    RETURNING s.id
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
-
-# A scheduled send claimed by a delivery run is cancelled too: that run's guard, which needs
-# status 'scheduled', then refuses to hand it over.
-CANCEL_PENDING = text(
+# Pending sends of stopped enrolments, with the enrolment's own stop reason.
+CANCEL_FOR_ENROLMENTS = text(
     """
     UPDATE "EmailSend" s
-    SET status = 'cancelled', "statusReason" = :reason,
+    SET status = 'cancelled', "statusReason" = cl."stopReason",
         "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL, "updatedAt" = :now
     FROM "CampaignLead" cl
     WHERE cl.id = ANY(:ids) AND s."campaignId" = cl."campaignId" AND s."leadId" = cl."leadId"
@@ -64,53 +71,49 @@ CANCEL_PENDING = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
-ENROLMENTS_OF_ADDRESS = text(
-    """
-    SELECT cl.id FROM "CampaignLead" cl JOIN "Lead" l ON l.id = cl."leadId"
-    WHERE l."workspaceId" = :workspace_id AND lower(l.email) = lower(:email)
-    """
-)
-
 RECORD_EVENT = text(
     """
-    INSERT INTO "EngagementEvent" (id, "emailSendId", type, "occurredAt", metadata, "createdAt")
-    VALUES (:id, :send_id, :type, :occurred_at, CAST(:metadata AS jsonb), :now)
-    ON CONFLICT (id) DO NOTHING
+    INSERT INTO "EngagementEvent" (id, "emailSendId", type, "occurredAt", metadata, "createdAt",
+                                   "dedupeKey", source)
+    VALUES (:id, :send_id, :type, :occurred_at, CAST(:metadata AS jsonb), :now, :id, :source)
+    ON CONFLICT DO NOTHING
     RETURNING id
     """
 ).bindparams(bindparam("occurred_at", type_=UTCDateTime), bindparam("now", type_=UTCDateTime))
 
 
 @dataclass(frozen=True)
+class AddressStop:
+    """Stop one address in its workspace: suppress it and stop its lead everywhere."""
+
+    workspace_id: str
+    email: str
+    status: CampaignLeadStatus
+    reason: str
+
+
+@dataclass(frozen=True)
 class StopResult:
-    """What a stop changed: enrolments stopped and sends cancelled (ids), and the suppression."""
+    """What a stop changed: enrolments stopped and sends cancelled (ids), new suppressions."""
 
     stopped: list[str]
     cancelled: list[str]
-    suppressed: bool = False
+    suppressed: int = 0
 
 
-def suppress_address(
-    session: Session, *, workspace_id: str, email: str, reason: str, now: datetime
-) -> bool:
-    """Put an address on the workspace's Suppression list; False when it already was."""
-    params = {"id": new_id(), "workspace_id": workspace_id, "email": email, "reason": reason}
-    return session.execute(SUPPRESS, {**params, "now": now}).first() is not None
-
-
-def stop_enrolments(
-    session: Session,
-    campaign_lead_ids: list[str],
-    *,
-    status: CampaignLeadStatus,
-    reason: str,
-    now: datetime,
-) -> StopResult:
-    """Stop these enrolments (if still active or paused) and cancel their scheduled sends."""
-    params = {"ids": campaign_lead_ids, "status": status.value, "reason": reason, "now": now}
-    stopped = list(session.scalars(STOP_ENROLMENTS, params))
-    cancelled = list(session.scalars(CANCEL_PENDING, params))
-    return StopResult(stopped=stopped, cancelled=cancelled)
+def stop_addresses(session: Session, stops: list[AddressStop], *, now: datetime) -> StopResult:
+    """Suppress each address in its workspace, stop its lead everywhere, cancel pending sends."""
+    if not stops:
+        return StopResult(stopped=[], cancelled=[])
+    rows = [
+        {"workspaceId": s.workspace_id, "email": s.email, "status": s.status, "reason": s.reason}
+        for s in stops
+    ]
+    params = {"rows": json.dumps(rows), "now": now}
+    suppressed = len(session.execute(SUPPRESS, params).all())
+    stopped = list(session.scalars(STOP_ADDRESSES, params))
+    cancelled = list(session.scalars(CANCEL_FOR_ADDRESSES, params))
+    return StopResult(stopped=stopped, cancelled=cancelled, suppressed=suppressed)
 
 
 def stop_address(
@@ -122,22 +125,15 @@ def stop_address(
     reason: str,
     now: datetime,
 ) -> StopResult:
-    """Suppress an address in its workspace, stop its lead everywhere, cancel pending sends."""
-    suppressed = suppress_address(
-        session, workspace_id=workspace_id, email=email, reason=reason, now=now
-    )
-    params = {
-        "workspace_id": workspace_id,
-        "email": email,
-        "status": status.value,
-        "reason": reason,
-        "now": now,
-    }
-    stopped = list(session.scalars(STOP_ADDRESS, params))
-    # Completed enrolments too: their last step's send may still be pending.
-    enrolments = list(session.scalars(ENROLMENTS_OF_ADDRESS, params))
-    cancelled = list(session.scalars(CANCEL_PENDING, {**params, "ids": enrolments}))
-    return StopResult(stopped=stopped, cancelled=cancelled, suppressed=suppressed)
+    """Suppress one address in its workspace, stop its lead everywhere, cancel pending sends."""
+    return stop_addresses(session, [AddressStop(workspace_id, email, status, reason)], now=now)
+
+
+def cancel_for_enrolments(session: Session, enrolment_ids: list[str], *, now: datetime) -> int:
+    """Cancel the pending sends of stopped enrolments; returns how many."""
+    if not enrolment_ids:
+        return 0
+    return len(session.execute(CANCEL_FOR_ENROLMENTS, {"ids": enrolment_ids, "now": now}).all())
 
 
 def record_event(
@@ -149,8 +145,9 @@ def record_event(
     occurred_at: datetime,
     metadata: dict[str, Any] | None,
     now: datetime,
+    source: str = "pipeline",
 ) -> bool:
-    """Record an engagement event once: a deterministic id makes a repeat a no-op (False)."""
+    """Record an event once: its deterministic id is also its dedupe key (a repeat is False)."""
     params = {
         "id": event_id,
         "send_id": send_id,
@@ -158,5 +155,6 @@ def record_event(
         "occurred_at": occurred_at,
         "metadata": json.dumps(metadata) if metadata is not None else None,
         "now": now,
+        "source": source,
     }
     return session.execute(RECORD_EVENT, params).first() is not None

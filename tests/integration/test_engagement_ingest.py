@@ -1,0 +1,191 @@
+"""Ingesting engagement events on real PostgreSQL: matching, dedup, quarantine and stop rules."""
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from core.engagement import BounceKind, NormalisedEvent
+from core.statuses import EngagementType
+from db.base import utcnow
+from db.models import (
+    Campaign,
+    CampaignLead,
+    EmailSend,
+    EngagementEvent,
+    EngagementQuarantine,
+    Suppression,
+)
+from db.queries.engagement import ingest_events
+from tests import factories
+
+AT = datetime(2026, 11, 25, 16, 0, tzinfo=UTC)
+RULES = {"fromEmail": "alex@seller.example"}
+
+
+def seed(sessions, *, rules=RULES, leads=("sarah@acme.example", "tom@acme.example")):
+    """A campaign whose leads got step 1 (sent) and have step 2 scheduled; returns their ids."""
+    with sessions.begin() as session:
+        ws = factories.workspace(session)
+        camp = factories.campaign(session, ws, sendingRules=rules)
+        ids = {}
+        for address in leads:
+            lead = factories.lead(session, ws, email=address)
+            factories.enrolment(session, camp, lead, currentStepOrder=3)
+            first = factories.scheduled_send(
+                session, camp, lead, status="sent", providerMessageId=f"<{address}.1@seller>"
+            )
+            first.sentAt = first.attemptedAt = AT - timedelta(days=1)
+            second = factories.scheduled_send(session, camp, lead, step=2)
+            ids[address] = (first.id, second.id, camp.id, ws.id)
+        return ids
+
+
+def event(kind: EngagementType, **fields) -> NormalisedEvent:
+    values = {"type": kind, "occurred_at": AT, "provider": "generic", "source": "test"}
+    return NormalisedEvent(**(values | fields))
+
+
+def ingest(sessions, events, limit=3):
+    with sessions.begin() as session:
+        return ingest_events(session, events, now=utcnow(), soft_bounce_limit=limit)
+
+
+def test_a_reply_stops_its_lead_and_cancels_the_follow_up_once(sessions):
+    ids = seed(sessions)
+    first, second, *_ = ids["sarah@acme.example"]
+    reply = event(
+        EngagementType.reply,
+        provider="mailbox",
+        provider_event_id="<r1@acme.example>",
+        references=("<other@x>", "<sarah@acme.example.1@seller>"),
+        email="sarah@acme.example",
+    )
+    result = ingest(sessions, [reply])
+    assert [e.type for e in result.new] == ["reply"] and result.stopped == {"replied": 1}
+    assert result.cancelled == 1
+    with sessions() as session:
+        assert session.get(EmailSend, second).status == "cancelled"
+        assert session.get(EmailSend, second).statusReason == "replied"
+        lead_status = session.scalars(
+            select(CampaignLead.status)
+            .join(EmailSend, EmailSend.leadId == CampaignLead.leadId)
+            .where(EmailSend.id == first)
+        ).first()
+        assert lead_status == "replied"
+        tom = session.scalars(
+            select(EmailSend.status).where(EmailSend.id == ids["tom@acme.example"][1])
+        ).one()
+        assert tom == "scheduled"  # no company-wide stop unless the campaign asks
+        (recorded,) = session.scalars(select(EngagementEvent)).all()
+        assert recorded.emailSendId == first and recorded.dedupeKey == reply.dedupe_key()
+    again = ingest(sessions, [reply])
+    assert again.new == [] and len(again.duplicates) == 1 and again.cancelled == 0
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EngagementEvent)) == 1
+
+
+def test_a_company_reply_stops_colleagues_when_the_campaign_asks(sessions):
+    ids = seed(
+        sessions,
+        rules=RULES | {"stopOnCompanyReply": True},
+        leads=("sarah@acme.example", "tom@acme.example", "ann@other.example"),
+    )
+    reply = event(EngagementType.reply, email="sarah@acme.example", provider_event_id="<r@x>")
+    result = ingest(sessions, [reply])
+    assert result.stopped == {"replied": 1, "company_replied": 1} and result.cancelled == 2
+    with sessions() as session:
+        by_address = dict(
+            session.execute(
+                select(EmailSend.toEmail, EmailSend.status).where(
+                    EmailSend.id.in_([v[1] for v in ids.values()])
+                )
+            ).all()
+        )
+    assert by_address == {
+        "sarah@acme.example": "cancelled",
+        "tom@acme.example": "cancelled",
+        "ann@other.example": "scheduled",
+    }
+
+
+def test_a_reply_to_a_completed_lead_still_marks_it_replied(sessions):
+    ids = seed(sessions, leads=("sarah@acme.example",))
+    _first, second, _campaign_id, _ = ids["sarah@acme.example"]
+    with sessions.begin() as session:
+        session.get(EmailSend, second).status = "sent"
+        for enrolment in session.scalars(select(CampaignLead)):
+            enrolment.status = "completed"
+    ingest(sessions, [event(EngagementType.reply, message_id="<sarah@acme.example.1@seller>")])
+    with sessions() as session:
+        assert session.scalars(select(CampaignLead.status)).one() == "replied"
+
+
+def test_hard_bounce_unsubscribe_and_complaint_stop_and_suppress_the_address(sessions):
+    ids = seed(sessions, leads=("a@x.example", "b@x.example", "c@x.example", "d@x.example"))
+    result = ingest(
+        sessions,
+        [
+            event(EngagementType.bounce, send_id=ids["a@x.example"][0], bounce_kind="hard"),
+            event(EngagementType.unsubscribe, email="b@x.example"),
+            event(EngagementType.complaint, message_id="<c@x.example.1@seller>"),
+            event(EngagementType.open, send_id=ids["d@x.example"][0]),
+            event(EngagementType.click, send_id=ids["d@x.example"][0], url="https://a.example"),
+        ],
+    )
+    assert len(result.new) == 5
+    assert result.stopped == {"bounced": 1, "unsubscribed": 1, "complaint": 1}
+    assert result.cancelled == 3
+    with sessions() as session:
+        suppressed = dict(session.execute(select(Suppression.email, Suppression.reason)).all())
+        enrolments = dict(
+            session.execute(
+                select(EmailSend.toEmail, CampaignLead.status)
+                .join(CampaignLead, CampaignLead.leadId == EmailSend.leadId)
+                .where(EmailSend.id.in_([v[0] for v in ids.values()]))
+            ).all()
+        )
+    assert suppressed == {
+        "a@x.example": "bounced",
+        "b@x.example": "unsubscribed",
+        "c@x.example": "complaint",
+    }
+    assert enrolments == {
+        "a@x.example": "bounced",
+        "b@x.example": "unsubscribed",
+        "c@x.example": "unsubscribed",
+        "d@x.example": "active",
+    }
+
+
+def test_soft_bounces_bounce_the_lead_at_the_limit(sessions):
+    ids = seed(sessions, leads=("a@x.example",))
+    first = ids["a@x.example"][0]
+
+    def soft(i: int) -> NormalisedEvent:
+        return event(
+            EngagementType.bounce,
+            send_id=first,
+            bounce_kind=BounceKind.soft,
+            provider_event_id=f"soft-{i}",
+        )
+
+    assert ingest(sessions, [soft(1), soft(2)], limit=3).stopped == {}
+    result = ingest(sessions, [soft(2), soft(3)], limit=3)  # soft-2 again is a duplicate
+    assert result.stopped == {"soft_bounces": 1} and len(result.duplicates) == 1
+    with sessions() as session:
+        enrolment = session.scalars(select(CampaignLead)).one()
+        assert (enrolment.status, enrolment.softBounces) == ("bounced", 3)
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 0
+
+
+def test_events_for_unknown_messages_are_quarantined_once(sessions):
+    seed(sessions)
+    stray = event(EngagementType.open, message_id="<nobody@elsewhere>", provider_event_id="e1")
+    result = ingest(sessions, [stray, stray])
+    assert result.quarantined == [stray] and len(result.duplicates) == 1
+    assert ingest(sessions, [stray]).quarantined == []
+    with sessions() as session:
+        (row,) = session.scalars(select(EngagementQuarantine)).all()
+        assert row.providerMessageId == "<nobody@elsewhere>" and "no EmailSend" in row.reason
+        assert session.scalar(select(func.count()).select_from(EngagementEvent)) == 0
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 1
