@@ -176,13 +176,25 @@ def plan_deliveries(
     """
     decisions = []
     next_free: dict[str, datetime] = {}
+    # Validated once per campaign, not once per send: a batch is mostly one or two campaigns.
+    rules_of: dict[str, SendingRules | str] = {}
     for send in sorted(sends, key=lambda s: (s.scheduledFor, s.sendId)):
-        decisions.append(_decide(send, usage, next_free, now=now, deadline=deadline, rng=rng))
+        if send.campaignId not in rules_of:
+            problem = delivery_rules_problem(send.sendingRules)
+            rules_of[send.campaignId] = problem or parse_sending_rules(send.sendingRules)
+        rules = rules_of[send.campaignId]
+        if isinstance(rules, str):
+            decisions.append(Decision(send.sendId, Action.defer, rules, now + PAUSE_RECHECK))
+            continue
+        decisions.append(
+            _decide(send, rules, usage, next_free, now=now, deadline=deadline, rng=rng)
+        )
     return decisions
 
 
 def _decide(
     send: DueSend,
+    rules: SendingRules,
     usage: Usage,
     next_free: dict[str, datetime],
     *,
@@ -190,10 +202,6 @@ def _decide(
     deadline: datetime,
     rng: random.Random,
 ) -> Decision:
-    problem = delivery_rules_problem(send.sendingRules)
-    if problem is not None:
-        return Decision(send.sendId, Action.defer, problem, now + PAUSE_RECHECK)
-    rules = parse_sending_rules(send.sendingRules)
     if not send.subject or not send.body:
         return Decision(send.sendId, Action.fail, "EmailSend has no generated message to send")
     stop = stop_reason(send, rules)

@@ -195,7 +195,7 @@ async def claim_due_sends(
 def _usage(session: Session, sends: list[DueSend], now: datetime) -> queries.Usage:
     campaigns: dict[str, datetime] = {}
     mailboxes: dict[str, datetime] = {}
-    for send in sends:
+    for send in {send.campaignId: send for send in sends}.values():
         rules = parse_sending_rules(send.sendingRules)
         day = local_day_start(now, ZoneInfo(rules.timezone))
         campaigns[send.campaignId] = day
@@ -207,7 +207,8 @@ def _usage(session: Session, sends: list[DueSend], now: datetime) -> queries.Usa
 def _plan(
     session: Session, sends: list[DueSend], *, now: datetime, deadline: datetime
 ) -> list[Decision]:
-    usable = [s for s in sends if delivery_rules_problem(s.sendingRules) is None]
+    one_per_campaign = {s.campaignId: s for s in sends}.values()
+    usable = [s for s in one_per_campaign if delivery_rules_problem(s.sendingRules) is None]
     return plan_deliveries(
         sends, _usage(session, usable, now), now=now, deadline=deadline, rng=random.Random()
     )
@@ -282,7 +283,13 @@ class _Lane:
         transport = open_transport(TransportConfig.from_settings(get_settings()))
         last_handover: datetime | None = None
         try:
-            with session_factory()() as session:
+            # One connection for the whole lane: a session on the engine would check a pooled
+            # connection out (and ping it) for every transaction, two per send.
+            factory = session_factory()
+            with (
+                factory.kw["bind"].connect() as connection,
+                Session(bind=connection, expire_on_commit=False) as session,
+            ):
                 for handover in handovers:
                     gap = timedelta(seconds=handover.rules.min_gap_seconds)
                     due = handover.decision.at or utcnow()
@@ -550,10 +557,13 @@ async def deliver_sends(
                 sends,
             )
         lanes: dict[str, list[_Handover]] = defaultdict(list)
+        rules_of: dict[str, SendingRules] = {}
         for decision in decisions:
             if decision.action is Action.deliver and decision.mailbox is not None:
                 send = sends[decision.send_id]
-                rules = parse_sending_rules(send.sendingRules)
+                if send.campaignId not in rules_of:
+                    rules_of[send.campaignId] = parse_sending_rules(send.sendingRules)
+                rules = rules_of[send.campaignId]
                 lanes[decision.mailbox.email.lower()].append(_Handover(send, decision, rules))
         workers = min(config.max_connections, len(lanes)) or 1
         lane_workers = [

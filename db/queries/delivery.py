@@ -156,7 +156,8 @@ SETTLE = text(
         "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL, "updatedAt" = :now
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
          AS x(id text, status text, reason text, at timestamptz, mailbox text)
-    WHERE s.id = x.id AND s."claimToken" = :token AND s.status = 'scheduled'
+    WHERE s.id = x.id AND s.id = ANY(CAST(:ids AS text[]))
+      AND s."claimToken" = :token AND s.status = 'scheduled'
     RETURNING s.id
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
@@ -166,9 +167,11 @@ _LOCK = text(
     " pg_advisory_xact_lock(hashtextextended('campaign:' || :campaign_id, 0))"
 )
 # Everything that may have changed since the plan is checked again in the statement that
-# commits `sending`: stops, suppression, the campaign's status, both daily caps, the gap.
+# commits `sending`: stops, suppression, the campaign's status, both daily caps, the gap. Only a
+# handover sets `attemptedAt` (a 4xx retry clears it), so counting it needs no status filter,
+# and each count stops at its limit.
 HAND_OVER = text(
-    f"""
+    """
     UPDATE "EmailSend" s
     SET status = 'sending', "providerMessageId" = :message_id, mailbox = :mailbox,
         "attemptedAt" = :now, "claimedUntil" = :lease_until, attempts = s.attempts + 1,
@@ -182,15 +185,14 @@ HAND_OVER = text(
       AND NOT EXISTS (SELECT 1 FROM "Suppression" x
                       WHERE x."workspaceId" = c."workspaceId"
                         AND lower(x.email) = lower(s."toEmail"))
-      AND (SELECT count(*) FROM "EmailSend" m
+      AND (SELECT count(*) FROM (SELECT 1 FROM "EmailSend" m
            WHERE m.mailbox = :mailbox AND m."attemptedAt" >= :mailbox_day
-             AND m.status IN {HANDED_OVER}) < :mailbox_limit
-      AND (SELECT count(*) FROM "EmailSend" m
+           LIMIT :mailbox_limit) used) < :mailbox_limit
+      AND (SELECT count(*) FROM (SELECT 1 FROM "EmailSend" m
            WHERE m."campaignId" = s."campaignId" AND m."attemptedAt" >= :campaign_day
-             AND m.status IN {HANDED_OVER}) < :campaign_limit
+           LIMIT :campaign_limit) used) < :campaign_limit
       AND NOT EXISTS (SELECT 1 FROM "EmailSend" m
-                      WHERE m.mailbox = :mailbox AND m."attemptedAt" > :gap_since
-                        AND m.status IN {HANDED_OVER})
+                      WHERE m.mailbox = :mailbox AND m."attemptedAt" > :gap_since)
     RETURNING s.id
     """
 ).bindparams(
@@ -216,7 +218,8 @@ RECORD_RESULTS = text(
         "updatedAt" = :now
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
          AS x(id text, status text, reason text, at timestamptz)
-    WHERE s.id = x.id AND s."claimToken" = :token AND s.status IN ('sending', 'unknown')
+    WHERE s.id = x.id AND s.id = ANY(CAST(:ids AS text[]))
+      AND s."claimToken" = :token AND s.status IN ('sending', 'unknown')
     RETURNING s.id
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
@@ -344,7 +347,8 @@ def settle(session: Session, *, token: str, now: datetime, rows: list[dict[str, 
     """Write deferrals, cancellations and failures decided before any handover."""
     if not rows:
         return set()
-    params = {"rows": _json(rows), "token": token, "now": now}
+    # The id list lets the planner use the primary key: it cannot size a JSON recordset.
+    params = {"rows": _json(rows), "ids": [r["id"] for r in rows], "token": token, "now": now}
     return set(session.scalars(SETTLE, params))
 
 
@@ -376,4 +380,5 @@ def record_results(
     if not results:
         return set()
     rows = [{"id": r.send_id, "status": r.status, "reason": r.reason, "at": r.at} for r in results]
-    return set(session.scalars(RECORD_RESULTS, {"rows": _json(rows), "token": token, "now": now}))
+    params = {"rows": _json(rows), "ids": [r["id"] for r in rows], "token": token, "now": now}
+    return set(session.scalars(RECORD_RESULTS, params))
