@@ -524,6 +524,26 @@ def _settle(
             report.count(sends[d.send_id].campaignId, mailbox, column[d.action], d.reason)
 
 
+def split_ungapped(lanes: list[list[_Handover]], connections: int) -> list[list[_Handover]]:
+    """Spread a mailbox without gaps over spare connections; a gapped mailbox stays one lane.
+
+    A gap orders a mailbox's sends one after another, but without one nothing does, and the
+    round trips of one connection (the commit before each handover, the SMTP dialogue) are
+    what limit a lone mailbox.
+    """
+    spare = max(connections - len(lanes), 0)
+    queues: list[list[_Handover]] = []
+    for lane in lanes:
+        rules = lane[0].rules
+        if spare and rules.min_gap_seconds == 0 and rules.jitter_seconds == 0 and len(lane) > 1:
+            ways = min(spare + 1, len(lane))
+            spare -= ways - 1
+            queues.extend(lane[i::ways] for i in range(ways))
+        else:
+            queues.append(lane)
+    return queues
+
+
 @task(name="deliver-sends", retries=0, cache_policy=NO_CACHE)
 async def deliver_sends(
     claim: SendClaim, config: DeliveryConfig, *, deadline: datetime
@@ -565,14 +585,15 @@ async def deliver_sends(
                     rules_of[send.campaignId] = parse_sending_rules(send.sendingRules)
                 rules = rules_of[send.campaignId]
                 lanes[decision.mailbox.email.lower()].append(_Handover(send, decision, rules))
-        workers = min(config.max_connections, len(lanes)) or 1
+        queues = split_ungapped(list(lanes.values()), config.max_connections)
+        workers = min(config.max_connections, len(queues)) or 1
         lane_workers = [
-            _Lane(token=token, config=config, secret=secret, logger=logger) for _ in lanes
+            _Lane(token=token, config=config, secret=secret, logger=logger) for _ in queues
         ]
         with ThreadPoolExecutor(workers, thread_name_prefix="delivery-lane") as pool:
             futures = [
                 pool.submit(lane.run, handovers)
-                for lane, handovers in zip(lane_workers, lanes.values(), strict=True)
+                for lane, handovers in zip(lane_workers, queues, strict=True)
             ]
             for future in futures:
                 future.result()

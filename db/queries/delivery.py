@@ -191,8 +191,9 @@ HAND_OVER = text(
       AND (SELECT count(*) FROM (SELECT 1 FROM "EmailSend" m
            WHERE m."campaignId" = s."campaignId" AND m."attemptedAt" >= :campaign_day
            LIMIT :campaign_limit) used) < :campaign_limit
-      AND NOT EXISTS (SELECT 1 FROM "EmailSend" m
-                      WHERE m.mailbox = :mailbox AND m."attemptedAt" > :gap_since)
+      AND (CAST(:gap_since AS timestamp) IS NULL
+           OR NOT EXISTS (SELECT 1 FROM "EmailSend" m
+                          WHERE m.mailbox = :mailbox AND m."attemptedAt" > :gap_since))
     RETURNING s.id
     """
 ).bindparams(
@@ -368,7 +369,8 @@ def hand_over(
         "mailbox_limit": handover.mailbox_limit,
         "campaign_day": handover.campaign_day,
         "campaign_limit": handover.campaign_limit,
-        "gap_since": now - handover.min_gap,
+        # No gap, no check: parallel connections of one mailbox stamp overlapping instants.
+        "gap_since": now - handover.min_gap if handover.min_gap else None,
     }
     return session.execute(HAND_OVER, params).first() is not None
 

@@ -18,7 +18,6 @@ from db.base import utcnow
 from db.models import Campaign, CampaignLead, EmailSend, EngagementEvent, Suppression
 from flows.send_scheduled_emails import send_scheduled_emails
 from tests import factories
-from tests.support.smtp_server import LoopbackSMTP
 
 pytestmark = pytest.mark.flows
 
@@ -32,18 +31,6 @@ RULES = {
     "fromEmail": "alex@seller.example",
     "replyTo": "replies@seller.example",
 }
-
-
-@pytest.fixture
-def smtp(pipeline_env):
-    with LoopbackSMTP() as server:
-        pipeline_env.setenv("EMAIL_TRANSPORT", "smtp")
-        pipeline_env.setenv("SMTP_HOST", server.host)
-        pipeline_env.setenv("SMTP_PORT", str(server.port))
-        pipeline_env.setenv("SMTP_SECURITY", "none")
-        pipeline_env.setenv("UNSUBSCRIBE_SECRET", "test-secret-at-least-16-chars")
-        pipeline_env.setenv("PUBLIC_BASE_URL", "https://links.seller.example")
-        yield server
 
 
 def seed(sessions, n: int, *, rules: dict | None = None, steps: int = 3, **send_fields):
