@@ -101,6 +101,34 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8080",
         description="Where `campaign-pipeline web` is reachable; unsubscribe links point here.",
     )
+    engagement_soft_bounce_limit: int = Field(
+        default=3, ge=1, description="Soft bounces of one enrolment before it becomes bounced."
+    )
+    imap_host: str | None = Field(
+        default=None, description="The reply and bounce mailbox. Unset: no IMAP source."
+    )
+    imap_port: int = Field(default=993, ge=1, le=65535, description="IMAP port.")
+    imap_username: str | None = Field(default=None, description="IMAP login.")
+    imap_password: SecretStr | None = Field(default=None, description="IMAP password.")
+    imap_folder: str = Field(default="INBOX", description="The folder replies and bounces reach.")
+    imap_ssl: bool = Field(default=True, description="IMAP over TLS (port 993).")
+    sendgrid_webhook_public_key: str | None = Field(
+        default=None,
+        description="SendGrid's Signed Event Webhook verification key (base64 DER, ECDSA"
+        " P-256). Unset: /webhooks/sendgrid answers 404.",
+    )
+    mailgun_webhook_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Mailgun's HTTP webhook signing key. Unset: /webhooks/mailgun answers 404.",
+    )
+    postmark_webhook_username: str | None = Field(
+        default=None,
+        description="HTTP Basic user in Postmark's webhook URL; set it with"
+        " POSTMARK_WEBHOOK_PASSWORD, or neither (then /webhooks/postmark answers 404).",
+    )
+    postmark_webhook_password: SecretStr | None = Field(
+        default=None, description="HTTP Basic password in Postmark's webhook URL."
+    )
 
     @property
     def transport(self) -> TransportKind:

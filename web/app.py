@@ -1,31 +1,50 @@
-"""The unsubscribe endpoint: a confirmation page, RFC 8058 one-click, and a health check.
+"""The unsubscribe endpoint, the engagement webhooks, and a health check.
 
 A GET never changes anything: mail scanners and link previews fetch every link in a message, so
 only a POST unsubscribes, whether a mailbox provider's one-click or the page's button. The token
 in the URL is the only credential, so it never reaches a log line and the pages never echo the
 address it stands for.
+
+`POST /webhooks/{provider}` takes SendGrid, Mailgun and Postmark event webhooks: it checks the
+provider's signature or credentials, stores the payload as one EngagementInbox row and answers
+200 only once that row is committed, so a provider retries anything not stored. A flow drains the
+inbox later; nothing here interprets the events.
 """
 
 import copy
 import html
+import json
 import logging
 import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import SecretStr
 from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from uvicorn.config import LOGGING_CONFIG
 
-from core.settings import PROJECT_ROOT, get_settings
+from core.settings import PROJECT_ROOT, Settings, get_settings
 from core.statuses import CampaignLeadStatus, EngagementType
 from core.unsubscribe import load_secret, verify_token
+from core.webhook_auth import (
+    WebhookRejected,
+    load_sendgrid_public_key,
+    sendgrid_replay_key,
+    verify_mailgun,
+    verify_postmark,
+    verify_sendgrid,
+)
 from db.base import utcnow
 from db.engine import (
     check_revision,
@@ -34,7 +53,7 @@ from db.engine import (
     resolve_database_url,
     unit_of_work,
 )
-from db.models import Campaign, EmailSend
+from db.models import Campaign, EmailSend, EngagementInbox
 from db.queries.stops import record_event, stop_address
 
 _log = logging.getLogger(__name__)
@@ -44,6 +63,11 @@ MAX_BODY_BYTES = 64 * 1024
 ONE_CLICK_FIELD = ("List-Unsubscribe", "One-Click")
 UNSUBSCRIBE_REASON = "unsubscribed"
 _TOKEN_IN_PATH = re.compile(r"(/unsubscribe/)[^/?#\s\"]+")
+
+# SendGrid posts up to a few thousand events per request; 5 MiB holds any real batch.
+MAX_WEBHOOK_BODY_BYTES = 5 * 1024 * 1024
+SENDGRID_SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+SENDGRID_TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -184,18 +208,192 @@ def _multipart_fields(content_type: str, body: bytes) -> list[tuple[str, str]]:
     return fields
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """The request body, or None once it grows past MAX_BODY_BYTES."""
+async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The request body, or None when it declares or grows past `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
+        if len(body) > limit:
             return None
     return bytes(body)
 
 
-def create_app(sessions: sessionmaker[Session], secret: bytes) -> FastAPI:
-    """The ASGI app: unsubscribe pages for tokens signed with `secret`, and /healthz."""
+@dataclass(frozen=True)
+class WebhookSecrets:
+    """What each webhook provider is checked with; a provider left unset is answered 404.
+
+    Raises ValueError for a SendGrid key that is not a P-256 public key, an empty secret, or
+    only one half of Postmark's credentials.
+    """
+
+    sendgrid_public_key: str | None = None
+    mailgun_signing_key: SecretStr | None = None
+    postmark_username: str | None = None
+    postmark_password: SecretStr | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a configuration that would accept forged or no requests, before serving."""
+        if self.sendgrid_public_key is not None:
+            load_sendgrid_public_key(self.sendgrid_public_key)
+        if self.mailgun_signing_key is not None and not self.mailgun_signing_key.get_secret_value():
+            raise ValueError("MAILGUN_WEBHOOK_SIGNING_KEY is empty")
+        if (self.postmark_username is None) != (self.postmark_password is None):
+            raise ValueError(
+                "set both POSTMARK_WEBHOOK_USERNAME and POSTMARK_WEBHOOK_PASSWORD, or neither"
+            )
+        if self.postmark_password is not None and not self.postmark_password.get_secret_value():
+            raise ValueError("POSTMARK_WEBHOOK_PASSWORD is empty")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "WebhookSecrets":
+        """The webhook settings; a variable set to an empty string counts as unset."""
+        return cls(
+            sendgrid_public_key=settings.sendgrid_webhook_public_key or None,
+            mailgun_signing_key=_unless_empty(settings.mailgun_webhook_signing_key),
+            postmark_username=settings.postmark_webhook_username or None,
+            postmark_password=_unless_empty(settings.postmark_webhook_password),
+        )
+
+    def configured(self) -> frozenset[str]:
+        """The providers whose webhooks are served."""
+        return frozenset(
+            provider
+            for provider, secret in (
+                ("sendgrid", self.sendgrid_public_key),
+                ("mailgun", self.mailgun_signing_key),
+                ("postmark", self.postmark_password),
+            )
+            if secret is not None
+        )
+
+
+def _unless_empty(value: SecretStr | None) -> SecretStr | None:
+    return value if value is not None and value.get_secret_value() else None
+
+
+class BadPayloadError(ValueError):
+    """A body that is not the JSON its provider sends; the message is safe to answer with."""
+
+
+class Accepted(NamedTuple):
+    """A webhook request that passed its provider's check, ready for the inbox."""
+
+    payload: Any
+    events: int
+    replay_key: str | None
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and PostgreSQL's jsonb refuses them.
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_payload(provider: str, body: bytes) -> tuple[Any, int]:
+    """The body as JSON and its number of events; BadPayloadError for another shape.
+
+    SendGrid posts an array of events, Postmark one event object, Mailgun one object with its
+    `signature` and `event-data`.
+    """
+    try:
+        payload = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        raise BadPayloadError("body is not JSON") from None
+    if provider == "sendgrid":
+        if not isinstance(payload, list):
+            raise BadPayloadError("expected a JSON array of events")
+        return payload, len(payload)
+    if not isinstance(payload, dict):
+        raise BadPayloadError("expected a JSON object")
+    if provider == "mailgun" and not isinstance(payload.get("event-data"), dict):
+        raise BadPayloadError("expected an event-data object")
+    return payload, 1
+
+
+def _secret(value: SecretStr | str | None) -> str:
+    # Only configured providers are served; an empty key here would accept forgeries.
+    if value is None:
+        raise WebhookRejected("webhook not configured")
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def accept_webhook(
+    webhooks: WebhookSecrets,
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+) -> Accepted:
+    """Check one request with its provider's secret, then parse it.
+
+    Raises WebhookRejected for a bad signature, credentials or timestamp and BadPayloadError for
+    a body that is not the provider's JSON. Mailgun's signature lives in the JSON, so only there
+    is the body parsed before it is checked.
+    """
+    replay_key = None
+    if provider == "postmark":
+        verify_postmark(
+            _secret(webhooks.postmark_username),
+            _secret(webhooks.postmark_password),
+            headers.get("authorization"),
+        )
+    elif provider == "sendgrid":
+        signature = headers.get(SENDGRID_SIGNATURE_HEADER, "")
+        verify_sendgrid(
+            _secret(webhooks.sendgrid_public_key),
+            signature,
+            headers.get(SENDGRID_TIMESTAMP_HEADER, ""),
+            body,
+            now=now,
+        )
+        # A copy of this request is refused as a replay, however its signature is spelt.
+        replay_key = sendgrid_replay_key(signature)
+    payload, events = parse_payload(provider, body)
+    if provider == "mailgun":
+        replay_key = verify_mailgun(_secret(webhooks.mailgun_signing_key), payload, now=now)
+    return Accepted(payload, events, replay_key)
+
+
+def store_webhook(
+    sessions: sessionmaker[Session], provider: str, payload: Any, replay_key: str | None
+) -> str | None:
+    """Insert one inbox row and commit; its id, or None when (provider, replay key) was seen.
+
+    The unique index decides, so two copies of one request racing each other store one row.
+    """
+    with unit_of_work(sessions) as session:
+        return session.scalar(
+            insert(EngagementInbox)
+            .values(provider=provider, payload=payload, replayKey=replay_key)
+            .on_conflict_do_nothing(index_elements=["provider", "replayKey"])
+            .returning(EngagementInbox.id)
+        )
+
+
+_BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="webhooks"'}
+
+
+def _webhook_error(
+    status_code: int, error: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": error}, status_code=status_code, headers=headers)
+
+
+def create_app(
+    sessions: sessionmaker[Session],
+    secret: bytes,
+    webhooks: WebhookSecrets | None = None,
+) -> FastAPI:
+    """The ASGI app: unsubscribe pages, engagement webhooks and /healthz.
+
+    Unsubscribe tokens are checked with `secret`; only the webhook providers `webhooks` holds
+    secrets for are served (none by default).
+    """
+    webhooks = webhooks or WebhookSecrets()
+    served = webhooks.configured()
     # A public endpoint has no use for interactive API docs.
     app = FastAPI(title="campaign-pipeline", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -245,9 +443,50 @@ def create_app(sessions: sessionmaker[Session], secret: bytes) -> FastAPI:
             "You will not receive any more emails from this sender.",
         )
 
+    @app.post("/webhooks/{provider}")
+    async def webhook(provider: str, request: Request) -> JSONResponse:
+        """A provider's events: checked, stored as one inbox row, and only then answered 200."""
+        if provider not in served:
+            return _webhook_error(404, "webhook not configured")
+        body = await _read_body(request, MAX_WEBHOOK_BODY_BYTES)
+        if body is None:
+            _log.info("webhook %s refused: body over %d bytes", provider, MAX_WEBHOOK_BODY_BYTES)
+            return _webhook_error(413, "request too large")
+        try:
+            # Off the event loop: parsing a few MiB of JSON would stall every other request.
+            accepted = await run_in_threadpool(
+                accept_webhook, webhooks, provider, request.headers, body, now=time.time()
+            )
+        except WebhookRejected as exc:
+            _log.info("webhook %s refused: %s", provider, exc.reason)
+            if provider == "postmark":
+                return _webhook_error(401, exc.reason, _BASIC_CHALLENGE)
+            return _webhook_error(403, exc.reason)
+        except BadPayloadError as exc:
+            _log.info("webhook %s refused: %s", provider, exc)
+            return _webhook_error(400, str(exc))
+        try:
+            inbox_id = await run_in_threadpool(
+                store_webhook, sessions, provider, accepted.payload, accepted.replay_key
+            )
+        except DataError as exc:
+            # Valid JSON that jsonb cannot hold (a \u0000, a lone surrogate): a retry cannot help.
+            _log.info("webhook %s refused: payload not storable (%s)", provider, _error_name(exc))
+            return _webhook_error(400, "payload cannot be stored")
+        if inbox_id is None:
+            _log.info("webhook %s refused: replay of a request already stored", provider)
+            return _webhook_error(409, "replay")
+        _log.info(
+            "webhook %s: stored inbox row %s with %d events", provider, inbox_id, accepted.events
+        )
+        return JSONResponse({"stored": inbox_id})
+
     @app.exception_handler(SQLAlchemyError)
-    async def database_error(request: Request, exc: SQLAlchemyError) -> HTMLResponse:
+    async def database_error(request: Request, exc: SQLAlchemyError) -> Response:
         _log.error("%s %s: database error (%s)", request.method, _path(request), _error_name(exc))
+        if request.url.path.startswith("/webhooks/"):
+            # A 5xx makes the provider retry later, which is what an unstored event needs.
+            return _webhook_error(503, "database unavailable")
         return page(
             503,
             "Please try again in a few minutes",
@@ -298,10 +537,11 @@ def log_config() -> dict[str, Any]:
 
 
 def make_app_from_settings() -> FastAPI:
-    """The app on the configured database and secret (also usable as a uvicorn `--factory`).
+    """The app on the configured database and secrets (also usable as a uvicorn `--factory`).
 
-    Raises ValueError for a bad DATABASE_URL or UNSUBSCRIBE_SECRET, OSError when the secret file
-    cannot be kept, and DatabaseNotReadyError or OperationalError for the database.
+    Raises ValueError for a bad DATABASE_URL, UNSUBSCRIBE_SECRET or webhook setting, OSError when
+    the secret file cannot be kept, and DatabaseNotReadyError or OperationalError for the
+    database.
     """
     settings = get_settings()
     configured = settings.unsubscribe_secret
@@ -309,6 +549,7 @@ def make_app_from_settings() -> FastAPI:
         configured.get_secret_value() if configured is not None else None,
         PROJECT_ROOT / ".data",
     )
+    webhooks = WebhookSecrets.from_settings(settings)
     engine = make_engine(resolve_database_url(settings))
     check_revision(engine)
-    return create_app(make_session_factory(engine), secret)
+    return create_app(make_session_factory(engine), secret, webhooks)

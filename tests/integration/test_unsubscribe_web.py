@@ -1,17 +1,13 @@
 """The unsubscribe endpoint over real HTTP: uvicorn in a thread, httpx, a real PostgreSQL."""
 
 import logging
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +23,7 @@ from db.models import (
     Suppression,
 )
 from tests import factories
-from web.app import RedactTokens, create_app
+from web.app import create_app
 
 SECRET = b"a test secret of more than sixteen bytes"
 ADDRESS = "Sarah.Jones@Example.com"
@@ -114,42 +110,9 @@ def snapshot(sessions: sessionmaker[Session]) -> dict[str, object]:
         }
 
 
-@contextmanager
-def serve(sessions: sessionmaker[Session], secret: bytes = SECRET) -> Iterator[httpx.Client]:
-    """The app under real uvicorn on a free port, with an httpx client that keeps no cookies."""
-    # Binding the socket here, on port 0, leaves no window for another process to take the port.
-    listener = socket.create_server(("127.0.0.1", 0))
-    # Access lines reach caplog, through the filter `campaign-pipeline web` puts on its handlers.
-    access_log, redact = logging.getLogger("uvicorn.access"), RedactTokens()
-    propagate, disabled, level = access_log.propagate, access_log.disabled, access_log.level
-    # Another test in this process may have run logging.config (Prefect's does), which disables
-    # loggers it does not name; the access line must reach caplog whatever ran before.
-    access_log.propagate, access_log.disabled = True, False
-    access_log.setLevel(logging.INFO)
-    access_log.addFilter(redact)
-    server = uvicorn.Server(uvicorn.Config(create_app(sessions, secret), log_config=None))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        with httpx.Client(base_url=base_url, timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        listener.close()
-        access_log.removeFilter(redact)
-        access_log.propagate, access_log.disabled = propagate, disabled
-        access_log.setLevel(level)
-
-
 @pytest.fixture
-def client(sessions: sessionmaker[Session]) -> Iterator[httpx.Client]:
-    with serve(sessions) as client:
+def client(serve, sessions: sessionmaker[Session]) -> Iterator[httpx.Client]:
+    with serve(create_app(sessions, SECRET)) as client:
         yield client
 
 
@@ -325,10 +288,13 @@ def test_healthz(client):
     assert response.json() == {"status": "ok"}
 
 
-def test_an_unreachable_database_is_a_503_page_not_a_traceback(caplog):
+def test_an_unreachable_database_is_a_503_page_not_a_traceback(serve, caplog):
     engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
     try:
-        with caplog.at_level(logging.INFO), serve(make_session_factory(engine)) as client:
+        with (
+            caplog.at_level(logging.INFO),
+            serve(create_app(make_session_factory(engine), SECRET)) as client,
+        ):
             health = client.get("/healthz")
             token = sign_token(SECRET, "some-send")
             page = client.get(f"/unsubscribe/{token}")
