@@ -208,7 +208,10 @@ def web(
         listener = socket.create_server((host, port), family=family)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    out.print(f"serving http://{host}:{port}/unsubscribe/… and /healthz (Ctrl+C stops)")
+    out.print(
+        f"serving http://{host}:{port}: /unsubscribe/…, /webhooks/{{provider}}, /healthz"
+        " (Ctrl+C stops)"
+    )
     server = uvicorn.Server(uvicorn.Config(application, log_config=log_config()))
     # uvicorn shuts down gracefully on Ctrl+C, then re-raises it; that is a normal stop here.
     with listener, contextlib.suppress(KeyboardInterrupt):

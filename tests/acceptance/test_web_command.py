@@ -89,7 +89,7 @@ def test_web_serves_healthz_and_one_click_without_logging_the_token(
         assert session.scalars(select(CampaignLead.status)).one() == "unsubscribed"
         assert session.scalars(select(EmailSend.status)).one() == "cancelled"
     output = stdout + stderr
-    assert f"serving http://127.0.0.1:{port}/" in stdout
+    assert f"serving http://127.0.0.1:{port}: /unsubscribe/" in stdout
     assert '"POST /unsubscribe/*** HTTP/1.1" 200' in output
     assert "unsubscribe via send" in output
     assert token not in output and ADDRESS not in output
