@@ -275,3 +275,35 @@ def _apply_stops(
             done = stop_addresses(session, [s for s in stops if s.reason == reason], now=now)
             result.stopped[reason] += len(done.stopped)
             result.cancelled += len(done.cancelled)
+
+
+# Webhook payloads waiting, oldest first; the row locks are held while they are ingested in the
+# same transaction, so a payload is marked processed exactly when its events are written.
+CLAIM_INBOX = text(
+    """
+    SELECT id, provider, payload FROM "EngagementInbox"
+    WHERE "processedAt" IS NULL
+    ORDER BY "receivedAt"
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+MARK_INBOX = text(
+    """
+    UPDATE "EngagementInbox" i SET "processedAt" = :now, error = x.error
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id text, error text)
+    WHERE i.id = x.id
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
+
+
+def claim_inbox(session: Session, *, limit: int) -> list[tuple[str, str, Any]]:
+    """Lock up to limit unprocessed webhook payloads: (id, provider, payload)."""
+    return [tuple(row) for row in session.execute(CLAIM_INBOX, {"limit": limit})]
+
+
+def mark_inbox(session: Session, done: dict[str, str | None], *, now: datetime) -> None:
+    """Mark payloads processed, each with its error (a payload that is not an event), if any."""
+    if done:
+        rows = [{"id": key, "error": error} for key, error in done.items()]
+        session.execute(MARK_INBOX, {"rows": _json(rows), "now": now})

@@ -1,0 +1,126 @@
+"""Counting an ingestion run: events by type and source, new versus duplicate, quarantined,
+malformed and ignored records, and leads stopped by rule. No addresses, no bodies.
+"""
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from core.engagement import Malformed, NormalisedEvent
+
+# The artifact lists this many malformed records; the count covers them all.
+MALFORMED_SHOWN = 500
+
+
+class TypeCounts(BaseModel):
+    """One (source, type) line of the run's table."""
+
+    source: str
+    type: str
+    new: int = 0
+    duplicate: int = 0
+    quarantined: int = 0
+
+
+class IngestReport(BaseModel):
+    """Everything a run (or one chunk of it) did."""
+
+    rows: dict[str, TypeCounts] = Field(default_factory=dict)
+    malformed: list[Malformed] = Field(default_factory=list)
+    malformed_total: int = 0
+    ignored: Counter[str] = Field(default_factory=Counter)
+    stopped: Counter[str] = Field(default_factory=Counter)
+    cancelled: int = 0
+
+    def count(self, events: list[NormalisedEvent], column: str) -> None:
+        """Add events to a column of their (source, type) line."""
+        for event in events:
+            key = f"{event.source}\x00{event.type.value}"
+            row = self.rows.setdefault(key, TypeCounts(source=event.source, type=event.type))
+            setattr(row, column, getattr(row, column) + 1)
+
+    def add_malformed(self, record: Malformed) -> None:
+        """Keep a malformed record for the artifact (the first MALFORMED_SHOWN of them)."""
+        self.malformed_total += 1
+        if len(self.malformed) < MALFORMED_SHOWN:
+            self.malformed.append(record)
+
+    def merge(self, other: "IngestReport") -> None:
+        """Fold another chunk's report into this one."""
+        for key, theirs in other.rows.items():
+            mine = self.rows.setdefault(key, TypeCounts(source=theirs.source, type=theirs.type))
+            mine.new += theirs.new
+            mine.duplicate += theirs.duplicate
+            mine.quarantined += theirs.quarantined
+        for record in other.malformed:
+            if len(self.malformed) < MALFORMED_SHOWN:
+                self.malformed.append(record)
+        self.malformed_total += other.malformed_total
+        self.ignored.update(other.ignored)
+        self.stopped.update(other.stopped)
+        self.cancelled += other.cancelled
+
+    def total(self, column: str) -> int:
+        """One column summed over every line."""
+        return sum(getattr(row, column) for row in self.rows.values())
+
+    def table(self) -> list[dict[str, object]]:
+        """Rows for the run's table artifact."""
+        return [
+            row.model_dump() for row in sorted(self.rows.values(), key=lambda r: (r.source, r.type))
+        ]
+
+    def summary_markdown(self, *, dry_run: bool) -> str:
+        """A short account of the run for its markdown artifact."""
+        head = "Dry run: nothing was written." if dry_run else "Ingestion run."
+        lines = [
+            "# ingest-engagement-events",
+            "",
+            head,
+            "",
+            f"- new events: {self.total('new')}",
+            f"- duplicates (already ingested): {self.total('duplicate')}",
+            f"- quarantined (no matching send): {self.total('quarantined')}",
+            f"- malformed records: {self.malformed_total}",
+            f"- ignored records (events not stored, e.g. deliveries): {sum(self.ignored.values())}",
+            f"- pending sends cancelled: {self.cancelled}",
+        ]
+        if self.stopped:
+            lines += ["", "## Enrolments stopped, by rule", ""]
+            lines += [f"- {rule}: {n}" for rule, n in sorted(self.stopped.items())]
+        return "\n".join(lines) + "\n"
+
+
+def event_chunks(
+    records: Iterable[object],
+    report: IngestReport,
+    *,
+    size: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Iterator[list[NormalisedEvent]]:
+    """Events of a source in chunks of size, counting malformed and ignored records on the way.
+
+    Records are `NormalisedEvent`, `Malformed`, or anything with a `reason` (ignored records)
+    or None (a message that is nothing to record). Events outside [since, until) are ignored.
+    """
+    chunk: list[NormalisedEvent] = []
+    for record in records:
+        if isinstance(record, NormalisedEvent):
+            if (since and record.occurred_at < since) or (until and record.occurred_at >= until):
+                report.ignored["outside since/until"] += 1
+                continue
+            chunk.append(record)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        elif isinstance(record, Malformed):
+            report.add_malformed(record)
+        elif record is None:
+            report.ignored["not an engagement event"] += 1
+        else:
+            report.ignored[str(getattr(record, "reason", "ignored"))] += 1
+    if chunk:
+        yield chunk

@@ -1,0 +1,122 @@
+"""The `ingest-engagement-events` flow: opens, clicks, replies, bounces, unsubscribes, complaints
+from event files, webhooks and the reply mailbox -> EngagementEvents and stopped leads.
+"""
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.utilities.annotations import quote
+from pydantic import Field
+
+from core.engagement_report import IngestReport, event_chunks
+from core.event_files import EventFileError, EventFormat, read_event_file
+from core.mailbox import IMAPSource, read_mail_path
+from core.settings import get_settings
+from tasks.engagement import drain_webhook_inbox, ingest_chunk
+
+
+class EngagementSource(StrEnum):
+    live = "live"  # every configured live source: the webhook inbox, and IMAP when set
+    file = "file"  # an event export (JSONL, JSON, CSV) at `path`
+    mailbox = "mailbox"  # a Maildir directory or mbox file at `path`
+    webhooks = "webhooks"
+    imap = "imap"
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+@flow(name="ingest-engagement-events", log_prints=False)
+async def ingest_engagement_events(
+    source: Annotated[
+        EngagementSource, Field(description="live drains the webhook inbox and IMAP.")
+    ] = EngagementSource.live,
+    path: Annotated[
+        str | None, Field(description="The file or mail folder (file, mailbox).")
+    ] = None,
+    format: Annotated[
+        EventFormat | None, Field(description="Event file format; empty detects it per record.")
+    ] = None,
+    since: Annotated[datetime | None, Field(description="Only events at or after this.")] = None,
+    until: Annotated[datetime | None, Field(description="Only events before this.")] = None,
+    dry_run: Annotated[
+        bool, Field(description="Match and count in a rolled-back transaction; keep nothing.")
+    ] = False,
+    chunk_size: Annotated[int, Field(ge=1, le=50_000, description="Events per task.")] = 5000,
+) -> IngestReport:
+    """Read engagement events, record each once, and stop the leads they say to stop."""
+    logger = get_run_logger()
+    settings = get_settings()
+    since, until = _aware(since), _aware(until)
+    limit = settings.engagement_soft_bounce_limit
+    report = IngestReport()
+
+    async def ingest(records: Iterable[object]) -> None:
+        for chunk in event_chunks(records, report, size=chunk_size, since=since, until=until):
+            report.merge(await ingest_chunk(quote(chunk), dry_run=dry_run, soft_bounce_limit=limit))
+
+    if source in (EngagementSource.file, EngagementSource.mailbox) and not path:
+        raise ValueError(f"source {source.value!r} needs a path")
+    if source is EngagementSource.file:
+        try:
+            await ingest(read_event_file(Path(str(path)), format))
+        except (EventFileError, OSError) as exc:
+            # The whole file is unusable: one clear line in the run's log and state.
+            raise ValueError(f"cannot read {path}: {exc}") from None
+    elif source is EngagementSource.mailbox:
+        await ingest(result for _, result in read_mail_path(Path(str(path))))
+    if source in (EngagementSource.live, EngagementSource.webhooks):
+        report.merge(
+            await drain_webhook_inbox(
+                batch=200, dry_run=dry_run, soft_bounce_limit=limit, since=since, until=until
+            )
+        )
+    if source is EngagementSource.imap or (source is EngagementSource.live and settings.imap_host):
+        if not settings.imap_host or not settings.imap_username or not settings.imap_password:
+            raise ValueError("IMAP needs IMAP_HOST, IMAP_USERNAME and IMAP_PASSWORD")
+        imap = IMAPSource(
+            settings.imap_host,
+            settings.imap_port,
+            settings.imap_username,
+            settings.imap_password.get_secret_value(),
+            settings.imap_folder,
+            use_ssl=settings.imap_ssl,
+            since=since.date() if since else None,
+        )
+        await ingest(result for _, result in imap.fetch())
+
+    await _publish(report, dry_run=dry_run)
+    logger.info(
+        "new %d, duplicate %d, quarantined %d, malformed %d, ignored %d; stopped %s",
+        report.total("new"),
+        report.total("duplicate"),
+        report.total("quarantined"),
+        report.malformed_total,
+        sum(report.ignored.values()),
+        dict(report.stopped) or "none",
+    )
+    return report
+
+
+async def _publish(report: IngestReport, *, dry_run: bool) -> None:
+    await acreate_table_artifact(
+        key="ingest-engagement-events",
+        table=report.table() or [{"source": "(no events)"}],
+        description="Events by source and type: new, duplicate, quarantined",
+    )
+    await acreate_table_artifact(
+        key="ingest-engagement-events-malformed",
+        table=[m.model_dump() for m in report.malformed] or [{"source": "(none)"}],
+        description=f"Malformed records ({report.malformed_total}; the first 500 listed)",
+    )
+    await acreate_markdown_artifact(
+        key="ingest-engagement-events-summary",
+        markdown=report.summary_markdown(dry_run=dry_run),
+        description="What this run did",
+    )
