@@ -1,0 +1,238 @@
+"""Throughput of `ingest-engagement-events` on a large JSONL export, dedup and stop rules included.
+
+Creates a database beside DATABASE_URL (else on the embedded server), seeds one campaign with
+--sends sent emails (each with a scheduled follow-up), writes a JSONL file of --events generic
+events (opens and clicks mostly, plus replies, hard and soft bounces, unsubscribes, complaints,
+events for unknown messages and a few malformed lines), then runs the real flow under the
+Prefect test harness twice: the first run ingests, the second finds only duplicates.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/engagement.py --json benchmarks/results-engagement.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+
+from benchmarks.generation import (  # noqa: E402
+    create_database,
+    drop_database,
+    libpq,
+    loadavg,
+    server_facts,
+    server_url,
+)
+
+# Event mix per 1,000: what a cold-email campaign's webhooks look like, with the rare kinds
+# frequent enough that the stop rules do real work.
+MIX = [
+    ("open", 620),
+    ("click", 250),
+    ("reply", 40),
+    ("auto_reply", 20),
+    ("bounce_hard", 20),
+    ("bounce_soft", 20),
+    ("unsubscribe", 15),
+    ("complaint", 5),
+    ("unknown", 8),
+    ("malformed", 2),
+]
+
+
+SEED_ROWS = (
+    """
+    INSERT INTO "Lead" (id, "workspaceId", email, "updatedAt")
+    SELECT 'l' || i, 'w', 'lead' || i || '@co' || (i %% 5000) || '.example', now()
+    FROM generate_series(1, %(n)s) i
+    """,
+    """
+    INSERT INTO "CampaignLead" (id, "campaignId", "leadId", status, "updatedAt",
+                                "currentStepOrder", "nextScheduledDate")
+    SELECT 'cl' || i, 'c', 'l' || i, 'active', now(), 3, NULL
+    FROM generate_series(1, %(n)s) i
+    """,
+    """
+    INSERT INTO "EmailSend" (id, "campaignId", "leadId", "stepId", "toEmail", status,
+                             "scheduledFor", "sentAt", "attemptedAt",
+                             "providerMessageId", "updatedAt", mailbox)
+    SELECT 'e' || i, 'c', 'l' || i, 's1', 'lead' || i || '@co' || (i %% 5000) || '.example',
+           'sent', now() - interval '2 days', now() - interval '2 days',
+           now() - interval '2 days', '<e' || i || '@seller.example>', now(),
+           'sam@seller.example'
+    FROM generate_series(1, %(n)s) i
+    """,
+    """
+    INSERT INTO "EmailSend" (id, "campaignId", "leadId", "stepId", "toEmail", status,
+                             "scheduledFor", "updatedAt")
+    SELECT 'f' || i, 'c', 'l' || i, 's2', 'lead' || i || '@co' || (i %% 5000) || '.example',
+           'scheduled', now() + interval '1 day', now()
+    FROM generate_series(1, %(n)s) i
+    """,
+    """
+    ANALYZE
+    """,
+)
+
+
+def seed(url: str, sends: int) -> None:
+    """One workspace and campaign, `sends` leads each with a sent step 1 and a due step 2."""
+    with psycopg.connect(libpq(url)) as conn:
+        conn.execute(
+            """
+            INSERT INTO "Workspace" (id, name, "updatedAt") VALUES ('w', 'bench', now());
+            INSERT INTO "Campaign" (id, "workspaceId", name, status, "sendingRules", "updatedAt")
+            VALUES ('c', 'w', 'bench', 'active',
+                    '{"fromEmail": "sam@seller.example", "stopOnCompanyReply": true}', now());
+            INSERT INTO "SequenceStep" (id, "campaignId", "stepOrder", "delayDays",
+                                        "subjectTemplate", "bodyTemplate")
+            VALUES ('s1', 'c', 1, 0, 'Hi', 'Hello'), ('s2', 'c', 2, 3, 'Re: Hi', 'Again');
+            """
+        )
+        for statement in SEED_ROWS:
+            conn.execute(statement, {"n": sends})
+
+
+def write_events(path: Path, events: int, sends: int, seed_value: int = 7) -> dict[str, int]:
+    """A JSONL file of generic events; returns how many of each kind it holds."""
+    rng = random.Random(seed_value)
+    kinds = [kind for kind, weight in MIX for _ in range(weight)]
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    counts: dict[str, int] = {}
+    with path.open("w") as out:
+        for i in range(events):
+            kind = kinds[rng.randrange(len(kinds))]
+            counts[kind] = counts.get(kind, 0) + 1
+            lead = rng.randrange(1, sends + 1)
+            at = (start + timedelta(seconds=i)).isoformat()
+            record: dict[str, object] = {"occurredAt": at, "eventId": f"ev{i}"}
+            if kind == "malformed":
+                out.write("{not json\n")
+                continue
+            if kind == "unknown":
+                record |= {"type": "open", "messageId": f"<nobody{i}@elsewhere.example>"}
+            elif kind.startswith("bounce"):
+                record |= {
+                    "type": "bounce",
+                    "bounceKind": kind.split("_")[1],
+                    "messageId": f"<e{lead}@seller.example>",
+                    "diagnostic": "550 5.1.1 user unknown",
+                }
+            elif kind == "click":
+                record |= {"type": "click", "emailSendId": f"e{lead}", "url": "https://x.example/a"}
+            else:
+                record |= {"type": kind, "messageId": f"<e{lead}@seller.example>"}
+            out.write(json.dumps(record) + "\n")
+    return counts
+
+
+def run_flow(path: Path, chunk: int) -> tuple[float, dict[str, object]]:
+    from flows.ingest_engagement_events import ingest_engagement_events
+
+    started = time.perf_counter()
+    report = asyncio.run(ingest_engagement_events(source="file", path=str(path), chunk_size=chunk))
+    seconds = time.perf_counter() - started
+    summary = {
+        "new": report.total("new"),
+        "duplicate": report.total("duplicate"),
+        "quarantined": report.total("quarantined"),
+        "malformed": report.malformed_total,
+        "stopped": dict(report.stopped),
+        "cancelled": report.cancelled,
+    }
+    return seconds, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--sends", type=int, default=50_000)
+    parser.add_argument("--chunk", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    admin = server_url()
+    results: dict[str, object] = {
+        "command": " ".join(sys.argv),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": loadavg(),
+        },
+        "events": args.events,
+        "sends": args.sends,
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=90):
+        path = Path(tmp) / "events.jsonl"
+        results["mix"] = write_events(path, args.events, args.sends)
+        for repeat in range(args.repeats):
+            name = f"cp_bench_engagement_{os.getpid()}_{repeat}"
+            url = create_database(admin, name)
+            try:
+                from db.engine import upgrade
+                from tasks.database import session_factory
+
+                upgrade(url)
+                seed(url, args.sends)
+                results["postgres"] = server_facts(url)[0]
+                os.environ["DATABASE_URL"] = url
+                session_factory.cache_clear()
+                first, first_summary = run_flow(path, args.chunk)
+                again, again_summary = run_flow(path, args.chunk)
+                run = {
+                    "first_seconds": first,
+                    "first_events_per_s": args.events / first,
+                    "first": first_summary,
+                    "again_seconds": again,
+                    "again_events_per_s": args.events / again,
+                    "again": again_summary,
+                }
+                results["runs"].append(run)  # type: ignore[union-attr]
+                print(
+                    f"run {repeat + 1}: first {args.events / first:,.0f} events/s"
+                    f" ({first:.1f} s, {first_summary}); again {args.events / again:,.0f}"
+                    f" events/s ({again:.1f} s, new {again_summary['new']})",
+                    flush=True,
+                )
+            finally:
+                session_factory.cache_clear()
+                drop_database(admin, name)
+    runs = results["runs"]
+    results["median_first_events_per_s"] = statistics.median(
+        r["first_events_per_s"]
+        for r in runs  # type: ignore[index,union-attr]
+    )
+    results["median_again_events_per_s"] = statistics.median(
+        r["again_events_per_s"]
+        for r in runs  # type: ignore[index,union-attr]
+    )
+    results["machine"]["loadavg_after"] = loadavg()  # type: ignore[index]
+    print(
+        f"median: first ingestion {results['median_first_events_per_s']:,.0f} events/s,"
+        f" re-ingestion {results['median_again_events_per_s']:,.0f} events/s (target >= 20,000)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
