@@ -26,7 +26,7 @@ INSERT INTO "CampaignLead" (id, "campaignId", "leadId", status, "currentStepOrde
            2,
            CASE WHEN g % 10 < 7 THEN NULL
                 WHEN g % 200 = 9 THEN now() - interval '1 hour'
-                ELSE now() + (g % 72) * interval '1 hour' + interval '1 minute' END,
+                ELSE now() + (g % 72) * interval '1 hour' + interval '1 hour' END,
            now()
     FROM generate_series(0, 999999) g;
 ANALYZE;
