@@ -29,7 +29,12 @@ def run(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url}
     return subprocess.run(
         # The demo starts a temporary Prefect server and runs two flows: minutes on a busy box.
-        [CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [CLI, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
