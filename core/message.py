@@ -137,9 +137,12 @@ class _PreparedHeader(str):
 
         Nothing on the send path needs these, so their cost is only paid by a caller who asks.
         """
-        if attribute.startswith("__") or attribute in ("name", "tokens", "line_limit"):
+        if attribute.startswith("_") or attribute in ("name", "tokens", "line_limit"):
             raise AttributeError(attribute)
-        return getattr(_POLICY.header_factory(self.name, str(self)), attribute)
+        parsed = self.__dict__.get("_parsed")
+        if parsed is None:
+            parsed = self.__dict__["_parsed"] = _POLICY.header_factory(self.name, str(self))
+        return getattr(parsed, attribute)
 
     @property
     def defects(self) -> tuple[Any, ...]:
@@ -149,8 +152,9 @@ class _PreparedHeader(str):
     def fold(self, *, policy: Policy) -> str:
         """`Name: a b c` with policy line ends, a continuation line wherever a token overflows."""
         if not self.isascii() and getattr(policy, "utf8", False):
-            # SMTPUTF8 and the console show non-ASCII text as is, which only the email
-            # package's own header does; this is what the message was built with before.
+            # SMTPUTF8 (a non-ASCII recipient domain) and the console write non-ASCII text as
+            # UTF-8 rather than encoded words; the email package's own header class does that.
+            # Only subjects and names are non-ASCII, and names are cut for its folder.
             factory = getattr(policy, "header_factory", _POLICY.header_factory)
             return factory(self.name, str(self)).fold(policy=policy)
         limit = min(policy.max_line_length or sys.maxsize, self.line_limit)
@@ -173,6 +177,7 @@ _POLICY = SMTP.clone(cte_type="7bit")
 
 
 def _constant(name: str, value: str) -> _PreparedHeader:
+    """A header of ASCII words that may fold between any two of them."""
     return _PreparedHeader(name, value, tuple(value.split(" ")))
 
 
@@ -307,8 +312,8 @@ def _encode_body(field: str, text: str) -> tuple[str, str]:
 def _multipart_alternative(payloads: list[str]) -> _PreparedHeader:
     """Content-Type for multipart/alternative, with a boundary no part's payload contains."""
     while True:
-        # The email package's boundary style; it only has to be absent from the parts, which
-        # only a 7bit payload (any ASCII text) could fail, since QP and base64 encode `=`.
+        # The email package's boundary style. It only has to be absent from the parts, which
+        # only a 7bit payload (any ASCII text) could fail: QP escapes `=`, base64 has no `-`.
         boundary = f"==============={random.randrange(sys.maxsize):019d}=="
         if not any(boundary in payload for payload in payloads):
             break
@@ -334,7 +339,11 @@ def _text_to_html(text: str) -> str:
 
 
 def _address(field: str, value: str) -> str:
-    """The one ASCII addr-spec in `value`, or MessageError naming `field`."""
+    """The one ASCII addr-spec in `value` as email_validator normalises it, or MessageError."""
+    if "=?" in value:
+        # Valid atext, but the email package (and other lenient readers) decode an encoded
+        # word at the start of a local part, so the address would read back as another one.
+        raise MessageError(f"{field}: `=?` is not allowed in an address")
     plain = _plain_address(value)
     if plain is not None:
         return plain
@@ -412,9 +421,9 @@ def _display_name(name: str) -> str:
 
     Python without the 2025 fix of gh-80222 (3.11.7 among them) drops the quotes and escapes
     of a quoted display name it has to fold, so a long `"Evil <evil@x.com>, victim ..."`
-    reaches the wire unquoted and adds a recipient. Names are no longer folded by the email
-    package (see _PreparedHeader), but the cut stays: a quoted name of at most 77 characters
-    fits on a line of its own, and no real name is longer.
+    reaches the wire unquoted and adds a recipient. The email package still folds non-ASCII
+    names when a message is written as UTF-8 (SMTPUTF8, see _PreparedHeader.fold); a quoted
+    name of at most 77 characters fits on a line of its own, and no real name is longer.
     """
     cleaned = clean_header_text(name)
     if len(cleaned) + 2 + cleaned.count('"') + cleaned.count("\\") <= _MAX_QUOTED_NAME_LENGTH:
@@ -454,7 +463,7 @@ def _unstructured(header: str, field: str, text: str) -> _PreparedHeader:
 
 
 def _encoded_words(field: str, text: str) -> list[str]:
-    """`text` as RFC 2047 UTF-8 encoded words of at most 75 characters, in phrase-safe form.
+    """`text` as RFC 2047 UTF-8 encoded words, short enough for any line, in phrase-safe form.
 
     Q encoding keeps only letters, digits and `!*+-/` (RFC 2047 5(3)), so no word holds a
     quote, special, `?` or space of the text; base64 is used when it is clearly shorter. No
@@ -503,12 +512,14 @@ def _token_list(header: str, *tokens: str) -> _PreparedHeader:
 
 
 def _message_id(field: str, value: str) -> str:
+    """`value` if it is one `<local@domain>` Message-ID that fits a header line."""
     if len(value) > _MAX_TOKEN_LENGTH or not _MESSAGE_ID_RE.fullmatch(value):
         raise MessageError(f"{field}: not a <local@domain> Message-ID")
     return value
 
 
 def _url(field: str, value: str, schemes: tuple[str, ...]) -> str:
+    """`value` if it starts with one of `schemes` and can sit in `<...>` on a header line."""
     if not value.lower().startswith(schemes):
         raise MessageError(f"{field}: must start with {' or '.join(schemes)}")
     if len(value) > _MAX_TOKEN_LENGTH or not _URL_RE.fullmatch(value):

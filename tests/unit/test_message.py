@@ -1,9 +1,12 @@
 """Outgoing messages: the right headers, and no way for lead or LLM text to add one."""
 
 import base64
+import copy
 import dataclasses
 import email.policy
 import email.utils
+import pickle
+import random
 import unicodedata
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
@@ -11,10 +14,12 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 
 from core.message import (
     MessageError,
     OutgoingEmail,
+    _plain_address,
     build_message,
     clean_header_text,
     message_id_for,
@@ -309,6 +314,7 @@ def test_untrusted_text_cannot_add_headers_or_recipients(field, value, html):
         "Ann <ann@example.com>",
         '"a,b"@example.com',
         "a@example.com;b@example.org",
+        "=?utf-8?q?x?=@example.com",
         "no-at-sign",
         "",
         "ñ@example.com",
@@ -422,3 +428,252 @@ def test_thread_subject(root, expected):
 )
 def test_clean_header_text(value, expected):
     assert clean_header_text(value) == expected
+
+
+# -- the fast paths: prepared headers, plain addresses, body encodings --------------------------
+
+
+def _built_headers(message: EmailMessage) -> list[tuple[str, str]]:
+    return [(name, str(value)) for name, value in message.items()]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({}, id="plain"),
+        pytest.param({"html": True}, id="html"),
+        pytest.param({"to_name": "Ånn Lëad", "subject": "Idée rapide pour Acmé"}, id="non-ascii"),
+        pytest.param({"to_name": 'Ann "The Lead" <x@y>, O.K.'}, id="specials"),
+        pytest.param({"to_name": "Zoë <evil@evil.example>, victim"}, id="non-ascii-specials"),
+        pytest.param({"subject": "Quick idea " * 20}, id="long-subject"),
+        pytest.param({"subject": "日本語の件名" * 10}, id="cjk-subject"),
+        pytest.param({"subject": ""}, id="empty-subject"),
+        pytest.param({"from_name": None, "to_name": None, "reply_to": None}, id="bare-addresses"),
+    ],
+)
+def test_headers_read_back_as_they_were_built(changes):
+    message = build_message(_email(**changes))
+    parsed = _parse(message)
+
+    assert _built_headers(message) == _built_headers(parsed)
+    assert not parsed.defects
+    message.as_bytes().decode("ascii")
+
+
+def test_lines_with_encoded_words_keep_to_76_characters():
+    # RFC 2047 2; receivers may refuse to decode longer lines.
+    message = build_message(
+        _email(to_name="Ånn Lëad " * 10, from_name="日本語" * 20, subject="Idée rapide " * 30)
+    )
+
+    lines = [line for line in _raw_header_lines(message) if "=?" in line]
+    assert len(lines) > 6
+    assert max(len(line) for line in lines) <= 76
+
+
+@pytest.mark.parametrize("policy", [email.policy.SMTPUTF8, email.policy.default.clone(utf8=True)])
+@pytest.mark.parametrize("field", ["subject", "to_name", "from_name"])
+@pytest.mark.parametrize("value", [*INJECTIONS, "Zoë Sender", "日本語の名前" * 20])
+def test_utf8_policies_write_text_as_is_and_still_add_no_header(policy, field, value):
+    # What the SMTPUTF8 transport (a non-ASCII recipient domain) and the console transport do.
+    message = build_message(_email(**{field: value}))
+    raw = message.as_bytes(policy=policy)
+    parsed = BytesParser(policy=email.policy.default).parsebytes(raw)
+
+    assert Counter(parsed.keys()) == Counter(message.keys())
+    assert [a.addr_spec for a in parsed["To"].addresses] == [LEAD]
+    assert [a.addr_spec for a in parsed["From"].addresses] == [FROM]
+    assert not parsed.defects
+    header = {"subject": "Subject", "to_name": "To", "from_name": "From"}[field]
+    shown = str(message[header])
+    assert "".join(str(parsed[header]).split()) == "".join(shown.split())
+
+
+def test_utf8_policies_write_names_and_subject_as_utf8():
+    message = build_message(_email(to_name="Ånn Lëad", from_name="Zoë", subject="Idée rapide"))
+    raw = message.as_bytes(policy=email.policy.SMTPUTF8).decode()
+
+    assert f"\r\nFrom: Zoë <{FROM}>\r\n" in "\r\n" + raw
+    assert f"\r\nTo: Ånn Lëad <{LEAD}>\r\n" in raw
+    assert "\r\nSubject: Idée rapide\r\n" in raw
+
+
+def test_built_message_behaves_like_a_parsed_one():
+    message = build_message(_email(html=True, to_name="Ånn Lëad"))
+
+    assert [a.addr_spec for a in message["To"].addresses] == [LEAD]
+    assert message["To"].addresses[0].display_name == "Ånn Lëad"
+    assert message["Date"].datetime == DATE
+    assert message["Content-Type"].content_type == "multipart/alternative"
+    body = message.get_body(("plain",)).get_content()
+    assert body.replace("\r\n", "\n") == "Hi Ann,\n\nSaw the launch.\nNice!\n\nBob\n"
+    assert copy.deepcopy(message).as_bytes() == message.as_bytes()
+    assert pickle.loads(pickle.dumps(message)).as_bytes() == message.as_bytes()
+
+
+def test_built_message_still_refuses_a_second_unique_header():
+    message = build_message(_email())
+    message["X-Campaign"] = "c1"
+
+    with pytest.raises(ValueError, match="Subject"):
+        message["Subject"] = "again"
+    assert _parse(message)["X-Campaign"] == "c1"
+
+
+def test_sender_headers_follow_each_sender():
+    # The From and Reply-To headers are cached per sender; a cache must not mix them up.
+    first = _parse(build_message(_email(from_name="Bob Sender")))
+    second = _parse(build_message(_email(from_name="Bea Sender", reply_to="b@sender.example.com")))
+    third = _parse(build_message(_email(from_name="Bob Sender", from_email="b@sender.example.com")))
+
+    assert str(first["From"]) == f"Bob Sender <{FROM}>"
+    assert str(first["Reply-To"]) == REPLY_TO
+    assert str(second["From"]) == f"Bea Sender <{FROM}>"
+    assert str(second["Reply-To"]) == "b@sender.example.com"
+    assert str(third["From"]) == "Bob Sender <b@sender.example.com>"
+
+
+@pytest.mark.parametrize(
+    ("body", "cte"),
+    [
+        pytest.param("Hi Ann,\n\nshort lines only.\n", "7bit", id="ascii"),
+        pytest.param("Hi Ann, " + "a rather long line " * 10, "quoted-printable", id="long-line"),
+        pytest.param("Grüße aus München,\nBob", "quoted-printable", id="latin"),
+        pytest.param("日本語の本文です。\n" * 20, "base64", id="cjk"),
+        pytest.param("trailing space \nand tab\t\n.\nFrom here\n", "7bit", id="edge-lines"),
+        pytest.param("=?utf-8?q?x?= 100% = sign " * 5, "quoted-printable", id="equals"),
+    ],
+)
+def test_body_is_encoded_as_the_email_package_would(body, cte):
+    reference = EmailMessage(policy=email.policy.SMTP.clone(cte_type="7bit"))
+    reference.set_content(body)
+    assert reference["Content-Transfer-Encoding"] == cte
+    expected = body if body.endswith("\n") else body + "\n"
+    for html in (False, True):
+        parsed = _parse(build_message(_email(text_body=body, html=html)))
+        plain = parsed.get_body(("plain",))
+
+        assert plain["Content-Transfer-Encoding"] == cte
+        assert plain.get_content().replace("\r\n", "\n") == expected
+
+
+def test_multipart_boundary_never_appears_in_a_part(monkeypatch):
+    taken = "===============0000000000000000001=="
+    draws = iter([1, 2])
+    monkeypatch.setattr(random, "randrange", lambda stop: next(draws))
+    body = f"Hi\n--{taken}\nContent-Type: text/html\n\n<script>\n--{taken}--\n"
+    parsed = _parse(build_message(_email(html=True, text_body=body)))
+
+    assert parsed.get_boundary() == "===============0000000000000000002=="
+    plain, rich = parsed.iter_parts()
+    assert plain.get_content().replace("\r\n", "\n") == body
+    assert rich.get_content_type() == "text/html"
+
+
+def test_every_control_character_is_removed_from_the_body():
+    controls = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc"]
+    body = "A" + "".join(controls) + "B\u200b\u00a0C"
+    parsed = _parse(build_message(_email(text_body=body)))
+
+    # Of the controls only the tab and the line breaks \n, \r and NEL (as \n) are left.
+    assert parsed.get_content().replace("\r\n", "\n") == "A\t\n\n\nB\u200b\u00a0C\n"
+
+
+@pytest.mark.parametrize("field", ["subject", "to_name", "from_name", "text_body"])
+def test_lone_surrogate_is_refused_naming_the_field(field):
+    # A JSON "\ud800" escape decodes to one; it has no UTF-8 form.
+    with pytest.raises(MessageError, match=rf"^{field}: "):
+        build_message(_email(**{field: "Hi \ud800 there"}))
+
+
+ADDRESSES = [
+    LEAD,
+    "Ann.Lead@Acme.Example.ORG",
+    "ann@ACME.example.org",
+    "INFO@acme.example.org",
+    "Postmaster@acme.example.org",
+    "o'brien+tag@mail.acme.co.uk",
+    "a.b.c_d-e@x1.example.com",
+    "!#$%&'*+/?=^_`{|}~-@example.com",
+    "a..b@example.com",
+    ".a@example.com",
+    "a.@example.com",
+    "a@example",
+    "a@example.c0",
+    "a@example.123",
+    "a@-example.com",
+    "a@example-.com",
+    "a@ex--ample.com",
+    "a@ab--cd.example.com",
+    "a@xn--mnchen-3ya.example",
+    "a@xn--zz.example",
+    "a@foo.local",
+    "a@foo.test",
+    "a@FOO.Invalid",
+    "a@foo.onion",
+    "a@1.2.3.4.in-addr.arpa",
+    "a@localhost",
+    "a@" + "x" * 63 + ".com",
+    "a@" + "x" * 64 + ".com",
+    "a" * 64 + "@example.com",
+    "a" * 65 + "@example.com",
+    "a@" + ".".join(["x" * 60] * 4) + ".com",
+    "a" * 60 + "@" + ".".join(["x" * 60] * 3) + ".com",
+    "a@example.com.",
+    " a@example.com",
+    "a@example.com\n",
+    "a b@example.com",
+    '"a"@example.com',
+    "a@[192.0.2.1]",
+    "ann@münchen.example",
+    "ann@ｅｘａｍｐｌｅ.com",
+]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_plain_address_shortcut_agrees_with_email_validator(address):
+    try:
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+        expected = result.ascii_email
+    except EmailNotValidError:
+        expected = None
+
+    shortcut = _plain_address(address)
+    assert shortcut is None or shortcut == expected
+    if expected is None:
+        with pytest.raises(MessageError, match=r"^Lead\.email: "):
+            build_message(_email(to_email=address))
+    else:
+        parsed = _parse(build_message(_email(to_email=address)))
+        assert [a.addr_spec for a in parsed["To"].addresses] == [expected]
+
+
+def test_plain_address_shortcut_takes_the_usual_addresses():
+    assert _plain_address(LEAD) == LEAD
+    assert _plain_address("first.last+tag@Mail.Acme-Corp.co.uk") == (
+        "first.last+tag@mail.acme-corp.co.uk"
+    )
+
+
+TOP_LABELS = ["com", "ORG", "io", "c0", "9", "test", "local", "arpa", "xn--p1ai", "a-b"]
+
+
+def test_plain_address_shortcut_agrees_with_email_validator_on_random_addresses():
+    rng = random.Random(20240506)
+
+    def text(alphabet: str, longest: int) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, longest)))
+
+    taken = 0
+    for _ in range(3000):
+        local = text("abcXY019._+-'!=?", 8)
+        labels = [text("abcXY019-", 6) for _ in range(rng.randint(1, 3))]
+        top = rng.choice(TOP_LABELS)
+        address = f"{local}@{'.'.join([*labels, top])}"
+        shortcut = _plain_address(address)
+        if shortcut is None:
+            continue
+        taken += 1
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+        assert shortcut == result.ascii_email, address
+    assert taken > 300
