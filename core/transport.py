@@ -121,7 +121,9 @@ class TransportConfig:
 
 def _scrubbed(outcome: Outcome, detail: str, recipient: str) -> DeliveryResult:
     """A result whose detail has every spelling of `recipient` replaced by ``<recipient>``."""
-    if recipient:
+    # Most replies ("250 OK") never name the recipient: test before compiling a pattern that,
+    # holding the address, the re module's cache would never reuse.
+    if recipient and recipient.lower() in detail.lower():
         address = re.escape(recipient)
         detail = re.sub(rf"<{address}>|{address}", "<recipient>", detail, flags=re.IGNORECASE)
     return DeliveryResult(outcome, detail)
