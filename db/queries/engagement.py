@@ -20,7 +20,8 @@ from db.base import UTCDateTime
 from db.queries.stops import AddressStop, cancel_for_enrolments, stop_addresses
 
 # Which send an event belongs to: our id echoed back, then our Message-ID, then (replies) any
-# Message-ID it refers to, then the latest handed-over send to that address.
+# Message-ID it refers to, then the latest handed-over send to that address. Each lookup runs
+# only when the ones before it found nothing.
 MATCH = text(
     """
     SELECT x.i, COALESCE(by_id.id, by_message.id, by_reference.id, by_address.id) AS "sendId"
@@ -28,16 +29,19 @@ MATCH = text(
          AS x(i int, "sendId" text, "messageId" text, refs text[], email text)
     LEFT JOIN "EmailSend" by_id ON by_id.id = x."sendId"
     LEFT JOIN LATERAL (
-        SELECT s.id FROM "EmailSend" s WHERE s."providerMessageId" = x."messageId" LIMIT 1
+        SELECT s.id FROM "EmailSend" s
+        WHERE by_id.id IS NULL AND s."providerMessageId" = x."messageId" LIMIT 1
     ) by_message ON true
     LEFT JOIN LATERAL (
         SELECT s.id FROM "EmailSend" s
-        WHERE x.refs IS NOT NULL AND s."providerMessageId" = ANY(x.refs)
+        WHERE by_id.id IS NULL AND by_message.id IS NULL
+          AND x.refs IS NOT NULL AND s."providerMessageId" = ANY(x.refs)
         ORDER BY s."sentAt" NULLS LAST LIMIT 1
     ) by_reference ON true
     LEFT JOIN LATERAL (
         SELECT s.id FROM "EmailSend" s
-        WHERE x.email IS NOT NULL AND lower(s."toEmail") = lower(x.email)
+        WHERE by_id.id IS NULL AND by_message.id IS NULL AND by_reference.id IS NULL
+          AND x.email IS NOT NULL AND lower(s."toEmail") = lower(x.email)
           AND s.status IN ('sent', 'unknown', 'failed')
         ORDER BY s."attemptedAt" DESC NULLS LAST LIMIT 1
     ) by_address ON true

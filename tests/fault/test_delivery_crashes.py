@@ -73,6 +73,9 @@ def test_kill_9_then_rerun_delivers_each_send_at_most_once(pipeline_env, session
             "SMTP_SECURITY": "none",
             "UNSUBSCRIBE_SECRET": "fault-suite-secret-0123456789",
             "CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
+            # One lane, so the crash cuts exactly one handover short: with parallel connections
+            # each lane's send in flight becomes unknown too (still never resent).
+            "SMTP_MAX_CONNECTIONS": "1",
         }
         env = {
             **os.environ,
