@@ -111,7 +111,8 @@ STOP_REPLIED = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
-# A soft bounce counts on its enrolment; at the limit the enrolment is bounced.
+# A soft bounce counts on its enrolment, once per message (a provider retrying one message
+# reports every deferral); at the limit the enrolment is bounced.
 COUNT_SOFT_BOUNCES = text(
     """
     UPDATE "CampaignLead" cl
@@ -122,8 +123,12 @@ COUNT_SOFT_BOUNCES = text(
                                  AND cl.status IN ('active', 'paused')
                             THEN 'soft_bounces' ELSE cl."stopReason" END,
         "updatedAt" = :now
-    FROM (SELECT s."campaignId", s."leadId", count(*) AS n
+    FROM (SELECT s."campaignId", s."leadId", count(DISTINCT s.id) AS n
           FROM "EmailSend" s JOIN unnest(CAST(:send_ids AS text[])) AS b(id) ON b.id = s.id
+          WHERE NOT EXISTS (
+              SELECT 1 FROM "EngagementEvent" e
+              WHERE e."emailSendId" = s.id AND e.type = 'bounce'
+                AND e.metadata ->> 'bounceKind' = 'soft' AND e."createdAt" < :now)
           GROUP BY 1, 2) x
     WHERE cl."campaignId" = x."campaignId" AND cl."leadId" = x."leadId"
     RETURNING cl.id, cl.status = 'bounced' AND cl."stopReason" = 'soft_bounces' AS stopped

@@ -157,24 +157,28 @@ def test_hard_bounce_unsubscribe_and_complaint_stop_and_suppress_the_address(ses
     }
 
 
-def test_soft_bounces_bounce_the_lead_at_the_limit(sessions):
+def test_soft_bounces_bounce_the_lead_at_the_limit_counting_each_message_once(sessions):
     ids = seed(sessions, leads=("a@x.example",))
-    first = ids["a@x.example"][0]
+    first, second, *_ = ids["a@x.example"]
+    with sessions.begin() as session:
+        session.get(EmailSend, second).status = "sent"
 
-    def soft(i: int) -> NormalisedEvent:
+    def soft(send_id: str, i: int) -> NormalisedEvent:
         return event(
             EngagementType.bounce,
-            send_id=first,
+            send_id=send_id,
             bounce_kind=BounceKind.soft,
             provider_event_id=f"soft-{i}",
         )
 
-    assert ingest(sessions, [soft(1), soft(2)], limit=3).stopped == {}
-    result = ingest(sessions, [soft(2), soft(3)], limit=3)  # soft-2 again is a duplicate
+    # A provider retrying one message reports each deferral: the message counts once.
+    assert ingest(sessions, [soft(first, 1), soft(first, 2)], limit=2).stopped == {}
+    assert ingest(sessions, [soft(first, 3)], limit=2).stopped == {}
+    result = ingest(sessions, [soft(first, 3), soft(second, 4)], limit=2)
     assert result.stopped == {"soft_bounces": 1} and len(result.duplicates) == 1
     with sessions() as session:
         enrolment = session.scalars(select(CampaignLead)).one()
-        assert (enrolment.status, enrolment.softBounces) == ("bounced", 3)
+        assert (enrolment.status, enrolment.softBounces) == ("bounced", 2)
         assert session.scalar(select(func.count()).select_from(Suppression)) == 0
 
 
