@@ -324,15 +324,13 @@ class _Lane:
                 )
             self.report.count(send.campaignId, mailbox.email, "failed", str(exc))
             return False
-        zone = ZoneInfo(rules.timezone)
         guard = HandOver(
             send_id=send.sendId,
             campaign_id=send.campaignId,
             mailbox=mailbox.email.lower(),
             message_id=str(message["Message-ID"]),
-            mailbox_day=local_day_start(now, zone),
+            day=local_day_start(now, ZoneInfo(rules.timezone)),
             mailbox_limit=mailbox.daily_limit or rules.mailbox_daily_limit,
-            campaign_day=local_day_start(now, zone),
             campaign_limit=rules.daily_limit,
             min_gap=timedelta(seconds=rules.min_gap_seconds),
         )

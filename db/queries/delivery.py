@@ -7,7 +7,6 @@ sendable and the caps and the mailbox gap still allow it, under advisory locks o
 and the campaign, so two overlapping runs cannot both take the last slot of a cap.
 """
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 from core.delivery import DueSend, MailboxUsage, Usage
 from db.base import UTCDateTime
 from db.queries.claims import leased_claim
+from db.queries.rows import json_rows
 
 # Statuses that count as a handover for caps and gaps (a 4xx retry goes back to scheduled).
 HANDED_OVER = "('sending', 'sent', 'unknown', 'failed')"
@@ -186,10 +186,10 @@ HAND_OVER = text(
                       WHERE x."workspaceId" = c."workspaceId"
                         AND lower(x.email) = lower(s."toEmail"))
       AND (SELECT count(*) FROM (SELECT 1 FROM "EmailSend" m
-           WHERE m.mailbox = :mailbox AND m."attemptedAt" >= :mailbox_day
+           WHERE m.mailbox = :mailbox AND m."attemptedAt" >= :day
            LIMIT :mailbox_limit) used) < :mailbox_limit
       AND (SELECT count(*) FROM (SELECT 1 FROM "EmailSend" m
-           WHERE m."campaignId" = s."campaignId" AND m."attemptedAt" >= :campaign_day
+           WHERE m."campaignId" = s."campaignId" AND m."attemptedAt" >= :day
            LIMIT :campaign_limit) used) < :campaign_limit
       AND (CAST(:gap_since AS timestamp) IS NULL
            OR NOT EXISTS (SELECT 1 FROM "EmailSend" m
@@ -199,8 +199,7 @@ HAND_OVER = text(
 ).bindparams(
     bindparam("now", type_=UTCDateTime),
     bindparam("lease_until", type_=UTCDateTime),
-    bindparam("mailbox_day", type_=UTCDateTime),
-    bindparam("campaign_day", type_=UTCDateTime),
+    bindparam("day", type_=UTCDateTime),
     bindparam("gap_since", type_=UTCDateTime),
 )
 
@@ -234,9 +233,8 @@ class HandOver:
     campaign_id: str
     mailbox: str
     message_id: str
-    mailbox_day: datetime
+    day: datetime  # local midnight in the campaign's zone: both caps count from it
     mailbox_limit: int
-    campaign_day: datetime
     campaign_limit: int
     min_gap: timedelta
 
@@ -249,10 +247,6 @@ class ResultRow:
     status: str
     reason: str | None = None
     at: datetime | None = None
-
-
-def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, default=lambda v: v.isoformat() if isinstance(v, datetime) else v)
 
 
 def _due_params(
@@ -333,8 +327,8 @@ def usage_today(
     if not campaigns and not mailboxes:
         return usage
     params = {
-        "campaigns": _json([{"key": k, "since": v} for k, v in campaigns.items()]),
-        "mailboxes": _json([{"key": k, "since": v} for k, v in mailboxes.items()]),
+        "campaigns": json_rows([{"key": k, "since": v} for k, v in campaigns.items()]),
+        "mailboxes": json_rows([{"key": k, "since": v} for k, v in mailboxes.items()]),
     }
     for kind, key, today, last in session.execute(USAGE, params):
         if kind == "campaign":
@@ -349,7 +343,7 @@ def settle(session: Session, *, token: str, now: datetime, rows: list[dict[str, 
     if not rows:
         return set()
     # The id list lets the planner use the primary key: it cannot size a JSON recordset.
-    params = {"rows": _json(rows), "ids": [r["id"] for r in rows], "token": token, "now": now}
+    params = {"rows": json_rows(rows), "ids": [r["id"] for r in rows], "token": token, "now": now}
     return set(session.scalars(SETTLE, params))
 
 
@@ -365,9 +359,8 @@ def hand_over(
         "lease_until": now + lease,
         "message_id": handover.message_id,
         "mailbox": handover.mailbox,
-        "mailbox_day": handover.mailbox_day,
+        "day": handover.day,
         "mailbox_limit": handover.mailbox_limit,
-        "campaign_day": handover.campaign_day,
         "campaign_limit": handover.campaign_limit,
         # No gap, no check: parallel connections of one mailbox stamp overlapping instants.
         "gap_since": now - handover.min_gap if handover.min_gap else None,
@@ -382,5 +375,5 @@ def record_results(
     if not results:
         return set()
     rows = [{"id": r.send_id, "status": r.status, "reason": r.reason, "at": r.at} for r in results]
-    params = {"rows": _json(rows), "ids": [r["id"] for r in rows], "token": token, "now": now}
+    params = {"rows": json_rows(rows), "ids": [r["id"] for r in rows], "token": token, "now": now}
     return set(session.scalars(RECORD_RESULTS, params))

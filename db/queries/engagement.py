@@ -5,7 +5,6 @@ Stop rules run only for events inserted now (`RETURNING` of the deduplicating in
 same transaction, so ingesting the same input twice changes nothing the second time.
 """
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 from core.engagement import BounceKind, NormalisedEvent
 from core.statuses import CampaignLeadStatus, EngagementType
 from db.base import UTCDateTime
+from db.queries.rows import json_rows
 from db.queries.stops import AddressStop, cancel_for_enrolments, stop_addresses
 
 # Which send an event belongs to: our id echoed back, then our Message-ID, then (replies) any
@@ -158,10 +158,6 @@ class IngestResult:
     cancelled: int = 0
 
 
-def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, default=lambda v: v.isoformat() if isinstance(v, datetime) else v)
-
-
 def match_sends(session: Session, events: list[NormalisedEvent]) -> list[str | None]:
     """The EmailSend id of each event, or None, in order."""
     rows = [
@@ -175,7 +171,7 @@ def match_sends(session: Session, events: list[NormalisedEvent]) -> list[str | N
         for i, e in enumerate(events)
     ]
     found: list[str | None] = [None] * len(events)
-    for i, send_id in session.execute(MATCH, {"rows": _json(rows)}):
+    for i, send_id in session.execute(MATCH, {"rows": json_rows(rows)}):
         found[i] = send_id
     return found
 
@@ -208,7 +204,7 @@ def ingest_events(
         for key in keys
         if sends[key] is not None
     ]
-    inserted = set(session.scalars(INSERT_EVENTS, {"rows": _json(rows), "now": now}))
+    inserted = set(session.scalars(INSERT_EVENTS, {"rows": json_rows(rows), "now": now}))
     unmatched = [key for key in keys if sends[key] is None]
     quarantined: set[str] = set()
     if unmatched:
@@ -225,7 +221,7 @@ def ingest_events(
             }
             for key in unmatched
         ]
-        quarantined = set(session.scalars(QUARANTINE, {"rows": _json(rows), "now": now}))
+        quarantined = set(session.scalars(QUARANTINE, {"rows": json_rows(rows), "now": now}))
     for key in keys:
         if key in inserted:
             result.new.append(keyed[key])
@@ -315,4 +311,4 @@ def mark_inbox(session: Session, done: dict[str, str | None], *, now: datetime) 
     """Mark payloads processed, each with its error (a payload that is not an event), if any."""
     if done:
         rows = [{"id": key, "error": error} for key, error in done.items()]
-        session.execute(MARK_INBOX, {"rows": _json(rows), "now": now})
+        session.execute(MARK_INBOX, {"rows": json_rows(rows), "now": now})

@@ -6,29 +6,15 @@ is still this claim's; the inserts then follow only for those rows, so a zombie 
 lease was taken over writes nothing. The unique constraints make a repeated write a no-op.
 """
 
-import json
 from dataclasses import asdict
 from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from core.generation import Hold, MessageWrite
 from db.base import UTCDateTime
-
-
-def _json(rows: list[dict[str, object]]) -> str:
-    return json.dumps(rows, default=_encode)
-
-
-def _encode(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(type(value))
-
+from db.queries.rows import json_rows
 
 PROGRESS = text(
     """
@@ -116,12 +102,12 @@ def record_messages(
         return set()
     rows = [asdict(write) for write in writes]
     written = set(
-        session.scalars(PROGRESS, {"rows": _json(rows), "token": token, "now": now}).all()
+        session.scalars(PROGRESS, {"rows": json_rows(rows), "token": token, "now": now}).all()
     )
     fenced = [row for row in rows if row["campaignLeadId"] in written]
     if fenced:
-        session.execute(INSERT_MESSAGES, {"rows": _json(fenced), "now": now})
-        session.execute(INSERT_SENDS, {"rows": _json(fenced), "now": now})
+        session.execute(INSERT_MESSAGES, {"rows": json_rows(fenced), "now": now})
+        session.execute(INSERT_SENDS, {"rows": json_rows(fenced), "now": now})
     return written
 
 
@@ -138,4 +124,4 @@ def hold_leads(session: Session, *, token: str, now: datetime, holds: list[Hold]
         }
         for h in holds
     ]
-    return set(session.scalars(HOLD, {"rows": _json(rows), "token": token, "now": now}).all())
+    return set(session.scalars(HOLD, {"rows": json_rows(rows), "token": token, "now": now}).all())
