@@ -4,9 +4,10 @@ Runs the real flow under a Prefect API (the test harness, started once) against 
 aiosmtpd server (tests/support/smtp_server.py) in its own process, on a database this script
 creates beside DATABASE_URL (else on the embedded server) and drops at the end. Gaps, jitter,
 windows and caps are out of the way, so the figure is the pipeline's own cost per send: the
-handover guard, one commit per send, building the message and the SMTP transaction. Every
-measured flow run and every bare-smtplib run is a fresh child process of this script; the SMTP
-server is one more process for the whole run, so its CPU never shares a GIL with the client.
+handover guard, one commit per handover group (--handover-group), building the message and the
+SMTP transaction. Every measured flow run and every bare-smtplib run is a fresh child process
+of this script; the SMTP server is one more process for the whole run, so its CPU never shares
+a GIL with the client.
 
     PYTHONPATH=. .venv/bin/python benchmarks/delivery.py --json benchmarks/results-delivery.json
 
@@ -214,14 +215,14 @@ def explain_hand_over(url: str, runs: int = 3) -> dict[str, Any]:
 
     The statement and its parameters are captured from a real hand_over() call on the last
     send, put back to `scheduled` under a bench token; every run is rolled back. It shows what
-    the guard re-reads for each handover once a mailbox has this many handovers today.
+    the guard reads and writes for each handover once a mailbox has this many handovers today.
     """
     from sqlalchemy import event, text
     from sqlalchemy.orm import Session
 
     from db.base import utcnow
     from db.engine import make_engine
-    from db.queries.delivery import HandOver, hand_over
+    from db.queries.delivery import HandOver, hand_over, usage_today
 
     engine = make_engine(url)
     captured: list[tuple[str, Any]] = []
@@ -245,19 +246,24 @@ def explain_hand_over(url: str, runs: int = 3) -> dict[str, Any]:
                 with session.begin():
                     sent_id, mailbox = session.execute(reopen).one()
                     if i == 0:
+                        box = mailbox or MAILBOXES[0]
+                        usage_today(session, campaigns={CAMPAIGN: day}, mailboxes={box: day})
                         guard = HandOver(
-                            send_id=sent_id,
                             campaign_id=CAMPAIGN,
-                            mailbox=mailbox or MAILBOXES[0],
-                            message_id=f"<{sent_id}@sender.example>",
-                            mailbox_day=day,
+                            mailbox=box,
+                            sends=((sent_id, f"<{sent_id}@sender.example>"),),
+                            day=day,
                             mailbox_limit=1_000_000,
-                            campaign_day=day,
                             campaign_limit=1_000_000,
                             min_gap=timedelta(0),
                         )
-                        handed = hand_over(
-                            session, guard, token="bench-explain", now=now, lease=timedelta(60)
+                        _, handed = hand_over(
+                            session.connection(),
+                            guard,
+                            results=[],
+                            token="bench-explain",
+                            now=now,
+                            lease=timedelta(60),
                         )
                         assert handed and captured, "hand_over refused the bench send"
                     else:  # the first EXPLAIN warms the cache and is discarded
@@ -528,6 +534,7 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
         SMTP_PORT=str(spec["smtp_port"]),
         SMTP_SECURITY="none",
         SMTP_MAX_CONNECTIONS=str(spec["max_connections"]),
+        DELIVERY_HANDOVER_GROUP=str(spec["handover_group"]),
         UNSUBSCRIBE_SECRET=SECRET,
         PUBLIC_BASE_URL=PUBLIC_BASE_URL,
     )
@@ -769,6 +776,7 @@ class Bench:
             "smtp_port": self.smtp.port,
             "smtp_pid": self.smtp.pid,
             "max_connections": connections,
+            "handover_group": self.args.handover_group,
             "mailboxes": mailboxes,
             "n": n,
             "batch_size": self.args.batch_size,
@@ -1010,6 +1018,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         metavar="MAILBOXES:CONNECTIONS",
         help="sending mailboxes and SMTP_MAX_CONNECTIONS (repeatable); default 1:1 and 4:4",
+    )
+    parser.add_argument(
+        "--handover-group",
+        type=int,
+        default=10,
+        help="DELIVERY_HANDOVER_GROUP: sends per handover commit (10, the default setting)",
     )
     parser.add_argument("--warmup-sends", type=int, default=300, help="discarded first run")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare smtplib runs")

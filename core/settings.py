@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     smtp_max_connections: int = Field(
         default=4, ge=1, le=64, description="Sending mailboxes delivered in parallel per run."
     )
+    delivery_handover_group: int = Field(
+        default=10,
+        ge=1,
+        le=500,
+        description=(
+            "Sends of one connection handed over per commit. A crash leaves up to this many"
+            " of a connection's sends `unknown`; 1 is one commit per send, and slower."
+        ),
+    )
     max_delivery_attempts: int = Field(
         default=5, ge=1, description="Tries of a send refused with a 4xx before it is failed."
     )

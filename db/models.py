@@ -338,3 +338,25 @@ class EngagementQuarantine(Base):
     payload: Mapped[Any | None] = mapped_column(JSONB)
     createdAt: Mapped[datetime] = _created()
     resolvedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeliveryCounter(Base):
+    """Handovers of one mailbox or campaign on one local day, and when the last one began.
+
+    The handover guard checks a daily cap and the mailbox gap by updating this one row, which
+    also serialises overlapping runs on it; the delivery flow creates a day's row from the
+    day's sends before its first handover.
+    """
+
+    __tablename__ = "DeliveryCounter"
+    __table_args__ = (
+        CheckConstraint("scope IN ('mailbox', 'campaign')", name="scope"),
+        {"postgresql_with": {"fillfactor": 50}},
+    )
+
+    scope: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    # Local midnight of the day, in UTC (the campaign's zone decides where a day starts).
+    day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    lastAt: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -3,13 +3,14 @@
 A batch is planned in one go (core.delivery), then delivered in lanes, one per sending
 mailbox, each lane on its own database connection and its own reused transport connection.
 Per send, `sending` is committed before the transport is called; the result is committed with
-the next send's `sending` (one commit per send), or at once when the lane must wait.
+the next send's `sending`, in the same single statement (one round trip and one commit per
+send), or at once when the lane must wait.
 """
 
 import logging
 import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ import anyio
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from core.delivery import (
@@ -62,6 +64,7 @@ class DeliveryConfig(BaseModel):
     public_base_url: str
     max_connections: int = 4
     max_attempts: int = 5
+    handover_group: int = 10
     lease_seconds: int = 600
 
 
@@ -90,6 +93,7 @@ def delivery_config() -> DeliveryConfig:
         public_base_url=settings.public_base_url,
         max_connections=settings.smtp_max_connections,
         max_attempts=settings.max_delivery_attempts,
+        handover_group=settings.delivery_handover_group,
         lease_seconds=settings.claim_lease_seconds,
     )
 
@@ -244,6 +248,7 @@ class _Handover:
     send: DueSend
     decision: Decision
     rules: SendingRules
+    retried: bool = False
 
 
 @dataclass
@@ -277,75 +282,115 @@ class _Lane:
         self.lease = timedelta(seconds=config.lease_seconds)
         self.pending: list[_Pending] = []
         self.rng = random.Random()
+        self.factory = session_factory()
 
     def run(self, handovers: list[_Handover]) -> None:
         """Deliver every send of the lane; one send's failure never stops the others."""
         transport = open_transport(TransportConfig.from_settings(get_settings()))
+        queue = deque(handovers)
         last_handover: datetime | None = None
         try:
-            # One connection for the whole lane: a session on the engine would check a pooled
-            # connection out (and ping it) for every transaction, two per send.
-            factory = session_factory()
-            with (
-                factory.kw["bind"].connect() as connection,
-                Session(bind=connection, expire_on_commit=False) as session,
-            ):
-                for handover in handovers:
-                    gap = timedelta(seconds=handover.rules.min_gap_seconds)
-                    due = handover.decision.at or utcnow()
+            # One connection for the whole lane, in autocommit: each group's handover is one
+            # statement that is its own transaction, so a group costs one round trip to the
+            # database. Writes that need several statements (a bounce, a refusal) take a session.
+            with self.factory.kw["bind"].connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+                while queue:
+                    first = queue[0]
+                    gap = timedelta(seconds=first.rules.min_gap_seconds)
+                    due = first.decision.at or utcnow()
                     if last_handover is not None:
                         due = max(due, last_handover + gap)
                     wait = (due - datetime.now(UTC)).total_seconds()
                     if wait > COMMIT_BEFORE_WAIT:
-                        self._flush(session)
+                        self._flush(connection)
                         if wait > 1:
                             self.logger.info("lane waits %.1fs for the mailbox gap", wait)
                         time.sleep(wait)
-                    if self._deliver(session, transport, handover):
+                    if self._deliver_group(connection, transport, self._next_group(queue)):
                         last_handover = utcnow()
-                self._flush(session)
+                self._flush(connection)
         finally:
             transport.close()
 
-    def _deliver(self, session: Session, transport: Transport, handover: _Handover) -> bool:
-        send, rules, mailbox = handover.send, handover.rules, handover.decision.mailbox
+    def _next_group(self, queue: deque[_Handover]) -> list[_Handover]:
+        """The next sends to hand over together: due now, of one campaign, with no gap."""
+        group = [queue.popleft()]
+        if group[0].rules.min_gap_seconds or group[0].rules.jitter_seconds:
+            return group
+        now = utcnow()
+        while (
+            queue
+            and len(group) < self.config.handover_group
+            and queue[0].send.campaignId == group[0].send.campaignId
+            and (queue[0].decision.at is None or queue[0].decision.at <= now)
+        ):
+            group.append(queue.popleft())
+        return group
+
+    def _deliver_group(
+        self, connection: Connection, transport: Transport, group: list[_Handover]
+    ) -> bool:
+        """Hand a group over in one statement, then deliver each send it let through.
+
+        True when at least one send was handed over (the mailbox gap counts from it).
+        """
+        first = group[0]
+        rules, mailbox = first.rules, first.decision.mailbox
         assert mailbox is not None
         now = utcnow()
-        try:
-            message = self._message(send, rules, mailbox, now)
-        except MessageError as exc:
-            self._flush(session)
-            with session.begin():
-                queries.settle(
-                    session,
-                    token=self.token,
-                    now=now,
-                    rows=[{"id": send.sendId, "status": "failed", "reason": str(exc)}],
-                )
-            self.report.count(send.campaignId, mailbox.email, "failed", str(exc))
+        messages: dict[str, EmailMessage] = {}
+        for handover in group:
+            try:
+                messages[handover.send.sendId] = self._message(handover.send, rules, mailbox, now)
+            except MessageError as exc:
+                self._flush(connection)
+                rows = [{"id": handover.send.sendId, "status": "failed", "reason": str(exc)}]
+                queries.settle(connection, token=self.token, now=now, rows=rows)
+                self.report.count(handover.send.campaignId, mailbox.email, "failed", str(exc))
+        sends = [h for h in group if h.send.sendId in messages]
+        if not sends:
             return False
         guard = HandOver(
-            send_id=send.sendId,
-            campaign_id=send.campaignId,
+            campaign_id=first.send.campaignId,
             mailbox=mailbox.email.lower(),
-            message_id=str(message["Message-ID"]),
+            sends=tuple((h.send.sendId, str(messages[h.send.sendId]["Message-ID"])) for h in sends),
             day=local_day_start(now, ZoneInfo(rules.timezone)),
             mailbox_limit=mailbox.daily_limit or rules.mailbox_daily_limit,
             campaign_limit=rules.daily_limit,
             min_gap=timedelta(seconds=rules.min_gap_seconds),
         )
-        with session.begin():
-            self._write_pending(session, now)
-            handed = queries.hand_over(session, guard, token=self.token, now=now, lease=self.lease)
-        if not handed:
-            self._refused(session, send)
-            return False
-        failpoint("delivery.after_handover")
-        result = transport.deliver(message, sender=mailbox.email, recipient=send.toEmail)
-        if result.outcome is Outcome.accepted:
-            failpoint("delivery.after_accept")
-        self._record(session, send, mailbox.email, result)
-        return True
+        written, handed = queries.hand_over(
+            connection,
+            guard,
+            results=[p.row for p in self.pending],
+            token=self.token,
+            now=now,
+            lease=self.lease,
+        )
+        self._account(written)
+        for handover in sends:
+            send = handover.send
+            if send.sendId not in handed:
+                continue
+            failpoint("delivery.after_handover")
+            result = transport.deliver(
+                messages[send.sendId], sender=mailbox.email, recipient=send.toEmail
+            )
+            if result.outcome is Outcome.accepted:
+                failpoint("delivery.after_accept")
+            self._record(connection, send, mailbox.email, result)
+        refused = [h for h in sends if h.send.sendId not in handed]
+        if refused:
+            self._flush(connection)
+            # A refusal whose re-plan says the send may go (the day's counters were missing: a
+            # batch that crossed midnight; they exist now) is tried once more, alone.
+            retry = [h for h in refused if self._refused(h.send, last_try=h.retried)]
+            for handover in retry:
+                handover.retried = True
+                if self._deliver_group(connection, transport, [handover]):
+                    handed.add(handover.send.sendId)
+        return bool(handed)
 
     def _message(
         self, send: DueSend, rules: SendingRules, mailbox: Mailbox, now: datetime
@@ -378,7 +423,7 @@ class _Lane:
         )
 
     def _record(
-        self, session: Session, send: DueSend, mailbox: str, result: DeliveryResult
+        self, connection: Connection, send: DueSend, mailbox: str, result: DeliveryResult
     ) -> None:
         now = utcnow()
         detail = result.detail
@@ -407,14 +452,12 @@ class _Lane:
             )
             self.logger.warning("send %s outcome unknown: %s", send.sendId, reason)
         else:
-            self._flush(session)
-            self._bounce(session, send, mailbox, detail, now)
+            self._flush(connection)
+            self._bounce(send, mailbox, detail, now)
 
-    def _bounce(
-        self, session: Session, send: DueSend, mailbox: str, detail: str, now: datetime
-    ) -> None:
+    def _bounce(self, send: DueSend, mailbox: str, detail: str, now: datetime) -> None:
         reason = f"bounced: {detail}"
-        with session.begin():
+        with unit_of_work(self.factory) as session:
             written = queries.record_results(
                 session,
                 token=self.token,
@@ -441,20 +484,25 @@ class _Lane:
                 )
         self.report.count(send.campaignId, mailbox, "bounced", detail)
 
-    def _refused(self, session: Session, send: DueSend) -> None:
-        """The guard said no: find out why and write it (cancel, or defer to the next moment)."""
+    def _refused(self, send: DueSend, *, last_try: bool) -> bool:
+        """The guard said no: find out why and write it (cancel, or defer to the next moment).
+
+        True when the send may go after all and the handover should be tried again.
+        """
         now = utcnow()
-        with session.begin():
+        with unit_of_work(self.factory) as session:
             fresh = queries.reload_send(session, send_id=send.sendId, token=self.token)
             if fresh is None:
                 self.report.count(
                     send.campaignId, None, "cancelled", "stopped or changed before handover"
                 )
-                return
+                return False
             decision = plan_deliveries(
                 [fresh], _usage(session, [fresh], now), now=now, deadline=now, rng=self.rng
             )[0]
             if decision.action is Action.deliver:
+                if not last_try:
+                    return True
                 # Plan and guard disagree only when another run used the mailbox meanwhile.
                 decision = Decision(
                     send.sendId,
@@ -464,18 +512,15 @@ class _Lane:
                     decision.mailbox,
                 )
             _settle(session, self.token, now, [decision], self.report, {send.sendId: fresh})
+        return False
 
     def _queue(
         self, row: ResultRow, send: DueSend, mailbox: str, column: str, reason: str | None
     ) -> None:
         self.pending.append(_Pending(row, send, mailbox, column, reason))
 
-    def _write_pending(self, session: Session, now: datetime) -> None:
-        if not self.pending:
-            return
-        written = queries.record_results(
-            session, token=self.token, now=now, results=[p.row for p in self.pending]
-        )
+    def _account(self, written: set[str]) -> None:
+        """Count the pending results the database took; the others' claim was taken over."""
         for pending in self.pending:
             if pending.send.sendId in written:
                 self.report.count(
@@ -489,10 +534,12 @@ class _Lane:
                 )
         self.pending = []
 
-    def _flush(self, session: Session) -> None:
+    def _flush(self, connection: Connection) -> None:
         if self.pending:
-            with session.begin():
-                self._write_pending(session, utcnow())
+            results = [p.row for p in self.pending]
+            self._account(
+                queries.record_results(connection, token=self.token, now=utcnow(), results=results)
+            )
 
 
 def _settle(

@@ -2,9 +2,10 @@
 
 A claim stamps each send with a lease and a fresh `claimToken`, like the generation claim; every
 later write is conditional on that token, so a run that lost its claim writes nothing. The
-handover guard is one conditional UPDATE that commits `sending` only while the lead is still
-sendable and the caps and the mailbox gap still allow it, under advisory locks on the mailbox
-and the campaign, so two overlapping runs cannot both take the last slot of a cap.
+handover guard is one statement that commits `sending` only while the lead is still sendable
+and the caps and the mailbox gap still allow it, counting on the day's counter rows of the
+mailbox and the campaign, whose row locks keep two overlapping runs from both taking the last
+slot of a cap.
 """
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Text, bindparam, text
+from sqlalchemy import Connection, Text, bindparam, text
 from sqlalchemy.orm import Session
 
 from core.delivery import DueSend, MailboxUsage, Usage
@@ -128,22 +129,45 @@ MARK_BLOCKED = text(
     """
 ).bindparams(bindparam("cutoff", type_=UTCDateTime))
 
+# The counters of each campaign's and mailbox's day, created from the day's sends when a day is
+# first used (the only time they are counted); a mailbox's row starts from its last handover,
+# so the gap also holds across midnight. Another run may create a row between this statement's
+# snapshot and its insert: that row is then missing from the answer, which only makes the plan
+# optimistic; the handover guard is what enforces caps.
 USAGE = text(
     f"""
-    SELECT 'campaign' AS kind, x.key, count(s.id) AS today, NULL::timestamp AS last
-    FROM jsonb_to_recordset(CAST(:campaigns AS jsonb)) AS x(key text, since timestamptz)
-    LEFT JOIN "EmailSend" s ON s."campaignId" = x.key
-         AND s."attemptedAt" >= (x.since AT TIME ZONE 'UTC') AND s.status IN {HANDED_OVER}
-    GROUP BY x.key
+    WITH wanted AS (
+        SELECT 'campaign' AS scope, x.key, (x.since AT TIME ZONE 'UTC') AS day
+        FROM jsonb_to_recordset(CAST(:campaigns AS jsonb)) AS x(key text, since timestamptz)
+        UNION ALL
+        SELECT 'mailbox', x.key, (x.since AT TIME ZONE 'UTC')
+        FROM jsonb_to_recordset(CAST(:mailboxes AS jsonb)) AS x(key text, since timestamptz)
+    ), created AS (
+        INSERT INTO "DeliveryCounter" (scope, key, day, used, "lastAt")
+        SELECT w.scope, w.key, w.day,
+               CASE WHEN w.scope = 'campaign' THEN
+                   (SELECT count(*) FROM "EmailSend" s
+                    WHERE s."campaignId" = w.key AND s."attemptedAt" >= w.day)
+               ELSE
+                   (SELECT count(*) FROM "EmailSend" s
+                    WHERE s.mailbox = w.key AND s."attemptedAt" >= w.day)
+               END,
+               CASE WHEN w.scope = 'mailbox' THEN
+                   (SELECT max(s."attemptedAt") FROM "EmailSend" s
+                    WHERE s.mailbox = w.key AND s."attemptedAt" >= w.day - interval '1 day'
+                      AND s.status IN {HANDED_OVER})
+               END
+        FROM wanted w
+        WHERE NOT EXISTS (SELECT 1 FROM "DeliveryCounter" k
+                          WHERE k.scope = w.scope AND k.key = w.key AND k.day = w.day)
+        ON CONFLICT DO NOTHING
+        RETURNING scope, key, used, "lastAt"
+    )
+    SELECT scope, key, used, "lastAt" AS last FROM created
     UNION ALL
-    SELECT 'mailbox', x.key,
-           count(s.id) FILTER (WHERE s."attemptedAt" >= (x.since AT TIME ZONE 'UTC')),
-           max(s."attemptedAt")
-    FROM jsonb_to_recordset(CAST(:mailboxes AS jsonb)) AS x(key text, since timestamptz)
-    LEFT JOIN "EmailSend" s ON s.mailbox = x.key
-         AND s."attemptedAt" >= (x.since AT TIME ZONE 'UTC') - interval '1 day'
-         AND s.status IN {HANDED_OVER}
-    GROUP BY x.key
+    SELECT k.scope, k.key, k.used, k."lastAt"
+    FROM "DeliveryCounter" k
+    JOIN wanted w ON k.scope = w.scope AND k.key = w.key AND k.day = w.day
     """
 ).columns(last=UTCDateTime)
 
@@ -162,51 +186,9 @@ SETTLE = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
-_LOCK = text(
-    "SELECT pg_advisory_xact_lock(hashtextextended('mailbox:' || :mailbox, 0)),"
-    " pg_advisory_xact_lock(hashtextextended('campaign:' || :campaign_id, 0))"
-)
-# Everything that may have changed since the plan is checked again in the statement that
-# commits `sending`: stops, suppression, the campaign's status, both daily caps, the gap. Only a
-# handover sets `attemptedAt` (a 4xx retry clears it), so counting it needs no status filter,
-# and each count stops at its limit.
-HAND_OVER = text(
-    """
-    UPDATE "EmailSend" s
-    SET status = 'sending', "providerMessageId" = :message_id, mailbox = :mailbox,
-        "attemptedAt" = :now, "claimedUntil" = :lease_until, attempts = s.attempts + 1,
-        "statusReason" = NULL, "updatedAt" = :now
-    FROM "Campaign" c
-    WHERE s.id = :id AND s."claimToken" = :token AND s.status = 'scheduled'
-      AND c.id = s."campaignId" AND c.status = 'active'
-      AND NOT EXISTS (SELECT 1 FROM "CampaignLead" cl
-                      WHERE cl."campaignId" = s."campaignId" AND cl."leadId" = s."leadId"
-                        AND cl.status NOT IN ('active', 'completed'))
-      AND NOT EXISTS (SELECT 1 FROM "Suppression" x
-                      WHERE x."workspaceId" = c."workspaceId"
-                        AND lower(x.email) = lower(s."toEmail"))
-      AND (SELECT count(*) FROM (SELECT 1 FROM "EmailSend" m
-           WHERE m.mailbox = :mailbox AND m."attemptedAt" >= :day
-           LIMIT :mailbox_limit) used) < :mailbox_limit
-      AND (SELECT count(*) FROM (SELECT 1 FROM "EmailSend" m
-           WHERE m."campaignId" = s."campaignId" AND m."attemptedAt" >= :day
-           LIMIT :campaign_limit) used) < :campaign_limit
-      AND (CAST(:gap_since AS timestamp) IS NULL
-           OR NOT EXISTS (SELECT 1 FROM "EmailSend" m
-                          WHERE m.mailbox = :mailbox AND m."attemptedAt" > :gap_since))
-    RETURNING s.id
-    """
-).bindparams(
-    bindparam("now", type_=UTCDateTime),
-    bindparam("lease_until", type_=UTCDateTime),
-    bindparam("day", type_=UTCDateTime),
-    bindparam("gap_since", type_=UTCDateTime),
-)
-
 # Results of handovers, fenced by the token. `unknown` is accepted as a prior status so a slow
 # worker's own late answer still lands after a rescue; a retry goes back to `scheduled`.
-RECORD_RESULTS = text(
-    """
+_RESULTS = """
     UPDATE "EmailSend" s
     SET status = x.status, "statusReason" = x.reason,
         "sentAt" = CASE WHEN x.status = 'sent' THEN :now ELSE s."sentAt" END,
@@ -221,18 +203,89 @@ RECORD_RESULTS = text(
     WHERE s.id = x.id AND s.id = ANY(CAST(:ids AS text[]))
       AND s."claimToken" = :token AND s.status IN ('sending', 'unknown')
     RETURNING s.id
+"""
+
+# The results of the lane's previous handovers and its next group of handovers, in one
+# statement and so one transaction (the lane runs it in autocommit: one round trip per group).
+# Everything that may have changed since the plan is checked again here: stops, suppression,
+# the campaign's status, both daily caps and the gap. The caps are the day's counter rows of
+# the campaign and the mailbox, locked in that order (so overlapping runs queue on them without
+# deadlocks) and read at their latest values; the group takes what room they have left, in
+# slot order, and the rest is refused. A missing counter row (a day the plan did not prepare)
+# counts as no room.
+HAND_OVER = text(
+    f"""
+    WITH done AS ({_RESULTS}),
+    sendable AS (
+        SELECT x.id, x.ord, x.message_id
+        FROM jsonb_to_recordset(CAST(:sends AS jsonb)) AS x(id text, ord int, message_id text)
+        JOIN "EmailSend" s ON s.id = x.id
+        JOIN "Campaign" c ON c.id = s."campaignId"
+        WHERE s.id = ANY(CAST(:send_ids AS text[]))
+          AND s."claimToken" = :token AND s.status = 'scheduled' AND c.status = 'active'
+          AND NOT EXISTS (SELECT 1 FROM "CampaignLead" cl
+                          WHERE cl."campaignId" = s."campaignId" AND cl."leadId" = s."leadId"
+                            AND cl.status NOT IN ('active', 'completed'))
+          AND NOT EXISTS (SELECT 1 FROM "Suppression" x
+                          WHERE x."workspaceId" = c."workspaceId"
+                            AND lower(x.email) = lower(s."toEmail"))
+    ), counters AS (
+        SELECT k.scope, k.used, k."lastAt"
+        FROM "DeliveryCounter" k
+        WHERE k.day = :day AND ((k.scope = 'campaign' AND k.key = :campaign_id)
+                                OR (k.scope = 'mailbox' AND k.key = :mailbox))
+        ORDER BY k.scope
+        FOR UPDATE
+    ), room AS (
+        SELECT LEAST(
+            (SELECT count(*) FROM sendable),
+            COALESCE((SELECT :campaign_limit - used FROM counters WHERE scope = 'campaign'), 0),
+            COALESCE((SELECT CASE WHEN CAST(:gap_since AS timestamp) IS NOT NULL
+                                       AND "lastAt" > :gap_since THEN 0
+                                  ELSE :mailbox_limit - used END
+                      FROM counters WHERE scope = 'mailbox'), 0)
+        ) AS n
+    ), campaign_cap AS (
+        UPDATE "DeliveryCounter" k SET used = k.used + r.n
+        FROM room r
+        WHERE k.scope = 'campaign' AND k.key = :campaign_id AND k.day = :day AND r.n > 0
+        RETURNING k.used
+    ), mailbox_cap AS (
+        UPDATE "DeliveryCounter" k SET used = k.used + r.n, "lastAt" = :now
+        FROM room r
+        WHERE k.scope = 'mailbox' AND k.key = :mailbox AND k.day = :day AND r.n > 0
+        RETURNING k.used
+    ), handed AS (
+        UPDATE "EmailSend" s
+        SET status = 'sending', "providerMessageId" = x.message_id, mailbox = :mailbox,
+            "attemptedAt" = :now, "claimedUntil" = :lease_until, attempts = s.attempts + 1,
+            "statusReason" = NULL, "updatedAt" = :now
+        FROM (SELECT id, message_id, row_number() OVER (ORDER BY ord) AS rn FROM sendable) x,
+             room r
+        WHERE s.id = x.id AND x.rn <= r.n AND s.id = ANY(CAST(:send_ids AS text[]))
+          AND s."claimToken" = :token AND s.status = 'scheduled'
+        RETURNING s.id
+    )
+    SELECT ARRAY(SELECT id FROM done) AS written, ARRAY(SELECT id FROM handed) AS handed
     """
-).bindparams(bindparam("now", type_=UTCDateTime))
+).bindparams(
+    bindparam("now", type_=UTCDateTime),
+    bindparam("lease_until", type_=UTCDateTime),
+    bindparam("day", type_=UTCDateTime),
+    bindparam("gap_since", type_=UTCDateTime),
+)
+
+RECORD_RESULTS = text(_RESULTS).bindparams(bindparam("now", type_=UTCDateTime))
 
 
 @dataclass(frozen=True)
 class HandOver:
-    """The guard's inputs for one send: what it commits and the limits it checks."""
+    """The guard's inputs for a group of one campaign's sends from one mailbox, in slot order:
+    what it commits (each send's Message-ID) and the limits it checks."""
 
-    send_id: str
     campaign_id: str
     mailbox: str
-    message_id: str
+    sends: tuple[tuple[str, str], ...]  # (send id, Message-ID)
     day: datetime  # local midnight in the campaign's zone: both caps count from it
     mailbox_limit: int
     campaign_limit: int
@@ -322,7 +375,10 @@ def mark_blocked(session: Session, *, campaign_id: str, reason: str, cutoff: dat
 def usage_today(
     session: Session, *, campaigns: dict[str, datetime], mailboxes: dict[str, datetime]
 ) -> Usage:
-    """Handovers since each campaign's and mailbox's local midnight, and each mailbox's last."""
+    """Handovers since each campaign's and mailbox's local midnight, and each mailbox's last.
+
+    Creates the day's counter rows the handover guard needs, so it runs before a lane starts.
+    """
     usage = Usage()
     if not campaigns and not mailboxes:
         return usage
@@ -338,26 +394,48 @@ def usage_today(
     return usage
 
 
-def settle(session: Session, *, token: str, now: datetime, rows: list[dict[str, Any]]) -> set[str]:
+def settle(
+    session: Session | Connection, *, token: str, now: datetime, rows: list[dict[str, Any]]
+) -> set[str]:
     """Write deferrals, cancellations and failures decided before any handover."""
     if not rows:
         return set()
-    # The id list lets the planner use the primary key: it cannot size a JSON recordset.
     params = {"rows": json_rows(rows), "ids": [r["id"] for r in rows], "token": token, "now": now}
     return set(session.scalars(SETTLE, params))
 
 
+def _result_params(results: list[ResultRow]) -> dict[str, Any]:
+    rows = [{"id": r.send_id, "status": r.status, "reason": r.reason, "at": r.at} for r in results]
+    # The id list lets the planner use the primary key: it cannot size a JSON recordset.
+    return {"rows": json_rows(rows), "ids": [r["id"] for r in rows]}
+
+
 def hand_over(
-    session: Session, handover: HandOver, *, token: str, now: datetime, lease: timedelta
-) -> bool:
-    """Commit-ready `sending` for one send, if it may still go out; False when it may not."""
-    session.execute(_LOCK, {"mailbox": handover.mailbox, "campaign_id": handover.campaign_id})
-    params = {
-        "id": handover.send_id,
+    connection: Connection,
+    handover: HandOver,
+    *,
+    results: list[ResultRow],
+    token: str,
+    now: datetime,
+    lease: timedelta,
+) -> tuple[set[str], set[str]]:
+    """Write earlier results and set `sending` on the sends of a group that may still go out.
+
+    One statement: on a connection in autocommit it is its own transaction and one round trip.
+    Returns the result rows written (the others were taken over) and the sends that are ours
+    to deliver now.
+    """
+    sends = [
+        {"id": send_id, "ord": i, "message_id": message_id}
+        for i, (send_id, message_id) in enumerate(handover.sends)
+    ]
+    params = _result_params(results) | {
+        "sends": json_rows(sends),
+        "send_ids": [send_id for send_id, _ in handover.sends],
+        "campaign_id": handover.campaign_id,
         "token": token,
         "now": now,
         "lease_until": now + lease,
-        "message_id": handover.message_id,
         "mailbox": handover.mailbox,
         "day": handover.day,
         "mailbox_limit": handover.mailbox_limit,
@@ -365,15 +443,15 @@ def hand_over(
         # No gap, no check: parallel connections of one mailbox stamp overlapping instants.
         "gap_since": now - handover.min_gap if handover.min_gap else None,
     }
-    return session.execute(HAND_OVER, params).first() is not None
+    written, handed = connection.execute(HAND_OVER, params).one()
+    return set(written), set(handed)
 
 
 def record_results(
-    session: Session, *, token: str, now: datetime, results: list[ResultRow]
+    session: Session | Connection, *, token: str, now: datetime, results: list[ResultRow]
 ) -> set[str]:
     """Write handover results; returns the send ids written (others were taken over)."""
     if not results:
         return set()
-    rows = [{"id": r.send_id, "status": r.status, "reason": r.reason, "at": r.at} for r in results]
-    params = {"rows": json_rows(rows), "ids": [r["id"] for r in rows], "token": token, "now": now}
+    params = _result_params(results) | {"token": token, "now": now}
     return set(session.scalars(RECORD_RESULTS, params))

@@ -55,15 +55,19 @@ def seed(sessions) -> None:
 
 
 @pytest.mark.parametrize(
-    "point",
+    ("point", "group"),
     [
-        "delivery.after_claim",
-        "delivery.after_handover",
-        "delivery.after_accept",
-        "delivery.after_commit",
+        ("delivery.after_claim", 10),
+        ("delivery.after_handover", 1),
+        ("delivery.after_handover", 10),
+        ("delivery.after_accept", 1),
+        ("delivery.after_accept", 10),
+        ("delivery.after_commit", 10),
     ],
 )
-def test_kill_9_then_rerun_delivers_each_send_at_most_once(pipeline_env, sessions, point):
+def test_kill_9_then_rerun_delivers_each_send_at_most_once(pipeline_env, sessions, point, group):
+    """A crash leaves the sends of the group in flight unknown: one with a group of one, all
+    three of its batch (one group) with the default; none is ever delivered twice."""
     seed(sessions)
     with LoopbackSMTP() as smtp:
         settings = {
@@ -73,9 +77,10 @@ def test_kill_9_then_rerun_delivers_each_send_at_most_once(pipeline_env, session
             "SMTP_SECURITY": "none",
             "UNSUBSCRIBE_SECRET": "fault-suite-secret-0123456789",
             "CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
-            # One lane, so the crash cuts exactly one handover short: with parallel connections
-            # each lane's send in flight becomes unknown too (still never resent).
+            # One lane, so the crash cuts exactly one group short: with parallel connections
+            # each lane's group in flight becomes unknown too (still never resent).
             "SMTP_MAX_CONNECTIONS": "1",
+            "DELIVERY_HANDOVER_GROUP": str(group),
         }
         env = {
             **os.environ,
@@ -116,11 +121,14 @@ def test_kill_9_then_rerun_delivers_each_send_at_most_once(pipeline_env, session
     assert set(per_address.values()) <= {0, 1}  # never a second message for any send
     if point in ("delivery.after_handover", "delivery.after_accept"):
         # The handover began; whether it left is not known to the database: flagged, not resent.
-        (unknown,) = [row for row in rows if row.status == "unknown"]
-        assert "vanished during the handover" in unknown.statusReason
-        assert [u.send_id for u in report.unknown] == [unknown.id]
-        assert per_address[unknown.toEmail] == (1 if point == "delivery.after_accept" else 0)
-        assert statuses == ["sent"] * (SENDS - 1) + ["unknown"]
+        unknown = [row for row in rows if row.status == "unknown"]
+        in_flight = min(group, 3)  # the dead worker's batch is one group
+        assert len(unknown) == in_flight
+        assert all("vanished during the handover" in row.statusReason for row in unknown)
+        assert sorted(u.send_id for u in report.unknown) == sorted(row.id for row in unknown)
+        delivered = sum(per_address[row.toEmail] for row in unknown)
+        assert delivered == (1 if point == "delivery.after_accept" else 0)
+        assert statuses == ["sent"] * (SENDS - in_flight) + ["unknown"] * in_flight
     else:
         assert statuses == ["sent"] * SENDS and set(per_address.values()) == {1}
     assert all(row.claimToken is None for row in rows if row.status == "sent")
