@@ -1,0 +1,435 @@
+"""The campaign report: a funnel, engagement rates, LLM spend and delivery lag per campaign and
+step over a time window, computed from the frames `db/queries/report.py` reads.
+
+Pure pandas: no database, no Prefect. The counts come from SQL already grouped per (campaign,
+step); this module joins them onto every step of every campaign in the report, adds the
+campaign total rows, and derives the rates. No address, subject or body is ever read.
+
+What each number means, for the window [since, until):
+
+- `enrolled`: enrolments (`CampaignLead`) created in the window. An enrolment belongs to the
+  campaign, not to a step, so step rows leave it empty; the campaign row has it.
+- `generated`: messages (`GeneratedMessage`) created in the window, `superseded` ones excluded.
+- `scheduled`: sends (`EmailSend`) created in the window, whatever their status now (each send
+  is created `scheduled`).
+- `sent`: sends handed over in the window (`COALESCE(sentAt, attemptedAt)` in it) that left:
+  accepted by the mail server (`sentAt` set), or with any engagement event before `until` (a
+  bounce refused at handover, or an open or reply of an `unknown` handover, proves it left).
+- `failed`: sends handed over in the window that did not count as sent (status `failed` or
+  `unknown` and no event): refused, out of retries, or cut short.
+- `unique_opens`, `unique_clicks`, `replies`, `bounces` (hard or soft), `unsubscribes`,
+  `complaints`: how many of the `sent` sends have at least one event of that type that occurred
+  (`occurredAt`) before `until`, however late after the window's start. Each send counts once
+  per type, so ten opens of one email are one unique open. `auto_reply` is not a reply.
+- `*_rate`: that count divided by `sent` (so every rate is between 0 and 1: the denominator is
+  the window's sends, and only their events count); empty when nothing was sent. The click rate
+  is over sent, not over opens.
+- `prompt_tokens`, `completion_tokens`, `cost_usd`: the LLM spend of every message created in
+  the window, `superseded` ones included (they were paid for); `cost_usd` is the estimate the
+  generator stored in `GeneratedMessage.costUsd`. The offline template generator spends nothing.
+- `*_per_1000`: that spend per 1,000 `generated` emails (the superseded messages' spend is in
+  the numerator, not the denominator: it is what 1,000 current emails cost); empty when nothing
+  was generated.
+- `due_to_sent_p50_s`, `due_to_sent_p95_s`: seconds from due to sent, where due is the send's
+  `EmailSend.scheduledFor` (the first opening of the lead's sending window, as the generation
+  flow wrote it, or the later moment the delivery flow moved it to when it deferred the send or
+  retried a 4xx) and sent is `sentAt`, over the sends accepted in the window. It measures how
+  late delivery picks up a due send, not how long a lead waits for its window. Percentiles are
+  linearly interpolated (`percentile_cont`, the same as pandas' default `quantile`).
+"""
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePath
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+DEFAULT_DAYS = 30
+
+# Counted per (campaign, step) in SQL; campaign rows sum them.
+GENERATION_COUNTS = ("generated", "prompt_tokens", "completion_tokens")
+SEND_COUNTS = (
+    "scheduled",
+    "sent",
+    "failed",
+    "unique_opens",
+    "unique_clicks",
+    "replies",
+    "bounces",
+    "unsubscribes",
+    "complaints",
+)
+# Numerator -> rate over `sent`.
+RATES = {
+    "unique_opens": "open_rate",
+    "unique_clicks": "click_rate",
+    "replies": "reply_rate",
+    "bounces": "bounce_rate",
+    "unsubscribes": "unsubscribe_rate",
+    "complaints": "complaint_rate",
+}
+# Spend -> spend per 1,000 generated emails.
+PER_1000 = {
+    "prompt_tokens": "prompt_tokens_per_1000",
+    "completion_tokens": "completion_tokens_per_1000",
+    "cost_usd": "cost_usd_per_1000",
+}
+LATENCY = ("due_to_sent_p50_s", "due_to_sent_p95_s")
+
+# The report's columns, in order; `step` and `enrolled` are empty where they do not apply.
+COLUMNS = (
+    "level",
+    "campaign_id",
+    "campaign_name",
+    "step",
+    "enrolled",
+    "generated",
+    "scheduled",
+    "sent",
+    "failed",
+    "unique_opens",
+    "unique_clicks",
+    "replies",
+    "bounces",
+    "unsubscribes",
+    "complaints",
+    *RATES.values(),
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    *PER_1000.values(),
+    *LATENCY,
+)
+
+# The frames the report is computed from, and their columns (what db/queries/report.py reads).
+INPUT_COLUMNS = {
+    "campaigns": ("campaign_id", "campaign_name"),
+    "steps": ("campaign_id", "step_id", "step"),
+    "enrolments": ("campaign_id", "enrolled"),
+    "generation": ("campaign_id", "step_id", *GENERATION_COUNTS, "cost_usd"),
+    "sends": ("campaign_id", "step_id", *SEND_COUNTS),
+    # step_id empty: the campaign's figure; campaign_id empty too: the whole report's.
+    "latency": ("campaign_id", "step_id", *LATENCY),
+}
+
+
+class ReportWindow(BaseModel):
+    """What a report covers: [since, until), aware UTC datetimes, and optionally one campaign."""
+
+    model_config = ConfigDict(frozen=True)
+
+    since: datetime
+    until: datetime
+    campaign_id: str | None = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        # A naive datetime is taken as UTC, as the database stores it.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ReportWindow":
+        if self.since >= self.until:
+            raise ValueError(
+                f"since ({self.since.isoformat()}) must be before until ({self.until.isoformat()})"
+            )
+        return self
+
+    @classmethod
+    def ending(
+        cls,
+        until: datetime,
+        *,
+        since: datetime | None = None,
+        campaign_id: str | None = None,
+        days: int = DEFAULT_DAYS,
+    ) -> "ReportWindow":
+        """The window ending at until, starting at since or `days` before until."""
+        until = until.replace(tzinfo=UTC) if until.tzinfo is None else until
+        start = since if since is not None else until - timedelta(days=days)
+        return cls(since=start, until=until, campaign_id=campaign_id or None)
+
+
+@dataclass
+class ReportInputs:
+    """The frames read from the database, with the columns of INPUT_COLUMNS."""
+
+    campaigns: pd.DataFrame
+    steps: pd.DataFrame
+    enrolments: pd.DataFrame
+    generation: pd.DataFrame
+    sends: pd.DataFrame
+    latency: pd.DataFrame
+
+    @classmethod
+    def empty(cls) -> "ReportInputs":
+        """No campaigns and nothing in the window."""
+        return cls(**{name: pd.DataFrame(columns=list(c)) for name, c in INPUT_COLUMNS.items()})
+
+
+@dataclass
+class CampaignReport:
+    """The computed report: one row per campaign step, and one total row per campaign."""
+
+    window: ReportWindow
+    steps: pd.DataFrame
+    campaigns: pd.DataFrame
+    # The whole report's due-to-sent (p50, p95) in seconds, every campaign's sends together.
+    overall_latency: tuple[float | None, float | None] = (None, None)
+
+    def frame(self) -> pd.DataFrame:
+        """Every row for the output file: each campaign's steps, then its total row."""
+        rows = pd.concat([self.steps, self.campaigns], ignore_index=True)
+        rows["_total"] = rows["level"] == "campaign"
+        rows = rows.sort_values(
+            ["campaign_name", "campaign_id", "_total", "step"], kind="stable", na_position="last"
+        )
+        return rows.drop(columns="_total").reset_index(drop=True)[list(COLUMNS)]
+
+    def table(self, level: str) -> list[dict[str, object]]:
+        """Rows of one level (`step` or `campaign`) for a table artifact: plain JSON values."""
+        frame = self.steps if level == "step" else self.campaigns
+        return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+    def totals(self) -> dict[str, float | int | None]:
+        """Every campaign together: the counts summed, the rates and spend per 1,000 again."""
+        sums: dict[str, float | int | None] = {
+            name: _native(self.campaigns[name].sum())
+            for name in ("enrolled", *GENERATION_COUNTS, "cost_usd", *SEND_COUNTS)
+        }
+        sent, generated = sums["sent"] or 0, sums["generated"] or 0
+        for count, rate in RATES.items():
+            sums[rate] = (sums[count] or 0) / sent if sent else None
+        for spend, per in PER_1000.items():
+            sums[per] = (sums[spend] or 0) * 1000 / generated if generated else None
+        sums["due_to_sent_p50_s"], sums["due_to_sent_p95_s"] = self.overall_latency
+        return sums
+
+
+def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> CampaignReport:
+    """The report's step and campaign rows from the frames read for window.
+
+    A campaign is in the report when it had anything in the window (an enrolment, a message,
+    a send), or when it is the one campaign asked for; each of its steps gets a row, zeros
+    included, so the funnel shows where leads stop.
+    """
+    campaigns = _campaigns_in_report(inputs, window)
+    steps = inputs.steps.loc[inputs.steps["campaign_id"].isin(campaigns["campaign_id"])]
+    keys = ["campaign_id", "step_id"]
+    per_step = (
+        campaigns.merge(steps[[*keys, "step"]], on="campaign_id", how="inner")
+        .merge(_numeric(inputs.generation, keys), on=keys, how="left")
+        .merge(_numeric(inputs.sends, keys), on=keys, how="left")
+    )
+    _fill_counts(per_step)
+    step_latency = inputs.latency.loc[inputs.latency["step_id"].notna(), [*keys, *LATENCY]]
+    per_step = per_step.merge(_float(step_latency, LATENCY), on=keys, how="left")
+    per_step["level"] = "step"
+    per_step["enrolled"] = pd.Series(pd.NA, index=per_step.index, dtype="Int64")
+    per_step["step"] = per_step["step"].astype("Int64")
+
+    additive = [*GENERATION_COUNTS, "cost_usd", *SEND_COUNTS]
+    summed = per_step.groupby("campaign_id", sort=False)[additive].sum().reset_index()
+    per_campaign = campaigns.merge(summed, on="campaign_id", how="left")
+    enrolled = _numeric(inputs.enrolments, ["campaign_id"])
+    per_campaign = per_campaign.merge(enrolled, on="campaign_id", how="left")
+    _fill_counts(per_campaign)
+    per_campaign["enrolled"] = per_campaign["enrolled"].astype("Int64")
+    campaign_rows = inputs.latency["campaign_id"].notna() & inputs.latency["step_id"].isna()
+    campaign_latency = inputs.latency.loc[campaign_rows, ["campaign_id", *LATENCY]]
+    per_campaign = per_campaign.merge(
+        _float(campaign_latency, LATENCY), on="campaign_id", how="left"
+    )
+    per_campaign["level"] = "campaign"
+    per_campaign["step"] = pd.Series(pd.NA, index=per_campaign.index, dtype="Int64")
+
+    overall = inputs.latency.loc[inputs.latency["campaign_id"].isna(), list(LATENCY)]
+    overall_latency: tuple[float | None, float | None] = (None, None)
+    if len(overall):
+        p50, p95 = (_native(overall.iloc[0][name]) for name in LATENCY)
+        overall_latency = (_as_float(p50), _as_float(p95))
+
+    return CampaignReport(
+        window=window,
+        steps=_sorted(_derive(per_step), "step"),
+        campaigns=_sorted(_derive(per_campaign)),
+        overall_latency=overall_latency,
+    )
+
+
+def _sorted(frame: pd.DataFrame, *then: str) -> pd.DataFrame:
+    """By campaign name (then id, then the given columns), with the report's columns."""
+    keys = ["campaign_name", "campaign_id", *then]
+    return frame.sort_values(keys, kind="stable")[list(COLUMNS)].reset_index(drop=True)
+
+
+def _campaigns_in_report(inputs: ReportInputs, window: ReportWindow) -> pd.DataFrame:
+    campaigns = inputs.campaigns[["campaign_id", "campaign_name"]]
+    if window.campaign_id is not None:
+        chosen = campaigns.loc[campaigns["campaign_id"] == window.campaign_id]
+        if chosen.empty:
+            raise ValueError(f"no campaign with id {window.campaign_id!r}")
+        return chosen.reset_index(drop=True)
+    active = set(inputs.enrolments["campaign_id"])
+    active |= set(inputs.generation["campaign_id"]) | set(inputs.sends["campaign_id"])
+    return campaigns.loc[campaigns["campaign_id"].isin(active)].reset_index(drop=True)
+
+
+def _numeric(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """A count frame with its value columns numeric (an empty read has object columns)."""
+    values = [c for c in frame.columns if c not in keys and c not in ("step",)]
+    out = frame[[*keys, *values]].copy()
+    for column in values:
+        out[column] = pd.to_numeric(out[column])
+    return out
+
+
+def _float(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    out = frame.copy()
+    for column in columns:
+        out[column] = pd.to_numeric(out[column]).astype("float64")
+    return out
+
+
+def _fill_counts(frame: pd.DataFrame) -> None:
+    """Zero where a step or campaign had nothing; counts as integers, the cost as a float."""
+    for column in (*GENERATION_COUNTS, *SEND_COUNTS, "enrolled"):
+        if column in frame:
+            frame[column] = frame[column].fillna(0).astype("int64")
+    # Summed costs are rounded back to costUsd's own precision (NUMERIC(12, 6)).
+    frame["cost_usd"] = frame["cost_usd"].fillna(0).astype("float64").round(6)
+
+
+def _derive(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rates over sent and spend per 1,000 generated; empty (NaN) where the denominator is 0."""
+    out = frame.copy()
+    sent = out["sent"].where(out["sent"] > 0)
+    for count, rate in RATES.items():
+        out[rate] = (out[count] / sent).astype("float64")
+    generated = out["generated"].where(out["generated"] > 0)
+    for spend, per in PER_1000.items():
+        out[per] = (out[spend] * 1000 / generated).astype("float64")
+    return out
+
+
+def _native(value: object) -> object:
+    """A JSON-friendly value: None for NA/NaN, Python numbers for numpy ones."""
+    if value is None or value is pd.NA:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _plain(value: object) -> object:
+    """A JSON-friendly value with floats rounded to 6 places (costUsd's own precision)."""
+    value = _native(value)
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def _as_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+# The summary --------------------------------------------------------------------------------
+
+
+def _pct(value: object) -> str:
+    return "–" if not isinstance(value, int | float) else f"{value * 100:.1f}%"
+
+
+def _money(value: object) -> str:
+    return "–" if not isinstance(value, int | float) else f"${value:,.4f}"
+
+
+def _duration(seconds: object) -> str:
+    """Seconds as a short human duration: 42 s, 7.5 min, 3.2 h, 1.5 d."""
+    if not isinstance(seconds, int | float):
+        return "–"
+    if abs(seconds) < 120:
+        return f"{seconds:.0f} s"
+    if abs(seconds) < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    if abs(seconds) < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _cell(text: object) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def summary_markdown(report: CampaignReport) -> str:
+    """The report's markdown artifact: the window, totals, then one line per campaign."""
+    window = report.window
+    total = report.totals()
+    scope = f"campaign `{_cell(window.campaign_id)}`" if window.campaign_id else "all campaigns"
+    lines = [
+        "# campaign-report",
+        "",
+        f"From **{window.since.isoformat()}** to **{window.until.isoformat()}** "
+        f"(until excluded), {scope}: {len(report.campaigns)} campaign(s).",
+        "",
+        f"- enrolled {total['enrolled']}, generated {total['generated']}, "
+        f"scheduled {total['scheduled']}, sent {total['sent']}, failed {total['failed']}",
+        f"- of the sent: opened {_pct(total['open_rate'])}, clicked {_pct(total['click_rate'])}, "
+        f"replied {_pct(total['reply_rate'])}, bounced {_pct(total['bounce_rate'])}, "
+        f"unsubscribed {_pct(total['unsubscribe_rate'])}, "
+        f"complained {_pct(total['complaint_rate'])}",
+        f"- LLM: {total['prompt_tokens']:,} prompt + {total['completion_tokens']:,} completion "
+        f"tokens, {_money(total['cost_usd'])}; per 1,000 emails "
+        f"{_money(total['cost_usd_per_1000'])}",
+        f"- due to sent: p50 {_duration(total['due_to_sent_p50_s'])}, "
+        f"p95 {_duration(total['due_to_sent_p95_s'])}",
+        "",
+        "Rates are over sent emails (their events before the window's end, each email counted "
+        "once per event type); LLM cost is per 1,000 generated emails; due is "
+        "`EmailSend.scheduledFor`.",
+    ]
+    if report.campaigns.empty:
+        return "\n".join([*lines, "", "Nothing happened in this window."]) + "\n"
+    lines += [
+        "",
+        "| campaign | enrolled | generated | sent | open | click | reply | bounce | unsub "
+        "| LLM $ / 1,000 | due→sent p50 | p95 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report.campaigns.to_dict("records"):
+        name = f"{_cell(row['campaign_name'])} (`{_cell(row['campaign_id'])}`)"
+        lines.append(
+            f"| {name} | {row['enrolled']} | {row['generated']} | {row['sent']} "
+            f"| {_pct(_plain(row['open_rate']))} | {_pct(_plain(row['click_rate']))} "
+            f"| {_pct(_plain(row['reply_rate']))} | {_pct(_plain(row['bounce_rate']))} "
+            f"| {_pct(_plain(row['unsubscribe_rate']))} "
+            f"| {_money(_plain(row['cost_usd_per_1000']))} "
+            f"| {_duration(_plain(row['due_to_sent_p50_s']))} "
+            f"| {_duration(_plain(row['due_to_sent_p95_s']))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# The output file ---------------------------------------------------------------------------
+
+
+class ReportOutputError(ValueError):
+    """The output path cannot be written as a report (unknown suffix, missing package)."""
+
+
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet"}
+
+
+def output_format(path: str) -> str:
+    """`csv` or `parquet`, from the path's suffix (any case); anything else is an error."""
+    suffix = PurePath(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ReportOutputError(
+            f"output {path!r}: the file name must end in .csv or .parquet, "
+            f"not {suffix or '(no suffix)'!r}"
+        )
+    return OUTPUT_FORMATS[suffix]

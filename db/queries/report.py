@@ -1,0 +1,174 @@
+"""Reading the campaign report's frames: counts grouped per (campaign, step) in SQL, with pandas.
+
+Which timestamp puts a row in the window [since, until), per table:
+
+- `CampaignLead`: `createdAt` (enrolled in the window).
+- `GeneratedMessage`: `createdAt` (generated in the window; `superseded` rows count for the
+  spend, not for `generated`).
+- `EmailSend`: `createdAt` for `scheduled`; the handover, `COALESCE("sentAt", "attemptedAt")`,
+  for `sent` and `failed`, the engagement counts and the delivery lag. `attemptedAt` covers a
+  send refused at handover, which has no `sentAt`; `sentAt` alone covers rows the web app wrote.
+- `EngagementEvent`: only events of the window's handed-over sends (whenever after `since`
+  they happened), and only those that occurred (`occurredAt`, not the ingestion time
+  `createdAt`) before `until`: a report of a past window counts what had happened by its end,
+  and events after `until` never change it.
+
+`core/campaign_report.py` says what each column means. Every count is of distinct sends (an
+email opened ten times is one open). All frames are read in one REPEATABLE READ snapshot when
+the session has not begun a transaction yet, so they agree with each other. The EmailSend and
+EngagementEvent scans filter on expressions no index covers: a report over a month reads the
+table once, which is fine for a periodic report and is never on the sending path.
+"""
+
+import pandas as pd
+from sqlalchemy import Text, bindparam, text
+from sqlalchemy.orm import Session
+
+from core.campaign_report import INPUT_COLUMNS, ReportInputs, ReportWindow
+from db.base import UTCDateTime
+
+_PARAMS = (
+    bindparam("since", type_=UTCDateTime),
+    bindparam("until", type_=UTCDateTime),
+    bindparam("campaign_id", type_=Text),
+)
+_ONE_CAMPAIGN = "(CAST(:campaign_id AS text) IS NULL OR {column} = :campaign_id)"
+
+CAMPAIGNS = text(
+    f"""
+    SELECT c.id AS campaign_id, c.name AS campaign_name
+    FROM "Campaign" c
+    WHERE {_ONE_CAMPAIGN.format(column="c.id")}
+    """
+).bindparams(bindparam("campaign_id", type_=Text))
+
+STEPS = text(
+    f"""
+    SELECT st."campaignId" AS campaign_id, st.id AS step_id, st."stepOrder" AS step
+    FROM "SequenceStep" st
+    WHERE {_ONE_CAMPAIGN.format(column='st."campaignId"')}
+    """
+).bindparams(bindparam("campaign_id", type_=Text))
+
+ENROLMENTS = text(
+    f"""
+    SELECT cl."campaignId" AS campaign_id, count(*) AS enrolled
+    FROM "CampaignLead" cl
+    WHERE cl."createdAt" >= :since AND cl."createdAt" < :until
+      AND {_ONE_CAMPAIGN.format(column='cl."campaignId"')}
+    GROUP BY cl."campaignId"
+    """
+).bindparams(*_PARAMS)
+
+GENERATION = text(
+    f"""
+    SELECT gm."campaignId" AS campaign_id, gm."stepId" AS step_id,
+           count(*) FILTER (WHERE gm.status <> 'superseded') AS generated,
+           COALESCE(sum(gm."promptTokens"), 0)::bigint AS prompt_tokens,
+           COALESCE(sum(gm."completionTokens"), 0)::bigint AS completion_tokens,
+           COALESCE(sum(gm."costUsd"), 0)::float8 AS cost_usd
+    FROM "GeneratedMessage" gm
+    WHERE gm."createdAt" >= :since AND gm."createdAt" < :until
+      AND {_ONE_CAMPAIGN.format(column='gm."campaignId"')}
+    GROUP BY gm."campaignId", gm."stepId"
+    """
+).bindparams(*_PARAMS)
+
+# The window's sends: created in it (scheduled), or handed over in it (sent, failed, events).
+# A handed-over send counts as sent when the server accepted it or any event proves it left.
+_WINDOW_SENDS = """
+    WITH window_sends AS (
+        SELECT s.id, s."campaignId", s."stepId", s.status, s."scheduledFor", s."sentAt",
+               s."createdAt" >= :since AND s."createdAt" < :until AS created,
+               COALESCE(s."sentAt", s."attemptedAt") >= :since
+                   AND COALESCE(s."sentAt", s."attemptedAt") < :until AS handed
+        FROM "EmailSend" s
+        WHERE ((s."createdAt" >= :since AND s."createdAt" < :until)
+               OR (COALESCE(s."sentAt", s."attemptedAt") >= :since
+                   AND COALESCE(s."sentAt", s."attemptedAt") < :until))
+          AND {one_campaign}
+    )
+"""
+
+SENDS = text(
+    _WINDOW_SENDS.format(one_campaign=_ONE_CAMPAIGN.format(column='s."campaignId"'))
+    + """,
+    engaged AS (
+        SELECT e."emailSendId" AS id,
+               bool_or(e.type = 'open') AS opened,
+               bool_or(e.type = 'click') AS clicked,
+               bool_or(e.type = 'reply') AS replied,
+               bool_or(e.type = 'bounce') AS bounced,
+               bool_or(e.type = 'unsubscribe') AS unsubscribed,
+               bool_or(e.type = 'complaint') AS complained
+        FROM "EngagementEvent" e
+        JOIN window_sends w ON w.id = e."emailSendId" AND w.handed
+        WHERE e."occurredAt" < :until
+        GROUP BY e."emailSendId"
+    ),
+    flagged AS (
+        SELECT w."campaignId", w."stepId", w.created, w.status,
+               w.handed AND (w."sentAt" IS NOT NULL OR g.id IS NOT NULL) AS sent,
+               w.handed AND w."sentAt" IS NULL AND g.id IS NULL
+                   AND w.status IN ('failed', 'unknown') AS failed,
+               g.opened, g.clicked, g.replied, g.bounced, g.unsubscribed, g.complained
+        FROM window_sends w LEFT JOIN engaged g ON g.id = w.id
+    )
+    SELECT "campaignId" AS campaign_id, "stepId" AS step_id,
+           count(*) FILTER (WHERE created) AS scheduled,
+           count(*) FILTER (WHERE sent) AS sent,
+           count(*) FILTER (WHERE failed) AS failed,
+           count(*) FILTER (WHERE sent AND opened) AS unique_opens,
+           count(*) FILTER (WHERE sent AND clicked) AS unique_clicks,
+           count(*) FILTER (WHERE sent AND replied) AS replies,
+           count(*) FILTER (WHERE sent AND bounced) AS bounces,
+           count(*) FILTER (WHERE sent AND unsubscribed) AS unsubscribes,
+           count(*) FILTER (WHERE sent AND complained) AS complaints
+    FROM flagged
+    GROUP BY "campaignId", "stepId"
+    """
+).bindparams(*_PARAMS)
+
+# Seconds from due (scheduledFor) to sent (sentAt) of the sends accepted in the window, per
+# step, per campaign (step_id NULL) and for the whole report (campaign_id NULL too).
+LATENCY = text(
+    f"""
+    WITH lag AS (
+        SELECT s."campaignId", s."stepId",
+               EXTRACT(EPOCH FROM s."sentAt" - s."scheduledFor")::float8 AS seconds
+        FROM "EmailSend" s
+        WHERE s."sentAt" >= :since AND s."sentAt" < :until AND s."scheduledFor" IS NOT NULL
+          AND {_ONE_CAMPAIGN.format(column='s."campaignId"')}
+    )
+    SELECT "campaignId" AS campaign_id, "stepId" AS step_id,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS due_to_sent_p50_s,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds) AS due_to_sent_p95_s
+    FROM lag
+    GROUP BY GROUPING SETS (("campaignId", "stepId"), ("campaignId"), ())
+    HAVING count(*) > 0
+    """
+).bindparams(*_PARAMS)
+
+SNAPSHOT = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
+def read_report_inputs(session: Session, window: ReportWindow) -> ReportInputs:
+    """The frames of the report over window, each with the columns core expects."""
+    if not session.in_transaction():
+        session.execute(SNAPSHOT)
+    connection = session.connection()
+    params = {"since": window.since, "until": window.until, "campaign_id": window.campaign_id}
+    queries = {
+        "campaigns": CAMPAIGNS,
+        "steps": STEPS,
+        "enrolments": ENROLMENTS,
+        "generation": GENERATION,
+        "sends": SENDS,
+        "latency": LATENCY,
+    }
+    frames: dict[str, pd.DataFrame] = {}
+    for name, query in queries.items():
+        wanted = {key: params[key] for key in query.compile().params}
+        frame = pd.read_sql(query, connection, params=wanted)
+        frames[name] = frame[list(INPUT_COLUMNS[name])]
+    return ReportInputs(**frames)

@@ -1,0 +1,95 @@
+"""The `campaign-report` flow: per campaign and step, the funnel from enrolment to sent, unique
+engagement and its rates, LLM spend per 1,000 emails and the lag from due to sent, over a window.
+
+What every number means is in `core/campaign_report.py`; which timestamp puts each row in the
+window is in `db/queries/report.py`.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
+from pydantic import Field
+
+from core.campaign_report import DEFAULT_DAYS, CampaignReport, ReportWindow, summary_markdown
+from tasks.report import check_output, compute_report, read_report, write_report
+
+
+def _until(until: datetime | None) -> datetime:
+    """The window's end: the given one, else the scheduled start, so a retry keeps its window."""
+    if until is not None:
+        return until if until.tzinfo else until.replace(tzinfo=UTC)
+    scheduled = flow_run.scheduled_start_time
+    return datetime.fromtimestamp(scheduled.timestamp(), tz=UTC)
+
+
+@flow(name="campaign-report", log_prints=False)
+async def campaign_report(
+    campaign_id: Annotated[
+        str | None, Field(description="Only this campaign; empty reports every campaign.")
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        Field(
+            description=f"Window start (included); empty means {DEFAULT_DAYS} days before until."
+        ),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        Field(description="Window end (excluded); empty means the run's scheduled start."),
+    ] = None,
+    output: Annotated[
+        str | None,
+        Field(description="Also write every row to this .csv or .parquet file on the worker."),
+    ] = None,
+) -> CampaignReport:
+    """Report each campaign and step over [since, until), as artifacts and optionally a file."""
+    logger = get_run_logger()
+    window = ReportWindow.ending(_until(until), since=since, campaign_id=campaign_id)
+    if output:
+        check_output(output)  # a bad suffix or a missing package fails before any query
+    logger.info(
+        "campaign report from %s to %s, campaign %s",
+        window.since.isoformat(),
+        window.until.isoformat(),
+        window.campaign_id or "(all)",
+    )
+    inputs = await read_report(window)
+    report = await compute_report(quote(inputs), window)
+    await _publish(report)
+    if output:
+        written = await write_report(quote(report), output)
+        logger.info("wrote %d rows to %s", len(report.steps) + len(report.campaigns), written)
+    total = report.totals()
+    logger.info(
+        "%d campaigns, %d steps: enrolled %s, generated %s, sent %s, failed %s",
+        len(report.campaigns),
+        len(report.steps),
+        total["enrolled"],
+        total["generated"],
+        total["sent"],
+        total["failed"],
+    )
+    return report
+
+
+async def _publish(report: CampaignReport) -> None:
+    span = f"{report.window.since.isoformat()} to {report.window.until.isoformat()}"
+    await acreate_table_artifact(
+        key="campaign-report-steps",
+        table=report.table("step") or [{"campaign_id": "(nothing in this window)"}],
+        description=f"Per campaign step, {span}; rates over sent, spend per 1,000 generated",
+    )
+    await acreate_table_artifact(
+        key="campaign-report-campaigns",
+        table=report.table("campaign") or [{"campaign_id": "(nothing in this window)"}],
+        description=f"Per campaign, {span}; rates over sent, spend per 1,000 generated",
+    )
+    await acreate_markdown_artifact(
+        key="campaign-report-summary",
+        markdown=summary_markdown(report),
+        description=f"Campaign report, {span}",
+    )

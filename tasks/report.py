@@ -1,0 +1,90 @@
+"""Prefect tasks of `campaign-report`: read the frames, compute the report, write the file.
+
+The read is a handful of aggregate queries in one read-only snapshot, so it is retried freely;
+computing is pure pandas; the file is written beside its final name and renamed into place,
+so a reader never sees half a report. Nothing is cached or persisted: a report is of its
+moment, and its frames live only as long as the run.
+"""
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import anyio
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from core.campaign_report import (
+    CampaignReport,
+    ReportInputs,
+    ReportOutputError,
+    ReportWindow,
+    compute_campaign_report,
+    output_format,
+)
+from db.queries.report import read_report_inputs
+from tasks.database import session_factory
+
+# pandas writes parquet with either of these; neither is a dependency of this project.
+PARQUET_ENGINES = ("pyarrow", "fastparquet")
+
+
+def check_output(output: str) -> Path:
+    """The output's absolute path, refused before any work when it could not be written."""
+    kind = output_format(output)
+    if kind == "parquet" and not any(importlib.util.find_spec(m) for m in PARQUET_ENGINES):
+        raise ReportOutputError(
+            f"output {output!r}: writing .parquet needs the pyarrow package, which is not "
+            "installed (pip install pyarrow), or write a .csv instead"
+        )
+    return Path(output).expanduser().resolve()
+
+
+@task(
+    name="read-campaign-report",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+async def read_report(window: ReportWindow) -> ReportInputs:
+    """The report's frames for window, from one read-only snapshot of the database."""
+
+    def work() -> ReportInputs:
+        with session_factory()() as session:
+            return read_report_inputs(session, window)
+
+    return await anyio.to_thread.run_sync(work)
+
+
+@task(name="compute-campaign-report", cache_policy=NO_CACHE, persist_result=False)
+async def compute_report(inputs: ReportInputs, window: ReportWindow) -> CampaignReport:
+    """The step and campaign rows, with rates, spend per 1,000 and delivery lag."""
+    return compute_campaign_report(inputs, window)
+
+
+@task(name="write-campaign-report", cache_policy=NO_CACHE, persist_result=False)
+async def write_report(report: CampaignReport, output: str) -> str:
+    """Write every row (steps, then each campaign's total) as CSV or parquet; returns the path."""
+    path = check_output(output)
+    kind = output_format(output)
+    frame = report.frame()
+
+    def work() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            if kind == "csv":
+                # Ten significant digits: no binary noise (0.1 + 0.2) in a file people read.
+                frame.to_csv(temporary, index=False, float_format="%.10g")
+            else:
+                frame.to_parquet(temporary, index=False)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    await anyio.to_thread.run_sync(work)
+    return str(path)

@@ -1,0 +1,212 @@
+"""`campaign-report` under the Prefect harness: the default window, artifacts, the output file."""
+
+import asyncio
+import csv
+import importlib.util
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.logging.handlers import APILogHandler
+
+from core.campaign_report import COLUMNS, ReportOutputError
+from db.base import utcnow
+from db.models import EngagementEvent, GeneratedMessage
+from flows.campaign_report import campaign_report
+from tests import factories
+
+pytestmark = pytest.mark.flows
+
+BODY = "Hi Ada, SENTINEL-BODY about Buyercorp"
+
+
+def seed(sessions) -> str:
+    """Spring launch: Ada's step 1 left a day ago (opened twice, replied), Bob's waits; Carol's
+    enrolment and email are 40 days old, outside the default 30-day window."""
+    now = utcnow()
+    with sessions.begin() as session:
+        ws = factories.workspace(session)
+        camp = factories.campaign(session, ws, steps=2, name="Spring launch")
+        ada = factories.lead(session, ws, email="ada@buyer.example")
+        bob = factories.lead(session, ws, email="bob@buyer.example")
+        carol = factories.lead(session, ws, email="carol@buyer.example")
+        for lead, age in ((ada, 2), (bob, 2), (carol, 40)):
+            factories.enrolment(session, camp, lead, createdAt=now - timedelta(days=age))
+
+        def send(lead, age, **fields):
+            row = factories.scheduled_send(session, camp, lead, body=BODY, **fields)
+            row.createdAt = now - timedelta(days=age)
+            message = session.get(GeneratedMessage, row.generatedMessageId)
+            message.createdAt = now - timedelta(days=age)
+            message.promptTokens, message.completionTokens = 1000, 250
+            message.costUsd = Decimal("0.0015")
+            return row
+
+        sent_at = now - timedelta(days=1)
+        first = send(
+            ada, 1, status="sent", scheduled_for=sent_at - timedelta(seconds=90), sentAt=sent_at
+        )
+        send(bob, 1, scheduled_for=now + timedelta(hours=1))
+        old_at = now - timedelta(days=40)
+        send(carol, 40, status="sent", scheduled_for=old_at, sentAt=old_at)
+        session.flush()
+        for n, kind in enumerate(("open", "open", "reply")):
+            session.add(
+                EngagementEvent(
+                    emailSendId=first.id,
+                    type=kind,
+                    occurredAt=sent_at + timedelta(hours=n + 1),
+                    dedupeKey=f"flow-test:{first.id}:{n}",
+                )
+            )
+        return camp.id
+
+
+async def run_with_artifacts(**params):
+    state = await campaign_report(return_state=True, **params)
+    report = await state.result()
+    run_id = state.state_details.flow_run_id
+    await APILogHandler.aflush()
+    async with get_client() as client:
+        artifacts = [a for a in await client.read_artifacts() if a.flow_run_id == run_id]
+        logs = [log.message for log in await client.read_logs() if log.flow_run_id == run_id]
+    return report, {a.key: a for a in artifacts}, logs
+
+
+def table(artifact) -> list[dict]:
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
+def test_the_default_window_artifacts_and_csv(pipeline_env, sessions, tmp_path):
+    campaign_id = seed(sessions)
+    output = tmp_path / "reports" / "spring.csv"
+    report, artifacts, logs = asyncio.run(run_with_artifacts(output=str(output)))
+
+    # The window ends at the run's scheduled start and begins 30 days before.
+    assert report.window.until - report.window.since == timedelta(days=30)
+    assert abs(report.window.until - utcnow()) < timedelta(minutes=5)
+
+    keys = {"campaign-report-steps", "campaign-report-campaigns", "campaign-report-summary"}
+    assert keys <= set(artifacts)
+    (campaign,) = table(artifacts["campaign-report-campaigns"])
+    assert campaign["campaign_id"] == campaign_id and campaign["step"] is None
+    assert {k: campaign[k] for k in ("enrolled", "generated", "scheduled", "sent")} == {
+        "enrolled": 2,
+        "generated": 2,
+        "scheduled": 2,
+        "sent": 1,
+    }
+    assert (campaign["unique_opens"], campaign["replies"], campaign["open_rate"]) == (1, 1, 1.0)
+    assert campaign["cost_usd_per_1000"] == 1.5 and campaign["prompt_tokens_per_1000"] == 1_000_000
+    assert campaign["due_to_sent_p50_s"] == 90.0
+    steps = table(artifacts["campaign-report-steps"])
+    assert [(s["step"], s["sent"], s["scheduled"]) for s in steps] == [(1, 1, 2), (2, 0, 0)]
+    summary = artifacts["campaign-report-summary"].data
+    assert "# campaign-report" in summary and "Spring launch" in summary
+    assert "p50 90 s" in summary
+
+    stored = "\n".join([*logs, *(str(a.data) + str(a.description) for a in artifacts.values())])
+    for secret in ("@buyer.example", "SENTINEL-BODY", "Buyercorp"):
+        assert secret not in stored
+
+    with output.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(COLUMNS)
+    assert [(r["level"], r["step"]) for r in rows] == [
+        ("step", "1"),
+        ("step", "2"),
+        ("campaign", ""),
+    ]
+    first, second, total = rows
+
+    def pick(row, *names):
+        return {name: row[name] for name in names}
+
+    assert pick(first, "enrolled", "generated", "scheduled", "sent", "unique_opens") == {
+        "enrolled": "",  # an enrolment belongs to the campaign row
+        "generated": "2",
+        "scheduled": "2",
+        "sent": "1",
+        "unique_opens": "1",
+    }
+    assert pick(first, "open_rate", "reply_rate", "click_rate", "prompt_tokens", "cost_usd") == {
+        "open_rate": "1",
+        "reply_rate": "1",
+        "click_rate": "0",
+        "prompt_tokens": "2000",
+        "cost_usd": "0.003",
+    }
+    assert pick(first, "cost_usd_per_1000", "due_to_sent_p50_s", "due_to_sent_p95_s") == {
+        "cost_usd_per_1000": "1.5",
+        "due_to_sent_p50_s": "90",
+        "due_to_sent_p95_s": "90",
+    }
+    assert pick(second, "generated", "sent", "open_rate", "cost_usd_per_1000") == {
+        "generated": "0",
+        "sent": "0",
+        "open_rate": "",  # nothing sent: no rate
+        "cost_usd_per_1000": "",
+    }
+    assert pick(total, "campaign_id", "campaign_name", "enrolled", "replies", "cost_usd") == {
+        "campaign_id": campaign_id,
+        "campaign_name": "Spring launch",
+        "enrolled": "2",
+        "replies": "1",
+        "cost_usd": "0.003",
+    }
+
+
+def test_an_explicit_window_and_campaign(pipeline_env, sessions, tmp_path):
+    campaign_id = seed(sessions)
+    other = seed(sessions)
+    now = utcnow()
+    report = asyncio.run(
+        campaign_report(
+            campaign_id=campaign_id,
+            since=now - timedelta(days=45),
+            until=now - timedelta(days=35),
+        )
+    )
+    (row,) = report.campaigns.to_dict("records")
+    assert row["campaign_id"] == campaign_id != other
+    assert (row["enrolled"], row["generated"], row["sent"]) == (1, 1, 1)  # only Carol's
+    assert row["due_to_sent_p50_s"] == 0.0
+
+
+def test_a_bad_suffix_fails_before_reading(pipeline_env, tmp_path):
+    with pytest.raises(ReportOutputError, match=r"must end in \.csv or \.parquet, not '\.xlsx'"):
+        asyncio.run(campaign_report(output=str(tmp_path / "report.xlsx")))
+    assert not (tmp_path / "report.xlsx").exists()
+
+
+def test_an_empty_window_is_a_report_of_nothing(pipeline_env, sessions):
+    seed(sessions)
+    now = utcnow()
+    report = asyncio.run(campaign_report(since=now + timedelta(days=1), until=now + timedelta(2)))
+    assert report.campaigns.empty and report.steps.empty
+
+
+def test_since_after_until_is_refused(pipeline_env):
+    now = utcnow()
+    with pytest.raises(ValueError, match="must be before until"):
+        asyncio.run(campaign_report(since=now, until=now - timedelta(days=1)))
+
+
+def test_parquet_needs_pyarrow(pipeline_env, sessions, tmp_path):
+    seed(sessions)
+    output = tmp_path / "report.parquet"
+    if (
+        importlib.util.find_spec("pyarrow") is None
+        and importlib.util.find_spec("fastparquet") is None
+    ):
+        with pytest.raises(ReportOutputError, match="needs the pyarrow package"):
+            asyncio.run(campaign_report(output=str(output)))
+        assert not output.exists()
+    else:
+        report = asyncio.run(campaign_report(output=str(output)))
+        frame = pd.read_parquet(output)
+        assert list(frame.columns) == list(COLUMNS)
+        assert len(frame) == len(report.steps) + len(report.campaigns)
