@@ -4,7 +4,7 @@ Nothing here touches the database or Prefect; the cache is a small Protocol the 
 """
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -203,6 +203,39 @@ def plan_progression(lead: DueLead, rules: SendingRules, as_of: datetime) -> Pro
 
 
 @dataclass(frozen=True)
+class MessageContent:
+    """A GeneratedMessage's own columns for one outcome: the draft and what it cost."""
+
+    subject: str
+    body: str
+    model: str
+    promptVersion: str
+    inputHash: str | None
+    promptTokens: int
+    completionTokens: int
+    latencyMs: int
+    costUsd: Decimal
+    fallbackReason: str | None
+
+
+def message_content(outcome: LeadOutcome, draft: EmailDraft) -> MessageContent:
+    """The message columns of an outcome that produced `draft` (generated or fallen back)."""
+    generation = outcome.generation
+    return MessageContent(
+        subject=draft.subject,
+        body=draft.body,
+        model=generation.model if generation else TEMPLATE_MODEL,
+        promptVersion=PROMPT_VERSION,
+        inputHash=outcome.input_hash,
+        promptTokens=generation.prompt_tokens if generation else 0,
+        completionTokens=generation.completion_tokens if generation else 0,
+        latencyMs=generation.latency_ms if generation else 0,
+        costUsd=Decimal(str(round(generation.cost_usd, 6))) if generation else Decimal(0),
+        fallbackReason=outcome.reason if outcome.kind is OutcomeKind.fallback else None,
+    )
+
+
+@dataclass(frozen=True)
 class MessageWrite:
     """One lead's generated message, its send, and where the lead goes next."""
 
@@ -264,7 +297,6 @@ def plan_writes(
             holds.append(Hold(lead.campaignLeadId, reason, until, attempts >= max_attempts))
             continue
         progression = plan_progression(lead, parse_sending_rules(lead.sendingRules), as_of)
-        generation = outcome.generation
         writes.append(
             MessageWrite(
                 campaignLeadId=lead.campaignLeadId,
@@ -272,16 +304,7 @@ def plan_writes(
                 stepId=lead.stepId,
                 messageId=new_id(),
                 sendId=new_id(),
-                subject=outcome.draft.subject,
-                body=outcome.draft.body,
-                model=generation.model if generation else TEMPLATE_MODEL,
-                promptVersion=PROMPT_VERSION,
-                inputHash=outcome.input_hash,
-                promptTokens=generation.prompt_tokens if generation else 0,
-                completionTokens=generation.completion_tokens if generation else 0,
-                latencyMs=generation.latency_ms if generation else 0,
-                costUsd=Decimal(str(round(generation.cost_usd, 6))) if generation else Decimal(0),
-                fallbackReason=outcome.reason if outcome.kind is OutcomeKind.fallback else None,
+                **asdict(message_content(outcome, outcome.draft)),
                 scheduledFor=progression.scheduled_for,
                 nextStepOrder=progression.next_step_order,
                 nextScheduledDate=progression.next_scheduled_date,

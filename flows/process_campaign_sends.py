@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
+from core import regeneration_report
 from core.generation import LeadOutcome
 from core.generation_report import (
     CampaignCounts,
@@ -18,6 +19,7 @@ from core.generation_report import (
     summary_markdown,
     totals,
 )
+from core.regeneration_report import StepCounts
 from core.settings import get_settings
 from tasks.generation import (
     Claim,
@@ -25,6 +27,12 @@ from tasks.generation import (
     generate_messages,
     generation_config,
     write_messages,
+)
+from tasks.regeneration import (
+    StepClaim,
+    claim_step_sends,
+    find_campaign_step,
+    write_regenerated,
 )
 
 # Batches generating at once: the next batch's LLM calls overlap the previous one's tail and
@@ -51,8 +59,35 @@ async def process_campaign_sends(
     dry_run: Annotated[
         bool, Field(description="Generate and preview in an artifact; write nothing.")
     ] = False,
-) -> dict[str, CampaignCounts]:
-    """Claim due leads in batches, personalise each with the LLM, schedule sends, advance leads."""
+    regenerate_step: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description=(
+                "With campaign_id: regenerate this step's not-yet-sent messages (stepOrder) "
+                "with the step's current instructions; sent ones are untouched."
+            ),
+        ),
+    ] = None,
+) -> dict[str, CampaignCounts] | dict[str, StepCounts]:
+    """Claim due leads in batches, personalise each with the LLM, schedule sends, advance leads.
+
+    With `regenerate_step` it claims no leads: it backfills that step of `campaign_id` instead
+    (see `_regenerate_step`).
+    """
+    if regenerate_step is not None:
+        if not campaign_id:
+            raise ValueError(
+                "regenerate_step needs campaign_id: a backfill regenerates one step of one "
+                "campaign (pass both, e.g. --param campaign_id=... --param regenerate_step=2)"
+            )
+        return await _regenerate_step(
+            campaign_id,
+            regenerate_step,
+            batch_size=batch_size,
+            max_sends=max_leads,
+            dry_run=dry_run,
+        )
     logger = get_run_logger()
     cutoff = _as_of(as_of)
     settings = get_settings()
@@ -134,6 +169,159 @@ async def process_campaign_sends(
         total.scheduled,
     )
     return counts
+
+
+async def _regenerate_step(
+    campaign_id: str, step_order: int, *, batch_size: int, max_sends: int, dry_run: bool
+) -> dict[str, StepCounts]:
+    """The backfill: new messages for the step's scheduled sends, each keeping its slot.
+
+    Pages through the step's sends, claiming the scheduled ones with the delivery claim's
+    lease, so no delivery run hands one over while it is regenerated; generates them with the
+    normal run's task, batch by batch; and in one transaction per batch supersedes each old
+    message, inserts the new one and repoints the send, as long as the send is still claimed
+    and still scheduled. Sends already sending or sent, or held by another run, are counted and
+    left alone. A dry run previews the drafts and holds no claim.
+    """
+    logger = get_run_logger()
+    target = await find_campaign_step(campaign_id=campaign_id, step_order=step_order)
+    problem = target.problem()
+    if problem is not None:
+        raise ValueError(problem)
+    config = generation_config()
+    worker = f"flow-run/{flow_run.id or 'local'}"
+    logger.info(
+        "regenerating step %d of campaign %s, batch %d, model %s%s",
+        step_order,
+        campaign_id,
+        batch_size,
+        config.model,
+        " (dry run)" if dry_run else "",
+    )
+    counts = StepCounts(campaign_id=campaign_id, step=step_order)
+    previews: list[tuple[StepClaim, list[LeadOutcome]]] = []
+
+    async def regenerate_and_write(claim: StepClaim) -> None:
+        outcomes: list[LeadOutcome] = []
+        if claim.sends:
+            # quote(): Prefect would otherwise walk every send looking for futures.
+            outcomes = await generate_messages(quote([s.lead for s in claim.sends]), config)
+        if dry_run:
+            previews.append((claim, outcomes))
+            counts.add(
+                regeneration_report.count_batch(
+                    campaign_id,
+                    step_order,
+                    claim.sends,
+                    outcomes,
+                    unchanged=len(claim.unchanged),
+                    written=None,
+                )
+            )
+            return
+        counts.add(await write_regenerated(quote(claim), quote(outcomes)))
+
+    after, remaining = "", max_sends
+    running: set[asyncio.Task[None]] = set()
+    try:
+        while remaining > 0:
+            claim = await claim_step_sends(
+                target=target,
+                after=after,
+                limit=min(batch_size, remaining),
+                worker=worker,
+                model=config.model,
+                dry_run=dry_run,
+            )
+            if claim.cursor is None:
+                break
+            after = claim.cursor
+            counts.busy += claim.busy
+            counts.not_scheduled += claim.not_scheduled
+            if not claim.size:
+                continue
+            remaining -= claim.size
+            running.add(asyncio.create_task(regenerate_and_write(claim)))
+            if len(running) >= IN_FLIGHT_BATCHES:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    finished.result()
+        for finished in await asyncio.gather(*running, return_exceptions=True):
+            if isinstance(finished, BaseException):
+                raise finished
+    finally:
+        for pending in running:
+            pending.cancel()
+
+    if dry_run:
+        await _publish_regeneration_previews(previews)
+    await _publish_regeneration_counts(counts, dry_run)
+    logger.info(
+        "step %d: claimed %d, regenerated %d (%d cached, %d fell back), unchanged %d, held %d, "
+        "skipped %d (%d not scheduled, %d claimed by another run, %d changed meanwhile)",
+        step_order,
+        counts.claimed,
+        counts.regenerated,
+        counts.cache_hits,
+        counts.fell_back,
+        counts.unchanged,
+        counts.held,
+        counts.skipped,
+        counts.not_scheduled,
+        counts.busy,
+        counts.changed,
+    )
+    return {campaign_id: counts}
+
+
+async def _publish_regeneration_counts(counts: StepCounts, dry_run: bool) -> None:
+    await acreate_table_artifact(
+        key="process-campaign-sends-regenerate",
+        table=[counts.model_dump()],
+        description=f"Step {counts.step} of campaign {counts.campaign_id}: sends by outcome",
+    )
+    await acreate_markdown_artifact(
+        key="process-campaign-sends-regenerate-summary",
+        markdown=regeneration_report.summary_markdown(counts, dry_run=dry_run),
+        description="What this backfill did",
+    )
+
+
+async def _publish_regeneration_previews(
+    previews: list[tuple[StepClaim, list[LeadOutcome]]],
+) -> None:
+    """Dry-run previews of a backfill: each scheduled send's new draft, nothing written."""
+    rows = []
+    for claim, outcomes in previews:
+        for send, outcome in zip(claim.sends, outcomes, strict=True):
+            rows.append(
+                {
+                    "send": send.sendId,
+                    "campaign_lead": send.lead.campaignLeadId,
+                    "step": send.lead.stepOrder,
+                    "outcome": outcome.kind.value,
+                    "subject": outcome.draft.subject if outcome.draft else "",
+                    "body": outcome.draft.body if outcome.draft else "",
+                    "reason": outcome.reason or "",
+                }
+            )
+        for send in claim.unchanged:
+            rows.append(
+                {
+                    "send": send.sendId,
+                    "campaign_lead": send.lead.campaignLeadId,
+                    "step": send.lead.stepOrder,
+                    "outcome": "unchanged",
+                    "subject": "",
+                    "body": "",
+                    "reason": "already written from the current instructions",
+                }
+            )
+    await acreate_table_artifact(
+        key="process-campaign-sends-regenerate-preview",
+        table=rows or [{"send": "(no scheduled sends)"}],
+        description="Dry run: regenerated drafts, nothing written",
+    )
 
 
 async def _publish_counts(

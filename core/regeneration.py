@@ -1,0 +1,117 @@
+"""Regenerating a step's not-yet-sent messages after its instructions changed: pure planning.
+
+A scheduled `EmailSend` keeps its slot (`scheduledFor`, mailbox, everything delivery planned);
+only the message it points to is replaced. The new message comes from the same path as any other
+(`core.generation.prepare` and `generate_for_lead`), so the prompt, the gate, the failure policy
+and the cache key are the generation flow's own. A send whose current message was already
+written from exactly these inputs (same input hash, not a fallback) is left as it is, so running
+a backfill twice changes nothing the second time.
+"""
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from core.due_lead import DueLead
+from core.generation import LeadOutcome, OutcomeKind, Prepared, message_content, prepare
+from core.ids import new_id
+
+
+class StepTarget(BaseModel):
+    """The campaign step a backfill regenerates, as the database knows it."""
+
+    campaign_id: str
+    step_order: int
+    campaign_found: bool = False
+    step_id: str | None = None
+    step_orders: list[int] = []
+
+    def problem(self) -> str | None:
+        """Why this backfill cannot run, or None."""
+        if not self.campaign_found:
+            return f"no campaign with id {self.campaign_id!r}"
+        if self.step_id is None:
+            steps = ", ".join(str(order) for order in self.step_orders) or "none"
+            return (
+                f"campaign {self.campaign_id} has no step with stepOrder {self.step_order} "
+                f"(its steps: {steps})"
+            )
+        return None
+
+
+class StepSend(BaseModel):
+    """A scheduled send of the step, its current message, and its lead as generation needs it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sendId: str
+    scheduledFor: datetime | None = None
+    currentMessageId: str | None = None
+    currentInputHash: str | None = None
+    currentFallbackReason: str | None = None
+    lead: DueLead
+
+
+def up_to_date(send: StepSend, *, model: str) -> bool:
+    """The current message was generated (not fallen back) from exactly today's inputs."""
+    if send.currentInputHash is None or send.currentFallbackReason is not None:
+        return False
+    prepared = prepare(send.lead, model=model)
+    return isinstance(prepared, Prepared) and prepared.input_hash == send.currentInputHash
+
+
+def split_up_to_date(sends: list[StepSend], *, model: str) -> tuple[list[StepSend], list[StepSend]]:
+    """(sends to regenerate, sends whose message is already current)."""
+    stale: list[StepSend] = []
+    current: list[StepSend] = []
+    for send in sends:
+        (current if up_to_date(send, model=model) else stale).append(send)
+    return stale, current
+
+
+@dataclass(frozen=True)
+class MessageRewrite:
+    """A send's new message; the send itself keeps its slot."""
+
+    sendId: str
+    messageId: str
+    subject: str
+    body: str
+    model: str
+    promptVersion: str
+    inputHash: str | None
+    promptTokens: int
+    completionTokens: int
+    latencyMs: int
+    costUsd: Decimal
+    fallbackReason: str | None
+
+
+@dataclass(frozen=True)
+class KeptMessage:
+    """A send that could not be regenerated: it keeps its previous message, and why."""
+
+    sendId: str
+    reason: str
+
+
+def plan_rewrites(
+    sends: list[StepSend], outcomes: list[LeadOutcome]
+) -> tuple[list[MessageRewrite], list[KeptMessage]]:
+    """Outcomes (in the order of `sends`) as new messages, or as sends keeping their message.
+
+    A fallback is written like any message (the campaign's `onGenerationFailure` policy chose
+    it); a held outcome writes nothing, so the send goes out with its previous message unless a
+    later backfill succeeds.
+    """
+    rewrites: list[MessageRewrite] = []
+    kept: list[KeptMessage] = []
+    for send, outcome in zip(sends, outcomes, strict=True):
+        if outcome.kind is OutcomeKind.held or outcome.draft is None:
+            kept.append(KeptMessage(send.sendId, outcome.reason or "no draft"))
+            continue
+        content = message_content(outcome, outcome.draft)
+        rewrites.append(MessageRewrite(sendId=send.sendId, messageId=new_id(), **asdict(content)))
+    return rewrites, kept

@@ -1,0 +1,106 @@
+"""Counting a step backfill of `process-campaign-sends`, for its table artifact and summary."""
+
+from pydantic import BaseModel
+
+from core.generation import LeadOutcome, OutcomeKind
+from core.regeneration import StepSend
+
+COLUMNS = (
+    "claimed",
+    "regenerated",
+    "unchanged",
+    "cache_hits",
+    "fell_back",
+    "held",
+    "busy",
+    "changed",
+    "not_scheduled",
+)
+
+
+class StepCounts(BaseModel):
+    """One campaign step's line: what the backfill did with each of the step's sends.
+
+    Every send of the step lands in exactly one of: regenerated, unchanged, held (claimed and
+    kept their previous message), busy (claimed by another run, a delivery or another backfill,
+    when this run reached them), changed (handed over, cancelled or taken over while being
+    regenerated) or not_scheduled (already sending, sent, unknown, failed or cancelled).
+    `fell_back` and `cache_hits` count within regenerated.
+    """
+
+    campaign_id: str
+    step: int
+    claimed: int = 0
+    regenerated: int = 0
+    unchanged: int = 0
+    cache_hits: int = 0
+    fell_back: int = 0
+    held: int = 0
+    busy: int = 0
+    changed: int = 0
+    not_scheduled: int = 0
+    llm_calls: int = 0
+
+    @property
+    def skipped(self) -> int:
+        """Sends left alone because they were sent, busy or changed meanwhile."""
+        return self.busy + self.changed + self.not_scheduled
+
+    def add(self, other: "StepCounts") -> None:
+        """Fold another batch's counts into this one."""
+        for name in (*COLUMNS, "llm_calls"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def count_batch(
+    campaign_id: str,
+    step: int,
+    sends: list[StepSend],
+    outcomes: list[LeadOutcome],
+    *,
+    unchanged: int,
+    written: set[str] | None,
+) -> StepCounts:
+    """One batch's counts; `written` are the send ids repointed, None in a dry run (all would)."""
+    counts = StepCounts(
+        campaign_id=campaign_id, step=step, claimed=len(sends) + unchanged, unchanged=unchanged
+    )
+    for send, outcome in zip(sends, outcomes, strict=True):
+        counts.llm_calls += outcome.llm_calls
+        if outcome.kind is OutcomeKind.held or outcome.draft is None:
+            counts.held += 1
+        elif written is not None and send.sendId not in written:
+            counts.changed += 1
+        else:
+            counts.regenerated += 1
+            counts.cache_hits += outcome.cache_hit
+            counts.fell_back += outcome.kind is OutcomeKind.fallback
+    return counts
+
+
+def summary_markdown(counts: StepCounts, *, dry_run: bool) -> str:
+    """The backfill's markdown summary: one sentence, then the table line."""
+    mode = "dry run: nothing was written" if dry_run else "written"
+    verb = "would regenerate" if dry_run else "regenerated"
+    lines = [
+        f"# process-campaign-sends: regenerate step {counts.step} ({mode})",
+        f"Campaign **{counts.campaign_id}**, step {counts.step}: {verb} {counts.regenerated} "
+        f"({counts.cache_hits} from cache, {counts.llm_calls} LLM calls, {counts.fell_back} "
+        f"fell back to the template); {counts.unchanged} unchanged (already written from the "
+        f"current instructions); {counts.held} held (kept their previous message); skipped "
+        f"{counts.skipped}: {counts.not_scheduled} already sending, sent or closed, "
+        f"{counts.busy} claimed by another run, {counts.changed} changed while regenerating.",
+        "",
+        "| campaign | step | " + " | ".join(COLUMNS) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |",
+        f"| {counts.campaign_id} | {counts.step} | "
+        + " | ".join(str(getattr(counts, name)) for name in COLUMNS)
+        + " |",
+    ]
+    if counts.busy:
+        lines += [
+            "",
+            f"{counts.busy} sends were claimed by another run; run the backfill again once it "
+            "has finished (messages already regenerated are recognised and left unchanged).",
+        ]
+    return "\n".join(lines)
