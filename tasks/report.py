@@ -6,7 +6,6 @@ so a reader never sees half a report. Nothing is cached or persisted: a report i
 moment, and its frames live only as long as the run.
 """
 
-import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -18,7 +17,6 @@ from prefect.cache_policies import NO_CACHE
 from core.campaign_report import (
     CampaignReport,
     ReportInputs,
-    ReportOutputError,
     ReportWindow,
     compute_campaign_report,
     output_format,
@@ -26,18 +24,10 @@ from core.campaign_report import (
 from db.queries.report import read_report_inputs
 from tasks.database import session_factory
 
-# pandas writes parquet with either of these; neither is a dependency of this project.
-PARQUET_ENGINES = ("pyarrow", "fastparquet")
-
 
 def check_output(output: str) -> Path:
-    """The output's absolute path, refused before any work when it could not be written."""
-    kind = output_format(output)
-    if kind == "parquet" and not any(importlib.util.find_spec(m) for m in PARQUET_ENGINES):
-        raise ReportOutputError(
-            f"output {output!r}: writing .parquet needs the pyarrow package, which is not "
-            "installed (pip install pyarrow), or write a .csv instead"
-        )
+    """The output's absolute path, refused before any work when its suffix is not known."""
+    output_format(output)
     return Path(output).expanduser().resolve()
 
 
