@@ -36,10 +36,12 @@ class IngestReport(BaseModel):
 
     def count(self, events: list[NormalisedEvent], column: str) -> None:
         """Add events to a column of their (source, type) line."""
-        for event in events:
-            key = f"{event.source}\x00{event.type.value}"
-            row = self.rows.setdefault(key, TypeCounts(source=event.source, type=event.type))
-            setattr(row, column, getattr(row, column) + 1)
+        # Tallied first: a pydantic attribute write per event cost a second per 200,000.
+        for (source, kind), n in Counter((e.source, e.type) for e in events).items():
+            row = self.rows.setdefault(
+                f"{source}\x00{kind.value}", TypeCounts(source=source, type=kind)
+            )
+            setattr(row, column, getattr(row, column) + n)
 
     def add_malformed(self, record: Malformed) -> None:
         """Keep a malformed record for the artifact (the first MALFORMED_SHOWN of them)."""

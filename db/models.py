@@ -63,6 +63,12 @@ class Lead(Base):
     __table_args__ = (
         Index("Lead_workspaceId_idx", "workspaceId"),
         Index("Lead_workspaceId_email_key", "workspaceId", func.lower(text("email")), unique=True),
+        # Colleagues of a lead who replied, for stopOnCompanyReply.
+        Index(
+            "Lead_workspaceId_emailDomain_idx",
+            "workspaceId",
+            text("split_part(lower(email), '@', 2)"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)

@@ -2,12 +2,14 @@
 from event files, webhooks and the reply mailbox -> EngagementEvents and stopped leads.
 """
 
+import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.utilities.annotations import quote
@@ -58,8 +60,19 @@ async def ingest_engagement_events(
     report = IngestReport()
 
     async def ingest(records: Iterable[object]) -> None:
-        for chunk in event_chunks(records, report, size=chunk_size, since=since, until=until):
-            report.merge(await ingest_chunk(quote(chunk), dry_run=dry_run, soft_bounce_limit=limit))
+        # Reading and parsing (a file, a mail folder, IMAP) runs on a worker thread, the next
+        # chunk while the database takes the previous one, and never blocks the event loop.
+        chunks = iter(event_chunks(records, report, size=chunk_size, since=since, until=until))
+        chunk = await anyio.to_thread.run_sync(next, chunks, None)
+        while chunk is not None:
+            ingesting = asyncio.create_task(
+                ingest_chunk(quote(chunk), dry_run=dry_run, soft_bounce_limit=limit)
+            )
+            try:
+                chunk = await anyio.to_thread.run_sync(next, chunks, None)
+            finally:
+                # Counted only once the parse is done: both write to the run's report.
+                report.merge(await ingesting)
 
     if source in (EngagementSource.file, EngagementSource.mailbox) and not path:
         raise ValueError(f"source {source.value!r} needs a path")

@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from core.engagement import BounceKind, NormalisedEvent
+from core.ids import ordered_id_prefix
 from core.statuses import CampaignLeadStatus, EngagementType
 from db.base import UTCDateTime
 from db.queries.rows import json_rows
@@ -48,15 +49,17 @@ MATCH = text(
     """
 )
 
+# Ids are the chunk's time-ordered prefix and the row's position (32 hex digits, like new_id()):
+# ascending keys append to the primary key's B-tree instead of splitting random pages.
 INSERT_EVENTS = text(
     """
     INSERT INTO "EngagementEvent" (id, "emailSendId", type, "occurredAt", metadata, "createdAt",
                                    "dedupeKey", source)
-    SELECT replace(gen_random_uuid()::text, '-', ''), x."sendId", x.type,
+    SELECT :id_prefix || lpad(to_hex(x.n), 6, '0'), x."sendId", x.type,
            (x."occurredAt" AT TIME ZONE 'UTC'), x.metadata, :now, x."dedupeKey", x.source
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
-        "sendId" text, type text, "occurredAt" timestamptz, metadata jsonb, "dedupeKey" text,
-        source text)
+        n int, "sendId" text, type text, "occurredAt" timestamptz, metadata jsonb,
+        "dedupeKey" text, source text)
     ON CONFLICT ("dedupeKey") DO NOTHING
     RETURNING "dedupeKey"
     """
@@ -78,11 +81,13 @@ QUARANTINE = text(
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
 # A reply stops its own enrolment, a completed one included; with stopOnCompanyReply, every
-# other enrolment of the campaign at the same email domain stops too.
+# other enrolment of the campaign at the same email domain stops too. Colleagues are found from
+# the domain (an index on Lead) rather than by reading the campaign's enrolments; a lead who
+# replied in this chunk is never also stopped as a colleague.
 STOP_REPLIED = text(
     """
     WITH replied AS (
-        SELECT DISTINCT s."campaignId", s."leadId",
+        SELECT DISTINCT s."campaignId", s."leadId", c."workspaceId",
                split_part(lower(s."toEmail"), '@', 2) AS domain,
                c."sendingRules" -> 'stopOnCompanyReply' = 'true'::jsonb AS company
         FROM "EmailSend" s JOIN "Campaign" c ON c.id = s."campaignId"
@@ -97,13 +102,21 @@ STOP_REPLIED = text(
           AND cl.status IN ('active', 'paused', 'completed')
         RETURNING cl.id, 'replied' AS rule
     ),
+    colleague AS (
+        SELECT DISTINCT r."campaignId", l.id AS "leadId"
+        FROM replied r
+        JOIN "Lead" l ON l."workspaceId" = r."workspaceId"
+                     AND split_part(lower(l.email), '@', 2) = r.domain
+        WHERE r.company
+          AND NOT EXISTS (SELECT 1 FROM replied o
+                          WHERE o."campaignId" = r."campaignId" AND o."leadId" = l.id)
+    ),
     colleagues AS (
         UPDATE "CampaignLead" cl
         SET status = 'stopped', "stopReason" = 'company_replied', "nextScheduledDate" = NULL,
             "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL, "updatedAt" = :now
-        FROM replied r, "Lead" l
-        WHERE r.company AND cl."campaignId" = r."campaignId" AND cl."leadId" <> r."leadId"
-          AND l.id = cl."leadId" AND split_part(lower(l.email), '@', 2) = r.domain
+        FROM colleague m
+        WHERE cl."campaignId" = m."campaignId" AND cl."leadId" = m."leadId"
           AND cl.status IN ('active', 'paused')
         RETURNING cl.id, 'company_replied' AS rule
     )
@@ -194,6 +207,7 @@ def ingest_events(
     sends = dict(zip(keys, match_sends(session, list(keyed.values())), strict=True))
     rows = [
         {
+            "n": n,
             "sendId": sends[key],
             "type": keyed[key].type.value,
             "occurredAt": keyed[key].occurred_at,
@@ -201,10 +215,11 @@ def ingest_events(
             "dedupeKey": key,
             "source": keyed[key].source,
         }
-        for key in keys
+        for n, key in enumerate(keys)
         if sends[key] is not None
     ]
-    inserted = set(session.scalars(INSERT_EVENTS, {"rows": json_rows(rows), "now": now}))
+    params = {"rows": json_rows(rows), "now": now, "id_prefix": ordered_id_prefix()}
+    inserted = set(session.scalars(INSERT_EVENTS, params))
     unmatched = [key for key in keys if sends[key] is None]
     quarantined: set[str] = set()
     if unmatched:

@@ -13,6 +13,7 @@ from db.models import (
     EmailSend,
     EngagementEvent,
     EngagementQuarantine,
+    Lead,
     Suppression,
 )
 from db.queries.engagement import ingest_events
@@ -105,6 +106,33 @@ def test_a_company_reply_stops_colleagues_when_the_campaign_asks(sessions):
         "sarah@acme.example": "cancelled",
         "tom@acme.example": "cancelled",
         "ann@other.example": "scheduled",
+    }
+
+
+def test_colleagues_who_reply_in_the_same_chunk_are_each_replied_not_stopped(sessions):
+    seed(
+        sessions,
+        rules=RULES | {"stopOnCompanyReply": True},
+        leads=("sarah@acme.example", "tom@acme.example", "ann@acme.example"),
+    )
+    replies = [
+        event(EngagementType.reply, email=address, provider_event_id=f"<r-{address}>")
+        for address in ("sarah@acme.example", "tom@acme.example")
+    ]
+    result = ingest(sessions, replies)
+    assert result.stopped == {"replied": 2, "company_replied": 1} and result.cancelled == 3
+    with sessions() as session:
+        status = dict(
+            session.execute(
+                select(Lead.email, CampaignLead.stopReason).join(
+                    CampaignLead, CampaignLead.leadId == Lead.id
+                )
+            ).all()
+        )
+    assert status == {
+        "sarah@acme.example": "replied",
+        "tom@acme.example": "replied",
+        "ann@acme.example": "company_replied",
     }
 
 
