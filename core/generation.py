@@ -202,7 +202,7 @@ def plan_progression(lead: DueLead, rules: SendingRules, as_of: datetime) -> Pro
     return Progression(scheduled_for, lead.stepOrder + 1, next_date, completed=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MessageContent:
     """A GeneratedMessage's own columns for one outcome: the draft and what it cost."""
 
@@ -235,8 +235,8 @@ def message_content(outcome: LeadOutcome, draft: EmailDraft) -> MessageContent:
     )
 
 
-@dataclass(frozen=True)
-class MessageWrite:
+@dataclass(frozen=True, kw_only=True)
+class MessageWrite(MessageContent):
     """One lead's generated message, its send, and where the lead goes next."""
 
     campaignLeadId: str
@@ -244,16 +244,6 @@ class MessageWrite:
     stepId: str
     messageId: str
     sendId: str
-    subject: str
-    body: str
-    model: str
-    promptVersion: str
-    inputHash: str | None
-    promptTokens: int
-    completionTokens: int
-    latencyMs: int
-    costUsd: Decimal
-    fallbackReason: str | None
     scheduledFor: datetime
     nextStepOrder: int
     nextScheduledDate: datetime | None

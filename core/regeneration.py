@@ -10,12 +10,18 @@ a backfill twice changes nothing the second time.
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
 from core.due_lead import DueLead
-from core.generation import LeadOutcome, OutcomeKind, Prepared, message_content, prepare
+from core.generation import (
+    LeadOutcome,
+    MessageContent,
+    OutcomeKind,
+    Prepared,
+    message_content,
+    prepare,
+)
 from core.ids import new_id
 
 
@@ -71,22 +77,12 @@ def split_up_to_date(sends: list[StepSend], *, model: str) -> tuple[list[StepSen
     return stale, current
 
 
-@dataclass(frozen=True)
-class MessageRewrite:
+@dataclass(frozen=True, kw_only=True)
+class MessageRewrite(MessageContent):
     """A send's new message; the send itself keeps its slot."""
 
     sendId: str
     messageId: str
-    subject: str
-    body: str
-    model: str
-    promptVersion: str
-    inputHash: str | None
-    promptTokens: int
-    completionTokens: int
-    latencyMs: int
-    costUsd: Decimal
-    fallbackReason: str | None
 
 
 @dataclass(frozen=True)

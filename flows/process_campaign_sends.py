@@ -1,8 +1,9 @@
 """The `process-campaign-sends` flow: due leads -> personalised messages -> scheduled sends."""
 
 import asyncio
+from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
@@ -38,6 +39,40 @@ from tasks.regeneration import (
 # Batches generating at once: the next batch's LLM calls overlap the previous one's tail and
 # write, while all of them share the run's LLM concurrency limit.
 IN_FLIGHT_BATCHES = 3
+
+
+class InFlight:
+    """Batches generating at once, at most `limit`; the first failure is raised.
+
+    On the way out every batch is awaited, or, after a failure, the rest are cancelled.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def add(self, batch: Coroutine[Any, Any, None]) -> None:
+        """Start a batch, first waiting for one to finish when `limit` are running."""
+        self.running.add(asyncio.create_task(batch))
+        if len(self.running) >= self.limit:
+            done, self.running = await asyncio.wait(
+                self.running, return_when=asyncio.FIRST_COMPLETED
+            )
+            for finished in done:
+                finished.result()
+
+    async def __aenter__(self) -> "InFlight":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                for finished in await asyncio.gather(*self.running, return_exceptions=True):
+                    if isinstance(finished, BaseException):
+                        raise finished
+        finally:
+            for pending in self.running:
+                pending.cancel()
 
 
 def _as_of(as_of: datetime | None) -> datetime:
@@ -122,15 +157,14 @@ async def process_campaign_sends(
         )
 
     remaining = max_leads
-    running: set[asyncio.Task[None]] = set()
-    try:
+    async with InFlight(IN_FLIGHT_BATCHES) as in_flight:
         if dry_run:
             preview = await claim_due_leads(
                 as_of=cutoff, limit=max_leads, worker=worker, campaign_id=campaign_id, dry_run=True
             )
             for start in range(0, len(preview.leads), batch_size):
                 batch = Claim(token=None, leads=preview.leads[start : start + batch_size])
-                running.add(asyncio.create_task(generate_and_write(batch)))
+                await in_flight.add(generate_and_write(batch))
         while remaining > 0 and not dry_run:
             claim = await claim_due_leads(
                 as_of=cutoff,
@@ -142,17 +176,7 @@ async def process_campaign_sends(
             if not claim.leads:
                 break
             remaining -= len(claim.leads)
-            running.add(asyncio.create_task(generate_and_write(claim)))
-            if len(running) >= IN_FLIGHT_BATCHES:
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for finished in done:
-                    finished.result()
-        for finished in await asyncio.gather(*running, return_exceptions=True):
-            if isinstance(finished, BaseException):
-                raise finished
-    finally:
-        for pending in running:
-            pending.cancel()
+            await in_flight.add(generate_and_write(claim))
 
     if dry_run:
         await _publish_previews(previews)
@@ -222,8 +246,7 @@ async def _regenerate_step(
         counts.add(await write_regenerated(quote(claim), quote(outcomes)))
 
     after, remaining = "", max_sends
-    running: set[asyncio.Task[None]] = set()
-    try:
+    async with InFlight(IN_FLIGHT_BATCHES) as in_flight:
         while remaining > 0:
             claim = await claim_step_sends(
                 target=target,
@@ -241,17 +264,7 @@ async def _regenerate_step(
             if not claim.size:
                 continue
             remaining -= claim.size
-            running.add(asyncio.create_task(regenerate_and_write(claim)))
-            if len(running) >= IN_FLIGHT_BATCHES:
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for finished in done:
-                    finished.result()
-        for finished in await asyncio.gather(*running, return_exceptions=True):
-            if isinstance(finished, BaseException):
-                raise finished
-    finally:
-        for pending in running:
-            pending.cancel()
+            await in_flight.add(regenerate_and_write(claim))
 
     if dry_run:
         await _publish_regeneration_previews(previews)
