@@ -7,10 +7,11 @@ sends and applies the stop rules.
 
 import hashlib
 import json
+import re
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from core.statuses import EngagementType
 
@@ -72,6 +73,10 @@ class NormalisedEvent(BaseModel):
         return {key: value for key, value in found.items() if value is not None}
 
 
+# Anything around an @ up to a space, quote, bracket or separator: generous on purpose.
+_ADDRESS = re.compile(r"[^\s'\"<>()\[\],;:]+@[^\s'\"<>()\[\],;:]+")
+
+
 class Malformed(BaseModel):
     """A record that could not be read, with where it was and why."""
 
@@ -80,3 +85,11 @@ class Malformed(BaseModel):
     source: str
     line: int
     reason: str
+
+    @field_validator("reason")
+    @classmethod
+    def _no_addresses(cls, reason: str) -> str:
+        # A reason may quote the value it refused (`type: unknown type '...'`); when that is an
+        # address, as in a record with its fields swapped, it must not reach the run's
+        # malformed-records artifact or its logs.
+        return _ADDRESS.sub("<address>", reason) if "@" in reason else reason

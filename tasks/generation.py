@@ -243,6 +243,8 @@ async def write_messages(
             now = utcnow()
             written = record_messages(session, token=claim.token, now=now, writes=writes)
             held = hold_leads(session, token=claim.token, now=now, holds=holds)
+            # Every statement ran, the EmailSend rows included; only the commit is missing.
+            failpoint("generation.after_insert")
         return written, held
 
     written, held = await anyio.to_thread.run_sync(write)

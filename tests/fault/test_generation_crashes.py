@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from prefect.settings import PREFECT_API_URL
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from core.failpoints import FAILPOINT_ENV
 from db.models import CampaignLead, EmailSend, GeneratedMessage
@@ -62,8 +62,31 @@ def counts(sessions) -> tuple[int, int, int]:
     return sends, messages, claimed
 
 
+def inserted_sends(sessions, timeout: float = 10.0) -> int:
+    """EmailSend rows ever inserted, committed or not: the statistics count aborted inserts too.
+
+    A killed worker's backend reports its counters when it exits, a moment after the kill.
+    """
+    query = text("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'EmailSend'")
+    deadline = time.monotonic() + timeout
+    while True:
+        with sessions() as session:  # a new transaction: a fresh statistics snapshot
+            inserted = session.scalar(query) or 0
+        if inserted or time.monotonic() > deadline:
+            return inserted
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize(
-    "point", ["generation.after_claim", "generation.before_write", "generation.after_write"]
+    "point",
+    [
+        "generation.after_claim",
+        "generation.before_write",
+        # Inside the write's transaction, after the EmailSend INSERT, before the commit: the
+        # transaction dies with the process and rolls back, so nothing of the batch is written.
+        "generation.after_insert",
+        "generation.after_write",
+    ],
 )
 def test_kill_9_then_rerun_leaves_one_send_per_lead(pipeline_env, sessions, tmp_path, point):
     seed(sessions)
@@ -90,7 +113,11 @@ def test_kill_9_then_rerun_leaves_one_send_per_lead(pipeline_env, sessions, tmp_
         if point == "generation.after_write":
             assert sends == messages >= SMALLEST_BATCH and claimed <= LEADS - sends
         else:
-            assert (sends, messages) == (0, 0) and claimed >= SMALLEST_BATCH  # nothing written
+            # Nothing written (after_insert: the uncommitted batch rolled back with the process).
+            assert (sends, messages) == (0, 0) and claimed >= SMALLEST_BATCH
+        if point == "generation.after_insert":
+            # The INSERT did run: the kill landed inside the transaction, not before it.
+            assert inserted_sends(sessions) >= SMALLEST_BATCH
 
         # What the dead worker received is persisted; requests in flight at the kill are lost.
         received = len(list((tmp_path / "results").glob("generation-*")))
