@@ -1,5 +1,6 @@
-"""`campaign-pipeline`: database, campaign and enrolment commands, and the demo."""
+"""`campaign-pipeline`: database, campaign and enrolment commands, the demo, and Prefect."""
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -18,12 +19,14 @@ from core.campaign_file import CampaignFileError, parse_campaign
 from core.delivery_report import COLUMNS as DELIVERY_COLUMNS
 from core.generation_report import COLUMNS, CampaignCounts
 from core.lead_import import LeadFileError, read_leads_csv
-from core.settings import TransportKind, get_settings
+from core.settings import Settings, TransportKind, get_settings
 from db.base import utcnow
 from db.embedded import stop_embedded
 from db.engine import DatabaseNotReadyError, current_revision, head_revision, unit_of_work, upgrade
 from db.queries.campaigns import CampaignExistsError, create_campaign, get_campaign
 from db.queries.enrolment import enrol_lead_rows
+from deployments.limits import DEFAULT_LLM_REQUESTS_PER_MINUTE
+from deployments.spec import PrefectYamlError, read_deployments, work_pool_name
 from web.app import log_config, make_app_from_settings
 
 app = typer.Typer(
@@ -31,8 +34,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, locate, stop.")
 campaign_app = typer.Typer(no_args_is_help=True, help="Campaigns and their steps.")
+prefect_app = typer.Typer(
+    no_args_is_help=True, help="Prefect: the work pool and limits the deployments need."
+)
 app.add_typer(db_app, name="db")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(prefect_app, name="prefect")
 
 # Soft wrap: a reason must stay on one greppable line, whatever the terminal width.
 out = Console(soft_wrap=True, highlight=False)
@@ -106,6 +113,12 @@ def campaign_create(
     try:
         document = yaml.safe_load(file.read_text(encoding="utf-8"))
         spec = parse_campaign(document, source=str(file))
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise fail(
+            f"{file}: line {line}: not UTF-8 ({exc.reason}); save the file as UTF-8"
+            "\nnothing was written"
+        ) from None
     except yaml.YAMLError as exc:
         raise fail(f"{file}: not valid YAML: {exc}") from None
     except CampaignFileError as exc:
@@ -216,6 +229,80 @@ def web(
     # uvicorn shuts down gracefully on Ctrl+C, then re-raises it; that is a normal stop here.
     with listener, contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[listener])
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+@prefect_app.command("setup")
+def prefect_setup(
+    llm_rpm: Annotated[
+        int | None,
+        typer.Option(
+            "--llm-rpm",
+            min=1,
+            help="LLM requests per minute for the LLM_RATE_LIMIT_NAME limit; given, an existing"
+            f" limit is updated to it. Default for a new one: {DEFAULT_LLM_REQUESTS_PER_MINUTE}.",
+        ),
+    ] = None,
+    llm_burst: Annotated[
+        int | None,
+        typer.Option(
+            "--llm-burst",
+            min=1,
+            help="Requests at once before the rate applies; default for a new limit: a tenth"
+            " of the requests per minute.",
+        ),
+    ] = None,
+) -> None:
+    """Create the work pool of prefect.yaml (type process) and the flows' limits; repeatable."""
+    from deployments.setup import PrefectAPIError, setup
+
+    settings = _settings()
+    try:
+        pool = work_pool_name(read_deployments())
+        outcomes = asyncio.run(setup(settings, llm_per_minute=llm_rpm, llm_burst=llm_burst))
+    except (PrefectAPIError, PrefectYamlError) as exc:
+        raise fail(str(exc)) from None
+    for outcome in outcomes:
+        out.print(outcome.line())
+    out.print(
+        "next: `prefect deploy --all` in the checkout, then"
+        f" `prefect worker start --pool {pool}` (or `campaign-pipeline serve` instead of both)"
+    )
+
+
+@app.command("serve")
+def serve(
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Flow runs at once (default: no limit).")
+    ] = None,
+) -> None:
+    """Serve the deployments of prefect.yaml here, instead of `prefect deploy` and a worker."""
+    from deployments.serve import build_deployments, serve_deployments
+    from deployments.setup import PrefectAPIError, require_api
+
+    _settings()
+    try:
+        asyncio.run(require_api())
+        deployments = build_deployments()
+    except (PrefectAPIError, PrefectYamlError) as exc:
+        raise fail(str(exc)) from None
+    except ImportError as exc:
+        raise fail(f"cannot import a flow of prefect.yaml: {exc}") from None
+    database = connect()
+    out.print(f"database: {database.where}")
+    database.engine.dispose()
+    names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
+    out.print(
+        f"serving {names}; Ctrl+C stops, and their schedules pause until they are served or"
+        " deployed again"
+    )
+    serve_deployments(deployments, limit=limit)
 
 
 def main() -> None:
