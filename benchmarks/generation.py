@@ -96,7 +96,12 @@ def rss_now_kib() -> int:
 
 
 def peak_rss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    """This process's own peak RSS in KiB (VmHWM). Not getrusage's ru_maxrss: Linux carries a
+    parent's peak over fork and exec, so a child would report at least its parent's RSS."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def proc_cpu(pid: int | None, *, children: bool = False) -> float | None:
@@ -866,6 +871,10 @@ def child_micro(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 class Bench:
+    # The script whose --child-<mode> entry each child runs; benchmarks/baseline.py subclasses
+    # Bench and points this at itself.
+    child_script = Path(__file__).resolve()
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.admin_url = server_url()
@@ -909,14 +918,14 @@ class Bench:
         settled = self.settle()
         started = []
         for k, spec in enumerate(specs):
-            argv = [sys.executable, str(Path(__file__).resolve()), f"--child-{mode}"]
+            argv = [sys.executable, str(self.child_script), f"--child-{mode}"]
             argv.append(json.dumps(spec))
             if profile is not None:
                 spy = Path(sys.executable).with_name("py-spy")
                 rate = str(self.args.py_spy_rate)
                 argv = [str(spy), "record", "--format", "raw", "--rate", rate, "--nonblocking"]
                 argv += ["--idle", "--threads", "-o", str(profile), "--", sys.executable]
-                argv += [str(Path(__file__).resolve()), f"--child-{mode}", json.dumps(spec)]
+                argv += [str(self.child_script), f"--child-{mode}", json.dumps(spec)]
             log = self.logs / f"{mode}-{len(self.results['runs'])}-{k}.log"
             err = log.open("w")
             process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
