@@ -232,7 +232,9 @@ def _decide(
 
     gap = timedelta(seconds=rules.min_gap_seconds + rng.uniform(0, rules.jitter_seconds))
     if key not in next_free:
-        next_free[key] = box.last_attempt + gap if box.last_attempt else earliest
+        # Without a gap the last handover constrains nothing: another run may have stamped it a
+        # moment after this plan's `now`, which must not defer the mailbox's sends past the run.
+        next_free[key] = box.last_attempt + gap if box.last_attempt and gap else earliest
     wanted = max(earliest, next_free[key])
     slot = next_window_opening(wanted, rules.window, zone)
     if slot > max(deadline, now):

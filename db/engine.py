@@ -65,7 +65,11 @@ def _migrate_once(url: str) -> None:
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine with pre-ping, so a restarted PostgreSQL costs one failed checkout, not a run."""
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # hide_parameters: a failed statement's error (a run's state, its ERROR log) would otherwise
+    # carry the rows it wrote, with addresses, subjects and bodies.
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -143,6 +143,13 @@ def test_the_gap_counts_from_the_mailboxs_last_handover():
     assert decision.action is Action.deliver and decision.at == NOW + timedelta(seconds=40)
 
 
+def test_without_a_gap_another_runs_later_handover_defers_nothing():
+    # An overlapping run stamped the mailbox's last handover just after this plan's `now`.
+    usage = Usage(mailboxes={"alex@seller.example": MailboxUsage(1, NOW + timedelta(seconds=1))})
+    decisions = plan([send(i) for i in range(3)], usage, wait=timedelta(0))
+    assert [(d.action, d.at) for d in decisions] == [(Action.deliver, NOW)] * 3
+
+
 def test_mailboxes_rotate_and_a_lead_keeps_its_mailbox():
     rules = {k: v for k, v in RULES.items() if k != "fromEmail"} | {
         "mailboxes": [{"email": "a@seller.example"}, {"email": "b@seller.example"}]
