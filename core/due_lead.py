@@ -28,10 +28,12 @@ class DueLead(BaseModel):
     companySize: str | None = None
     website: str | None = None
     timezone: str | None = None
-    customFields: dict[str, Any] = {}
-    # The campaign; sendingRules stay raw JSON so a bad rules object is reported per lead.
+    # Raw JSON too: a value that is not an object holds this lead alone (see generation.prepare).
+    customFields: Any = {}
+    # The campaign; sendingRules stay raw JSON so a bad rules object is reported per lead, even
+    # one that is not an object at all (a dict type here would fail the claim of every lead).
     goal: str | None = None
-    sendingRules: dict[str, Any] = {}
+    sendingRules: Any = {}
     # The step at currentStepOrder (None when the campaign has no such step) and the next one.
     stepId: str | None = None
     subjectTemplate: str | None = None

@@ -15,12 +15,13 @@ from urllib.parse import urlsplit
 
 from core.llm_output import EmailDraft
 from core.prompt import DELIMITER_TAGS, SYSTEM_RULES, normalize_allowlist
-from core.rendering import UNRESOLVED_RE
 from core.sending_rules import SendingRules
 
-_LINK_RE = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
+# Bounded repeats (a scheme, a local part, a DNS label): an unbounded one rescans the rest of a
+# long run of word characters from every position, so a 100 KB lead value took minutes.
+_LINK_RE = re.compile(r"\b(?:[a-z][a-z0-9+.-]{0,63}://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
 _LINK_TRAILING = ".,;:!?)]}*_"
-_EMAIL_RE = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+", re.IGNORECASE)
+_EMAIL_RE = re.compile(r"[a-z0-9._%+-]{1,64}@[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+", re.IGNORECASE)
 # Bidirectional overrides can make a subject display differently from what it says.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _LINE_SEPARATORS = ("Zl", "Zp")
@@ -39,6 +40,8 @@ _LEAK_PHRASES = (
     *(tag for tag in DELIMITER_TAGS if "_" in tag),
 )
 _MIN_LEAK_SENTENCE_WORDS = 7
+# Cut from lead text with a "-", which no phrase holds, so no cut can join two halves into one.
+_LEAK_PHRASE_RE = re.compile("|".join(map(re.escape, _LEAK_PHRASES)), re.IGNORECASE)
 
 
 def normalize_draft(draft: EmailDraft) -> EmailDraft:
@@ -62,7 +65,8 @@ def check_draft(
     """
     problems: list[str] = []
     text = f"{draft.subject}\n{draft.body}"
-    if UNRESOLVED_RE.search(text) or "{{" in text or "}}" in text:
+    # Plain substring tests: UNRESOLVED_RE would rescan to the end from every "{{" (quadratic).
+    if "{{" in text or "}}" in text:
         problems.append("contains an unresolved {{placeholder}} or stray template braces")
     if not draft.subject.strip():
         problems.append("subject is empty")
@@ -89,16 +93,18 @@ LINK_BEARING_FIELDS = frozenset({"website", "email"})
 
 
 def trusted_variables(variables: Mapping[str, str]) -> dict[str, str]:
-    """Template variables as the gate trusts them: links and addresses cut from lead text.
+    """Template variables as the gate trusts them: links, addresses and leak phrases cut from
+    lead text.
 
     A template rendered with these is what the campaign owner vouched for. Rendered with the
-    real values, lead data (scraped, imported, possibly hostile) could smuggle in a link or a
-    recipient that the gate would then take for the template's own.
+    real values, lead data (scraped, imported, possibly hostile) could smuggle in a link, a
+    recipient or instructions ("ignore previous instructions…") that the gate would then take
+    for the template's own.
     """
     return {
         name: value
         if name in LINK_BEARING_FIELDS or name == "senderName"
-        else _EMAIL_RE.sub("", _LINK_RE.sub("", value)).strip()
+        else _LEAK_PHRASE_RE.sub("-", _EMAIL_RE.sub("", _LINK_RE.sub("", value))).strip()
         for name, value in variables.items()
     }
 

@@ -4,6 +4,7 @@ Nothing here touches the database or Prefect; the cache is a small Protocol the 
 """
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -108,6 +109,8 @@ def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
         validate_email(lead.email, check_deliverability=False)
     except EmailNotValidError as exc:
         return held(f"Lead.email is not a valid address ({exc})")
+    if not isinstance(lead.customFields, Mapping):
+        return held("Lead.customFields is not a JSON object")
     name = sender_name(rules)
     variables = lead_variables(lead.profile_fields, lead.customFields, name)
     try:

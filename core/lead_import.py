@@ -33,6 +33,11 @@ _ALIASES = {
     "timezonename": "timezone",
 }
 _HEADER_NOISE = re.compile(r"[\s_\-.]+")
+# The csv module's default field limit, which was the effective limit when it ended the file:
+# a longer value is one row's problem, often an unclosed quote that took in the lines after it.
+MAX_FIELD_CHARS = 131_072
+# Line ends as the csv module counts them (io.StringIO with newline="").
+_LINE_BREAK = re.compile(r"\r\n?|\n")
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,18 @@ def _has_undecodable(value: str) -> bool:
 
 def read_leads_csv(data: bytes, *, encoding: str = "utf-8") -> LeadImport:
     """Parse, normalise and validate a leads CSV; the header maps columns to Lead fields."""
-    reader = csv.reader(io.StringIO(_decode(data, encoding), newline=""))
+    text = _decode(data, encoding)
+    # Over-long values are refused row by row (MAX_FIELD_CHARS); the csv module's own limit
+    # would instead stop the whole file at the first one, losing every row after it.
+    previous = csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    try:
+        return _read_leads(text, encoding)
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _read_leads(text: str, encoding: str) -> LeadImport:
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
     except StopIteration:
@@ -89,13 +105,15 @@ def read_leads_csv(data: bytes, *, encoding: str = "utf-8") -> LeadImport:
         raise LeadFileError(
             f"line 1: no email column in the header {header!r}; name one column 'email'"
         )
+    if any("\x00" in name for name in header):
+        raise LeadFileError("line 1: a column name contains a NUL character")
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
     if duplicated:
         raise LeadFileError(f"line 1: columns appear twice: {', '.join(duplicated)}")
 
     problems: list[RowProblem] = []
     records: list[dict[str, object]] = []
-    line = 1
+    line = last = 1
     while True:
         start = line + 1
         try:
@@ -105,36 +123,63 @@ def read_leads_csv(data: bytes, *, encoding: str = "utf-8") -> LeadImport:
         except csv.Error as exc:
             problems.append(RowProblem(start, "(row)", f"cannot be parsed as CSV: {exc}"))
             break
-        line = reader.line_num
+        line, last = reader.line_num, start
         if not any(value.strip() for value in values):
             continue
-        if len(values) != len(columns):
-            problems.append(
-                RowProblem(
-                    start,
-                    "(row)",
-                    f"has {len(values)} fields, the header has {len(columns)} (truncated or"
-                    " unquoted comma?)",
-                )
-            )
-            continue
-        bad = [c for c, v in zip(columns, values, strict=True) if _has_undecodable(v)]
-        if bad:
-            problems.append(
-                RowProblem(
-                    start,
-                    bad[0],
-                    f"is not valid {encoding}; re-save the file as UTF-8 or pass --encoding",
-                )
-            )
+        problem = _row_problem(columns, values, encoding)
+        if problem is not None:
+            field, reason = problem
+            if line > start:
+                # Quoted line breaks (or an unclosed quote) make one row of several lines.
+                reason += f" (the row runs to line {line})"
+            problems.append(RowProblem(start, field, reason))
             continue
         records.append({"line": start, **dict(zip(columns, values, strict=True))})
+    if records and records[-1]["line"] == last and _ends_inside_quotes(text, last):
+        # A file cut off inside its last quoted value still parses, with that value cut short.
+        del records[-1]
+        problems.append(
+            RowProblem(last, columns[-1], "the file ends inside this quoted value (cut off?)")
+        )
 
     frame = pd.DataFrame.from_records(records, columns=["line", *columns])
     leads, row_problems = _validate(frame, [c for c in columns if c not in LEAD_FIELDS])
     problems.extend(row_problems)
     problems.sort(key=lambda p: p.line)
     return LeadImport(leads=leads, problems=problems)
+
+
+def _row_problem(columns: list[str], values: list[str], encoding: str) -> tuple[str, str] | None:
+    """The field at fault in a parsed row and why, or None when the row can be validated."""
+    if len(values) != len(columns):
+        return "(row)", (
+            f"has {len(values)} fields, the header has {len(columns)}"
+            " (truncated or unquoted comma?)"
+        )
+    for column, value in zip(columns, values, strict=True):
+        if len(value) > MAX_FIELD_CHARS:
+            return (
+                column,
+                f"is {len(value):,} characters; a value may have at most {MAX_FIELD_CHARS:,}",
+            )
+        if _has_undecodable(value):
+            return column, f"is not valid {encoding}; re-save the file as UTF-8 or pass --encoding"
+        if "\x00" in value:
+            return column, "contains a NUL character, which cannot be stored"
+    return None
+
+
+def _ends_inside_quotes(text: str, line: int) -> bool:
+    """Whether the record starting at `line` runs into the end of the file inside quotes."""
+    offset = 0
+    for _, match in zip(range(line - 1), _LINE_BREAK.finditer(text), strict=False):
+        offset = match.end()
+    try:
+        for _ in csv.reader(io.StringIO(text[offset:], newline=""), strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _validate(frame: pd.DataFrame, custom: list[str]) -> tuple[pd.DataFrame, list[RowProblem]]:
