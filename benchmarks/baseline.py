@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -47,15 +46,13 @@ from benchmarks.generation import (  # noqa: E402
     MODEL,
     RESULT_MARKER,
     Bench,
+    CPUMeter,
     RssSampler,
     child_flow,
     llm_latency_ms,
     loadavg,
-    machine_jiffies,
     median,
     peak_rss_kib,
-    pg_cpu,
-    proc_cpu,
     rss_now_kib,
     seed_due_leads,
     verify_run,
@@ -190,11 +187,7 @@ def child_naive(spec: dict[str, Any]) -> dict[str, Any]:
         # The pipeline's own client settings (LLM_TIMEOUT_SECONDS, LLM_MAX_RETRIES).
         client = OpenAI(api_key=DUMMY_KEY, base_url=fake.base_url, timeout=30.0, max_retries=4)
         rss_before = rss_now_kib()
-        usage0 = resource.getrusage(resource.RUSAGE_SELF)
-        fake0 = proc_cpu(fake.child_pid)
-        api0 = proc_cpu(spec.get("prefect_server_pid"))
-        pg0 = pg_cpu(spec.get("postmaster_pid"))
-        busy0, total0 = machine_jiffies()
+        meter = CPUMeter(fake.child_pid, spec)
         load0 = loadavg()
         started_epoch = time.time()
         started = time.perf_counter()
@@ -202,17 +195,10 @@ def child_naive(spec: dict[str, Any]) -> dict[str, Any]:
             counts = naive_process_campaign_sends(factory, client, as_of=AS_OF, model=MODEL)
         elapsed = time.perf_counter() - started
         ended_epoch = time.time()
-        usage1 = resource.getrusage(resource.RUSAGE_SELF)
-        busy1, total1 = machine_jiffies()
+        cpu_s = meter.stop()
         stats = fake.stats()
-        fake1 = proc_cpu(fake.child_pid)
-        api1 = proc_cpu(spec.get("prefect_server_pid"))
-        pg1 = pg_cpu(spec.get("postmaster_pid"))
         client.close()
         engine.dispose()
-
-    def delta(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else round(b - a, 2)
 
     samples = sampler.samples
     return {
@@ -231,16 +217,7 @@ def child_naive(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_kib() / 1024,
         "rss_at_10pct_mib": samples[len(samples) // 10][1] / 1024 if samples else None,
         "rss_at_end_mib": samples[-1][1] / 1024 if samples else None,
-        "cpu_s": {
-            "flow_process": round(
-                usage1.ru_utime - usage0.ru_utime + usage1.ru_stime - usage0.ru_stime, 2
-            ),
-            "fake_openai": delta(fake0, fake1),
-            "prefect_api": delta(api0, api1),
-            "postgres": delta(pg0, pg1),
-            "machine_busy_pct": round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1),
-            "cores": os.cpu_count() or 1,
-        },
+        "cpu_s": cpu_s,
         "loadavg_before": load0,
     }
 

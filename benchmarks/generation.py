@@ -536,6 +536,43 @@ def apply_variant(variant: str) -> None:
         tg.OpenAIGenerator = InProcessGenerator
 
 
+class CPUMeter:
+    """CPU seconds of this process, the fake server, the Prefect API and PostgreSQL, and how
+    busy the machine was, between construction and `stop()`."""
+
+    def __init__(self, fake_pid: int | None, spec: dict[str, Any]) -> None:
+        self.pids = (fake_pid, spec.get("prefect_server_pid"), spec.get("postmaster_pid"))
+        self.start = self._snapshot()
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        fake_pid, api_pid, postmaster_pid = self.pids
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return (
+            usage.ru_utime + usage.ru_stime,
+            proc_cpu(fake_pid),
+            proc_cpu(api_pid),
+            pg_cpu(postmaster_pid),
+            *machine_jiffies(),
+        )
+
+    def stop(self) -> dict[str, Any]:
+        """The `cpu_s` figures of a measured run."""
+        own0, fake0, api0, pg0, busy0, total0 = self.start
+        own1, fake1, api1, pg1, busy1, total1 = self._snapshot()
+
+        def delta(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else round(b - a, 2)
+
+        return {
+            "flow_process": round(own1 - own0, 2),
+            "fake_openai": delta(fake0, fake1),
+            "prefect_api": delta(api0, api1),
+            "postgres": delta(pg0, pg1),
+            "machine_busy_pct": round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1),
+            "cores": os.cpu_count() or 1,
+        }
+
+
 def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
     """One measured flow run; spec comes from the parent as JSON."""
     os.environ.update(
@@ -563,11 +600,7 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
         session_factory()  # connect and check the revision before the clock starts
         with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: results_dir}):
             rss_before = rss_now_kib()
-            usage0 = resource.getrusage(resource.RUSAGE_SELF)
-            fake0 = proc_cpu(fake.child_pid)
-            api0 = proc_cpu(spec.get("prefect_server_pid"))
-            pg0 = pg_cpu(spec.get("postmaster_pid"))
-            busy0, total0 = machine_jiffies()
+            meter = CPUMeter(fake.child_pid, spec)
             load0 = loadavg()
             if spec.get("start_at"):
                 time.sleep(max(0.0, spec["start_at"] - time.time()))
@@ -579,22 +612,13 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
                 )
             elapsed = time.perf_counter() - started
             ended_epoch = time.time()
-            usage1 = resource.getrusage(resource.RUSAGE_SELF)
-            busy1, total1 = machine_jiffies()
+            cpu_s = meter.stop()
             stats = fake.stats()
-            fake1 = proc_cpu(fake.child_pid)
-            api1 = proc_cpu(spec.get("prefect_server_pid"))
-            pg1 = pg_cpu(spec.get("postmaster_pid"))
     session_factory.cache_clear()
     total = {
         key: sum(getattr(c, key) for c in counts.values())
         for key in ("claimed", "generated", "cache_hits", "fell_back", "held", "scheduled")
     }
-    ncpu = os.cpu_count() or 1
-
-    def delta(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else round(b - a, 2)
-
     samples = sampler.samples
     return {
         "kind": "flow",
@@ -612,16 +636,7 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_kib() / 1024,
         "rss_at_10pct_mib": samples[len(samples) // 10][1] / 1024 if samples else None,
         "rss_at_end_mib": samples[-1][1] / 1024 if samples else None,
-        "cpu_s": {
-            "flow_process": round(
-                usage1.ru_utime - usage0.ru_utime + usage1.ru_stime - usage0.ru_stime, 2
-            ),
-            "fake_openai": delta(fake0, fake1),
-            "prefect_api": delta(api0, api1),
-            "postgres": delta(pg0, pg1),
-            "machine_busy_pct": round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1),
-            "cores": ncpu,
-        },
+        "cpu_s": cpu_s,
         "loadavg_before": load0,
         "probe": probe.summary(),
     }

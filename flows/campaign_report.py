@@ -5,25 +5,17 @@ What every number means is in `core/campaign_report.py`; which timestamp puts ea
 window is in `db/queries/report.py`.
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from core.campaign_report import DEFAULT_DAYS, CampaignReport, ReportWindow, summary_markdown
+from flows.cutoff import run_cutoff
 from tasks.report import check_output, compute_report, read_report, write_report
-
-
-def _until(until: datetime | None) -> datetime:
-    """The window's end: the given one, else the scheduled start, so a retry keeps its window."""
-    if until is not None:
-        return until if until.tzinfo else until.replace(tzinfo=UTC)
-    scheduled = flow_run.scheduled_start_time
-    return datetime.fromtimestamp(scheduled.timestamp(), tz=UTC)
 
 
 @flow(name="campaign-report", log_prints=False)
@@ -48,7 +40,7 @@ async def campaign_report(
 ) -> CampaignReport:
     """Report each campaign and step over [since, until), as artifacts and optionally a file."""
     logger = get_run_logger()
-    window = ReportWindow.ending(_until(until), since=since, campaign_id=campaign_id)
+    window = ReportWindow.ending(run_cutoff(until), since=since, campaign_id=campaign_id)
     if output:
         check_output(output)  # a bad suffix or a missing package fails before any query
     logger.info(

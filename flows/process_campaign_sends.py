@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import Coroutine
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
@@ -22,6 +22,7 @@ from core.generation_report import (
 )
 from core.regeneration_report import StepCounts
 from core.settings import get_settings
+from flows.cutoff import run_cutoff
 from tasks.generation import (
     Claim,
     claim_due_leads,
@@ -75,14 +76,6 @@ class InFlight:
                 pending.cancel()
 
 
-def _as_of(as_of: datetime | None) -> datetime:
-    """The run's cutoff: the given one, else the scheduled start, so a retry keeps its cutoff."""
-    if as_of is not None:
-        return as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-    scheduled = flow_run.scheduled_start_time
-    return datetime.fromtimestamp(scheduled.timestamp(), tz=UTC)
-
-
 @flow(name="process-campaign-sends", log_prints=False)
 async def process_campaign_sends(
     as_of: Annotated[
@@ -124,7 +117,7 @@ async def process_campaign_sends(
             dry_run=dry_run,
         )
     logger = get_run_logger()
-    cutoff = _as_of(as_of)
+    cutoff = run_cutoff(as_of)
     settings = get_settings()
     config = generation_config()
     worker = f"flow-run/{flow_run.id or 'local'}"

@@ -1,6 +1,6 @@
 """The `send-scheduled-emails` flow: due sends -> checks, windows, caps -> delivered, once."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -11,6 +11,7 @@ from pydantic import Field
 
 from core.delivery_report import COLUMNS, DeliveryReport, summary_markdown
 from db.base import utcnow
+from flows.cutoff import run_cutoff
 from tasks.delivery import (
     PlannedSend,
     check_sending_rules,
@@ -24,12 +25,7 @@ from tasks.delivery import (
 
 def _cutoff(as_of: datetime | None) -> datetime:
     """The run's due cutoff, never later than now: nothing is ever sent before its time."""
-    if as_of is None:
-        scheduled = flow_run.scheduled_start_time
-        as_of = datetime.fromtimestamp(scheduled.timestamp(), tz=UTC)
-    elif as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=UTC)
-    return min(as_of, utcnow())
+    return min(run_cutoff(as_of), utcnow())
 
 
 @flow(name="send-scheduled-emails", log_prints=False)
