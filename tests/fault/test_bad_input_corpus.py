@@ -34,8 +34,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -64,6 +62,7 @@ from tests import factories
 from tests.integration.conftest import serve  # noqa: F401  (the fixture, shared)
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.openai_wire import PERSONAL_LINE, default_responder
+from tests.support.run_records import run_with_artifacts
 from tests.support.smtp_server import LoopbackSMTP, ReceivedMessage
 from web.app import WebhookSecrets, create_app
 
@@ -442,16 +441,6 @@ def smtp(pipeline_env) -> Iterator[LoopbackSMTP]:
         yield smtp
 
 
-async def run_with_artifacts(flow: Any, **params: Any) -> tuple[Any, dict[str, Any]]:
-    """A flow's return value and its run's artifacts by key."""
-    state = await flow(**params, return_state=True)
-    result = await state.aresult()
-    run = ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
-    async with get_client() as client:
-        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=run))
-    return result, {a.key: a for a in artifacts}
-
-
 @pytest.mark.flows
 def test_the_corpus_through_enrolment_generation_and_delivery(
     smtp, database_url, sessions, tmp_path
@@ -471,7 +460,7 @@ def test_the_corpus_through_enrolment_generation_and_delivery(
         )
 
     # -- generation --------------------------------------------------------------------------
-    counts, artifacts = asyncio.run(
+    counts, artifacts, _ = asyncio.run(
         run_with_artifacts(process_campaign_sends, as_of=as_of, batch_size=40)
     )
     table = {row["campaign_id"]: row for row in table_rows(artifacts["process-campaign-sends"])}
@@ -577,7 +566,7 @@ def test_the_corpus_through_enrolment_generation_and_delivery(
         )
 
     # -- delivery ----------------------------------------------------------------------------
-    report, artifacts = asyncio.run(run_with_artifacts(send_scheduled_emails))
+    report, artifacts, _ = asyncio.run(run_with_artifacts(send_scheduled_emails))
     with sessions() as session:
         sends = {
             email: send
@@ -694,7 +683,7 @@ def test_truncated_event_files_report_each_bad_line_and_ingest_the_rest(pipeline
             )
             factories.scheduled_send(session, camp, lead, id=f"corpus-send-{n}", status="sent")
     for name, (new, malformed) in EVENT_FILES.items():
-        report, artifacts = asyncio.run(
+        report, artifacts, _ = asyncio.run(
             run_with_artifacts(
                 ingest_engagement_events, source="file", path=str(CORPUS / "events" / name)
             )

@@ -20,7 +20,6 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +29,7 @@ from db.engine import make_engine, make_session_factory, upgrade
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.run_records import run_log_messages
 from tests.support.smtp_server import LoopbackSMTP
 from tests.support.throwaway_postgres import ThrowawayPostgres
 
@@ -122,9 +122,8 @@ def flow_run(output: str) -> tuple[str, str | None, list[str]]:
     async def read() -> tuple[str, str | None, list[str]]:
         async with get_client() as client:
             run = await client.read_flow_run(run_id)
-            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
         assert run.state is not None
-        return run.state.type.value, run.state.message, [log.message for log in logs]
+        return run.state.type.value, run.state.message, await run_log_messages(run_id)
 
     return asyncio.run(read())
 

@@ -8,14 +8,13 @@ from decimal import Decimal
 
 import pandas as pd
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.logging.handlers import APILogHandler
 
 from core.campaign_report import COLUMNS, ReportOutputError
 from db.base import utcnow
 from db.models import EngagementEvent, GeneratedMessage
 from flows.campaign_report import campaign_report
 from tests import factories
+from tests.support.run_records import run_log_messages, run_with_artifacts
 
 pytestmark = pytest.mark.flows
 
@@ -64,15 +63,9 @@ def seed(sessions) -> str:
         return camp.id
 
 
-async def run_with_artifacts(**params):
-    state = await campaign_report(return_state=True, **params)
-    report = await state.result()
-    run_id = state.state_details.flow_run_id
-    await APILogHandler.aflush()
-    async with get_client() as client:
-        artifacts = [a for a in await client.read_artifacts() if a.flow_run_id == run_id]
-        logs = [log.message for log in await client.read_logs() if log.flow_run_id == run_id]
-    return report, {a.key: a for a in artifacts}, logs
+async def run_report(**params):
+    report, artifacts, run_id = await run_with_artifacts(campaign_report, **params)
+    return report, artifacts, await run_log_messages(run_id)
 
 
 def table(artifact) -> list[dict]:
@@ -82,7 +75,7 @@ def table(artifact) -> list[dict]:
 def test_the_default_window_artifacts_and_csv(pipeline_env, sessions, tmp_path):
     campaign_id = seed(sessions)
     output = tmp_path / "reports" / "spring.csv"
-    report, artifacts, logs = asyncio.run(run_with_artifacts(output=str(output)))
+    report, artifacts, logs = asyncio.run(run_report(output=str(output)))
 
     # The window ends at the run's scheduled start and begins 30 days before.
     assert report.window.until - report.window.since == timedelta(days=30)

@@ -5,7 +5,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prefect.client.orchestration import get_client
 from sqlalchemy import func, select
 
 from db.models import CampaignLead, EmailSend, GeneratedMessage
@@ -13,6 +12,7 @@ from flows.process_campaign_sends import process_campaign_sends
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.openai_wire import PERSONAL_LINE
+from tests.support.run_records import run_with_artifacts
 
 pytestmark = pytest.mark.flows
 
@@ -91,16 +91,13 @@ def test_llm_run_is_cached_so_a_rerun_makes_no_llm_call(pipeline_env, sessions):
 
 def test_dry_run_changes_nothing_and_publishes_previews(pipeline_env, sessions):
     seed(sessions, 3)
-    run(dry_run=True)
+    _, artifacts, _ = asyncio.run(
+        run_with_artifacts(process_campaign_sends, as_of=AS_OF, dry_run=True)
+    )
     with sessions() as session:
         assert session.scalars(select(EmailSend)).all() == []
         assert {c.currentStepOrder for c in session.scalars(select(CampaignLead))} == {1}
-
-    async def artifact_keys():
-        async with get_client() as client:
-            return {a.key for a in await client.read_artifacts()}
-
-    assert "process-campaign-sends-preview" in asyncio.run(artifact_keys())
+    assert "process-campaign-sends-preview" in artifacts
 
 
 def test_two_overlapping_runs_process_each_of_1000_leads_exactly_once(pipeline_env, sessions):

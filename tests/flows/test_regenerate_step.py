@@ -11,7 +11,6 @@ from contextvars import copy_context
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prefect.client.orchestration import get_client
 from sqlalchemy import func, select, text, update
 
 from core.statuses import CampaignLeadStatus
@@ -22,6 +21,7 @@ from flows.process_campaign_sends import process_campaign_sends
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.openai_wire import default_responder
+from tests.support.run_records import run_with_artifacts
 
 pytestmark = pytest.mark.flows
 
@@ -213,16 +213,15 @@ def test_dry_run_writes_nothing_holds_nothing_and_primes_the_cache(llm, sessions
     set_instructions(sessions, campaign_id, NEW)
     everything = snapshot(sessions)
 
-    preview = run(campaign_id=campaign_id, regenerate_step=2, dry_run=True)[campaign_id]
+    counts, found, _ = asyncio.run(
+        run_with_artifacts(
+            process_campaign_sends, campaign_id=campaign_id, regenerate_step=2, dry_run=True
+        )
+    )
+    preview = counts[campaign_id]
 
     assert (preview.claimed, preview.regenerated, preview.busy) == (3, 3, 1)
     assert snapshot(sessions) == everything  # not a row, not a claim
-
-    async def artifacts():
-        async with get_client() as client:
-            return {a.key: a for a in await client.read_artifacts()}
-
-    found = asyncio.run(artifacts())
     assert "process-campaign-sends-regenerate-preview" in found
     assert "process-campaign-sends-regenerate-summary" in found
     assert NEW in str(found["process-campaign-sends-regenerate-preview"].data)

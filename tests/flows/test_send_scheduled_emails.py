@@ -8,7 +8,6 @@ from email.utils import getaddresses
 from zoneinfo import ZoneInfo
 
 import pytest
-from prefect.client.orchestration import get_client
 from sqlalchemy import select, update
 
 from core.delivery import next_local_day
@@ -18,6 +17,7 @@ from db.base import utcnow
 from db.models import Campaign, CampaignLead, EmailSend, EngagementEvent, Suppression
 from flows.send_scheduled_emails import send_scheduled_emails
 from tests import factories
+from tests.support.run_records import run_with_artifacts
 
 pytestmark = pytest.mark.flows
 
@@ -395,15 +395,7 @@ def test_the_run_publishes_its_table_without_addresses(smtp, sessions):
     seed(sessions, 2)
     smtp.reject_rcpt("lead1@buyer.example", "550 5.1.1 <lead1@buyer.example> unknown")
 
-    async def flow_and_artifacts():
-        state = await send_scheduled_emails(return_state=True)
-        async with get_client() as client:
-            artifacts = await client.read_artifacts()
-        run_id = state.state_details.flow_run_id
-        return [a for a in artifacts if a.flow_run_id == run_id]
-
-    artifacts = asyncio.run(flow_and_artifacts())
-    by_key = {a.key: a for a in artifacts}
+    _, by_key, _ = asyncio.run(run_with_artifacts(send_scheduled_emails))
     assert {"send-scheduled-emails", "send-scheduled-emails-unknown"} <= set(by_key)
     table = str(by_key["send-scheduled-emails"].data)
     assert "bounced: 550 5.1.1" in table and "@buyer.example" not in table
