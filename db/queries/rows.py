@@ -1,19 +1,20 @@
 """Rows passed to set-based statements as one JSON array (`jsonb_to_recordset`)."""
 
-import json
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 
 def json_rows(rows: list[dict[str, Any]]) -> str:
-    """The rows as a JSON array; datetimes in ISO 8601, decimals as exact strings."""
-    return json.dumps(rows, default=_encode)
+    """The rows as a JSON array; datetimes in ISO 8601, decimals as exact strings.
+
+    orjson rather than the stdlib: encoding a chunk's rows took a tenth of an ingestion's time.
+    """
+    return orjson.dumps(rows, default=_encode).decode()
 
 
 def _encode(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(type(value))
