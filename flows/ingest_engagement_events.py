@@ -2,7 +2,6 @@
 from event files, webhooks and the reply mailbox -> EngagementEvents and stopped leads.
 """
 
-import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -15,11 +14,17 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
+from core.engagement import NormalisedEvent
 from core.engagement_report import IngestReport, event_chunks
 from core.event_files import EventFileError, EventFormat, read_event_file
 from core.mailbox import IMAPSource, read_mail_path
 from core.settings import get_settings
+from flows.in_flight import InFlight
 from tasks.engagement import drain_webhook_inbox, ingest_chunk
+
+# Chunks being written at once: two while the next one is read. Each has its own transaction;
+# their stop rules take turns (see db.queries.engagement).
+IN_FLIGHT_CHUNKS = 3
 
 
 class EngagementSource(StrEnum):
@@ -60,19 +65,23 @@ async def ingest_engagement_events(
     report = IngestReport()
 
     async def ingest(records: Iterable[object]) -> None:
-        # Reading and parsing (a file, a mail folder, IMAP) runs on a worker thread, the next
-        # chunk while the database takes the previous one, and never blocks the event loop.
+        # Reading and parsing (a file, a mail folder, IMAP) runs on a worker thread and never
+        # blocks the event loop; chunks already read are written meanwhile, on their own
+        # connections, so the database and the parsing overlap.
         chunks = iter(event_chunks(records, report, size=chunk_size, since=since, until=until))
-        chunk = await anyio.to_thread.run_sync(next, chunks, None)
-        while chunk is not None:
-            ingesting = asyncio.create_task(
-                ingest_chunk(quote(chunk), dry_run=dry_run, soft_bounce_limit=limit)
+        written: list[IngestReport] = []
+
+        async def write(chunk: list[NormalisedEvent]) -> None:
+            written.append(
+                await ingest_chunk(quote(chunk), dry_run=dry_run, soft_bounce_limit=limit)
             )
-            try:
-                chunk = await anyio.to_thread.run_sync(next, chunks, None)
-            finally:
-                # Counted only once the parse is done: both write to the run's report.
-                report.merge(await ingesting)
+
+        async with InFlight(IN_FLIGHT_CHUNKS) as in_flight:
+            while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+                await in_flight.add(write(chunk))
+        # Merged once reading is done: the reader counts malformed lines into the same report.
+        for chunk_report in written:
+            report.merge(chunk_report)
 
     if source in (EngagementSource.file, EngagementSource.mailbox) and not path:
         raise ValueError(f"source {source.value!r} needs a path")

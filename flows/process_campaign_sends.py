@@ -1,9 +1,7 @@
 """The `process-campaign-sends` flow: due leads -> personalised messages -> scheduled sends."""
 
-import asyncio
-from collections.abc import Coroutine
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
@@ -23,6 +21,7 @@ from core.generation_report import (
 from core.regeneration_report import StepCounts
 from core.settings import get_settings
 from flows.cutoff import run_cutoff
+from flows.in_flight import InFlight
 from tasks.generation import (
     Claim,
     claim_due_leads,
@@ -40,40 +39,6 @@ from tasks.regeneration import (
 # Batches generating at once: the next batch's LLM calls overlap the previous one's tail and
 # write, while all of them share the run's LLM concurrency limit.
 IN_FLIGHT_BATCHES = 3
-
-
-class InFlight:
-    """Batches generating at once, at most `limit`; the first failure is raised.
-
-    On the way out every batch is awaited, or, after a failure, the rest are cancelled.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.running: set[asyncio.Task[None]] = set()
-
-    async def add(self, batch: Coroutine[Any, Any, None]) -> None:
-        """Start a batch, first waiting for one to finish when `limit` are running."""
-        self.running.add(asyncio.create_task(batch))
-        if len(self.running) >= self.limit:
-            done, self.running = await asyncio.wait(
-                self.running, return_when=asyncio.FIRST_COMPLETED
-            )
-            for finished in done:
-                finished.result()
-
-    async def __aenter__(self) -> "InFlight":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            if exc[0] is None:
-                for finished in await asyncio.gather(*self.running, return_exceptions=True):
-                    if isinstance(finished, BaseException):
-                        raise finished
-        finally:
-            for pending in self.running:
-                pending.cancel()
 
 
 @flow(name="process-campaign-sends", log_prints=False)

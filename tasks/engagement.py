@@ -40,9 +40,8 @@ def _in_transaction(work: Callable[[Session], T], *, dry_run: bool) -> T:
 
 def _report(result: IngestResult) -> IngestReport:
     report = IngestReport()
-    report.count(result.new, "new")
-    report.count(result.duplicates, "duplicate")
-    report.count(result.quarantined, "quarantined")
+    for (source, kind, outcome), n in result.outcomes.items():
+        report.count(source, kind, outcome, n)
     report.stopped.update(result.stopped)
     report.cancelled = result.cancelled
     return report

@@ -20,67 +20,83 @@ from db.base import UTCDateTime
 from db.queries.rows import json_rows
 from db.queries.stops import AddressStop, cancel_for_enrolments, stop_addresses
 
-# Which send an event belongs to: our id echoed back, then our Message-ID, then (replies) any
-# Message-ID it refers to, then the latest handed-over send to that address. Each lookup runs
-# only when the ones before it found nothing.
-MATCH = text(
+# One statement per chunk: match each event to its send, record the matched ones once, quarantine
+# the rest once, and answer with counts per (source, type, bounce kind, outcome) plus the send
+# ids of new events that can stop a lead. Reading back a row per event cost more than the
+# insert: a chunk's answer is now a few dozen rows, and the events cross the wire once.
+#
+# An event finds its send by our id echoed back, then our Message-ID, then (replies) any
+# Message-ID it refers to, then the latest handed-over send to that address; each lookup runs
+# only when the ones before it found nothing. Event ids are the chunk's time-ordered prefix and
+# the row's position (32 hex digits, like new_id()): ascending keys append to the primary key's
+# B-tree instead of splitting random pages. Rows go in by dedupe key, so two chunks in flight
+# that share keys wait for each other in one order and never deadlock.
+INGEST = text(
     """
-    SELECT x.i, COALESCE(by_id.id, by_message.id, by_reference.id, by_address.id) AS "sendId"
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-         AS x(i int, "sendId" text, "messageId" text, refs text[], email text)
-    LEFT JOIN "EmailSend" by_id ON by_id.id = x."sendId"
-    LEFT JOIN LATERAL (
-        SELECT s.id FROM "EmailSend" s
-        WHERE by_id.id IS NULL AND s."providerMessageId" = x."messageId" LIMIT 1
-    ) by_message ON true
-    LEFT JOIN LATERAL (
-        SELECT s.id FROM "EmailSend" s
-        WHERE by_id.id IS NULL AND by_message.id IS NULL
-          AND x.refs IS NOT NULL AND s."providerMessageId" = ANY(x.refs)
-        ORDER BY s."sentAt" NULLS LAST LIMIT 1
-    ) by_reference ON true
-    LEFT JOIN LATERAL (
-        SELECT s.id FROM "EmailSend" s
-        WHERE by_id.id IS NULL AND by_message.id IS NULL AND by_reference.id IS NULL
-          AND x.email IS NOT NULL AND lower(s."toEmail") = lower(x.email)
-          AND s.status IN ('sent', 'unknown', 'failed')
-        ORDER BY s."attemptedAt" DESC NULLS LAST LIMIT 1
-    ) by_address ON true
-    """
-)
-
-# Ids are the chunk's time-ordered prefix and the row's position (32 hex digits, like new_id()):
-# ascending keys append to the primary key's B-tree instead of splitting random pages.
-INSERT_EVENTS = text(
-    """
-    INSERT INTO "EngagementEvent" (id, "emailSendId", type, "occurredAt", metadata, "createdAt",
-                                   "dedupeKey", source)
-    SELECT :id_prefix || lpad(to_hex(x.n), 6, '0'), x."sendId", x.type,
-           (x."occurredAt" AT TIME ZONE 'UTC'), x.metadata, :now, x."dedupeKey", x.source
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
-        n int, "sendId" text, type text, "occurredAt" timestamptz, metadata jsonb,
-        "dedupeKey" text, source text)
-    ON CONFLICT ("dedupeKey") DO NOTHING
-    RETURNING "dedupeKey"
+    WITH event AS MATERIALIZED (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+            n int, "sendId" text, "messageId" text, refs text[], email text, type text,
+            bounce text, "occurredAt" timestamptz, metadata jsonb, "dedupeKey" text, source text)
+    ),
+    matched AS MATERIALIZED (
+        SELECT e.*, COALESCE(by_id.id, by_message.id, by_reference.id, by_address.id) AS send
+        FROM event e
+        LEFT JOIN "EmailSend" by_id ON by_id.id = e."sendId"
+        LEFT JOIN LATERAL (
+            SELECT s.id FROM "EmailSend" s
+            WHERE by_id.id IS NULL AND s."providerMessageId" = e."messageId" LIMIT 1
+        ) by_message ON true
+        LEFT JOIN LATERAL (
+            SELECT s.id FROM "EmailSend" s
+            WHERE by_id.id IS NULL AND by_message.id IS NULL
+              AND e.refs IS NOT NULL AND s."providerMessageId" = ANY(e.refs)
+            ORDER BY s."sentAt" NULLS LAST LIMIT 1
+        ) by_reference ON true
+        LEFT JOIN LATERAL (
+            SELECT s.id FROM "EmailSend" s
+            WHERE by_id.id IS NULL AND by_message.id IS NULL AND by_reference.id IS NULL
+              AND e.email IS NOT NULL AND lower(s."toEmail") = lower(e.email)
+              AND s.status IN ('sent', 'unknown', 'failed')
+            ORDER BY s."attemptedAt" DESC NULLS LAST LIMIT 1
+        ) by_address ON true
+    ),
+    recorded AS (
+        INSERT INTO "EngagementEvent" (id, "emailSendId", type, "occurredAt", metadata,
+                                       "createdAt", "dedupeKey", source)
+        SELECT :id_prefix || lpad(to_hex(m.n), 6, '0'), m.send, m.type,
+               (m."occurredAt" AT TIME ZONE 'UTC'), m.metadata, :now, m."dedupeKey", m.source
+        FROM matched m WHERE m.send IS NOT NULL
+        ORDER BY m."dedupeKey"
+        ON CONFLICT ("dedupeKey") DO NOTHING
+        RETURNING "dedupeKey"
+    ),
+    quarantined AS (
+        INSERT INTO "EngagementQuarantine" (id, "dedupeKey", source, type, "occurredAt",
+            "providerMessageId", email, reason, payload, "createdAt")
+        SELECT replace(gen_random_uuid()::text, '-', ''), m."dedupeKey", m.source, m.type,
+               (m."occurredAt" AT TIME ZONE 'UTC'), COALESCE(m."messageId", m.refs[1]), m.email,
+               'no EmailSend matches its send id, Message-ID or address', m.metadata, :now
+        FROM matched m WHERE m.send IS NULL
+        ORDER BY m."dedupeKey"
+        ON CONFLICT ("dedupeKey") DO NOTHING
+        RETURNING "dedupeKey"
+    )
+    SELECT m.source, m.type, m.bounce,
+           CASE WHEN r."dedupeKey" IS NOT NULL THEN 'new'
+                WHEN q."dedupeKey" IS NOT NULL THEN 'quarantined'
+                ELSE 'duplicate' END AS outcome,
+           count(*) AS n,
+           array_agg(m.send) FILTER (WHERE r."dedupeKey" IS NOT NULL AND m.type = ANY(:stopping))
+               AS sends
+    FROM matched m
+    LEFT JOIN recorded r ON r."dedupeKey" = m."dedupeKey"
+    LEFT JOIN quarantined q ON q."dedupeKey" = m."dedupeKey"
+    GROUP BY 1, 2, 3, 4
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
-QUARANTINE = text(
-    """
-    INSERT INTO "EngagementQuarantine" (id, "dedupeKey", source, type, "occurredAt",
-        "providerMessageId", email, reason, payload, "createdAt")
-    SELECT replace(gen_random_uuid()::text, '-', ''), x."dedupeKey", x.source, x.type,
-           (x."occurredAt" AT TIME ZONE 'UTC'), x."messageId", x.email, x.reason, x.metadata,
-           :now
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
-        "dedupeKey" text, source text, type text, "occurredAt" timestamptz, "messageId" text,
-        email text, reason text, metadata jsonb)
-    ON CONFLICT ("dedupeKey") DO NOTHING
-    RETURNING "dedupeKey"
-    """
-).bindparams(bindparam("now", type_=UTCDateTime))
-
-# A reply stops its own enrolment, a completed one included; with stopOnCompanyReply, every
+# A reply stops its own enrolment, a completed one included, and one an earlier colleague's reply
+# stopped becomes replied too (it did reply); with stopOnCompanyReply, every
 # other enrolment of the campaign at the same email domain stops too. Colleagues are found from
 # the domain (an index on Lead) rather than by reading the campaign's enrolments; a lead who
 # replied in this chunk is never also stopped as a colleague.
@@ -99,7 +115,8 @@ STOP_REPLIED = text(
             "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL, "updatedAt" = :now
         FROM replied r
         WHERE cl."campaignId" = r."campaignId" AND cl."leadId" = r."leadId"
-          AND cl.status IN ('active', 'paused', 'completed')
+          AND (cl.status IN ('active', 'paused', 'completed')
+               OR cl."stopReason" = 'company_replied')
         RETURNING cl.id, 'replied' AS rule
     ),
     colleague AS (
@@ -125,7 +142,8 @@ STOP_REPLIED = text(
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
 # A soft bounce counts on its enrolment, once per message (a provider retrying one message
-# reports every deferral); at the limit the enrolment is bounced.
+# reports every deferral): a message whose soft bounce another chunk recorded (ids outside this
+# chunk's prefix) has counted already. At the limit the enrolment is bounced.
 COUNT_SOFT_BOUNCES = text(
     """
     UPDATE "CampaignLead" cl
@@ -141,12 +159,17 @@ COUNT_SOFT_BOUNCES = text(
           WHERE NOT EXISTS (
               SELECT 1 FROM "EngagementEvent" e
               WHERE e."emailSendId" = s.id AND e.type = 'bounce'
-                AND e.metadata ->> 'bounceKind' = 'soft' AND e."createdAt" < :now)
+                AND e.metadata ->> 'bounceKind' = 'soft' AND NOT starts_with(e.id, :id_prefix))
           GROUP BY 1, 2) x
     WHERE cl."campaignId" = x."campaignId" AND cl."leadId" = x."leadId"
     RETURNING cl.id, cl.status = 'bounced' AND cl."stopReason" = 'soft_bounces' AS stopped
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
+
+# Held by the transaction applying a chunk's stop rules until it commits.
+STOPS_ONE_AT_A_TIME = text(
+    "SELECT pg_advisory_xact_lock(hashtext('campaign-pipeline:engagement-stops'))"
+)
 
 # The workspace and address of each send, for address-wide stops.
 SEND_ADDRESSES = text(
@@ -158,35 +181,49 @@ SEND_ADDRESSES = text(
 )
 
 
+# Address-wide stops: the enrolment's new status and the rule (also the Suppression reason).
+_ADDRESS_RULES = {
+    EngagementType.unsubscribe: (CampaignLeadStatus.unsubscribed, "unsubscribed"),
+    EngagementType.complaint: (CampaignLeadStatus.unsubscribed, "complaint"),
+    EngagementType.bounce: (CampaignLeadStatus.bounced, "bounced"),
+}
+
+# Event types whose new events can stop a lead; the rest (opens, clicks, auto-replies) are counted.
+STOPPING_TYPES = [
+    EngagementType.reply,
+    EngagementType.bounce,
+    EngagementType.unsubscribe,
+    EngagementType.complaint,
+]
+
+
 @dataclass
 class IngestResult:
-    """What one chunk did: new, duplicate and quarantined events, and the stops by rule."""
+    """What one chunk did: events per (source, type, outcome), and the stops by rule."""
 
-    new: list[NormalisedEvent] = field(default_factory=list)
-    duplicates: list[NormalisedEvent] = field(default_factory=list)
-    quarantined: list[NormalisedEvent] = field(default_factory=list)
+    # outcome is new, duplicate or quarantined
+    outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # Enrolments stopped per rule: replied, company_replied, soft_bounces, bounced,
     # unsubscribed, complaint.
     stopped: Counter[str] = field(default_factory=Counter)
     cancelled: int = 0
 
+    def by_type(self, outcome: str) -> Counter[str]:
+        """How many events of each type had this outcome."""
+        found: Counter[str] = Counter()
+        for (_, kind, this), n in self.outcomes.items():
+            if this == outcome:
+                found[kind] += n
+        return found
 
-def match_sends(session: Session, events: list[NormalisedEvent]) -> list[str | None]:
-    """The EmailSend id of each event, or None, in order."""
-    rows = [
-        {
-            "i": i,
-            "sendId": e.send_id,
-            "messageId": e.message_id,
-            "refs": list(e.references) or None,
-            "email": e.email,
-        }
-        for i, e in enumerate(events)
-    ]
-    found: list[str | None] = [None] * len(events)
-    for i, send_id in session.execute(MATCH, {"rows": json_rows(rows)}):
-        found[i] = send_id
-    return found
+
+@dataclass
+class _NewStops:
+    """The sends of this chunk's new events that stop leads, by rule."""
+
+    replies: list[str] = field(default_factory=list)
+    soft_bounces: list[str] = field(default_factory=list)
+    by_address: dict[str, tuple[CampaignLeadStatus, str]] = field(default_factory=dict)
 
 
 def ingest_events(
@@ -198,86 +235,81 @@ def ingest_events(
     for event in events:
         key = event.dedupe_key()
         if key in keyed:
-            result.duplicates.append(event)  # the same event twice in one input
+            # The same event twice in one input.
+            result.outcomes[(event.source, event.type.value, "duplicate")] += 1
         else:
             keyed[key] = event
     if not keyed:
         return result
-    keys = list(keyed)
-    sends = dict(zip(keys, match_sends(session, list(keyed.values())), strict=True))
     rows = [
         {
             "n": n,
-            "sendId": sends[key],
-            "type": keyed[key].type.value,
-            "occurredAt": keyed[key].occurred_at,
-            "metadata": keyed[key].event_metadata(),
+            "sendId": e.send_id,
+            "messageId": e.message_id,
+            "refs": list(e.references) or None,
+            "email": e.email,
+            "type": e.type.value,
+            "bounce": e.bounce_kind.value if e.bounce_kind else None,
+            "occurredAt": e.occurred_at,
+            "metadata": e.event_metadata(),
             "dedupeKey": key,
-            "source": keyed[key].source,
+            "source": e.source,
         }
-        for n, key in enumerate(keys)
-        if sends[key] is not None
+        for n, (key, e) in enumerate(keyed.items())
     ]
-    params = {"rows": json_rows(rows), "now": now, "id_prefix": ordered_id_prefix()}
-    inserted = set(session.scalars(INSERT_EVENTS, params))
-    unmatched = [key for key in keys if sends[key] is None]
-    quarantined: set[str] = set()
-    if unmatched:
-        rows = [
-            {
-                "dedupeKey": key,
-                "source": keyed[key].source,
-                "type": keyed[key].type.value,
-                "occurredAt": keyed[key].occurred_at,
-                "messageId": keyed[key].message_id or next(iter(keyed[key].references), None),
-                "email": keyed[key].email,
-                "reason": "no EmailSend matches its send id, Message-ID or address",
-                "metadata": keyed[key].event_metadata(),
-            }
-            for key in unmatched
-        ]
-        quarantined = set(session.scalars(QUARANTINE, {"rows": json_rows(rows), "now": now}))
-    for key in keys:
-        if key in inserted:
-            result.new.append(keyed[key])
-        elif key in quarantined:
-            result.quarantined.append(keyed[key])
-        else:
-            result.duplicates.append(keyed[key])
-    new = [(keyed[key], str(sends[key])) for key in keys if key in inserted]
-    _apply_stops(session, new, result, now=now, soft_bounce_limit=soft_bounce_limit)
+    id_prefix = ordered_id_prefix()
+    params = {
+        "rows": json_rows(rows),
+        "now": now,
+        "id_prefix": id_prefix,
+        "stopping": [kind.value for kind in STOPPING_TYPES],
+    }
+    stops = _NewStops()
+    # Sorted, so that a send with two address-wide events in one chunk always takes the same rule.
+    answer = sorted(session.execute(INGEST, params), key=lambda row: tuple(map(str, row[:4])))
+    for source, kind, bounce, outcome, n, sends in answer:
+        result.outcomes[(source, kind, outcome)] += n
+        if not sends:
+            continue
+        if kind == EngagementType.reply:
+            stops.replies += sends
+        elif bounce == BounceKind.soft:
+            stops.soft_bounces += sends
+        elif kind in _ADDRESS_RULES:
+            stops.by_address |= dict.fromkeys(sends, _ADDRESS_RULES[kind])
+    if stops.replies or stops.soft_bounces or stops.by_address:
+        # One chunk at a time applies stops (chunks in flight, overlapping runs): two chunks
+        # stopping the same colleagues in different orders would deadlock, and a soft bounce
+        # counts only against chunks committed before it.
+        session.execute(STOPS_ONE_AT_A_TIME)
+        _apply_stops(
+            session,
+            stops,
+            result,
+            now=now,
+            soft_bounce_limit=soft_bounce_limit,
+            id_prefix=id_prefix,
+        )
     return result
-
-
-_ADDRESS_RULES = {
-    EngagementType.unsubscribe: (CampaignLeadStatus.unsubscribed, "unsubscribed"),
-    EngagementType.complaint: (CampaignLeadStatus.unsubscribed, "complaint"),
-    EngagementType.bounce: (CampaignLeadStatus.bounced, "bounced"),
-}
 
 
 def _apply_stops(
     session: Session,
-    new: list[tuple[NormalisedEvent, str]],
+    new: _NewStops,
     result: IngestResult,
     *,
     now: datetime,
     soft_bounce_limit: int,
+    id_prefix: str,
 ) -> None:
-    soft = [s for e, s in new if e.bounce_kind is BounceKind.soft]
-    replies = [s for e, s in new if e.type is EngagementType.reply]
-    by_address = {
-        s: _ADDRESS_RULES[e.type]
-        for e, s in new
-        if e.type in _ADDRESS_RULES and e.bounce_kind is not BounceKind.soft
-    }
+    replies, soft, by_address = new.replies, new.soft_bounces, new.by_address
     enrolments: list[str] = []
     if replies:
         for enrolment, rule in session.execute(STOP_REPLIED, {"send_ids": replies, "now": now}):
             result.stopped[rule] += 1
             enrolments.append(enrolment)
     if soft:
-        params = {"send_ids": soft, "limit": soft_bounce_limit, "now": now}
+        params = {"send_ids": soft, "limit": soft_bounce_limit, "now": now, "id_prefix": id_prefix}
         for enrolment, stopped in session.execute(COUNT_SOFT_BOUNCES, params):
             if stopped:
                 result.stopped["soft_bounces"] += 1

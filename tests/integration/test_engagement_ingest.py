@@ -1,8 +1,12 @@
 """Ingesting engagement events on real PostgreSQL: matching, dedup, quarantine and stop rules."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.event import listen as event_listen
+from sqlalchemy.event import remove as event_remove
 
 from core.engagement import BounceKind, NormalisedEvent
 from core.statuses import EngagementType
@@ -62,7 +66,7 @@ def test_a_reply_stops_its_lead_and_cancels_the_follow_up_once(sessions):
         email="sarah@acme.example",
     )
     result = ingest(sessions, [reply])
-    assert [e.type for e in result.new] == ["reply"] and result.stopped == {"replied": 1}
+    assert result.by_type("new") == {"reply": 1} and result.stopped == {"replied": 1}
     assert result.cancelled == 1
     with sessions() as session:
         assert session.get(EmailSend, second).status == "cancelled"
@@ -80,7 +84,8 @@ def test_a_reply_stops_its_lead_and_cancels_the_follow_up_once(sessions):
         (recorded,) = session.scalars(select(EngagementEvent)).all()
         assert recorded.emailSendId == first and recorded.dedupeKey == reply.dedupe_key()
     again = ingest(sessions, [reply])
-    assert again.new == [] and len(again.duplicates) == 1 and again.cancelled == 0
+    assert again.by_type("new") == {} and again.by_type("duplicate") == {"reply": 1}
+    assert again.cancelled == 0
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(EngagementEvent)) == 1
 
@@ -160,7 +165,7 @@ def test_hard_bounce_unsubscribe_and_complaint_stop_and_suppress_the_address(ses
             event(EngagementType.click, send_id=ids["d@x.example"][0], url="https://a.example"),
         ],
     )
-    assert len(result.new) == 5
+    assert result.by_type("new").total() == 5
     assert result.stopped == {"bounced": 1, "unsubscribed": 1, "complaint": 1}
     assert result.cancelled == 3
     with sessions() as session:
@@ -203,7 +208,7 @@ def test_soft_bounces_bounce_the_lead_at_the_limit_counting_each_message_once(se
     assert ingest(sessions, [soft(first, 1), soft(first, 2)], limit=2).stopped == {}
     assert ingest(sessions, [soft(first, 3)], limit=2).stopped == {}
     result = ingest(sessions, [soft(first, 3), soft(second, 4)], limit=2)
-    assert result.stopped == {"soft_bounces": 1} and len(result.duplicates) == 1
+    assert result.stopped == {"soft_bounces": 1} and result.by_type("duplicate") == {"bounce": 1}
     with sessions() as session:
         enrolment = session.scalars(select(CampaignLead)).one()
         assert (enrolment.status, enrolment.softBounces) == ("bounced", 2)
@@ -214,10 +219,69 @@ def test_events_for_unknown_messages_are_quarantined_once(sessions):
     seed(sessions)
     stray = event(EngagementType.open, message_id="<nobody@elsewhere>", provider_event_id="e1")
     result = ingest(sessions, [stray, stray])
-    assert result.quarantined == [stray] and len(result.duplicates) == 1
-    assert ingest(sessions, [stray]).quarantined == []
+    assert result.outcomes == {("test", "open", "quarantined"): 1, ("test", "open", "duplicate"): 1}
+    assert ingest(sessions, [stray]).outcomes == {("test", "open", "duplicate"): 1}
     with sessions() as session:
         (row,) = session.scalars(select(EngagementQuarantine)).all()
         assert row.providerMessageId == "<nobody@elsewhere>" and "no EmailSend" in row.reason
         assert session.scalar(select(func.count()).select_from(EngagementEvent)) == 0
         assert session.scalar(select(func.count()).select_from(Campaign)) == 1
+
+
+def test_chunks_written_at_once_take_turns_stopping_and_count_a_soft_bounce_once(sessions):
+    """Two chunks in flight (one run's, or two overlapping runs'), both past their insert before
+    either stops a lead. Each has replies from the leads whose messages the other reports soft
+    bounces for, and both report soft bounces of the same other messages. Without turns the two
+    lock the same enrolments in opposite orders and deadlock, or each counts the soft bounce.
+    """
+    pairs = [(f"a{i}@x.example", f"b{i}@x.example") for i in range(30)]
+    shared = [f"c{i}@x.example" for i in range(30)]
+    ids = seed(sessions, leads=[a for pair in pairs for a in pair] + shared)
+
+    def reply(address: str) -> NormalisedEvent:
+        return event(
+            EngagementType.reply,
+            message_id=f"<{address}.1@seller>",
+            provider_event_id=f"reply-{address}",
+        )
+
+    def soft(address: str, chunk: str) -> NormalisedEvent:
+        return event(
+            EngagementType.bounce,
+            send_id=ids[address][0],
+            bounce_kind=BounceKind.soft,
+            provider_event_id=f"soft-{chunk}-{address}",
+        )
+
+    first = [reply(a) for a, _ in pairs] + [soft(b, "1") for _, b in pairs]
+    second = [reply(b) for _, b in pairs] + [soft(a, "2") for a, _ in pairs]
+    first += [soft(c, "1") for c in shared]
+    second += [soft(c, "2") for c in shared]
+
+    both_inserted = threading.Barrier(2, timeout=30)
+
+    def after_insert(conn, cursor, statement, *args) -> None:
+        if statement.lstrip().startswith("WITH event AS"):
+            both_inserted.wait()
+
+    engine = sessions.kw["bind"]
+    event_listen(engine, "after_cursor_execute", after_insert)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda c: ingest(sessions, c, limit=5), [first, second]))
+    finally:
+        event_remove(engine, "after_cursor_execute", after_insert)
+
+    assert [r.stopped for r in results] == [{"replied": 30}, {"replied": 30}]
+    with sessions() as session:
+        enrolments = {
+            email: (status, soft_bounces)
+            for email, status, soft_bounces in session.execute(
+                select(Lead.email, CampaignLead.status, CampaignLead.softBounces).join(
+                    CampaignLead, CampaignLead.leadId == Lead.id
+                )
+            )
+        }
+    assert {enrolments[a] for pair in pairs for a in pair} == {("replied", 1)}
+    # Two chunks, two deferral reports of one message: it counts once.
+    assert {enrolments[c] for c in shared} == {("active", 1)}
