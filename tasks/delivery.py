@@ -22,6 +22,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from core.delivery import (
@@ -56,6 +57,11 @@ from tasks.database import session_factory
 
 # Past this much waiting a lane commits the previous send's result instead of holding it.
 COMMIT_BEFORE_WAIT = 0.05
+
+# When the database goes away mid-lane, the lane tries this long (seconds between attempts) to
+# write what it knows before giving up: about half a minute, a restart or a failover.
+SALVAGE_DELAYS = (0.5, 1, 2, 4, 8, 15)
+NOT_TRANSMITTED = "handover interrupted before the transport was called (database connection lost)"
 
 
 class DeliveryConfig(BaseModel):
@@ -281,6 +287,9 @@ class _Lane:
         self.logger = logger
         self.lease = timedelta(seconds=config.lease_seconds)
         self.pending: list[_Pending] = []
+        # Sends this lane set `sending` (or may have: a handover whose answer was lost) and has
+        # not passed to the transport yet.
+        self.untransmitted: list[DueSend] = []
         self.rng = random.Random()
         self.factory = session_factory()
 
@@ -310,8 +319,50 @@ class _Lane:
                     if self._deliver_group(connection, transport, self._next_group(queue)):
                         last_handover = utcnow()
                 self._flush(connection)
+        except DBAPIError:
+            self._salvage()
+            raise
         finally:
             transport.close()
+
+    def _salvage(self) -> None:
+        """The database went away mid-lane: write what the lane knows on a new connection.
+
+        That is the results of sends the transport already answered, and the release of sends
+        marked `sending` but never transmitted, back to `scheduled` in their slot. Left alone,
+        both would become `unknown` at the next run's rescue, and delivered messages would be
+        listed as possibly lost. The write is fenced by the claim token, so it repeats
+        harmlessly. The lane itself stops: the rest of its claim returns with the lease.
+        """
+        rows = [p.row for p in self.pending]
+        rows += [ResultRow(s.sendId, "scheduled", NOT_TRANSMITTED) for s in self.untransmitted]
+        if not rows:
+            return
+        for delay in SALVAGE_DELAYS:
+            time.sleep(delay)
+            try:
+                with self.factory.kw["bind"].connect() as connection:
+                    connection.execution_options(isolation_level="AUTOCOMMIT")
+                    written = queries.record_results(
+                        connection, token=self.token, now=utcnow(), results=rows
+                    )
+            except DBAPIError:
+                continue
+            released = [s for s in self.untransmitted if s.sendId in written]
+            self._account(written)
+            self.untransmitted = []
+            self.logger.warning(
+                "lane lost its database connection; wrote %d results and released %d sends"
+                " not transmitted",
+                len(written) - len(released),
+                len(released),
+            )
+            return
+        self.logger.error(
+            "lane lost its database connection and could not write %d results; those sends"
+            " become unknown at the next rescue",
+            len(rows),
+        )
 
     def _next_group(self, queue: deque[_Handover]) -> list[_Handover]:
         """The next sends to hand over together: due now, of one campaign, with no gap."""
@@ -360,6 +411,8 @@ class _Lane:
             campaign_limit=rules.daily_limit,
             min_gap=timedelta(seconds=rules.min_gap_seconds),
         )
+        # Until the answer arrives, any of the group may be `sending`.
+        self.untransmitted = [h.send for h in sends]
         written, handed = queries.hand_over(
             connection,
             guard,
@@ -369,11 +422,13 @@ class _Lane:
             lease=self.lease,
         )
         self._account(written)
+        self.untransmitted = [h.send for h in sends if h.send.sendId in handed]
         for handover in sends:
             send = handover.send
             if send.sendId not in handed:
                 continue
             failpoint("delivery.after_handover")
+            self.untransmitted.remove(send)
             result = transport.deliver(
                 messages[send.sendId], sender=mailbox.email, recipient=send.toEmail
             )
@@ -596,7 +651,8 @@ async def deliver_sends(
     """Plan a claimed batch, settle what cannot go now, and deliver the rest, lane by lane.
 
     Never retried by Prefect: a half-delivered batch must not be handed over again; what it
-    left claimed returns to the pool when the lease expires, and `sending` rows become unknown.
+    left claimed returns to the pool when the lease expires, and `sending` rows become unknown
+    (a lane that loses its database connection first writes what it knows: see `_Lane._salvage`).
     """
     assert claim.token is not None
     token = claim.token
