@@ -6,39 +6,31 @@ window is in `db/queries/report.py`.
 """
 
 from datetime import datetime
-from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.utilities.annotations import quote
-from pydantic import Field
 
-from core.campaign_report import DEFAULT_DAYS, CampaignReport, ReportWindow, summary_markdown
+from core.campaign_report import CampaignReport, ReportWindow, summary_markdown
 from flows.cutoff import run_cutoff
 from tasks.report import check_output, compute_report, read_report, write_report
 
 
 @flow(name="campaign-report", log_prints=False)
 async def campaign_report(
-    campaign_id: Annotated[
-        str | None, Field(description="Only this campaign; empty reports every campaign.")
-    ] = None,
-    since: Annotated[
-        datetime | None,
-        Field(
-            description=f"Window start (included); empty means {DEFAULT_DAYS} days before until."
-        ),
-    ] = None,
-    until: Annotated[
-        datetime | None,
-        Field(description="Window end (excluded); empty means the run's scheduled start."),
-    ] = None,
-    output: Annotated[
-        str | None,
-        Field(description="Also write every row to this .csv or .parquet file on the worker."),
-    ] = None,
+    campaign_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    output: str | None = None,
 ) -> CampaignReport:
-    """Report each campaign and step over [since, until), as artifacts and optionally a file."""
+    """Report each campaign and step over [since, until), as artifacts and optionally a file.
+
+    Args:
+        campaign_id: Only this campaign; empty reports every campaign.
+        since: Window start (included); empty means 30 days before until.
+        until: Window end (excluded); empty means the run's scheduled start.
+        output: Also write every row to this .csv or .parquet file on the worker.
+    """
     logger = get_run_logger()
     window = ReportWindow.ending(run_cutoff(until), since=since, campaign_id=campaign_id)
     if output:

@@ -41,23 +41,27 @@ def _aware(value: datetime | None) -> datetime | None:
 
 @flow(name="ingest-engagement-events", log_prints=False)
 async def ingest_engagement_events(
-    source: Annotated[
-        EngagementSource, Field(description="live drains the webhook inbox and IMAP.")
-    ] = EngagementSource.live,
-    path: Annotated[
-        str | None, Field(description="The file or mail folder (file, mailbox).")
-    ] = None,
-    format: Annotated[
-        EventFormat | None, Field(description="Event file format; empty detects it per record.")
-    ] = None,
-    since: Annotated[datetime | None, Field(description="Only events at or after this.")] = None,
-    until: Annotated[datetime | None, Field(description="Only events before this.")] = None,
-    dry_run: Annotated[
-        bool, Field(description="Match and count in a rolled-back transaction; keep nothing.")
-    ] = False,
-    chunk_size: Annotated[int, Field(ge=1, le=50_000, description="Events per task.")] = 5000,
+    source: EngagementSource = EngagementSource.live,
+    path: str | None = None,
+    format: EventFormat | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dry_run: bool = False,
+    chunk_size: Annotated[int, Field(ge=1, le=50_000)] = 5000,
 ) -> IngestReport:
-    """Read engagement events, record each once, and stop the leads they say to stop."""
+    """Read engagement events, record each once, and stop the leads they say to stop.
+
+    Args:
+        source: live drains the webhook inbox, and IMAP when IMAP_HOST is set; file reads an
+            event export at path, mailbox a Maildir or mbox at path; webhooks and imap one
+            live source each.
+        path: The event file (file) or mail folder (mailbox).
+        format: Event file format; empty detects it per record.
+        since: Only events at or after this.
+        until: Only events before this.
+        dry_run: Match and count in a rolled-back transaction; keep nothing.
+        chunk_size: Events per task and transaction.
+    """
     logger = get_run_logger()
     settings = get_settings()
     since, until = _aware(since), _aware(until)

@@ -43,30 +43,26 @@ IN_FLIGHT_BATCHES = 3
 
 @flow(name="process-campaign-sends", log_prints=False)
 async def process_campaign_sends(
-    as_of: Annotated[
-        datetime | None, Field(description="Due cutoff; empty means the run's scheduled start.")
-    ] = None,
-    campaign_id: Annotated[str | None, Field(description="Only this campaign.")] = None,
-    batch_size: Annotated[int, Field(ge=1, le=5000, description="Leads per claim.")] = 500,
-    max_leads: Annotated[int, Field(ge=1, description="Stop after this many leads.")] = 100_000,
-    dry_run: Annotated[
-        bool, Field(description="Generate and preview in an artifact; write nothing.")
-    ] = False,
-    regenerate_step: Annotated[
-        int | None,
-        Field(
-            ge=1,
-            description=(
-                "With campaign_id: regenerate this step's not-yet-sent messages (stepOrder) "
-                "with the step's current instructions; sent ones are untouched."
-            ),
-        ),
-    ] = None,
+    as_of: datetime | None = None,
+    campaign_id: str | None = None,
+    batch_size: Annotated[int, Field(ge=1, le=5000)] = 500,
+    max_leads: Annotated[int, Field(ge=1)] = 100_000,
+    dry_run: bool = False,
+    regenerate_step: Annotated[int | None, Field(ge=1)] = None,
 ) -> dict[str, CampaignCounts] | dict[str, StepCounts]:
     """Claim due leads in batches, personalise each with the LLM, schedule sends, advance leads.
 
     With `regenerate_step` it claims no leads: it backfills that step of `campaign_id` instead
     (see `_regenerate_step`).
+
+    Args:
+        as_of: Due cutoff; empty means the run's scheduled start.
+        campaign_id: Only this campaign.
+        batch_size: Leads per claim.
+        max_leads: Stop after this many leads.
+        dry_run: Generate and preview in an artifact; write nothing.
+        regenerate_step: With campaign_id: regenerate this step's not-yet-sent messages
+            (its stepOrder) with the step's current instructions; sent ones are untouched.
     """
     if regenerate_step is not None:
         if not campaign_id:

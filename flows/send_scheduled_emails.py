@@ -30,26 +30,23 @@ def _cutoff(as_of: datetime | None) -> datetime:
 
 @flow(name="send-scheduled-emails", log_prints=False)
 async def send_scheduled_emails(
-    as_of: Annotated[
-        datetime | None,
-        Field(description="Due cutoff (capped at now); empty means the run's scheduled start."),
-    ] = None,
-    campaign_id: Annotated[str | None, Field(description="Only this campaign.")] = None,
-    max_sends: Annotated[int, Field(ge=1, description="Stop after claiming this many.")] = 10_000,
-    batch_size: Annotated[int, Field(ge=1, le=5000, description="Sends per claim.")] = 500,
-    max_wait_seconds: Annotated[
-        int,
-        Field(
-            ge=0,
-            le=3600,
-            description="How long the run may wait for mailbox gaps; later slots are deferred.",
-        ),
-    ] = 240,
-    dry_run: Annotated[
-        bool, Field(description="Plan and show it in an artifact; send and write nothing.")
-    ] = False,
+    as_of: datetime | None = None,
+    campaign_id: str | None = None,
+    max_sends: Annotated[int, Field(ge=1)] = 10_000,
+    batch_size: Annotated[int, Field(ge=1, le=5000)] = 500,
+    max_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = 240,
+    dry_run: bool = False,
 ) -> DeliveryReport:
-    """Claim due sends in batches, re-check each lead, respect windows, caps and gaps, deliver."""
+    """Claim due sends in batches, re-check each lead, respect windows, caps and gaps, deliver.
+
+    Args:
+        as_of: Due cutoff (capped at now); empty means the run's scheduled start.
+        campaign_id: Only this campaign.
+        max_sends: Stop after claiming this many.
+        batch_size: Sends per claim.
+        max_wait_seconds: How long the run may wait for mailbox gaps; later slots are deferred.
+        dry_run: Plan and show it in an artifact; send and write nothing.
+    """
     logger = get_run_logger()
     cutoff = _cutoff(as_of)
     deadline = utcnow() + timedelta(seconds=max_wait_seconds)

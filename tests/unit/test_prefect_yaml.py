@@ -20,6 +20,7 @@ from prefect.utilities.callables import parameter_schema
 from prefect.utilities.importtools import import_object
 from prefect.utilities.schema_tools import validate
 
+from core.campaign_report import DEFAULT_DAYS
 from deployments.serve import build_deployments
 from deployments.spec import read_deployments, work_pool_name
 
@@ -83,6 +84,18 @@ def test_default_parameters_fit_the_flow(document, name):
     assert set(parameters) <= set(schema["properties"])
     # what the server checks on deploy (enforce_parameter_schema) and on every run's form
     validate(parameters, schema, raise_on_error=True, ignore_required=True)
+
+
+@pytest.mark.parametrize("name", EVERY)
+def test_every_parameter_of_the_run_form_is_described_and_bounded(document, name):
+    # The UI's form takes its help text from the docstring's Args section, not from Field.
+    schema = parameter_schema(flow_of(entry(document, name))).model_dump_for_openapi()
+    for parameter, spec in schema["properties"].items():
+        assert spec.get("description"), f"{name}: {parameter} has no description in the form"
+        if parameter.endswith(("_size", "max_leads", "max_sends", "_seconds")):
+            assert spec.get("minimum") is not None, f"{name}: {parameter} has no lower bound"
+    if name == "campaign-report":
+        assert f"{DEFAULT_DAYS} days" in schema["properties"]["since"]["description"]
 
 
 @pytest.mark.parametrize("name", EVERY)
