@@ -60,6 +60,14 @@ _DATA_PREAMBLE = (
 # The model never needs the recipient's address; the sender's name is in the system message.
 _NOT_FOR_MODEL = frozenset({"email", "senderName"})
 
+# Bounds on the lead data sent with every call: a CRM note pasted whole, or hundreds of custom
+# fields, would otherwise be billed as input on each attempt, and can overflow the context
+# window (1 MB of text is about 250,000 tokens). A personal line needs a few facts, not all.
+PROFILE_VALUE_CHARS = 2_000
+PROFILE_CHARS = 12_000
+# Not a valid variable name (custom keys are letters, digits, `_` and `-`), so it cannot clash.
+PROFILE_LEFT_OUT = "(left out)"
+
 Message = dict[str, str]
 
 
@@ -81,8 +89,28 @@ def normalize_allowlist(domains: Iterable[str]) -> list[str]:
 
 
 def prompt_profile(variables: Mapping[str, str]) -> dict[str, str]:
-    """The lead data the model sees: every variable except the address and the sender."""
-    return {key: value for key, value in variables.items() if key not in _NOT_FOR_MODEL}
+    """The lead data the model sees: every variable except the address and the sender, bounded.
+
+    A value over `PROFILE_VALUE_CHARS` is cut, saying how much; once the profile holds
+    `PROFILE_CHARS`, later fields are left out and counted. Lead fields come before custom
+    fields, so the name and company always make it. A profile within both bounds is unchanged.
+    """
+    profile: dict[str, str] = {}
+    size, left_out = 0, 0
+    for key, value in variables.items():
+        if key in _NOT_FOR_MODEL:
+            continue
+        if len(value) > PROFILE_VALUE_CHARS:
+            cut = len(value) - PROFILE_VALUE_CHARS
+            value = f"{value[:PROFILE_VALUE_CHARS]} [{cut:,} more characters cut]"
+        if size + len(key) + len(value) > PROFILE_CHARS:
+            left_out += 1
+            continue
+        profile[key] = value
+        size += len(key) + len(value)
+    if left_out:
+        profile[PROFILE_LEFT_OUT] = f"{left_out} more fields left out to keep the profile short"
+    return profile
 
 
 def escape_data(text: str) -> str:

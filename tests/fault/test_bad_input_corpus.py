@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
+from core.prompt import PROFILE_CHARS, PROFILE_VALUE_CHARS
 from core.schedule import next_window_opening
 from core.sending_rules import parse_sending_rules
 from core.unsubscribe import sign_token
@@ -424,12 +425,19 @@ def seed_pipeline(sessions: sessionmaker[Session], due: Any) -> dict[str, str]:
 
 
 @pytest.fixture
-def smtp(pipeline_env) -> Iterator[LoopbackSMTP]:
-    """The fake LLM answering with the corpus, and the loopback SMTP server, both configured."""
-    with FakeOpenAI(responder=corpus_model) as llm, LoopbackSMTP() as smtp:
+def llm(pipeline_env) -> Iterator[FakeOpenAI]:
+    """The fake LLM answering with the corpus, configured."""
+    with FakeOpenAI(responder=corpus_model) as llm:
+        pipeline_env.setenv("OPENAI_API_KEY", "sk-corpus-not-real")
+        pipeline_env.setenv("OPENAI_BASE_URL", llm.base_url)
+        yield llm
+
+
+@pytest.fixture
+def smtp(pipeline_env, llm) -> Iterator[LoopbackSMTP]:
+    """The loopback SMTP server, configured, beside the corpus's fake LLM."""
+    with LoopbackSMTP() as smtp:
         for name, value in {
-            "OPENAI_API_KEY": "sk-corpus-not-real",
-            "OPENAI_BASE_URL": llm.base_url,
             "EMAIL_TRANSPORT": "smtp",
             "SMTP_HOST": smtp.host,
             "SMTP_PORT": str(smtp.port),
@@ -443,7 +451,7 @@ def smtp(pipeline_env) -> Iterator[LoopbackSMTP]:
 
 @pytest.mark.flows
 def test_the_corpus_through_enrolment_generation_and_delivery(
-    smtp, database_url, sessions, tmp_path
+    llm, smtp, database_url, sessions, tmp_path
 ):
     ids = seed_pipeline(sessions, utcnow() - timedelta(minutes=1))
     for name in LEAD_FILES:
@@ -519,9 +527,16 @@ def test_the_corpus_through_enrolment_generation_and_delivery(
             text = f"{message.subject}\n{message.body}"
             assert "evil" not in text.lower() and "system prompt" not in text, email
             assert len(message.subject) <= 120 and len(message.body) <= 5000, email
-    # 1 MB of customFields reached the model as data; what came back is an ordinary email.
+    # 1 MB of customFields reached the model cut to a bounded profile, saying so; what came
+    # back is an ordinary email. No request carried more than the profile's bound of lead data.
     _, big_custom, big_send = by_email["db-big-custom@buyer.example"]
     assert big_send is not None and big_custom.fallbackReason is None
+    profiles = [_lead_profile(record.body) for record in llm.request_log()]
+    cut = {p["customFields.notes"] for p in profiles if "cut]" in p.get("customFields.notes", "")}
+    assert cut == {
+        "A" * PROFILE_VALUE_CHARS + f" [{ONE_MB - PROFILE_VALUE_CHARS:,} more characters cut]"
+    }
+    assert max(len(json.dumps(p)) for p in profiles) < PROFILE_CHARS + 1_000
 
     # Broken sendingRules hold that campaign's leads with the rule named; others carry on.
     for case, spec in RULES_CASES.items():

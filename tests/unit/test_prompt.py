@@ -16,6 +16,9 @@ from core.llm import (
 )
 from core.llm_output import EmailDraft
 from core.prompt import (
+    PROFILE_CHARS,
+    PROFILE_LEFT_OUT,
+    PROFILE_VALUE_CHARS,
     PROMPT_VERSION,
     SYSTEM_RULES,
     build_messages,
@@ -152,6 +155,37 @@ def test_prompt_profile_hides_address_and_sender():
         "customFields.x": "1",
     }
     assert prompt_profile(variables) == {"firstName": "Ann", "customFields.x": "1"}
+
+
+def test_a_huge_value_is_cut_saying_how_much():
+    profile = prompt_profile({"firstName": "Ann", "customFields.notes": "n" * 1_000_000})
+    assert profile["firstName"] == "Ann"
+    assert profile["customFields.notes"] == "n" * PROFILE_VALUE_CHARS + (
+        f" [{1_000_000 - PROFILE_VALUE_CHARS:,} more characters cut]"
+    )
+
+
+def test_many_fields_stop_at_the_profile_bound_keeping_the_lead_fields_first():
+    variables = {"firstName": "Ann", "companyName": "Acme"}
+    variables |= {f"customFields.f{i:04d}": "v" * 100 for i in range(1000)}
+    profile = prompt_profile(variables)
+    assert profile["firstName"] == "Ann" and profile["companyName"] == "Acme"
+    kept = [key for key in profile if key.startswith("customFields.")]
+    assert kept == [f"customFields.f{i:04d}" for i in range(len(kept))]  # in order, a prefix
+    assert sum(len(k) + len(v) for k, v in profile.items() if k != PROFILE_LEFT_OUT) <= (
+        PROFILE_CHARS
+    )
+    assert profile[PROFILE_LEFT_OUT] == f"{1000 - len(kept)} more fields left out" + (
+        " to keep the profile short"
+    )
+    # The whole request stays small: about 12,000 characters of profile, not 110,000.
+    messages = _messages(lead_profile=profile)
+    assert len(messages[1]["content"]) < PROFILE_CHARS + 2_000
+
+
+def test_a_profile_within_the_bounds_is_unchanged():
+    variables = {"firstName": "Ann", "customFields.notes": "n" * PROFILE_VALUE_CHARS}
+    assert prompt_profile(variables) == variables
 
 
 def test_normalize_allowlist():
