@@ -2,7 +2,8 @@
 
 A chunk of events costs a handful of set-based statements over a JSON array, whatever its size.
 Stop rules run only for events inserted now (`RETURNING` of the deduplicating insert), in the
-same transaction, so ingesting the same input twice changes nothing the second time.
+same transaction, so ingesting the same input twice changes nothing the second time. Chunks may
+be written concurrently; their stop rules take turns.
 """
 
 from collections import Counter
@@ -279,7 +280,7 @@ def ingest_events(
             stops.by_address |= dict.fromkeys(sends, _ADDRESS_RULES[kind])
     if stops.replies or stops.soft_bounces or stops.by_address:
         # One chunk at a time applies stops (chunks in flight, overlapping runs): two chunks
-        # stopping the same colleagues in different orders would deadlock, and a soft bounce
+        # locking the same enrolments in opposite orders would deadlock, and a soft bounce
         # counts only against chunks committed before it.
         session.execute(STOPS_ONE_AT_A_TIME)
         _apply_stops(
