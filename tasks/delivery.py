@@ -326,7 +326,8 @@ class _Lane:
             transport.close()
 
     def _salvage(self) -> None:
-        """The database went away mid-lane: write what the lane knows on a new connection.
+        """A database error stopped the lane (most often the server went away: a restart, a
+        failover): write what the lane knows on a new connection.
 
         That is the results of sends the transport already answered, and the release of sends
         marked `sending` but never transmitted, back to `scheduled` in their slot. Left alone,
@@ -352,14 +353,14 @@ class _Lane:
             self._account(written)
             self.untransmitted = []
             self.logger.warning(
-                "lane lost its database connection; wrote %d results and released %d sends"
+                "lane stopped on a database error; wrote %d results and released %d sends"
                 " not transmitted",
                 len(written) - len(released),
                 len(released),
             )
             return
         self.logger.error(
-            "lane lost its database connection and could not write %d results; those sends"
+            "lane stopped on a database error and could not write %d results; those sends"
             " become unknown at the next rescue",
             len(rows),
         )

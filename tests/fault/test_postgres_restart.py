@@ -388,7 +388,7 @@ def test_delivery_survives_postgres_going_away(prefect_harness, database, postgr
         if not recovered:
             # Each lane wrote what it knew once the server was back: the results of the sends
             # the SMTP server had answered, and the release of its group not transmitted.
-            assert "lane lost its database connection; wrote" in output, output[-3000:]
+            assert "lane stopped on a database error; wrote" in output, output[-3000:]
             assert in_flight == 0
 
         wait_for_leases(sessions, EmailSend)
