@@ -3,7 +3,7 @@ from event files, webhooks and the reply mailbox -> EngagementEvents and stopped
 """
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +19,7 @@ from core.engagement_report import IngestReport, event_chunks
 from core.event_files import EventFileError, EventFormat, read_event_file
 from core.mailbox import IMAPSource, read_mail_path
 from core.settings import get_settings
+from flows.cutoff import aware
 from flows.in_flight import InFlight
 from tasks.engagement import drain_webhook_inbox, ingest_chunk
 
@@ -33,10 +34,6 @@ class EngagementSource(StrEnum):
     mailbox = "mailbox"  # a Maildir directory or mbox file at `path`
     webhooks = "webhooks"
     imap = "imap"
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 @flow(name="ingest-engagement-events", log_prints=False)
@@ -64,7 +61,7 @@ async def ingest_engagement_events(
     """
     logger = get_run_logger()
     settings = get_settings()
-    since, until = _aware(since), _aware(until)
+    since, until = aware(since), aware(until)
     limit = settings.engagement_soft_bounce_limit
     report = IngestReport()
 

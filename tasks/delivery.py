@@ -11,7 +11,9 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -288,8 +290,8 @@ class _Lane:
         self.lease = timedelta(seconds=config.lease_seconds)
         self.pending: list[_Pending] = []
         # Sends this lane set `sending` (or may have: a handover whose answer was lost) and has
-        # not passed to the transport yet.
-        self.untransmitted: list[DueSend] = []
+        # not passed to the transport yet, by id.
+        self.untransmitted: dict[str, DueSend] = {}
         self.rng = random.Random()
         self.factory = session_factory()
 
@@ -302,8 +304,7 @@ class _Lane:
             # One connection for the whole lane, in autocommit: each group's handover is one
             # statement that is its own transaction, so a group costs one round trip to the
             # database. Writes that need several statements (a bounce, a refusal) take a session.
-            with self.factory.kw["bind"].connect() as connection:
-                connection.execution_options(isolation_level="AUTOCOMMIT")
+            with self._autocommit() as connection:
                 while queue:
                     first = queue[0]
                     gap = timedelta(seconds=first.rules.min_gap_seconds)
@@ -336,22 +337,21 @@ class _Lane:
         harmlessly. The lane itself stops: the rest of its claim returns with the lease.
         """
         rows = [p.row for p in self.pending]
-        rows += [ResultRow(s.sendId, "scheduled", NOT_TRANSMITTED) for s in self.untransmitted]
+        rows += [ResultRow(send_id, "scheduled", NOT_TRANSMITTED) for send_id in self.untransmitted]
         if not rows:
             return
         for delay in SALVAGE_DELAYS:
             time.sleep(delay)
             try:
-                with self.factory.kw["bind"].connect() as connection:
-                    connection.execution_options(isolation_level="AUTOCOMMIT")
+                with self._autocommit() as connection:
                     written = queries.record_results(
                         connection, token=self.token, now=utcnow(), results=rows
                     )
             except DBAPIError:
                 continue
-            released = [s for s in self.untransmitted if s.sendId in written]
+            released = written.intersection(self.untransmitted)
             self._account(written)
-            self.untransmitted = []
+            self.untransmitted = {}
             self.logger.warning(
                 "lane stopped on a database error; wrote %d results and released %d sends"
                 " not transmitted",
@@ -364,6 +364,13 @@ class _Lane:
             " become unknown at the next rescue",
             len(rows),
         )
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """A connection of the lane's own in autocommit: each statement its own transaction."""
+        with self.factory.kw["bind"].connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
 
     def _next_group(self, queue: deque[_Handover]) -> list[_Handover]:
         """The next sends to hand over together: due now, of one campaign, with no gap."""
@@ -413,7 +420,7 @@ class _Lane:
             min_gap=timedelta(seconds=rules.min_gap_seconds),
         )
         # Until the answer arrives, any of the group may be `sending`.
-        self.untransmitted = [h.send for h in sends]
+        self.untransmitted = {h.send.sendId: h.send for h in sends}
         written, handed = queries.hand_over(
             connection,
             guard,
@@ -423,13 +430,13 @@ class _Lane:
             lease=self.lease,
         )
         self._account(written)
-        self.untransmitted = [h.send for h in sends if h.send.sendId in handed]
+        self.untransmitted = {i: s for i, s in self.untransmitted.items() if i in handed}
         for handover in sends:
             send = handover.send
             if send.sendId not in handed:
                 continue
             failpoint("delivery.after_handover")
-            self.untransmitted.remove(send)
+            del self.untransmitted[send.sendId]
             result = transport.deliver(
                 messages[send.sendId], sender=mailbox.email, recipient=send.toEmail
             )

@@ -190,12 +190,7 @@ _ADDRESS_RULES = {
 }
 
 # Event types whose new events can stop a lead; the rest (opens, clicks, auto-replies) are counted.
-STOPPING_TYPES = [
-    EngagementType.reply,
-    EngagementType.bounce,
-    EngagementType.unsubscribe,
-    EngagementType.complaint,
-]
+STOPPING_TYPES = [EngagementType.reply, *_ADDRESS_RULES]
 
 
 @dataclass
@@ -208,14 +203,6 @@ class IngestResult:
     # unsubscribed, complaint.
     stopped: Counter[str] = field(default_factory=Counter)
     cancelled: int = 0
-
-    def by_type(self, outcome: str) -> Counter[str]:
-        """How many events of each type had this outcome."""
-        found: Counter[str] = Counter()
-        for (_, kind, this), n in self.outcomes.items():
-            if this == outcome:
-                found[kind] += n
-        return found
 
 
 @dataclass

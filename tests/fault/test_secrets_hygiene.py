@@ -31,15 +31,10 @@ from uuid import UUID
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterId,
-    LogFilter,
-    LogFilterFlowRunId,
 )
 from prefect.filesystems import LocalFileSystem
-from prefect.logging.handlers import APILogHandler
 from prefect.results import ResultStore
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 from sqlalchemy import select
@@ -55,6 +50,7 @@ from flows.process_campaign_sends import process_campaign_sends
 from flows.send_scheduled_emails import send_scheduled_emails
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.run_records import run_artifacts, run_logs
 from tests.support.smtp_server import LoopbackSMTP
 
 pytestmark = [pytest.mark.fault, pytest.mark.flows]
@@ -136,35 +132,15 @@ def run_flow(flow, **params) -> tuple[UUID, object]:
 
 async def _everything_stored(run_ids: list[UUID]) -> dict[str, list[str]]:
     """Every log (paged), artifact, and flow/task run state and parameters of these runs."""
-    page = 200
     texts: dict[str, list[str]] = {"log_info": [], "log_debug": [], "artifact": [], "run": []}
+    for log in await run_logs(*run_ids):
+        bucket = "log_info" if log.level >= logging.INFO else "log_debug"
+        texts[bucket].append(f"{log.name} {log.message}")
+    texts["artifact"] = [
+        f"{a.key} {a.description} {json.dumps(a.data, default=str)}"
+        for a in await run_artifacts(*run_ids)
+    ]
     async with get_client() as client:
-        offset = 0
-        while True:
-            logs = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)),
-                limit=page,
-                offset=offset,
-            )
-            for log in logs:
-                bucket = "log_info" if log.level >= logging.INFO else "log_debug"
-                texts[bucket].append(f"{log.name} {log.message}")
-            if len(logs) < page:
-                break
-            offset += page
-        offset = 0
-        while True:
-            artifacts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids)),
-                limit=page,
-                offset=offset,
-            )
-            texts["artifact"] += [
-                f"{a.key} {a.description} {json.dumps(a.data, default=str)}" for a in artifacts
-            ]
-            if len(artifacts) < page:
-                break
-            offset += page
         flow_runs = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids))
         )
@@ -263,7 +239,6 @@ def test_no_key_anywhere_and_no_address_or_body_at_info(
     run_ids.append(run_id)
     assert report.totals()["generated"] == 2
 
-    asyncio.run(APILogHandler.aflush())  # logs reach the API in the background
     stored = asyncio.run(_everything_stored(run_ids))
     out, err = captured_output(request, capfd)
     records = [r for r in caplog.records if r.levelno >= logging.INFO]

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.logging.handlers import APILogHandler
 from sqlalchemy import func, select
 
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from flows.process_campaign_sends import process_campaign_sends
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.run_records import run_artifacts, run_logs
 
 pytestmark = pytest.mark.flows
 
@@ -166,20 +166,14 @@ def test_logs_and_artifacts_carry_no_address_body_or_key(llm, sessions, pipeline
     assert run()[campaign_id].scheduled == 3
 
     async def stored_text():
-        # Every page: the session's harness holds the logs of every flow test before this one.
-        logs, artifacts = [], []
-        async with get_client() as client:
-            while page := await client.read_logs(limit=200, offset=len(logs)):
-                logs += page
-            while page := await client.read_artifacts(limit=200, offset=len(artifacts)):
-                artifacts += page
+        # Every run's records, every page: the harness holds every flow test's before this one.
+        logs, artifacts = await run_logs(), await run_artifacts()
         return (
             "\n".join(log.message for log in logs)
             + "\n"
             + "\n".join(str(a.data) + str(a.description) for a in artifacts)
         )
 
-    asyncio.run(APILogHandler.aflush())  # logs reach the API in the background
     text = asyncio.run(stored_text())
     assert "batch of 3: 3 scheduled" in text
     for secret in ("sk-SENTINEL-key-do-not-log", "@buyer.example", "Zebulon", "Sentinelcorp"):

@@ -1,12 +1,13 @@
-"""What one flow run left on the Prefect server: its artifacts and its log lines.
+"""What flow runs left on the Prefect server: their artifacts and their logs.
 
-Always filtered by the run and read page by page. The session's one harness server holds the
-records of every flow test before this one, and an unfiltered read returns only the server's
-default page of 200, so a run's own artifact can fall off it once the suite has grown.
+Always read page by page, and filtered by the runs when any are named. The session's one
+harness server holds the records of every flow test before this one, and a read without a limit
+returns only the server's default page of 200, so a run's own artifact can fall off it once the
+suite has grown.
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -16,35 +17,50 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
-from prefect.client.schemas.objects import Artifact
+from prefect.client.schemas.objects import Artifact, Log
 from prefect.logging.handlers import APILogHandler
 
 PAGE = 200
 
+T = TypeVar("T")
 
-async def run_artifacts(run_id: UUID) -> dict[str, Artifact]:
-    """The run's artifacts by key."""
-    only_this_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-    artifacts: list[Artifact] = []
+
+async def _every_page(read: Callable[[int], Awaitable[list[T]]]) -> list[T]:
+    """Every record `read(offset)` pages through."""
+    found: list[T] = []
+    while page := await read(len(found)):
+        found += page
+        if len(page) < PAGE:
+            break
+    return found
+
+
+async def run_artifacts(*run_ids: UUID) -> list[Artifact]:
+    """The artifacts of these runs; with none named, of every run on the server."""
+    only = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=list(run_ids)))
     async with get_client() as client:
-        while page := await client.read_artifacts(
-            artifact_filter=only_this_run, limit=PAGE, offset=len(artifacts)
-        ):
-            artifacts += page
-    return {a.key: a for a in artifacts if a.key}
+        return await _every_page(
+            lambda offset: client.read_artifacts(
+                artifact_filter=only if run_ids else None, limit=PAGE, offset=offset
+            )
+        )
+
+
+async def run_logs(*run_ids: UUID) -> list[Log]:
+    """The logs of these runs (every run's with none named), once the handler has shipped them."""
+    await APILogHandler.aflush()
+    only = LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(run_ids)))
+    async with get_client() as client:
+        return await _every_page(
+            lambda offset: client.read_logs(
+                log_filter=only if run_ids else None, limit=PAGE, offset=offset
+            )
+        )
 
 
 async def run_log_messages(run_id: UUID) -> list[str]:
-    """The run's log messages, once the handler has shipped what it buffered."""
-    await APILogHandler.aflush()
-    only_this_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
-    messages: list[str] = []
-    async with get_client() as client:
-        while page := await client.read_logs(
-            log_filter=only_this_run, limit=PAGE, offset=len(messages)
-        ):
-            messages += [log.message for log in page]
-    return messages
+    """One run's log messages."""
+    return [log.message for log in await run_logs(run_id)]
 
 
 async def run_with_artifacts(
@@ -54,4 +70,4 @@ async def run_with_artifacts(
     state = await flow(**params, return_state=True)
     result = await state.aresult()
     run_id = state.state_details.flow_run_id
-    return result, await run_artifacts(run_id), run_id
+    return result, {a.key: a for a in await run_artifacts(run_id) if a.key}, run_id
