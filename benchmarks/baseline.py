@@ -67,13 +67,13 @@ def naive_process_campaign_sends(factory: Any, client: Any, *, as_of: datetime, 
     """Seed data-flow steps 2 to 5, literally: one lead at a time, one commit per lead."""
     from sqlalchemy import select
 
-    from core.generation import sender_name
-    from core.lead_fields import LEAD_FIELDS
-    from core.llm import RESPONSE_FORMAT, estimate_cost
-    from core.llm_output import EmailDraft
-    from core.prompt import PROMPT_VERSION, build_messages, prompt_profile
-    from core.rendering import lead_variables, render_draft
-    from core.sending_rules import parse_sending_rules
+    from core.campaigns.lead_fields import LEAD_FIELDS
+    from core.campaigns.sending_rules import parse_sending_rules
+    from core.campaigns.templates import lead_variables
+    from core.generation.draft import EmailDraft, render_draft
+    from core.generation.generate import sender_name
+    from core.generation.llm import RESPONSE_FORMAT, estimate_cost
+    from core.generation.prompt import PROMPT_VERSION, build_messages, prompt_profile
     from db.models import Campaign, CampaignLead, EmailSend, GeneratedMessage, Lead, SequenceStep
 
     counts = {"due": 0, "scheduled": 0, "completed": 0, "llm_calls": 0}

@@ -375,7 +375,7 @@ class Probe:
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
 
-        import core.transport as transport
+        import core.delivery.transport as transport
         import db.queries.delivery as queries
         import tasks.delivery as td
         from tasks.database import session_factory
@@ -543,7 +543,7 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
 
     import resource
 
-    from core.delivery_report import COLUMNS
+    from core.delivery.report import COLUMNS
     from flows.send_scheduled_emails import send_scheduled_emails
     from tasks.database import session_factory
 
@@ -616,8 +616,13 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
 
 def outgoing(i: int, now: datetime) -> Any:
     """Send i's OutgoingEmail exactly as a one-mailbox lane builds it."""
-    from core.message import OutgoingEmail
-    from core.unsubscribe import load_secret, sign_token, unsubscribe_mailto, unsubscribe_url
+    from core.delivery.message import OutgoingEmail
+    from core.delivery.unsubscribe import (
+        load_secret,
+        sign_token,
+        unsubscribe_mailto,
+        unsubscribe_url,
+    )
 
     row, sender = content(i), MAILBOXES[0]
     token = sign_token(load_secret(SECRET, ROOT / ".data"), send_id(i))
@@ -645,7 +650,7 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
     import email.policy
     import smtplib
 
-    from core.message import build_message
+    from core.delivery.message import build_message
 
     n, prebuilt = spec["n"], spec["mode"] == "prebuilt"
     now = datetime.now(UTC)

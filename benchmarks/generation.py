@@ -501,9 +501,9 @@ def apply_variant(variant: str) -> None:
     like the fake server (draft plus one sentence) without any HTTP or openai client.
     """
     import tasks.generation as tg
-    from core.llm import Generation
-    from core.llm_output import EmailDraft
-    from core.prompt import extract_draft
+    from core.generation.draft import EmailDraft
+    from core.generation.llm import Generation
+    from core.generation.prompt import extract_draft
     from tests.support.openai_wire import PERSONAL_LINE
 
     if variant not in VARIANTS:
@@ -648,7 +648,7 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
 
 def sample_messages(url: str, count: int) -> list[list[dict[str, str]]]:
     """The exact messages the pipeline sends for the first `count` seeded leads."""
-    from core.generation import Prepared, prepare
+    from core.generation.generate import Prepared, prepare
     from db.engine import make_engine, make_session_factory
     from db.queries.claims import preview_due_leads
 
@@ -667,7 +667,7 @@ async def _bare(
 ) -> tuple[float, int]:
     from openai import AsyncOpenAI
 
-    from core.llm import RESPONSE_FORMAT
+    from core.generation.llm import RESPONSE_FORMAT
 
     client = AsyncOpenAI(api_key=DUMMY_KEY, base_url=base_url, timeout=30.0, max_retries=4)
     counter = itertools.count()
@@ -759,9 +759,9 @@ def child_micro(spec: dict[str, Any]) -> dict[str, Any]:
     from prefect.utilities.collections import visit_collection
     from prefect.utilities.engine import collect_task_run_inputs_sync, resolve_to_final_result
 
-    from core.gate import check_draft, normalize_draft
-    from core.generation import Prepared, generate_for_lead, plan_writes, prepare
-    from core.llm import OpenAIGenerator
+    from core.generation.gate import check_draft, normalize_draft
+    from core.generation.generate import Prepared, generate_for_lead, plan_writes, prepare
+    from core.generation.llm import OpenAIGenerator
     from db.engine import make_engine, make_session_factory
     from db.queries.claims import preview_due_leads
     from tasks.generation import Claim, NoCache, ResultStoreCache, generation_config
@@ -1352,13 +1352,16 @@ INCLUSIVE = (
     ("OpenAIGenerator.generate (", "OpenAIGenerator.generate (whole openai call)"),
     ("ResultStoreCache.get (", "ResultStoreCache.get (cache lookup, a miss)"),
     ("ResultStoreCache.put (", "ResultStoreCache.put (per-lead result write)"),
-    ("prepare (core/generation.py", "core.generation.prepare (render, prompt, hash)"),
-    ("check_draft (core/gate.py", "core.gate.check_draft"),
+    (
+        "prepare (core/generation/generate.py",
+        "core.generation.generate.prepare (render, prompt, hash)",
+    ),
+    ("check_draft (core/generation/gate.py", "core.generation.gate.check_draft"),
     ("validate_email (", "email_validator.validate_email (in prepare)"),
-    ("render_draft (", "core.rendering.render_draft (in prepare)"),
-    ("build_messages (", "core.prompt.build_messages"),
-    ("generation_input_hash (", "core.prompt.generation_input_hash (in prepare)"),
-    ("plan_writes (", "core.generation.plan_writes"),
+    ("render_draft (", "core.generation.draft.render_draft (in prepare)"),
+    ("build_messages (", "core.generation.prompt.build_messages"),
+    ("generation_input_hash (", "core.generation.prompt.generation_input_hash (in prepare)"),
+    ("plan_writes (", "core.generation.generate.plan_writes"),
     ("collect_task_run_inputs", "prefect collect_task_run_inputs (task graph inputs)"),
     ("_resolve_parameters (", "prefect _resolve_parameters (task parameters)"),
     ("(logging/", "logging (incl. Prefect's API log handler)"),

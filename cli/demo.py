@@ -10,10 +10,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from cli.context import Database
-from core.campaign_file import parse_campaign
-from core.delivery_report import DeliveryReport
-from core.generation_report import CampaignCounts
-from core.lead_import import read_leads_csv
+from core.campaigns.campaign_file import parse_campaign
+from core.campaigns.lead_import import read_leads_csv
+from core.delivery.report import DeliveryReport
+from core.generation.report import CampaignCounts
 from db.base import utcnow
 from db.engine import unit_of_work
 from db.models import Campaign, CampaignLead, EmailSend

@@ -15,10 +15,10 @@ from sqlalchemy.exc import OperationalError
 
 from cli.context import Database, open_database
 from cli.demo import lead_status_counts, run_delivery, run_generation, seed_demo, send_times
-from core.campaign_file import CampaignFileError, parse_campaign
-from core.delivery_report import COLUMNS as DELIVERY_COLUMNS
-from core.generation_report import COLUMNS, CampaignCounts
-from core.lead_import import LeadFileError, read_leads_csv
+from core.campaigns.campaign_file import CampaignFileError, parse_campaign
+from core.campaigns.lead_import import LeadFileError, read_leads_csv
+from core.delivery.report import COLUMNS as DELIVERY_COLUMNS
+from core.generation.report import COLUMNS, CampaignCounts
 from core.settings import Settings, TransportKind, get_settings
 from db.base import utcnow
 from db.embedded import stop_embedded

@@ -1,8 +1,8 @@
 """The `campaign-report` flow: per campaign and step, the funnel from enrolment to sent, unique
 engagement and its rates, LLM spend per 1,000 emails and the lag from due to sent, over a window.
 
-What every number means is in `core/campaign_report.py`; which timestamp puts each row in the
-window is in `db/queries/report.py`.
+What every number means is in `core/analytics/campaign_report.py`; which timestamp puts each
+row in the window is in `db/queries/report.py`.
 """
 
 from datetime import datetime
@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.utilities.annotations import quote
 
-from core.campaign_report import CampaignReport, ReportWindow, summary_markdown
+from core.analytics.campaign_report import CampaignReport, ReportWindow, summary_markdown
 from flows.cutoff import run_cutoff
 from tasks.report import check_output, compute_report, read_report, write_report
 

@@ -14,10 +14,10 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from core.engagement import NormalisedEvent
-from core.engagement_report import IngestReport, event_chunks
-from core.event_files import EventFileError, EventFormat, read_event_file
-from core.mailbox import IMAPSource, read_mail_path
+from core.engagement.event_files import EventFileError, EventFormat, read_event_file
+from core.engagement.events import NormalisedEvent
+from core.engagement.inbound import IMAPSource, read_mail_path
+from core.engagement.report import IngestReport, event_chunks
 from core.settings import get_settings
 from flows.cutoff import aware
 from flows.in_flight import InFlight

@@ -9,16 +9,16 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from core import regeneration_report
-from core.generation import LeadOutcome
-from core.generation_report import (
+from core.generation import regeneration_report
+from core.generation.generate import LeadOutcome
+from core.generation.regeneration_report import StepCounts
+from core.generation.report import (
     CampaignCounts,
     count_batch,
     merge,
     summary_markdown,
     totals,
 )
-from core.regeneration_report import StepCounts
 from core.settings import get_settings
 from flows.cutoff import run_cutoff
 from flows.in_flight import InFlight

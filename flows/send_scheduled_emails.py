@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from core.delivery_report import COLUMNS, DeliveryReport, summary_markdown
+from core.delivery.report import COLUMNS, DeliveryReport, summary_markdown
 from db.base import utcnow
 from flows.cutoff import run_cutoff
 from tasks.delivery import (

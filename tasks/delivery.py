@@ -1,6 +1,6 @@
 """Prefect tasks of `send-scheduled-emails`: rescue, check rules, claim due sends, deliver.
 
-A batch is planned in one go (core.delivery), then delivered in lanes, one per sending
+A batch is planned in one go (core.delivery.plan), then delivered in lanes, one per sending
 mailbox, each lane on its own database connection and its own reused transport connection.
 Per send, `sending` is committed before the transport is called; the result is committed with
 the next send's `sending`, in the same single statement (one round trip and one commit per
@@ -27,7 +27,15 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from core.delivery import (
+from core.campaigns.sending_rules import Mailbox, SendingRules, parse_sending_rules
+from core.delivery.message import (
+    MessageError,
+    OutgoingEmail,
+    build_message,
+    message_id_for,
+    thread_subject,
+)
+from core.delivery.plan import (
     Action,
     Decision,
     DueSend,
@@ -36,20 +44,18 @@ from core.delivery import (
     plan_deliveries,
     retry_at,
 )
-from core.delivery_report import DeliveryReport, UnknownSend
-from core.failpoints import failpoint
-from core.message import (
-    MessageError,
-    OutgoingEmail,
-    build_message,
-    message_id_for,
-    thread_subject,
+from core.delivery.report import DeliveryReport, UnknownSend
+from core.delivery.transport import (
+    DeliveryResult,
+    Outcome,
+    Transport,
+    TransportConfig,
+    open_transport,
 )
-from core.sending_rules import Mailbox, SendingRules, parse_sending_rules
+from core.delivery.unsubscribe import load_secret, sign_token, unsubscribe_mailto, unsubscribe_url
+from core.failpoints import failpoint
 from core.settings import PROJECT_ROOT, get_settings
 from core.statuses import CampaignLeadStatus, EngagementType
-from core.transport import DeliveryResult, Outcome, Transport, TransportConfig, open_transport
-from core.unsubscribe import load_secret, sign_token, unsubscribe_mailto, unsubscribe_url
 from db.base import utcnow
 from db.engine import unit_of_work
 from db.queries import delivery as queries

@@ -13,9 +13,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.orm import Session
 
-from core.engagement import NormalisedEvent
-from core.engagement_report import IngestReport, event_chunks
-from core.event_files import EventFormat, parse_record
+from core.engagement.event_files import EventFormat, parse_record
+from core.engagement.events import NormalisedEvent
+from core.engagement.report import IngestReport, event_chunks
 from db.base import utcnow
 from db.queries.engagement import IngestResult, claim_inbox, ingest_events, mark_inbox
 from tasks.database import session_factory

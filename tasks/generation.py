@@ -12,18 +12,18 @@ from prefect.concurrency.asyncio import rate_limit
 from prefect.results import ResultStore, get_result_store
 from pydantic import BaseModel
 
-from core.due_lead import DueLead
 from core.failpoints import failpoint
-from core.generation import LeadOutcome, Prepared, generate_for_lead, plan_writes, prepare
-from core.generation_report import CampaignCounts, count_batch
-from core.llm import (
+from core.generation.due_lead import DueLead
+from core.generation.generate import LeadOutcome, Prepared, generate_for_lead, plan_writes, prepare
+from core.generation.llm import (
     TEMPLATE_MODEL,
     Generation,
     Generator,
     OpenAIGenerator,
     TemplateGenerator,
 )
-from core.prompt import Message
+from core.generation.prompt import Message
+from core.generation.report import CampaignCounts, count_batch
 from core.settings import get_settings
 from db.base import utcnow
 from db.engine import unit_of_work

@@ -11,9 +11,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from core.generation import LeadOutcome
-from core.regeneration import StepSend, StepTarget, plan_rewrites, split_up_to_date
-from core.regeneration_report import StepCounts, count_batch
+from core.generation.generate import LeadOutcome
+from core.generation.regeneration import StepSend, StepTarget, plan_rewrites, split_up_to_date
+from core.generation.regeneration_report import StepCounts, count_batch
 from core.settings import get_settings
 from db.base import utcnow
 from db.engine import unit_of_work

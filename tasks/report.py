@@ -14,7 +14,7 @@ import anyio
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from core.campaign_report import (
+from core.analytics.campaign_report import (
     CampaignReport,
     ReportInputs,
     ReportWindow,

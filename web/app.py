@@ -34,10 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from uvicorn.config import LOGGING_CONFIG
 
-from core.settings import PROJECT_ROOT, Settings, get_settings
-from core.statuses import CampaignLeadStatus, EngagementType
-from core.unsubscribe import load_secret, verify_token
-from core.webhook_auth import (
+from core.delivery.unsubscribe import load_secret, verify_token
+from core.engagement.webhook_auth import (
     WebhookRejected,
     load_sendgrid_public_key,
     sendgrid_replay_key,
@@ -45,6 +43,8 @@ from core.webhook_auth import (
     verify_postmark,
     verify_sendgrid,
 )
+from core.settings import PROJECT_ROOT, Settings, get_settings
+from core.statuses import CampaignLeadStatus, EngagementType
 from db.base import utcnow
 from db.engine import (
     check_revision,

@@ -3,7 +3,7 @@
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from core.campaign_file import CampaignSpec
+from core.campaigns.campaign_file import CampaignSpec
 from db.base import new_id, utcnow
 from db.models import Campaign, SequenceStep, Workspace
 

@@ -12,7 +12,7 @@ from uuid import uuid4
 from sqlalchemy import BindParameter, Text, TextClause, bindparam, text
 from sqlalchemy.orm import Session
 
-from core.due_lead import DueLead
+from core.generation.due_lead import DueLead
 from db.base import UTCDateTime
 
 # Shared by the claim and the dry-run preview so both see the same due set and the same columns.

@@ -16,7 +16,7 @@ from uuid import uuid4
 from sqlalchemy import Connection, Text, bindparam, text
 from sqlalchemy.orm import Session
 
-from core.delivery import DueSend, MailboxUsage, Usage
+from core.delivery.plan import DueSend, MailboxUsage, Usage
 from db.base import UTCDateTime
 from db.queries.claims import leased_claim
 from db.queries.rows import json_rows

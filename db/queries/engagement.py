@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
-from core.engagement import BounceKind, NormalisedEvent
+from core.engagement.events import BounceKind, NormalisedEvent
 from core.ids import ordered_id_prefix
 from core.statuses import CampaignLeadStatus, EngagementType
 from db.base import UTCDateTime

@@ -9,8 +9,8 @@ from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from core.campaign_file import first_send_date
-from core.lead_fields import PROFILE_FIELDS
+from core.campaigns.campaign_file import first_send_date
+from core.campaigns.lead_fields import PROFILE_FIELDS
 from core.statuses import CampaignLeadStatus
 from db.base import new_id, utcnow
 from db.models import Campaign, CampaignLead, Lead

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
-from core.generation import Hold, MessageWrite
+from core.generation.generate import Hold, MessageWrite
 from db.base import UTCDateTime
 from db.queries.rows import json_rows
 

@@ -22,8 +22,8 @@ from uuid import uuid4
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
-from core.due_lead import DueLead
-from core.regeneration import MessageRewrite, StepSend, StepTarget
+from core.generation.due_lead import DueLead
+from core.generation.regeneration import MessageRewrite, StepSend, StepTarget
 from db.base import UTCDateTime
 from db.queries.claims import leased_claim
 from db.queries.rows import json_rows
@@ -59,8 +59,8 @@ _DUE = """
       AND (s."claimedUntil" IS NULL OR s."claimedUntil" < :now)
     ORDER BY s.id
 """
-# The lead as generation sees it (the columns of `core.due_lead.DueLead`), plus the send's
-# current message. A send whose enrolment was deleted is still regenerated (its lead and step
+# The lead as generation sees it (the columns of `core.generation.due_lead.DueLead`), plus the
+# send's current message. A send whose enrolment was deleted is still regenerated (its lead and step
 # are what the message needs); it gets an empty campaignLeadId, which only labels outcomes.
 _DETAILS = """
     SELECT s.id AS "sendId", s."scheduledFor",

@@ -13,18 +13,18 @@ Which timestamp puts a row in the window [since, until), per table:
   `createdAt`) before `until`: a report of a past window counts what had happened by its end,
   and events after `until` never change it.
 
-`core/campaign_report.py` says what each column means. Every count is of distinct sends (an
-email opened ten times is one open). All frames are read in one REPEATABLE READ snapshot when
+`core/analytics/campaign_report.py` says what each column means. Every count is of distinct sends
+(an email opened ten times is one open). All frames are read in one REPEATABLE READ snapshot when
 the session has not begun a transaction yet, so they agree with each other. The EmailSend and
-EngagementEvent scans filter on expressions no index covers: a report over a month reads the
-table once, which is fine for a periodic report and is never on the sending path.
+EngagementEvent scans filter on expressions no index covers: a report over a month reads the table
+once, which is fine for a periodic report and is never on the sending path.
 """
 
 import pandas as pd
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.orm import Session
 
-from core.campaign_report import INPUT_COLUMNS, ReportInputs, ReportWindow
+from core.analytics.campaign_report import INPUT_COLUMNS, ReportInputs, ReportWindow
 from db.base import UTCDateTime
 
 _PARAMS = (

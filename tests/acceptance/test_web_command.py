@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from core.unsubscribe import sign_token
+from core.delivery.unsubscribe import sign_token
 from db.base import utcnow
 from db.models import CampaignLead, EmailSend
 from tests import factories

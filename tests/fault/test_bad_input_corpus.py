@@ -40,10 +40,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
-from core.prompt import PROFILE_CHARS, PROFILE_VALUE_CHARS
-from core.schedule import next_window_opening
-from core.sending_rules import parse_sending_rules
-from core.unsubscribe import sign_token
+from core.campaigns.schedule import next_window_opening
+from core.campaigns.sending_rules import parse_sending_rules
+from core.delivery.unsubscribe import sign_token
+from core.generation.prompt import PROFILE_CHARS, PROFILE_VALUE_CHARS
 from db.base import utcnow
 from db.models import (
     Campaign,

@@ -39,9 +39,9 @@ from prefect.results import ResultStore
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 from sqlalchemy import select
 
-from core.engagement import Malformed
-from core.event_files import EventFormat, parse_record
-from core.llm import Generation
+from core.engagement.event_files import EventFormat, parse_record
+from core.engagement.events import Malformed
+from core.generation.llm import Generation
 from db.base import utcnow
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from flows.campaign_report import campaign_report

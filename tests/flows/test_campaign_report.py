@@ -9,7 +9,7 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from core.campaign_report import COLUMNS, ReportOutputError
+from core.analytics.campaign_report import COLUMNS, ReportOutputError
 from db.base import utcnow
 from db.models import EngagementEvent, GeneratedMessage
 from flows.campaign_report import campaign_report

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
-from core.delivery import next_local_day
-from core.schedule import next_window_opening
-from core.sending_rules import parse_sending_rules
+from core.campaigns.schedule import next_window_opening
+from core.campaigns.sending_rules import parse_sending_rules
+from core.delivery.plan import next_local_day
 from db.base import utcnow
 from db.models import Campaign, CampaignLead, EmailSend, EngagementEvent, Suppression
 from flows.send_scheduled_emails import send_scheduled_emails

@@ -15,7 +15,7 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from core.campaign_report import ReportWindow, compute_campaign_report
+from core.analytics.campaign_report import ReportWindow, compute_campaign_report
 from db.models import EmailSend, EngagementEvent, GeneratedMessage, SequenceStep
 from db.queries.report import read_report_inputs
 from tests import factories

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from core.generation import Hold, MessageWrite
+from core.generation.generate import Hold, MessageWrite
 from db.base import new_id
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from db.queries.claims import claim_due_leads, preview_due_leads

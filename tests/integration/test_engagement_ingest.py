@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.event import listen as event_listen
 from sqlalchemy.event import remove as event_remove
 
-from core.engagement import BounceKind, NormalisedEvent
+from core.engagement.events import BounceKind, NormalisedEvent
 from core.statuses import EngagementType
 from db.base import utcnow
 from db.models import (

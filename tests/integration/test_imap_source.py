@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.engagement import Malformed, NormalisedEvent
-from core.mailbox import IMAPSource, MailboxError, classify_message
+from core.engagement.events import Malformed, NormalisedEvent
+from core.engagement.inbound import IMAPSource, MailboxError, classify_message
 from core.statuses import EngagementType
 from tests.support.imap_server import LoopbackIMAP
 

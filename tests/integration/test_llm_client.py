@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from core.llm import LLMOutputError, LLMRejectedError, LLMTransientError, OpenAIGenerator
-from core.llm_output import EmailDraft
-from core.prompt import build_messages
+from core.generation.draft import EmailDraft
+from core.generation.llm import LLMOutputError, LLMRejectedError, LLMTransientError, OpenAIGenerator
+from core.generation.prompt import build_messages
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.openai_wire import PERSONAL_LINE
 

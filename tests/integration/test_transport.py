@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from core.settings import Settings, SMTPSecurity, TransportKind
-from core.transport import (
+from core.delivery.transport import (
     ConsoleTransport,
     DeliveryResult,
     Outcome,
@@ -26,6 +25,7 @@ from core.transport import (
     TransportConfig,
     open_transport,
 )
+from core.settings import Settings, SMTPSecurity, TransportKind
 from tests.support.smtp_server import LoopbackSMTP
 
 SENDER = "sam@sender.test"

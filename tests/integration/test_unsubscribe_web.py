@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.unsubscribe import sign_token
+from core.delivery.unsubscribe import sign_token
 from db.base import utcnow
 from db.engine import make_engine, make_session_factory
 from db.models import (

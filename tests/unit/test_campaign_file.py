@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.campaign_file import CampaignFileError, first_send_date, parse_campaign
+from core.campaigns.campaign_file import CampaignFileError, first_send_date, parse_campaign
 
 
 def _doc(**overrides):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from core.campaign_report import (
+from core.analytics.campaign_report import (
     COLUMNS,
     ReportInputs,
     ReportOutputError,

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.delivery import (
+from core.delivery.plan import (
     Action,
     DueSend,
     MailboxUsage,

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.engagement import BounceKind, Malformed, NormalisedEvent
-from core.event_files import (
+from core.engagement.event_files import (
     EventFileError,
     EventFormat,
     Ignored,
@@ -17,6 +16,7 @@ from core.event_files import (
     parse_record,
     read_event_file,
 )
+from core.engagement.events import BounceKind, Malformed, NormalisedEvent
 from core.statuses import EngagementType
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "events"

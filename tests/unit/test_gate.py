@@ -2,10 +2,10 @@
 
 import pytest
 
-from core.gate import check_draft, find_links, host_allowed, link_host, normalize_draft
-from core.llm_output import EmailDraft
-from core.prompt import SYSTEM_RULES
-from core.sending_rules import SendingRules
+from core.campaigns.sending_rules import SendingRules
+from core.generation.draft import EmailDraft
+from core.generation.gate import check_draft, find_links, host_allowed, link_host, normalize_draft
+from core.generation.prompt import SYSTEM_RULES
 
 RENDERED = EmailDraft(
     subject="Quick idea for Acme",

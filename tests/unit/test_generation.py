@@ -5,9 +5,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.due_lead import DueLead
-from core.gate import trusted_variables
-from core.generation import (
+from core.campaigns.sending_rules import SendingRules
+from core.generation.draft import EmailDraft
+from core.generation.due_lead import DueLead
+from core.generation.gate import trusted_variables
+from core.generation.generate import (
     LeadOutcome,
     OutcomeKind,
     Prepared,
@@ -17,9 +19,7 @@ from core.generation import (
     plan_writes,
     prepare,
 )
-from core.llm import Generation, LLMRejectedError, LLMTransientError
-from core.llm_output import EmailDraft
-from core.sending_rules import SendingRules
+from core.generation.llm import Generation, LLMRejectedError, LLMTransientError
 
 AS_OF = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # Wednesday 10:00 in New York
 

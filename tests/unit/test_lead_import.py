@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.lead_import import LeadFileError, read_leads_csv
+from core.campaigns.lead_import import LeadFileError, read_leads_csv
 
 
 def _read(text: str, **kwargs):

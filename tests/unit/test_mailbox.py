@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.engagement import BounceKind, Malformed, NormalisedEvent
-from core.mailbox import MailboxError, classify_message, read_mail_path
+from core.engagement.events import BounceKind, Malformed, NormalisedEvent
+from core.engagement.inbound import MailboxError, classify_message, read_mail_path
 from core.statuses import EngagementType
 
 MAIL = Path(__file__).resolve().parent.parent / "fixtures" / "mail"

@@ -16,7 +16,7 @@ from email.parser import BytesParser
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from core.message import (
+from core.delivery.message import (
     MessageError,
     OutgoingEmail,
     _plain_address,

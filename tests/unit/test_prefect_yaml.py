@@ -20,7 +20,7 @@ from prefect.utilities.callables import parameter_schema
 from prefect.utilities.importtools import import_object
 from prefect.utilities.schema_tools import validate
 
-from core.campaign_report import DEFAULT_DAYS
+from core.analytics.campaign_report import DEFAULT_DAYS
 from deployments.serve import build_deployments
 from deployments.spec import read_deployments, work_pool_name
 

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from core.llm import (
+from core.generation.draft import EmailDraft
+from core.generation.llm import (
     PRICES_PER_MILLION,
     Generation,
     LLMOutputError,
@@ -14,8 +15,7 @@ from core.llm import (
     TemplateGenerator,
     estimate_cost,
 )
-from core.llm_output import EmailDraft
-from core.prompt import (
+from core.generation.prompt import (
     PROFILE_CHARS,
     PROFILE_LEFT_OUT,
     PROFILE_VALUE_CHARS,
@@ -252,10 +252,10 @@ def test_thread_changes_the_hash():
 
 
 def test_prompt_version_changes_the_hash(monkeypatch):
-    import core.prompt
+    import core.generation.prompt
 
     before = generation_input_hash(**HASH_INPUTS)
-    monkeypatch.setattr(core.prompt, "PROMPT_VERSION", PROMPT_VERSION + "-next")
+    monkeypatch.setattr(core.generation.prompt, "PROMPT_VERSION", PROMPT_VERSION + "-next")
     assert generation_input_hash(**HASH_INPUTS) != before
 
 

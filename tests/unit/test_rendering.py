@@ -2,16 +2,15 @@
 
 import pytest
 
-from core.llm_output import EmailDraft
-from core.rendering import (
+from core.campaigns.templates import (
     UNRESOLVED_RE,
     TemplateError,
     check_template,
     find_placeholders,
     lead_variables,
     render,
-    render_draft,
 )
+from core.generation.draft import EmailDraft, render_draft
 
 LEAD = {
     "email": "ann@acme.test",

@@ -5,8 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.schedule import lead_zone, next_step_date, next_window_opening
-from core.sending_rules import SendingRules, SendWindow
+from core.campaigns.schedule import lead_zone, next_step_date, next_window_opening
+from core.campaigns.sending_rules import SendingRules, SendWindow
 
 NY = ZoneInfo("America/New_York")
 PARIS = ZoneInfo("Europe/Paris")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.unsubscribe import (
+from core.delivery.unsubscribe import (
     load_secret,
     sign_token,
     unsubscribe_mailto,

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from core.webhook_auth import (
+from core.engagement.webhook_auth import (
     WebhookRejected,
     load_sendgrid_public_key,
     sendgrid_replay_key,

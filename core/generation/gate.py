@@ -13,9 +13,9 @@ import unicodedata
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from core.llm_output import EmailDraft
-from core.prompt import DELIMITER_TAGS, SYSTEM_RULES, normalize_allowlist
-from core.sending_rules import SendingRules
+from core.campaigns.sending_rules import SendingRules
+from core.generation.draft import EmailDraft
+from core.generation.prompt import DELIMITER_TAGS, SYSTEM_RULES, normalize_allowlist
 
 # Bounded repeats (a scheme, a local part, a DNS label): an unbounded one rescans the rest of a
 # long run of word characters from every position, so a 100 KB lead value took minutes.

@@ -20,8 +20,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from core.lead_fields import LEAD_FIELDS
-from core.llm_output import EmailDraft
+from core.campaigns.lead_fields import LEAD_FIELDS
 
 SENDER_NAME = "senderName"
 CUSTOM_PREFIX = "customFields."
@@ -107,13 +106,15 @@ def render(text: str, variables: Mapping[str, str], *, template_name: str = "tem
     return rendered
 
 
-def render_draft(subject: str, body: str, variables: Mapping[str, str]) -> EmailDraft:
+def render_subject_and_body(
+    subject: str, body: str, variables: Mapping[str, str]
+) -> tuple[str, str]:
     """Render a step's subject and body; one TemplateError reports the problems of both."""
     rendered_subject, subject_problems = _render(subject, variables, "subject")
     rendered_body, body_problems = _render(body, variables, "body")
     if subject_problems or body_problems:
         raise TemplateError([*subject_problems, *body_problems])
-    return EmailDraft(subject=rendered_subject, body=rendered_body)
+    return rendered_subject, rendered_body
 
 
 def _render(text: str, variables: Mapping[str, str], template_name: str) -> tuple[str, list[str]]:

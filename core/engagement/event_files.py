@@ -84,7 +84,7 @@ from typing import Any, TypeAlias
 
 from pydantic import BaseModel, ConfigDict
 
-from core.engagement import BounceKind, Malformed, NormalisedEvent
+from core.engagement.events import BounceKind, Malformed, NormalisedEvent
 from core.statuses import EngagementType
 
 

@@ -9,8 +9,8 @@ import pydantic
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 
-from core.llm_output import EmailDraft
-from core.prompt import Message, extract_draft
+from core.generation.draft import EmailDraft
+from core.generation.prompt import Message, extract_draft
 
 TEMPLATE_MODEL = "template"
 # Explicit, so the SDK never falls back to reading OPENAI_BASE_URL itself.

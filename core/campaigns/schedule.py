@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from core.sending_rules import SendingRules, SendWindow
+from core.campaigns.sending_rules import SendingRules, SendWindow
 
 
 def lead_zone(lead_timezone: str | None, rules: SendingRules) -> ZoneInfo:

@@ -13,8 +13,8 @@ from pydantic import (
     field_validator,
 )
 
-from core.rendering import check_template
-from core.sending_rules import SendingRules, describe_errors
+from core.campaigns.sending_rules import SendingRules, describe_errors
+from core.campaigns.templates import check_template
 from core.statuses import CampaignStatus
 
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 from email_validator import EmailNotValidError, validate_email
 
-from core.lead_fields import LEAD_FIELDS
-from core.sending_rules import check_timezone
+from core.campaigns.lead_fields import LEAD_FIELDS
+from core.campaigns.sending_rules import check_timezone
 
 # Headers are looked up with case, spaces, '_', '-' and '.' removed.
 _ALIASES = {

@@ -2,8 +2,8 @@
 
 from pydantic import BaseModel
 
-from core.generation import LeadOutcome, OutcomeKind
-from core.regeneration import StepSend
+from core.generation.generate import LeadOutcome, OutcomeKind
+from core.generation.regeneration import StepSend
 
 COLUMNS = (
     "claimed",

@@ -1,11 +1,11 @@
 """Regenerating a step's not-yet-sent messages after its instructions changed: pure planning.
 
-A scheduled `EmailSend` keeps its slot (`scheduledFor`, mailbox, everything delivery planned);
-only the message it points to is replaced. The new message comes from the same path as any other
-(`core.generation.prepare` and `generate_for_lead`), so the prompt, the gate, the failure policy
-and the cache key are the generation flow's own. A send whose current message was already
-written from exactly these inputs (same input hash, not a fallback) is left as it is, so running
-a backfill twice changes nothing the second time.
+A scheduled `EmailSend` keeps its slot (`scheduledFor`, mailbox, everything delivery planned); only
+the message it points to is replaced. The new message comes from the same path as any other
+(`core.generation.generate.prepare` and `generate_for_lead`), so the prompt, the gate, the failure
+policy and the cache key are the generation flow's own. A send whose current message was already
+written from exactly these inputs (same input hash, not a fallback) is left as it is, so running a
+backfill twice changes nothing the second time.
 """
 
 from dataclasses import asdict, dataclass
@@ -13,8 +13,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from core.due_lead import DueLead
-from core.generation import (
+from core.generation.due_lead import DueLead
+from core.generation.generate import (
     LeadOutcome,
     MessageContent,
     OutcomeKind,

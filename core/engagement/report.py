@@ -8,7 +8,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from core.engagement import Malformed, NormalisedEvent
+from core.engagement.events import Malformed, NormalisedEvent
 
 # The artifact lists this many malformed records; the count covers them all.
 MALFORMED_SHOWN = 500

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from core.llm_output import EmailDraft
+from core.generation.draft import EmailDraft
 
 # Bump when the prompt's wording or layout changes: it is part of the cache key.
 PROMPT_VERSION = "email-personalise-v1"

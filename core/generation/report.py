@@ -4,8 +4,8 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-from core.due_lead import DueLead
-from core.generation import LeadOutcome, OutcomeKind
+from core.generation.due_lead import DueLead
+from core.generation.generate import LeadOutcome, OutcomeKind
 
 COLUMNS = ("claimed", "generated", "cache_hits", "fell_back", "held", "failed", "scheduled")
 

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
 
-from core.schedule import lead_zone, next_window_opening
-from core.sending_rules import Mailbox, SendingRules, describe_errors, parse_sending_rules
+from core.campaigns.schedule import lead_zone, next_window_opening
+from core.campaigns.sending_rules import Mailbox, SendingRules, describe_errors, parse_sending_rules
 from core.statuses import CampaignLeadStatus, CampaignStatus
 
 # A lead in one of these has stopped: its pending sends are cancelled, never delivered.

@@ -14,20 +14,25 @@ from typing import Protocol
 from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 
-from core.due_lead import DueLead
-from core.gate import check_draft, normalize_draft, trusted_variables
-from core.ids import new_id
-from core.llm import TEMPLATE_MODEL, Generation, Generator, LLMError
-from core.llm_output import EmailDraft
-from core.prompt import PROMPT_VERSION, build_messages, generation_input_hash, prompt_profile
-from core.rendering import TemplateError, lead_variables, render_draft
-from core.schedule import lead_zone, next_step_date, next_window_opening
-from core.sending_rules import (
+from core.campaigns.schedule import lead_zone, next_step_date, next_window_opening
+from core.campaigns.sending_rules import (
     GenerationFailurePolicy,
     SendingRules,
     describe_errors,
     parse_sending_rules,
 )
+from core.campaigns.templates import TemplateError, lead_variables
+from core.generation.draft import EmailDraft, render_draft
+from core.generation.due_lead import DueLead
+from core.generation.gate import check_draft, normalize_draft, trusted_variables
+from core.generation.llm import TEMPLATE_MODEL, Generation, Generator, LLMError
+from core.generation.prompt import (
+    PROMPT_VERSION,
+    build_messages,
+    generation_input_hash,
+    prompt_profile,
+)
+from core.ids import new_id
 
 
 class OutcomeKind(StrEnum):

@@ -23,7 +23,7 @@ from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
 
-from core.engagement import BounceKind, Malformed, NormalisedEvent
+from core.engagement.events import BounceKind, Malformed, NormalisedEvent
 from core.statuses import EngagementType
 
 __all__ = ["IMAPSource", "MailboxError", "classify_message", "read_mail_path"]

@@ -1,0 +1,1 @@
+"""Reports for analysts, computed from the frames `db/queries/report.py` reads."""
