@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from pydantic import BaseModel, ConfigDict, SecretStr
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +21,20 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 class DatabaseNotReadyError(RuntimeError):
     """The database is reachable but not migrated to the revision this code needs."""
+
+
+class DatabaseConfig(BaseModel):
+    """Which database a run's tasks use: built once at the edge, passed to every task."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Secret: a URL may carry a password, and task inputs can reach logs and run states.
+    url: SecretStr
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "DatabaseConfig":
+        """DATABASE_URL, or the embedded server started and migrated."""
+        return cls(url=SecretStr(resolve_database_url(settings)))
 
 
 def alembic_config(url: str) -> Config:
@@ -85,6 +100,22 @@ def check_revision(engine: Engine) -> None:
             f"the database is at revision {current or 'none (empty)'}, this code needs {head}; "
             "run `campaign-pipeline db upgrade`"
         )
+
+
+@cache
+def _sessions_for_url(url: str) -> sessionmaker[Session]:
+    engine = make_engine(url)
+    check_revision(engine)
+    return make_session_factory(engine)
+
+
+def sessions_for(database: DatabaseConfig) -> sessionmaker[Session]:
+    """This process's sessions on that database, its revision checked once.
+
+    One engine (and pool) per URL for the life of the process: keyed by the URL it is given, so
+    a caller that passes another database gets another pool, never a stale one.
+    """
+    return _sessions_for_url(database.url.get_secret_value())
 
 
 @contextmanager

@@ -158,3 +158,44 @@ def record_event(
         "source": source,
     }
     return session.execute(RECORD_EVENT, params).first() is not None
+
+
+@dataclass(frozen=True)
+class SendStop:
+    """A send's recipient told us to stop (bounced at handover, unsubscribed through its link)."""
+
+    send_id: str
+    workspace_id: str
+    email: str
+    event: EngagementType
+    status: CampaignLeadStatus
+    reason: str
+    metadata: dict[str, Any]
+
+
+def stop_send_recipient(
+    session: Session, stop: SendStop, *, now: datetime
+) -> tuple[StopResult, bool]:
+    """Record the send's event once and stop its address; the bool says the event is new.
+
+    The one operation behind both the delivery bounce and the unsubscribe link, so each stops
+    the same things and records the same event id (`bounce:<send>`, `unsubscribe:<send>`).
+    """
+    recorded = record_event(
+        session,
+        event_id=f"{stop.event.value}:{stop.send_id}",
+        send_id=stop.send_id,
+        type=stop.event,
+        occurred_at=now,
+        metadata=stop.metadata,
+        now=now,
+    )
+    result = stop_address(
+        session,
+        workspace_id=stop.workspace_id,
+        email=stop.email,
+        status=stop.status,
+        reason=stop.reason,
+        now=now,
+    )
+    return result, recorded
