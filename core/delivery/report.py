@@ -4,14 +4,32 @@ Reasons name rules and SMTP replies, never addresses or bodies, so they are safe
 """
 
 from collections import Counter
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-COLUMNS = ("sent", "retried", "deferred", "cancelled", "failed", "bounced", "unknown")
+from core.counting import Tally
 
 
-class DeliveryCounts(BaseModel):
+class DeliveryColumn(StrEnum):
+    """What happened to a send in this run: one column of the run's table."""
+
+    sent = "sent"
+    retried = "retried"
+    deferred = "deferred"
+    cancelled = "cancelled"
+    failed = "failed"
+    bounced = "bounced"
+    unknown = "unknown"
+
+
+COLUMNS: tuple[DeliveryColumn, ...] = tuple(DeliveryColumn)
+
+
+class DeliveryCounts(Tally):
     """One (campaign, mailbox) line of the run's table."""
+
+    counters = tuple(COLUMNS)
 
     campaign_id: str
     mailbox: str = "-"
@@ -41,14 +59,18 @@ class DeliveryReport(BaseModel):
     unknown: list[UnknownSend] = Field(default_factory=list)
 
     def count(
-        self, campaign_id: str, mailbox: str | None, column: str, reason: str | None = None
+        self,
+        campaign_id: str,
+        mailbox: str | None,
+        column: DeliveryColumn,
+        reason: str | None = None,
     ) -> None:
         """Add one send to a column, with why for anything but `sent`."""
         key = f"{campaign_id}\x00{mailbox or '-'}"
         row = self.rows.setdefault(
             key, DeliveryCounts(campaign_id=campaign_id, mailbox=mailbox or "-")
         )
-        setattr(row, column, getattr(row, column) + 1)
+        row.bump(column)
         if reason:
             row.reasons[f"{column}: {reason}"] += 1
 
@@ -58,14 +80,13 @@ class DeliveryReport(BaseModel):
             mine = self.rows.setdefault(
                 key, DeliveryCounts(campaign_id=theirs.campaign_id, mailbox=theirs.mailbox)
             )
-            for column in COLUMNS:
-                setattr(mine, column, getattr(mine, column) + getattr(theirs, column))
+            mine.add(theirs)
             mine.reasons.update(theirs.reasons)
         self.unknown.extend(other.unknown)
 
-    def total(self, column: str) -> int:
+    def total(self, column: DeliveryColumn) -> int:
         """One column summed over every line."""
-        return sum(getattr(row, column) for row in self.rows.values())
+        return sum(row.count_of(column) for row in self.rows.values())
 
     def table(self) -> list[dict[str, object]]:
         """Rows for a Prefect table artifact, sorted, with the reasons as one readable cell."""
@@ -74,7 +95,7 @@ class DeliveryReport(BaseModel):
             why = "; ".join(f"{reason} ×{n}" for reason, n in sorted(row.reasons.items()))
             rows.append(
                 {"campaign_id": row.campaign_id, "mailbox": row.mailbox}
-                | {column: getattr(row, column) for column in COLUMNS}
+                | {column.value: row.count_of(column) for column in COLUMNS}
                 | {"why": why}
             )
         return rows

@@ -5,17 +5,29 @@ malformed and ignored records, and leads stopped by rule. No addresses, no bodie
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from core.counting import Tally
 from core.engagement.events import Malformed, NormalisedEvent
 
 # The artifact lists this many malformed records; the count covers them all.
 MALFORMED_SHOWN = 500
 
 
-class TypeCounts(BaseModel):
+class IngestColumn(StrEnum):
+    """What became of an event: new, already ingested, or kept aside with no matching send."""
+
+    new = "new"
+    duplicate = "duplicate"
+    quarantined = "quarantined"
+
+
+class TypeCounts(Tally):
     """One (source, type) line of the run's table."""
+
+    counters = tuple(IngestColumn)
 
     source: str
     type: str
@@ -34,10 +46,10 @@ class IngestReport(BaseModel):
     stopped: Counter[str] = Field(default_factory=Counter)
     cancelled: int = 0
 
-    def count(self, source: str, kind: str, column: str, n: int) -> None:
+    def count(self, source: str, kind: str, column: IngestColumn, n: int) -> None:
         """Add n events to a column of their (source, type) line."""
         row = self.rows.setdefault(f"{source}\x00{kind}", TypeCounts(source=source, type=kind))
-        setattr(row, column, getattr(row, column) + n)
+        row.bump(column, n)
 
     def add_malformed(self, record: Malformed) -> None:
         """Keep a malformed record for the artifact (the first MALFORMED_SHOWN of them)."""
@@ -49,9 +61,7 @@ class IngestReport(BaseModel):
         """Fold another chunk's report into this one."""
         for key, theirs in other.rows.items():
             mine = self.rows.setdefault(key, TypeCounts(source=theirs.source, type=theirs.type))
-            mine.new += theirs.new
-            mine.duplicate += theirs.duplicate
-            mine.quarantined += theirs.quarantined
+            mine.add(theirs)
         for record in other.malformed:
             if len(self.malformed) < MALFORMED_SHOWN:
                 self.malformed.append(record)
@@ -60,9 +70,9 @@ class IngestReport(BaseModel):
         self.stopped.update(other.stopped)
         self.cancelled += other.cancelled
 
-    def total(self, column: str) -> int:
+    def total(self, column: IngestColumn) -> int:
         """One column summed over every line."""
-        return sum(getattr(row, column) for row in self.rows.values())
+        return sum(row.count_of(column) for row in self.rows.values())
 
     def table(self) -> list[dict[str, object]]:
         """Rows for the run's table artifact."""
@@ -78,9 +88,9 @@ class IngestReport(BaseModel):
             "",
             head,
             "",
-            f"- new events: {self.total('new')}",
-            f"- duplicates (already ingested): {self.total('duplicate')}",
-            f"- quarantined (no matching send): {self.total('quarantined')}",
+            f"- new events: {self.total(IngestColumn.new)}",
+            f"- duplicates (already ingested): {self.total(IngestColumn.duplicate)}",
+            f"- quarantined (no matching send): {self.total(IngestColumn.quarantined)}",
             f"- malformed records: {self.malformed_total}",
             f"- ignored records (events not stored, e.g. deliveries): {sum(self.ignored.values())}",
             f"- pending sends cancelled: {self.cancelled}",

@@ -1,7 +1,6 @@
 """Counting a step backfill of `process-campaign-sends`, for its table artifact and summary."""
 
-from pydantic import BaseModel
-
+from core.counting import Tally
 from core.generation.generate import LeadOutcome, OutcomeKind
 from core.generation.regeneration import StepSend
 
@@ -18,7 +17,7 @@ COLUMNS = (
 )
 
 
-class StepCounts(BaseModel):
+class StepCounts(Tally):
     """One campaign step's line: what the backfill did with each of the step's sends.
 
     Every send of the step lands in exactly one of: regenerated, unchanged, held (claimed and
@@ -27,6 +26,8 @@ class StepCounts(BaseModel):
     regenerated) or not_scheduled (already sending, sent, unknown, failed or cancelled).
     `fell_back` and `cache_hits` count within regenerated.
     """
+
+    counters = (*COLUMNS, "llm_calls")
 
     campaign_id: str
     step: int
@@ -45,11 +46,6 @@ class StepCounts(BaseModel):
     def skipped(self) -> int:
         """Sends left alone because they were sent, busy or changed meanwhile."""
         return self.busy + self.changed + self.not_scheduled
-
-    def add(self, other: "StepCounts") -> None:
-        """Fold another batch's counts into this one."""
-        for name in (*COLUMNS, "llm_calls"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def count_batch(

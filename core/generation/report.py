@@ -2,16 +2,17 @@
 
 from collections.abc import Iterable
 
-from pydantic import BaseModel
-
+from core.counting import Tally
 from core.generation.due_lead import DueLead
 from core.generation.generate import LeadOutcome, OutcomeKind
 
 COLUMNS = ("claimed", "generated", "cache_hits", "fell_back", "held", "failed", "scheduled")
 
 
-class CampaignCounts(BaseModel):
+class CampaignCounts(Tally):
     """One campaign's line in the run's table."""
+
+    counters = (*COLUMNS, "llm_calls")
 
     campaign_id: str
     claimed: int = 0
@@ -22,11 +23,6 @@ class CampaignCounts(BaseModel):
     failed: int = 0
     scheduled: int = 0
     llm_calls: int = 0
-
-    def add(self, other: "CampaignCounts") -> None:
-        """Fold another batch's counts for the same campaign into this one."""
-        for name in (*COLUMNS, "llm_calls"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def count_batch(
