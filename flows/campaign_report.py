@@ -12,7 +12,9 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.utilities.annotations import quote
 
 from core.analytics.campaign_report import CampaignReport, ReportWindow, summary_markdown
+from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
+from flows.settings import run_settings
 from tasks.report import check_output, compute_report, read_report, write_report
 
 
@@ -32,6 +34,7 @@ async def campaign_report(
         output: Also write every row to this .csv or .parquet file on the worker.
     """
     logger = get_run_logger()
+    database = DatabaseConfig.from_settings(run_settings())
     window = ReportWindow.ending(run_cutoff(until), since=since, campaign_id=campaign_id)
     if output:
         check_output(output)  # a bad suffix or a missing package fails before any query
@@ -41,7 +44,7 @@ async def campaign_report(
         window.until.isoformat(),
         window.campaign_id or "(all)",
     )
-    inputs = await read_report(window)
+    inputs = await read_report(database, window)
     report = await compute_report(quote(inputs), window)
     await _publish(report)
     if output:

@@ -46,17 +46,18 @@ def run_in_transaction(
     database: DatabaseConfig, work: Callable[[Session], T], *, rollback: bool = False
 ) -> T:
     """`work` in one transaction: committed on success (rolled back if asked), else rolled back."""
+    # The transaction begins with work's first statement (autobegin), so work may still choose
+    # its isolation first, as the report's read-only snapshot does.
     with sessions_for(database)() as session:
-        transaction = session.begin()
         try:
             outcome = work(session)
         except BaseException:
-            transaction.rollback()
+            session.rollback()
             raise
         if rollback:
-            transaction.rollback()
+            session.rollback()
         else:
-            transaction.commit()
+            session.commit()
         return outcome
 
 

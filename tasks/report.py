@@ -21,8 +21,9 @@ from core.analytics.campaign_report import (
     compute_campaign_report,
     output_format,
 )
+from db.engine import DatabaseConfig
 from db.queries.report import read_report_inputs
-from tasks.database import session_factory
+from tasks.database import database_task, in_transaction
 
 
 def check_output(output: str) -> Path:
@@ -31,21 +32,12 @@ def check_output(output: str) -> Path:
     return Path(output).expanduser().resolve()
 
 
-@task(
-    name="read-campaign-report",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
-async def read_report(window: ReportWindow) -> ReportInputs:
+@database_task("read-campaign-report")
+async def read_report(database: DatabaseConfig, window: ReportWindow) -> ReportInputs:
     """The report's frames for window, from one read-only snapshot of the database."""
-
-    def work() -> ReportInputs:
-        with session_factory()() as session:
-            return read_report_inputs(session, window)
-
-    return await anyio.to_thread.run_sync(work)
+    return await in_transaction(
+        database, lambda session: read_report_inputs(session, window), rollback=True
+    )
 
 
 @task(name="compute-campaign-report", cache_policy=NO_CACHE, persist_result=False)
