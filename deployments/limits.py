@@ -25,7 +25,7 @@ Action = Literal["created", "updated", "unchanged", "skipped", "noted"]
 
 
 @dataclass(frozen=True)
-class Outcome:
+class SetupResult:
     """What setup did to one Prefect object, in words for the operator."""
 
     subject: str
@@ -65,7 +65,7 @@ def default_rate_limit(name: str, per_minute: int | None, burst: int | None) -> 
 
 async def ensure_rate_limit(
     client: "PrefectClient", name: str, *, per_minute: int | None, burst: int | None
-) -> Outcome:
+) -> SetupResult:
     """Create the limit if missing. An existing one changes only in the figures given (the
     rest stays as tuned in the UI or CLI), and is made active when any is given."""
     from prefect.client.schemas.actions import (
@@ -87,25 +87,25 @@ async def ensure_rate_limit(
                 active=True,
             )
         )
-        return Outcome(subject, "created", wanted.describe())
+        return SetupResult(subject, "created", wanted.describe())
     now = RateLimit(name, current.slot_decay_per_second * 60, current.limit)
     if per_minute is None and burst is None:
         inactive = "" if current.active else "; INACTIVE, so the LLM calls are not limited"
-        return Outcome(subject, "unchanged", now.describe() + inactive)
+        return SetupResult(subject, "unchanged", now.describe() + inactive)
     wanted = RateLimit(name, per_minute or now.per_minute, burst or now.burst)
     if (
         current.active
         and current.limit == wanted.burst
         and abs(current.slot_decay_per_second - wanted.slot_decay_per_second) < 1e-3
     ):
-        return Outcome(subject, "unchanged", now.describe())
+        return SetupResult(subject, "unchanged", now.describe())
     await client.update_global_concurrency_limit(
         name,
         GlobalConcurrencyLimitUpdate(
             limit=wanted.burst, slot_decay_per_second=wanted.slot_decay_per_second, active=True
         ),
     )
-    return Outcome(subject, "updated", f"{now.describe()} -> {wanted.describe()}")
+    return SetupResult(subject, "updated", f"{now.describe()} -> {wanted.describe()}")
 
 
 async def ensure_limits(
@@ -114,11 +114,11 @@ async def ensure_limits(
     *,
     llm_per_minute: int | None = None,
     llm_burst: int | None = None,
-) -> list[Outcome]:
+) -> list[SetupResult]:
     """Every limit the flows use, present and (when figures are given) as asked."""
     if not settings.llm_rate_limit_name:
         return [
-            Outcome(
+            SetupResult(
                 "LLM rate limit",
                 "skipped",
                 "LLM_RATE_LIMIT_NAME is unset: only LLM_MAX_CONCURRENCY limits the LLM calls",

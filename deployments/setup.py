@@ -15,7 +15,7 @@ from prefect.settings import get_current_settings
 from prefect.workers.process import ProcessWorker
 
 from core.settings import Settings
-from deployments.limits import Outcome, ensure_limits
+from deployments.limits import SetupResult, ensure_limits
 from deployments.spec import read_deployments, work_pool_name
 
 POOL_TYPE = ProcessWorker.type
@@ -52,7 +52,7 @@ async def require_api() -> None:
         await check_api(client)
 
 
-async def ensure_work_pool(client: PrefectClient, name: str) -> Outcome:
+async def ensure_work_pool(client: PrefectClient, name: str) -> SetupResult:
     """The work pool, of type process, created with Prefect's default job template if missing."""
     subject = f"work pool {name!r}"
     try:
@@ -68,8 +68,8 @@ async def ensure_work_pool(client: PrefectClient, name: str) -> Outcome:
                 )
             )
         except ObjectAlreadyExists:  # created by someone else meanwhile
-            return Outcome(subject, "unchanged", f"type {POOL_TYPE}, already there")
-        return Outcome(subject, "created", f"type {POOL_TYPE}")
+            return SetupResult(subject, "unchanged", f"type {POOL_TYPE}, already there")
+        return SetupResult(subject, "created", f"type {POOL_TYPE}")
     if pool.type != POOL_TYPE:
         raise PrefectAPIError(
             f"work pool {name!r} exists with type {pool.type!r}; prefect.yaml needs a"
@@ -77,10 +77,10 @@ async def ensure_work_pool(client: PrefectClient, name: str) -> Outcome:
             " pool in prefect.yaml"
         )
     paused = "; it is PAUSED: resume it with `prefect work-pool resume`" if pool.is_paused else ""
-    return Outcome(subject, "unchanged", f"type {POOL_TYPE}, already there{paused}")
+    return SetupResult(subject, "unchanged", f"type {POOL_TYPE}, already there{paused}")
 
 
-async def result_storage(client: PrefectClient) -> Outcome:
+async def result_storage(client: PrefectClient) -> SetupResult:
     """Where generations are cached: the settings' block, the server's default, or a folder."""
     settings = get_current_settings().results
     server_block = None
@@ -97,12 +97,12 @@ async def result_storage(client: PrefectClient) -> Outcome:
             f"{path} (local: shared only by runs on this machine; see"
             " PREFECT_DEFAULT_RESULT_STORAGE_BLOCK)"
         )
-    return Outcome("generation results", "noted", f"kept in {where}")
+    return SetupResult("generation results", "noted", f"kept in {where}")
 
 
 async def setup(
     settings: Settings, *, llm_per_minute: int | None = None, llm_burst: int | None = None
-) -> list[Outcome]:
+) -> list[SetupResult]:
     """Make the Prefect server ready for `prefect deploy --all`; what was done, in order."""
     pool = work_pool_name(read_deployments())
     url = api_url()
