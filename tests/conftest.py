@@ -8,6 +8,7 @@ without seeing each other.
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import psycopg
 import pytest
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import Settings
 from db.engine import make_engine, make_session_factory, resolve_database_url, upgrade
 from tasks.database import session_factory
+from tests.support.run_settings import RunSettings
 
 _counter = itertools.count()
 
@@ -117,3 +119,15 @@ def pipeline_env(database_url, monkeypatch, prefect_harness, tmp_path):
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(tmp_path / "results")}):
         yield monkeypatch
     session_factory.cache_clear()
+
+
+@pytest.fixture
+def run_settings(database_url, prefect_harness, tmp_path) -> Iterator[RunSettings]:
+    """Settings handed to this test's in-process flow runs: its database, no LLM key, results
+    under tmp_path. The environment is not read, so nothing set outside the test leaks in."""
+    settings = Settings.model_validate(
+        {"database_url": database_url, "embedded_pg_dir": tmp_path / "no-embedded-postgres"}
+    )
+    updates = {PREFECT_LOCAL_STORAGE_PATH: str(tmp_path / "results")}
+    with ExitStack() as stack, temporary_settings(updates=updates):
+        yield RunSettings(settings, stack)
