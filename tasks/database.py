@@ -5,6 +5,7 @@ keeps other batches moving. Sessions come from the `DatabaseConfig` the flow pas
 """
 
 from collections.abc import Callable, Coroutine
+from functools import cache
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
@@ -68,6 +69,7 @@ async def in_transaction(
     )
 
 
+@cache
 def session_factory() -> Any:
     """Transitional: the environment's database, until every task takes a `DatabaseConfig`."""
     return sessions_for(DatabaseConfig.from_settings(get_settings()))
