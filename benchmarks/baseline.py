@@ -39,7 +39,6 @@ if str(ROOT) not in sys.path:
 from benchmarks.baseline_summary import print_summary, summarise_baseline  # noqa: E402
 from benchmarks.generation import parse_args as generation_args  # noqa: E402
 from benchmarks.generation_bench import Bench  # noqa: E402
-from benchmarks.generation_setup import llm_latency_ms, seed_due_leads, verify_run  # noqa: E402
 from benchmarks.harness.machine import git, loadavg, rss_now_kib  # noqa: E402
 from benchmarks.harness.parent import (  # noqa: E402
     add_output_arguments,
@@ -61,19 +60,7 @@ class BaselineBench(Bench):
         self.settle_limit_s = options.settle_limit
 
     def naive_run(self, n: int, latency_ms: float, label: str) -> dict[str, Any]:
-        seeded = seed_due_leads(self.url, n)
-        spec = {
-            "database_url": self.url,
-            "n": n,
-            "latency_ms": latency_ms,
-            "prefect_server_pid": self.prefect_server_pid,
-            "postmaster_pid": self.postmaster_pid,
-        }
-        result = self.child("naive", spec)
-        result["label"] = label
-        result["seed_seconds"] = seeded
-        result["verified"] = verify_run(self.url, n)
-        result["llm_latency_ms"] = llm_latency_ms(self.url)
+        result = self.seeded_run("naive", n, latency_ms, label, {})
         ok = (
             result["counts"]["scheduled"] == n
             and result["verified"]["llm_messages"] == n

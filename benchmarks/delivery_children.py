@@ -25,7 +25,7 @@ from benchmarks.delivery_setup import (
 )
 from benchmarks.harness.machine import ROOT, CPUMeter, proc_cpu
 from core.delivery.message import OutgoingEmail, build_message
-from core.delivery.report import COLUMNS
+from core.delivery.report import COLUMNS, DeliveryColumn
 from core.delivery.unsubscribe import load_secret, sign_token, unsubscribe_mailto, unsubscribe_url
 from core.settings import Settings
 from db.engine import DatabaseConfig, sessions_for
@@ -79,7 +79,7 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     cpu, busy_pct = meter.stop()
     counts = {column: report.total(column) for column in COLUMNS}
-    sent = counts["sent"]
+    sent = counts[DeliveryColumn.sent]
 
     def per_send_ms(name: str) -> float | None:
         seconds = cpu[name]

@@ -56,6 +56,33 @@ class Bench(Parent):
             self.results["runs"].extend(results)
         return results
 
+    def seeded_run(
+        self,
+        mode: str,
+        n: int,
+        latency_ms: float,
+        label: str,
+        spec: dict[str, Any],
+        *,
+        profile: Path | None = None,
+    ) -> dict[str, Any]:
+        """n freshly seeded due leads, one child run over them, and what it left behind."""
+        seeded = seed_due_leads(self.url, n)
+        spec = {
+            "database_url": self.url,
+            "n": n,
+            "latency_ms": latency_ms,
+            **spec,
+            "prefect_server_pid": self.prefect_server_pid,
+            "postmaster_pid": self.postmaster_pid,
+        }
+        result = self.child(mode, spec, profile=profile)
+        result["label"] = label
+        result["seed_seconds"] = seeded
+        result["verified"] = verify_run(self.url, n)
+        result["llm_latency_ms"] = llm_latency_ms(self.url)
+        return result
+
     def flow_run(
         self,
         n: int,
@@ -65,22 +92,12 @@ class Bench(Parent):
         profile: Path | None = None,
         variant: str = "baseline",
     ):
-        seeded = seed_due_leads(self.url, n)
         spec = {
-            "database_url": self.url,
-            "n": n,
-            "latency_ms": latency_ms,
             "concurrency": self.args.concurrency,
             "batch_size": self.args.batch_size,
             "variant": variant,
-            "prefect_server_pid": self.prefect_server_pid,
-            "postmaster_pid": self.postmaster_pid,
         }
-        result = self.child("flow", spec, profile=profile)
-        result["label"] = label
-        result["seed_seconds"] = seeded
-        result["verified"] = verify_run(self.url, n)
-        result["llm_latency_ms"] = llm_latency_ms(self.url)
+        result = self.seeded_run("flow", n, latency_ms, label, spec, profile=profile)
         ok = (
             result["counts"]["scheduled"] == n
             and result["counts"]["cache_hits"] == 0
