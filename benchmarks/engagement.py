@@ -30,14 +30,15 @@ if str(ROOT) not in sys.path:
 
 import psycopg  # noqa: E402
 
-from benchmarks.generation import (  # noqa: E402
+from benchmarks.harness.database import (  # noqa: E402
     create_database,
     drop_database,
     libpq,
-    loadavg,
     server_facts,
     server_url,
 )
+from benchmarks.harness.machine import loadavg  # noqa: E402
+from core.engagement.report import IngestColumn  # noqa: E402
 
 # Event mix per 1,000: what a cold-email campaign's webhooks look like, with the rare kinds
 # frequent enough that the stop rules do real work.
@@ -142,15 +143,16 @@ def write_events(path: Path, events: int, sends: int, seed_value: int = 7) -> di
 
 
 def run_flow(path: Path, chunk: int) -> tuple[float, dict[str, object]]:
-    from flows.ingest_engagement_events import ingest_engagement_events
+    """One flow run over the file: seconds, and what it counted."""
+    from benchmarks.dependencies import ingest_engagement_events
 
     started = time.perf_counter()
     report = asyncio.run(ingest_engagement_events(source="file", path=str(path), chunk_size=chunk))
     seconds = time.perf_counter() - started
     summary = {
-        "new": report.total("new"),
-        "duplicate": report.total("duplicate"),
-        "quarantined": report.total("quarantined"),
+        "new": report.total(IngestColumn.new),
+        "duplicate": report.total(IngestColumn.duplicate),
+        "quarantined": report.total(IngestColumn.quarantined),
         "malformed": report.malformed_total,
         "stopped": dict(report.stopped),
         "cancelled": report.cancelled,
@@ -189,13 +191,12 @@ def main() -> None:
             url = create_database(admin, name)
             try:
                 from db.engine import upgrade
-                from tasks.database import session_factory
 
                 upgrade(url)
                 seed(url, args.sends)
                 results["postgres"] = server_facts(url)[0]
+                # The flow reads its settings from the environment; sessions are per URL.
                 os.environ["DATABASE_URL"] = url
-                session_factory.cache_clear()
                 first, first_summary = run_flow(path, args.chunk)
                 again, again_summary = run_flow(path, args.chunk)
                 run = {
@@ -214,7 +215,6 @@ def main() -> None:
                     flush=True,
                 )
             finally:
-                session_factory.cache_clear()
                 drop_database(admin, name)
     runs = results["runs"]
     results["median_first_events_per_s"] = statistics.median(

@@ -1,0 +1,140 @@
+"""The delivery benchmark's summary: rates, ratios to bare smtplib, and where the time goes."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from benchmarks.harness.machine import median
+
+
+def variant_key(mailboxes: int, connections: int) -> str:
+    return f"{mailboxes} mbox/{connections} conn"
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    runs = [r for r in results["runs"] if "discarded" not in r["label"]]
+    summary: dict[str, Any] = {"flow": {}, "bare": {}, "ratios": {}, "breakdown_us_per_send": {}}
+    for r in runs:
+        if r["kind"] == "bare":
+            summary["bare"].setdefault(r["mode"], []).append(r["msgs_per_s"])
+    for mode, values in list(summary["bare"].items()):
+        summary["bare"][mode] = {"median": median(values), "all": values}
+    flows: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["kind"] == "flow":
+            flows.setdefault(variant_key(r["mailboxes"], r["connections"]), []).append(r)
+    for key, group in flows.items():
+        rates = [r["sends_per_s"] for r in group]
+        summary["flow"][key] = {
+            "median": median(rates),
+            "all": rates,
+            "complete": all(r["complete"] for r in group),
+            "cpu_ms_per_send": {
+                k: median([r["cpu_ms_per_send"][k] for r in group])
+                for k in group[0]["cpu_ms_per_send"]
+            },
+            "machine_busy_pct": median([r["machine_busy_pct"] for r in group]),
+        }
+        for mode, bare in summary["bare"].items():
+            summary["ratios"][f"{key} / bare ({mode})"] = median(rates) / bare["median"]
+        names = {name for r in group for name in r["probe"]["us_per_send"]}
+        breakdown = {
+            name: median([r["probe"]["us_per_send"].get(name, 0.0) for r in group])
+            for name in names
+        }
+        breakdown["flow wall"] = median([1e6 / r["sends_per_s"] for r in group])
+        breakdown["lanes wall (union of lane spans)"] = median(
+            [1e6 * r["probe"]["lanes_wall_s"] / r["report"]["sent"] for r in group]
+        )
+        breakdown["hand_over, first 10% of calls (per call)"] = median(
+            [r["probe"]["hand_over_us_first_10pct"] for r in group]
+        )
+        breakdown["hand_over, last 10% of calls (per call)"] = median(
+            [r["probe"]["hand_over_us_last_10pct"] for r in group]
+        )
+        summary["breakdown_us_per_send"][key] = breakdown
+    return summary
+
+
+BREAKDOWN_ORDER = (
+    ("flow wall", 0),
+    ("lanes wall (union of lane spans)", 1),
+    ("lane thread total", 1),
+    ("lane thread CPU", 2),
+    ("hand_over (locks + guarded UPDATE)", 2),
+    ("SQL advisory locks (incl. wait)", 3),
+    ("SQL hand-over UPDATE", 3),
+    ("record_results", 2),
+    ("SQL record_results UPDATE", 3),
+    ("COMMIT", 2),
+    ("pool pre-ping", 2),
+    ("SQL other", 2),
+    ("_Lane._message (token, ids, build)", 2),
+    ("build_message", 3),
+    ("SMTPTransport.deliver", 2),
+    ("_wire_bytes (as_bytes)", 3),
+    ("claim (query + DueSend)", 1),
+    ("plan (usage query + plan_deliveries)", 1),
+    ("COMMIT [outside lanes]", 1),
+    ("pool pre-ping [outside lanes]", 1),
+    ("SQL claim [outside lanes]", 1),
+    ("SQL other [outside lanes]", 1),
+    ("hand_over, first 10% of calls (per call)", 1),
+    ("hand_over, last 10% of calls (per call)", 1),
+)
+
+
+def print_summary(results: dict[str, Any], args: argparse.Namespace) -> None:
+    s = results["summary"]
+    print(f"\nsend-scheduled-emails, n = {args.sends:,} sends, batch {args.batch_size}; medians")
+    bare = s["bare"]
+    for key, flow in s["flow"].items():
+        verdict = "PASS" if flow["median"] >= 300 else "FAIL"
+        rates = ", ".join(f"{v:.0f}" for v in flow["all"])
+        done = "" if flow["complete"] else "  (INCOMPLETE runs!)"
+        print(f"  flow, {key:17} {flow['median']:6.0f} sends/s  ({rates})  >= 300: {verdict}{done}")
+    for mode, label in (("prebuilt", "(a) prebuilt bytes"), ("build", "(b) build_message")):
+        if mode in bare:
+            rates = ", ".join(f"{v:.0f}" for v in bare[mode]["all"])
+            print(f"  bare smtplib {label:20} {bare[mode]['median']:6.0f} msgs/s  ({rates})")
+    for key, ratio in s["ratios"].items():
+        print(f"  {key:38} {100 * ratio:5.0f}%  >= 50%: {'PASS' if ratio >= 0.5 else 'FAIL'}")
+    keys = list(s["breakdown_us_per_send"])
+    if not keys:
+        return
+    print("\nwhere the time goes, µs per sent message (lane figures are thread-seconds: with")
+    print("several lanes they add up to more than the wall time)")
+    print(f"  {'':46}" + "".join(f"{k:>14}" for k in keys))
+    shown = set()
+    for name, depth in BREAKDOWN_ORDER:
+        values = [s["breakdown_us_per_send"][k].get(name) for k in keys]
+        if all(v is None for v in values):
+            continue
+        shown.add(name)
+        cells = "".join(f"{v:14.1f}" if v is not None else f"{'-':>14}" for v in values)
+        print(f"  {'  ' * depth + name:46}{cells}")
+    for name in sorted({n for k in keys for n in s["breakdown_us_per_send"][k]} - shown):
+        values = [s["breakdown_us_per_send"][k].get(name) for k in keys]
+        cells = "".join(f"{v:14.1f}" if v is not None else f"{'-':>14}" for v in values)
+        print(f"  {'  ' + name:46}{cells}")
+    print(f"  {'CPU ms/send:':46}")
+    for what in ("flow_process", "smtp_server", "postgres", "prefect_api"):
+        values = [s["flow"][k]["cpu_ms_per_send"][what] for k in keys]
+        cells = "".join(f"{v:14.3f}" if v is not None else f"{'-':>14}" for v in values)
+        print(f"  {'  ' + what:46}{cells}")
+    explain = results.get("hand_over_explain")
+    if explain:
+        print(
+            f"\nHAND_OVER after a {args.sends:,}-send run: {explain['median_ms']:.2f} ms"
+            " execution; what it reads:"
+        )
+        for scan in explain["scans"]:
+            print(f"  {scan}")
+    if results.get("code_changed_during_run"):
+        print("\nWARNING: product code changed during the run:", results["code_at_start"], "->")
+        print("        ", results["code_at_end"])
+    profile = results.get("profile")
+    if profile:
+        print(f"\ncProfile of one 1-mailbox run, all threads merged ({profile['file']}):")
+        print(profile["cumulative"])
