@@ -61,7 +61,7 @@ def upsert_leads(
         ]
         statement = insert(Lead).values(rows)
         excluded = statement.excluded
-        statement = statement.on_conflict_do_update(
+        upsert = statement.on_conflict_do_update(
             index_elements=[Lead.workspaceId, func.lower(Lead.email)],
             set_={
                 **{
@@ -72,7 +72,7 @@ def upsert_leads(
                 "updatedAt": excluded.updatedAt,
             },
         ).returning(Lead.id, Lead.email)
-        for lead_id, email in session.execute(statement):
+        for lead_id, email in session.execute(upsert):
             ids[email.lower()] = lead_id
     return ids
 
