@@ -153,7 +153,7 @@ def enroll(
         campaign = get_campaign(session, campaign_id)
         if campaign is None:
             raise fail(f"no campaign with id {campaign_id!r}; nothing was enrolled")
-        result = enrol_lead_rows(session, campaign, leads.leads.to_dict("records"), utcnow())
+        result = enrol_lead_rows(session, campaign, leads.rows(), utcnow())
     for problem in leads.problems:
         err.print(f"{csv}: {problem}")
     out.print(

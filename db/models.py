@@ -6,6 +6,7 @@ proves these models and `alembic upgrade head` describe the same schema.
 
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -32,7 +33,7 @@ from core.statuses import (
 from db.base import Base, UTCDateTime, new_id, utcnow
 
 
-def _in(column: str, values: type) -> str:
+def _in(column: str, values: type[StrEnum]) -> str:
     return f'"{column}" IN (' + ", ".join(f"'{v.value}'" for v in values) + ")"
 
 

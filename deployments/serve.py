@@ -65,6 +65,9 @@ def to_deployment(spec: DeploymentSpec, *, paused: bool | None = None) -> Runner
         # keeps (None, which a file entrypoint would be looked up under).
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    if not isinstance(deployment, RunnerDeployment):
+        # Prefect dispatches on the caller: inside an event loop the call is a coroutine.
+        raise TypeError("to_deployment is synchronous: call it outside an event loop")
     # Said explicitly, so serving a deployment `prefect deploy` put on the work pool takes it off
     # the pool: the API clears a deployment's pool only when asked to, and otherwise a worker
     # would still pick up its runs (and run them without the pull step).

@@ -42,6 +42,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
+from typing import Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -189,15 +190,15 @@ class CampaignReport:
         )
         return rows.drop(columns="_total").reset_index(drop=True)[list(COLUMNS)]
 
-    def table(self, level: str) -> list[dict[str, object]]:
-        """Rows of one level (`step` or `campaign`) for a table artifact: plain JSON values."""
+    def table(self, level: Literal["step", "campaign"]) -> list[dict[str, object]]:
+        """Rows of one level for a table artifact: plain JSON values."""
         frame = self.steps if level == "step" else self.campaigns
-        return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+        return [{str(k): _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
     def totals(self) -> dict[str, float | int | None]:
         """Every campaign together: the counts summed, the rates and spend per 1,000 again."""
         sums: dict[str, float | int | None] = {
-            name: _native(self.campaigns[name].sum())
+            name: _number(self.campaigns[name].sum())
             for name in ("enrolled", *GENERATION_COUNTS, "cost_usd", *SEND_COUNTS)
         }
         sent, generated = sums["sent"] or 0, sums["generated"] or 0
@@ -324,6 +325,12 @@ def _native(value: object) -> object:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def _number(value: object) -> float | int | None:
+    """A summed count or spend as a Python number, None for NA."""
+    value = _native(value)
+    return value if isinstance(value, float | int) else None
 
 
 def _plain(value: object) -> object:

@@ -4,11 +4,12 @@ import csv
 import io
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 import pandas as pd
 from email_validator import EmailNotValidError, validate_email
 
-from core.campaigns.lead_fields import LEAD_FIELDS
+from core.campaigns.lead_fields import LEAD_FIELDS, LeadRow
 from core.campaigns.sending_rules import check_timezone
 
 # Headers are looked up with case, spaces, '_', '-' and '.' removed.
@@ -62,6 +63,10 @@ class LeadImport:
 
     leads: pd.DataFrame
     problems: list[RowProblem] = field(default_factory=list)
+
+    def rows(self) -> list[LeadRow]:
+        """The good rows as enrolment takes them (the frame's columns are LeadRow's keys)."""
+        return cast(list[LeadRow], self.leads.drop(columns="line").to_dict("records"))
 
 
 def _column_for(header: str) -> str | None:
@@ -220,14 +225,15 @@ def _validate(frame: pd.DataFrame, custom: list[str]) -> tuple[pd.DataFrame, lis
     )
     frame = frame[~key.duplicated(keep="first")]
 
-    frame = frame.assign(
-        customFields=[
+    custom_fields: list[dict[str, str]] = (
+        [
             {name: value for name, value in zip(custom, row, strict=True) if value.strip() != ""}
             for row in frame[custom].itertuples(index=False, name=None)
         ]
         if custom
         else [{} for _ in range(len(frame))]
     )
+    frame = frame.assign(customFields=pd.Series(custom_fields, index=frame.index, dtype=object))
     optional = [c for c in LEAD_FIELDS if c != "email"]
     frame = frame[["line", *LEAD_FIELDS, "customFields"]].astype(object)
     frame[optional] = frame[optional].where(frame[optional] != "", None)

@@ -25,7 +25,7 @@ def _at_local(day: datetime, clock: time, zone: ZoneInfo) -> datetime:
 def next_window_opening(at: datetime, window: SendWindow, zone: ZoneInfo) -> datetime:
     """The earliest instant >= at inside the window, in UTC; at itself when already inside."""
     local = at.astimezone(zone)
-    allowed = {day.index for day in window.days}
+    allowed = {day.number for day in window.days}
     for offset in range(8):
         day = local + timedelta(days=offset)
         if day.weekday() not in allowed:

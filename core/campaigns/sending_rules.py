@@ -39,8 +39,8 @@ class Weekday(StrEnum):
     sun = "sun"
 
     @property
-    def index(self) -> int:
-        """Monday is 0, as in datetime.weekday()."""
+    def number(self) -> int:
+        """Monday is 0, as in datetime.weekday() (not `index`, which would hide str.index)."""
         return list(Weekday).index(self)
 
 

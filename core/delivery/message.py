@@ -156,7 +156,8 @@ class _PreparedHeader(str):
             # UTF-8 rather than encoded words; the email package's own header class does that.
             # Only subjects and names are non-ASCII, and names are cut for its folder.
             factory = getattr(policy, "header_factory", _POLICY.header_factory)
-            return factory(self.name, str(self)).fold(policy=policy)
+            folded: str = factory(self.name, str(self)).fold(policy=policy)
+            return folded
         limit = min(policy.max_line_length or sys.maxsize, self.line_limit)
         one_line = f"{self.name}: {' '.join(self.tokens)}" if self.tokens else f"{self.name}:"
         if len(one_line) <= limit:  # most headers, and it spares the loop below
@@ -259,14 +260,14 @@ def build_message(email: OutgoingEmail) -> EmailMessage:
         _set_text(message, "text_body", text, "plain")
         return message
     # Only the top level carries MIME-Version, hence MIMEPart rather than EmailMessage parts.
-    parts = [MIMEPart(policy=_POLICY), MIMEPart(policy=_POLICY)]
+    plain_part, html_part = MIMEPart(policy=_POLICY), MIMEPart(policy=_POLICY)
     payloads = [
-        _set_text(parts[0], "text_body", text, "plain"),
-        _set_text(parts[1], "text_body", _text_to_html(text), "html"),
+        _set_text(plain_part, "text_body", text, "plain"),
+        _set_text(html_part, "text_body", _text_to_html(text), "html"),
     ]
     headers.append(_multipart_alternative(payloads))
     _set_headers(message, headers)
-    message.set_payload(parts)
+    message.set_payload([plain_part, html_part])
     return message
 
 
@@ -352,6 +353,8 @@ def _address(field: str, value: str) -> str:
         result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise MessageError(f"{field}: {exc}") from exc
+    # Without SMTPUTF8 the validator refuses any address that has no ASCII form.
+    assert result.ascii_email is not None
     return result.ascii_email
 
 

@@ -253,5 +253,6 @@ def _decide(
 
 def retry_at(now: datetime, attempts: int, rng: random.Random) -> datetime:
     """When a send refused with a 4xx is tried again: 5 min doubling to 4 h, with ±20% jitter."""
-    delay = min(RETRY_BASE * 2 ** max(attempts - 1, 0), RETRY_CAP)
+    doubling: int = 2 ** max(attempts - 1, 0)  # int ** int is typed Any (it may be a float)
+    delay = min(RETRY_BASE * doubling, RETRY_CAP)
     return now + delay * rng.uniform(0.8, 1.2)

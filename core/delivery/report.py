@@ -88,7 +88,7 @@ class DeliveryReport(BaseModel):
         """One column summed over every line."""
         return sum(row.count_of(column) for row in self.rows.values())
 
-    def table(self) -> list[dict[str, object]]:
+    def table(self) -> list[dict[str, str | int]]:
         """Rows for a Prefect table artifact, sorted, with the reasons as one readable cell."""
         rows = []
         for row in sorted(self.rows.values(), key=lambda r: (r.campaign_id, r.mailbox)):

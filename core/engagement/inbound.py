@@ -19,9 +19,11 @@ import ssl
 import unicodedata
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
+from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
+from typing import TypedDict
 
 from core.engagement.events import BounceKind, Malformed, NormalisedEvent
 from core.statuses import EngagementType
@@ -88,8 +90,16 @@ def classify_message(raw: bytes, *, source: str, line: int) -> Result:
         return Malformed(source=source, line=line, reason=f"unparseable: {type(exc).__name__}")
 
 
+class _Origin(TypedDict):
+    """The fields every event of one message shares: where it was read."""
+
+    provider: str
+    source: str
+    line: int
+
+
 def _classify(message: EmailMessage, *, source: str, line: int) -> Result:
-    base: dict[str, str | int] = {"provider": _PROVIDER, "source": source, "line": line}
+    base = _Origin(provider=_PROVIDER, source=source, line=line)
     own_id = _first_message_id(message.get("Message-ID"))
     if _is_delivery_report(message):
         return _delivery_status_event(message, own_id, base)
@@ -117,9 +127,7 @@ def _is_delivery_report(message: EmailMessage) -> bool:
     return message.get_content_type() == "multipart/report" and report_type == "delivery-status"
 
 
-def _delivery_status_event(
-    message: EmailMessage, own_id: str | None, base: dict[str, str | int]
-) -> Result:
+def _delivery_status_event(message: EmailMessage, own_id: str | None, base: _Origin) -> Result:
     """An RFC 3464 DSN: the first failed recipient, else the first delayed one."""
     recipients = _recipient_blocks(message)
     actions = [str(block.get("Action", "")).strip().lower() for block in recipients]
@@ -175,14 +183,12 @@ def _original_message_id(message: EmailMessage) -> str | None:
 def _returned_message_id(part: Message) -> str | None:
     """The Message-ID of the message a message/rfc822 part holds."""
     embedded = part.get_payload()
-    if isinstance(embedded, list) and embedded:
+    if isinstance(embedded, list) and embedded and isinstance(embedded[0], Message):
         return _first_message_id(embedded[0].get("Message-ID"))
     return None
 
 
-def _plain_bounce_event(
-    message: EmailMessage, own_id: str | None, base: dict[str, str | int]
-) -> Result:
+def _plain_bounce_event(message: EmailMessage, own_id: str | None, base: _Origin) -> Result:
     """A bounce in prose from MAILER-DAEMON or postmaster: hard when its subject is a failure."""
     subject = _normalised(str(message.get("Subject", "")))
     if not _BOUNCE_SUBJECT_RE.match(subject):
@@ -251,7 +257,7 @@ def _references(message: EmailMessage) -> tuple[str, ...]:
 def _sender(message: EmailMessage) -> str | None:
     """The From address, lowercased; None when there is no usable one."""
     header = message.get("From")
-    addresses = getattr(header, "addresses", ())
+    addresses: tuple[Address, ...] = getattr(header, "addresses", ())
     for address in addresses:
         if address.username and address.domain:
             return address.addr_spec.lower()

@@ -276,7 +276,8 @@ def hold_until(as_of: datetime, attempts: int, *, transient: bool) -> datetime:
     """Backoff for a held lead: 15 min doubling per attempt for LLM outages, else a day."""
     if not transient:
         return as_of + HOLD_MAX
-    return as_of + min(HOLD_BASE * 2 ** max(attempts - 1, 0), HOLD_MAX)
+    doubling: int = 2 ** max(attempts - 1, 0)  # int ** int is typed Any (it may be a float)
+    return as_of + min(HOLD_BASE * doubling, HOLD_MAX)
 
 
 def plan_writes(

@@ -5,7 +5,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from db.models import Base
+import db.models  # noqa: F401  (declares the tables on Base.metadata)
+from db.base import Base
 
 config = context.config
 target_metadata = Base.metadata

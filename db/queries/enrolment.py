@@ -3,19 +3,20 @@
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypeVar
 
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.campaigns.campaign_file import first_send_date
-from core.campaigns.lead_fields import PROFILE_FIELDS
+from core.campaigns.lead_fields import PROFILE_FIELDS, LeadRow
 from core.statuses import CampaignLeadStatus
 from db.base import new_id, utcnow
 from db.models import Campaign, CampaignLead, Lead
 
 CHUNK = 1000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,12 @@ class EnrolmentResult:
     already_enrolled: list[str]
 
 
-def _chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+def _chunks(rows: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
 
-def upsert_leads(
-    session: Session, workspace_id: str, leads: Sequence[dict[str, Any]]
-) -> dict[str, str]:
+def upsert_leads(session: Session, workspace_id: str, leads: Sequence[LeadRow]) -> dict[str, str]:
     """Create or update leads by (workspace, lower(email)); returns lower(email) -> lead id.
 
     A blank value in the file never erases a value the lead already has, and custom fields
@@ -42,7 +41,7 @@ def upsert_leads(
     ids: dict[str, str] = {}
     now = utcnow()
     # One row per address (the first, as in a CSV): PostgreSQL refuses to upsert a key twice.
-    first: dict[str, dict[str, Any]] = {}
+    first: dict[str, LeadRow] = {}
     for lead in leads:
         first.setdefault(lead["email"].lower(), lead)
     unique = list(first.values())
@@ -61,7 +60,7 @@ def upsert_leads(
         ]
         statement = insert(Lead).values(rows)
         excluded = statement.excluded
-        statement = statement.on_conflict_do_update(
+        upsert = statement.on_conflict_do_update(
             index_elements=[Lead.workspaceId, func.lower(Lead.email)],
             set_={
                 **{
@@ -72,7 +71,7 @@ def upsert_leads(
                 "updatedAt": excluded.updatedAt,
             },
         ).returning(Lead.id, Lead.email)
-        for lead_id, email in session.execute(statement):
+        for lead_id, email in session.execute(upsert):
             ids[email.lower()] = lead_id
     return ids
 
@@ -121,7 +120,7 @@ class LeadFileEnrolment:
 
 
 def enrol_lead_rows(
-    session: Session, campaign: Campaign, leads: Sequence[dict[str, Any]], now: datetime
+    session: Session, campaign: Campaign, leads: Sequence[LeadRow], now: datetime
 ) -> LeadFileEnrolment:
     """Upsert validated lead rows into the campaign's workspace and enrol them (seed step 1)."""
     ids = upsert_leads(session, campaign.workspaceId, leads)

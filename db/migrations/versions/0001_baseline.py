@@ -6,6 +6,7 @@ Create Date: 2026-11-25
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -17,7 +18,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _ts(name: str, *, nullable: bool = True, now: bool = False) -> sa.Column:
+def _ts(name: str, *, nullable: bool = True, now: bool = False) -> sa.Column[datetime]:
     default = sa.text("CURRENT_TIMESTAMP") if now else None
     return sa.Column(name, TIMESTAMP(precision=3), nullable=nullable, server_default=default)
 

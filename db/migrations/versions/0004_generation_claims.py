@@ -9,6 +9,7 @@ Create Date: 2026-11-25
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,7 +21,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _lead_columns() -> tuple[sa.Column, ...]:
+def _lead_columns() -> tuple[sa.Column[Any], ...]:
     return (
         sa.Column("claimedBy", sa.Text()),
         sa.Column("claimedUntil", TIMESTAMP(precision=3)),
@@ -30,7 +31,7 @@ def _lead_columns() -> tuple[sa.Column, ...]:
     )
 
 
-def _message_columns() -> tuple[sa.Column, ...]:
+def _message_columns() -> tuple[sa.Column[Any], ...]:
     return (
         sa.Column("model", sa.Text()),
         sa.Column("promptVersion", sa.Text()),

@@ -10,6 +10,7 @@ Create Date: 2026-11-26
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -23,7 +24,7 @@ depends_on: str | Sequence[str] | None = None
 _ATTEMPTED = sa.text('"attemptedAt" IS NOT NULL')
 
 
-def _send_columns() -> tuple[sa.Column, ...]:
+def _send_columns() -> tuple[sa.Column[Any], ...]:
     return (
         sa.Column("claimedBy", sa.Text()),
         sa.Column("claimedUntil", TIMESTAMP(precision=3)),
