@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import BindParameter, Text, TextClause, bindparam, text
+from sqlalchemy import BindParameter, Text, TextualSelect, bindparam, text
 from sqlalchemy.orm import Session
 
 from core.generation.due_lead import DueLead
@@ -55,7 +55,7 @@ _TYPES = (
 
 def leased_claim(
     table: str, alias: str, due: str, details: str, *types: BindParameter[Any], **columns: Any
-) -> tuple[TextClause, TextClause]:
+) -> tuple[TextualSelect, TextualSelect]:
     """A claim statement and its dry-run twin over the same due set and the same columns.
 
     The claim locks the due rows (`FOR UPDATE ... SKIP LOCKED` inside a CTE), stamps them with
