@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from core.generation.due_lead import DueLead
 from core.generation.regeneration import MessageRewrite, StepSend, StepTarget
+from core.statuses import EmailSendStatus
 from db.base import UTCDateTime
 from db.queries.claims import leased_claim
 from db.queries.messages import insert_messages
@@ -200,7 +201,7 @@ def step_page(
     ).all()
     if not page:
         return StepPage(token=None, sends=[], cursor=None, not_scheduled=0, busy=0)
-    scheduled = [send_id for send_id, status in page if status == "scheduled"]
+    scheduled = [send_id for send_id, status in page if status == EmailSendStatus.scheduled]
     params: dict[str, Any] = {"page": scheduled, "now": now}
     token = None
     if worker is None:
