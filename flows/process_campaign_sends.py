@@ -10,6 +10,7 @@ from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from core.generation import regeneration_report
+from core.generation.config import GenerationConfig
 from core.generation.generate import LeadOutcome
 from core.generation.regeneration_report import StepCounts
 from core.generation.report import (
@@ -19,16 +20,11 @@ from core.generation.report import (
     summary_markdown,
     totals,
 )
-from core.settings import get_settings
+from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
 from flows.in_flight import InFlight
-from tasks.generation import (
-    Claim,
-    claim_due_leads,
-    generate_messages,
-    generation_config,
-    write_messages,
-)
+from flows.settings import run_settings
+from tasks.generation import Claim, claim_lead_batch, generate_messages, write_messages
 from tasks.regeneration import (
     StepClaim,
     claim_step_sends,
@@ -64,13 +60,18 @@ async def process_campaign_sends(
         regenerate_step: With campaign_id: regenerate this step's not-yet-sent messages
             (its stepOrder) with the step's current instructions; sent ones are untouched.
     """
-    if regenerate_step is not None:
-        if not campaign_id:
-            raise ValueError(
-                "regenerate_step needs campaign_id: a backfill regenerates one step of one "
-                "campaign (pass both, e.g. --param campaign_id=... --param regenerate_step=2)"
-            )
+    if regenerate_step is not None and not campaign_id:
+        raise ValueError(
+            "regenerate_step needs campaign_id: a backfill regenerates one step of one "
+            "campaign (pass both, e.g. --param campaign_id=... --param regenerate_step=2)"
+        )
+    settings = run_settings()
+    database = DatabaseConfig.from_settings(settings)
+    config = GenerationConfig.from_settings(settings)
+    if regenerate_step is not None and campaign_id is not None:
         return await _regenerate_step(
+            database,
+            config,
             campaign_id,
             regenerate_step,
             batch_size=batch_size,
@@ -79,8 +80,6 @@ async def process_campaign_sends(
         )
     logger = get_run_logger()
     cutoff = run_cutoff(as_of)
-    settings = get_settings()
-    config = generation_config()
     worker = f"flow-run/{flow_run.id or 'local'}"
     logger.info(
         "due as of %s, campaign %s, batch %d, model %s%s",
@@ -100,27 +99,30 @@ async def process_campaign_sends(
             previews.append((claim, outcomes))
             merge(counts, count_batch(claim.leads, outcomes, written=set(), failed=set()))
             return
-        merge(
-            counts,
-            await write_messages(
-                quote(claim),
-                quote(outcomes),
-                as_of=cutoff,
-                max_attempts=settings.max_generation_attempts,
-            ),
+        written = await write_messages(
+            database, config, quote(claim), quote(outcomes), as_of=cutoff
         )
+        merge(counts, written)
 
     remaining = max_leads
     async with InFlight(IN_FLIGHT_BATCHES) as in_flight:
         if dry_run:
-            preview = await claim_due_leads(
-                as_of=cutoff, limit=max_leads, worker=worker, campaign_id=campaign_id, dry_run=True
+            preview = await claim_lead_batch(
+                database,
+                config,
+                as_of=cutoff,
+                limit=max_leads,
+                worker=worker,
+                campaign_id=campaign_id,
+                dry_run=True,
             )
             for start in range(0, len(preview.leads), batch_size):
                 batch = Claim(token=None, leads=preview.leads[start : start + batch_size])
                 await in_flight.add(generate_and_write(batch))
         while remaining > 0 and not dry_run:
-            claim = await claim_due_leads(
+            claim = await claim_lead_batch(
+                database,
+                config,
                 as_of=cutoff,
                 limit=min(batch_size, remaining),
                 worker=worker,
@@ -150,7 +152,14 @@ async def process_campaign_sends(
 
 
 async def _regenerate_step(
-    campaign_id: str, step_order: int, *, batch_size: int, max_sends: int, dry_run: bool
+    database: DatabaseConfig,
+    config: GenerationConfig,
+    campaign_id: str,
+    step_order: int,
+    *,
+    batch_size: int,
+    max_sends: int,
+    dry_run: bool,
 ) -> dict[str, StepCounts]:
     """The backfill: new messages for the step's scheduled sends, each keeping its slot.
 
@@ -162,11 +171,10 @@ async def _regenerate_step(
     left alone. A dry run previews the drafts and holds no claim.
     """
     logger = get_run_logger()
-    target = await find_campaign_step(campaign_id=campaign_id, step_order=step_order)
+    target = await find_campaign_step(database, campaign_id=campaign_id, step_order=step_order)
     problem = target.problem()
     if problem is not None:
         raise ValueError(problem)
-    config = generation_config()
     worker = f"flow-run/{flow_run.id or 'local'}"
     logger.info(
         "regenerating step %d of campaign %s, batch %d, model %s%s",
@@ -197,17 +205,18 @@ async def _regenerate_step(
                 )
             )
             return
-        counts.add(await write_regenerated(quote(claim), quote(outcomes)))
+        counts.add(await write_regenerated(database, quote(claim), quote(outcomes)))
 
     after, remaining = "", max_sends
     async with InFlight(IN_FLIGHT_BATCHES) as in_flight:
         while remaining > 0:
             claim = await claim_step_sends(
+                database,
+                config,
                 target=target,
                 after=after,
                 limit=min(batch_size, remaining),
                 worker=worker,
-                model=config.model,
                 dry_run=dry_run,
             )
             if claim.cursor is None:

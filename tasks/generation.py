@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from weakref import WeakKeyDictionary
 
 import anyio
@@ -11,40 +11,29 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import rate_limit
 from prefect.results import ResultStore, get_result_store
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
 from core.failpoints import failpoint
+from core.generation.config import GenerationConfig
 from core.generation.due_lead import DueLead
-from core.generation.generate import LeadOutcome, Prepared, generate_for_lead, plan_writes, prepare
-from core.generation.llm import (
-    TEMPLATE_MODEL,
-    Generation,
-    Generator,
-    OpenAIGenerator,
-    TemplateGenerator,
+from core.generation.generate import (
+    GenerationCache,
+    LeadOutcome,
+    Prepared,
+    generate_for_lead,
+    plan_writes,
+    prepare,
 )
+from core.generation.llm import Generation, Generator, OpenAIGenerator, TemplateGenerator
 from core.generation.prompt import Message
 from core.generation.report import CampaignCounts, count_batch
-from core.settings import get_settings
 from db.base import utcnow
-from db.engine import unit_of_work
-from db.queries.claims import claim_due_leads as claim_due_leads_query
-from db.queries.claims import preview_due_leads
+from db.engine import DatabaseConfig
+from db.queries.claims import claim_due_leads, preview_due_leads
 from db.queries.generation import hold_leads, record_messages
-from tasks.database import session_factory
+from tasks.database import database_task, in_transaction
 
 CACHE_PREFIX = "generation-"
-
-
-class GenerationConfig(BaseModel):
-    """How this run talks to the LLM; no secrets (the key is read from settings in the task)."""
-
-    model: str
-    base_url: str | None = None
-    offline: bool = False
-    max_concurrency: int = 64
-    timeout_seconds: float = 30.0
-    max_retries: int = 4
-    rate_limit_name: str | None = None
 
 
 class Claim(BaseModel):
@@ -124,29 +113,10 @@ class LimitedGenerator:
             return await self._inner.generate(messages, model=model)
 
 
-def generation_config() -> GenerationConfig:
-    """The run's LLM settings, without the key."""
-    settings = get_settings()
-    offline = settings.openai_api_key is None
-    return GenerationConfig(
-        model=TEMPLATE_MODEL if offline else settings.openai_model,
-        base_url=settings.openai_base_url,
-        offline=offline,
-        max_concurrency=settings.llm_max_concurrency,
-        timeout_seconds=settings.llm_timeout_seconds,
-        max_retries=settings.llm_max_retries,
-        rate_limit_name=settings.llm_rate_limit_name,
-    )
-
-
-@task(
-    name="claim-due-leads",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
-async def claim_due_leads(
+@database_task("claim-due-leads")
+async def claim_lead_batch(
+    database: DatabaseConfig,
+    config: GenerationConfig,
     *,
     as_of: datetime,
     limit: int,
@@ -155,27 +125,25 @@ async def claim_due_leads(
     dry_run: bool,
 ) -> Claim:
     """Claim (or, in a dry run, only preview) the next batch of due leads."""
-    lease = timedelta(seconds=get_settings().claim_lease_seconds)
 
-    def claim() -> Claim:
-        with unit_of_work(session_factory()) as session:
-            if dry_run:
-                leads = preview_due_leads(
-                    session, as_of=as_of, now=utcnow(), limit=limit, campaign_id=campaign_id
-                )
-                return Claim(token=None, leads=leads)
-            token, leads = claim_due_leads_query(
-                session,
-                as_of=as_of,
-                now=utcnow(),
-                limit=limit,
-                worker=worker,
-                lease=lease,
-                campaign_id=campaign_id,
+    def claim(session: Session) -> Claim:
+        if dry_run:
+            leads = preview_due_leads(
+                session, as_of=as_of, now=utcnow(), limit=limit, campaign_id=campaign_id
             )
-            return Claim(token=token, leads=leads)
+            return Claim(token=None, leads=leads)
+        token, leads = claim_due_leads(
+            session,
+            as_of=as_of,
+            now=utcnow(),
+            limit=limit,
+            worker=worker,
+            lease=config.claim_lease,
+            campaign_id=campaign_id,
+        )
+        return Claim(token=token, leads=leads)
 
-    claimed = await anyio.to_thread.run_sync(claim)
+    claimed = await in_transaction(database, claim)
     failpoint("generation.after_claim")
     return claimed
 
@@ -190,11 +158,11 @@ async def claim_due_leads(
 async def generate_messages(leads: list[DueLead], config: GenerationConfig) -> list[LeadOutcome]:
     """Generate every lead of a batch concurrently; one lead's failure never stops the others."""
     inner: Generator
-    if config.offline:
+    cache: GenerationCache
+    key = config.api_key
+    if key is None:
         inner, cache = TemplateGenerator(), NoCache()
     else:
-        key = get_settings().openai_api_key
-        assert key is not None
         inner = OpenAIGenerator(
             api_key=key,
             base_url=config.base_url,
@@ -220,34 +188,35 @@ async def generate_messages(leads: list[DueLead], config: GenerationConfig) -> l
             await inner.aclose()
 
 
-@task(
-    name="write-messages",
-    retries=3,
-    retry_delay_seconds=[1, 5, 15],
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@database_task("write-messages", retries=3, retry_delay_seconds=[1, 5, 15])
 async def write_messages(
-    claim: Claim, outcomes: list[LeadOutcome], *, as_of: datetime, max_attempts: int
+    database: DatabaseConfig,
+    config: GenerationConfig,
+    claim: Claim,
+    outcomes: list[LeadOutcome],
+    *,
+    as_of: datetime,
 ) -> dict[str, CampaignCounts]:
     """Write a batch in one transaction, fenced by its claim; returns its per-campaign counts.
 
     Every lead is either progressed or held, and both statements clear its claim.
     """
-    writes, holds = plan_writes(claim.leads, outcomes, as_of=as_of, max_attempts=max_attempts)
+    writes, holds = plan_writes(
+        claim.leads, outcomes, as_of=as_of, max_attempts=config.max_attempts
+    )
     assert claim.token is not None
+    token = claim.token
     failpoint("generation.before_write")
 
-    def write() -> tuple[set[str], set[str]]:
-        with unit_of_work(session_factory()) as session:
-            now = utcnow()
-            written = record_messages(session, token=claim.token, now=now, writes=writes)
-            held = hold_leads(session, token=claim.token, now=now, holds=holds)
-            # Every statement ran, the EmailSend rows included; only the commit is missing.
-            failpoint("generation.after_insert")
+    def write(session: Session) -> tuple[set[str], set[str]]:
+        now = utcnow()
+        written = record_messages(session, token=token, now=now, writes=writes)
+        held = hold_leads(session, token=token, now=now, holds=holds)
+        # Every statement ran, the EmailSend rows included; only the commit is missing.
+        failpoint("generation.after_insert")
         return written, held
 
-    written, held = await anyio.to_thread.run_sync(write)
+    written, held = await in_transaction(database, write)
     failpoint("generation.after_write")
     failed = {hold.campaignLeadId for hold in holds if hold.give_up} & held
     lost = len(claim.leads) - len(written) - len(held)

@@ -4,21 +4,18 @@ Generation itself is `tasks.generation.generate_messages`, the same task the nor
 over its batches.
 """
 
-from datetime import timedelta
-
-import anyio
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
+from core.generation.config import GenerationConfig
 from core.generation.generate import LeadOutcome
 from core.generation.regeneration import StepSend, StepTarget, plan_rewrites, split_up_to_date
 from core.generation.regeneration_report import StepCounts, count_batch
-from core.settings import get_settings
 from db.base import utcnow
-from db.engine import unit_of_work
-from db.queries.regeneration import find_step, release_sends, replace_messages, step_page
-from tasks.database import session_factory
+from db.engine import DatabaseConfig
+from db.queries.regeneration import StepPage, find_step, release_sends, replace_messages, step_page
+from tasks.database import database_task, in_transaction
 
 
 class StepClaim(BaseModel):
@@ -43,79 +40,62 @@ class StepClaim(BaseModel):
         return len(self.sends) + len(self.unchanged)
 
 
-@task(
-    name="find-campaign-step",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
-async def find_campaign_step(*, campaign_id: str, step_order: int) -> StepTarget:
+@database_task("find-campaign-step")
+async def find_campaign_step(
+    database: DatabaseConfig, *, campaign_id: str, step_order: int
+) -> StepTarget:
     """The step a backfill regenerates; `problem()` says why it cannot run, if it cannot."""
-
-    def find() -> StepTarget:
-        with unit_of_work(session_factory()) as session:
-            return find_step(session, campaign_id=campaign_id, step_order=step_order)
-
-    return await anyio.to_thread.run_sync(find)
+    return await in_transaction(
+        database,
+        lambda session: find_step(session, campaign_id=campaign_id, step_order=step_order),
+    )
 
 
-@task(
-    name="claim-step-sends",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@database_task("claim-step-sends")
 async def claim_step_sends(
+    database: DatabaseConfig,
+    config: GenerationConfig,
     *,
     target: StepTarget,
     after: str,
     limit: int,
     worker: str,
-    model: str,
     dry_run: bool,
 ) -> StepClaim:
     """Claim (or, in a dry run, only preview) the scheduled sends of the step's next page."""
     assert target.step_id is not None
     step_id = target.step_id
-    lease = timedelta(seconds=get_settings().claim_lease_seconds)
 
-    def claim() -> StepClaim:
-        with unit_of_work(session_factory()) as session:
-            page = step_page(
-                session,
-                campaign_id=target.campaign_id,
-                step_id=step_id,
-                after=after,
-                limit=limit,
-                now=utcnow(),
-                worker=None if dry_run else worker,
-                lease=None if dry_run else lease,
-            )
-        stale, current = split_up_to_date(page.sends, model=model)
-        return StepClaim(
+    def claim(session: Session) -> StepPage:
+        return step_page(
+            session,
             campaign_id=target.campaign_id,
-            step=target.step_order,
-            token=page.token,
-            sends=stale,
-            unchanged=current,
-            cursor=page.cursor,
-            not_scheduled=page.not_scheduled,
-            busy=page.busy,
+            step_id=step_id,
+            after=after,
+            limit=limit,
+            now=utcnow(),
+            worker=None if dry_run else worker,
+            lease=None if dry_run else config.claim_lease,
         )
 
-    return await anyio.to_thread.run_sync(claim)
+    page = await in_transaction(database, claim)
+    stale, current = split_up_to_date(page.sends, model=config.model)
+    return StepClaim(
+        campaign_id=target.campaign_id,
+        step=target.step_order,
+        token=page.token,
+        sends=stale,
+        unchanged=current,
+        cursor=page.cursor,
+        not_scheduled=page.not_scheduled,
+        busy=page.busy,
+    )
 
 
-@task(
-    name="write-regenerated-messages",
-    retries=3,
-    retry_delay_seconds=[1, 5, 15],
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
-async def write_regenerated(claim: StepClaim, outcomes: list[LeadOutcome]) -> StepCounts:
+@database_task("write-regenerated-messages", retries=3, retry_delay_seconds=[1, 5, 15])
+async def write_regenerated(
+    database: DatabaseConfig, claim: StepClaim, outcomes: list[LeadOutcome]
+) -> StepCounts:
     """Replace a batch's messages in one transaction, fenced by its claim; release the rest.
 
     Sends that keep their message (held or unchanged) are released in the same transaction.
@@ -124,14 +104,13 @@ async def write_regenerated(claim: StepClaim, outcomes: list[LeadOutcome]) -> St
     token = claim.token
     rewrites, kept = plan_rewrites(claim.sends, outcomes)
 
-    def write() -> set[str]:
-        with unit_of_work(session_factory()) as session:
-            written = replace_messages(session, token=token, now=utcnow(), rewrites=rewrites)
-            claimed = [send.sendId for send in (*claim.sends, *claim.unchanged)]
-            release_sends(session, token=token, send_ids=[i for i in claimed if i not in written])
+    def write(session: Session) -> set[str]:
+        written = replace_messages(session, token=token, now=utcnow(), rewrites=rewrites)
+        claimed = [send.sendId for send in (*claim.sends, *claim.unchanged)]
+        release_sends(session, token=token, send_ids=[i for i in claimed if i not in written])
         return written
 
-    written = await anyio.to_thread.run_sync(write)
+    written = await in_transaction(database, write)
     counts = count_batch(
         claim.campaign_id,
         claim.step,

@@ -41,6 +41,14 @@ class OutcomeKind(StrEnum):
     held = "held"  # nothing written but the reason; retried after a backoff
 
 
+class FailureCause(StrEnum):
+    """Why a lead has no draft of its own (held, or fallen back to the template)."""
+
+    lead_data = "lead_data"  # the lead, its step or its campaign's rules; fixed by a person
+    llm = "llm"  # the LLM call failed; worth trying again soon
+    quality_gate = "quality_gate"  # the answer failed the gate, even after one retry
+
+
 class GenerationCache(Protocol):
     """Finished LLM work by content key, so a retry or re-run never pays twice."""
 
@@ -85,6 +93,7 @@ class LeadOutcome:
     campaignLeadId: str
     kind: OutcomeKind
     reason: str | None = None
+    cause: FailureCause | None = None
     draft: EmailDraft | None = None
     generation: Generation | None = None
     input_hash: str | None = None
@@ -102,7 +111,9 @@ def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
     """Everything that can fail before the LLM, each failure a held outcome with its reason."""
 
     def held(reason: str) -> LeadOutcome:
-        return LeadOutcome(lead.campaignLeadId, OutcomeKind.held, reason=reason)
+        return LeadOutcome(
+            lead.campaignLeadId, OutcomeKind.held, reason=reason, cause=FailureCause.lead_data
+        )
 
     try:
         rules = parse_sending_rules(lead.sendingRules)
@@ -161,7 +172,8 @@ async def generate_for_lead(
                 generation = await generator.generate(prepared.messages(retry_reason), model=model)
             except LLMError as exc:
                 calls = outcome.llm_calls + max(exc.attempts, 1)
-                return _policy(prepared, replace(outcome, llm_calls=calls), f"LLM: {exc}")
+                outcome = replace(outcome, llm_calls=calls)
+                return _policy(prepared, outcome, FailureCause.llm, f"LLM: {exc}")
             outcome = replace(outcome, llm_calls=outcome.llm_calls + max(generation.attempts, 1))
             await cache.put(key, generation)
         # Kept even when the gate fails, so what a fallback cost is still accounted for.
@@ -171,23 +183,21 @@ async def generate_for_lead(
         if not problems:
             return replace(outcome, kind=OutcomeKind.generated, draft=draft, generation=generation)
         retry_reason = "; ".join(problems)
-    return _policy(prepared, outcome, f"quality gate: {retry_reason}")
+    return _policy(prepared, outcome, FailureCause.quality_gate, f"quality gate: {retry_reason}")
 
 
-def _policy(prepared: Prepared, outcome: LeadOutcome, reason: str) -> LeadOutcome:
+def _policy(
+    prepared: Prepared, outcome: LeadOutcome, cause: FailureCause, reason: str
+) -> LeadOutcome:
+    failed = replace(outcome, reason=reason, cause=cause)
     if prepared.rules.on_generation_failure is GenerationFailurePolicy.hold:
-        return replace(outcome, kind=OutcomeKind.held, reason=reason)
-    return replace(outcome, kind=OutcomeKind.fallback, reason=reason, draft=prepared.rendered)
+        return replace(failed, kind=OutcomeKind.held)
+    return replace(failed, kind=OutcomeKind.fallback, draft=prepared.rendered)
 
 
 def _retry_key(input_hash: str, reason: str | None) -> str:
     digest = hashlib.sha256((reason or "").encode()).hexdigest()[:16]
     return f"{input_hash}-retry-{digest}"
-
-
-def is_transient(outcome: LeadOutcome) -> bool:
-    """Held because the LLM was unavailable, so a short backoff is worth it."""
-    return outcome.reason is not None and outcome.reason.startswith("LLM: ")
 
 
 @dataclass(frozen=True)
@@ -291,7 +301,9 @@ def plan_writes(
         lead = by_id[outcome.campaignLeadId]
         if outcome.kind is OutcomeKind.held or outcome.draft is None or lead.stepId is None:
             attempts = lead.attempts + 1
-            until = hold_until(as_of, attempts, transient=is_transient(outcome))
+            # Held because the LLM was unavailable: a short backoff is worth it.
+            transient = outcome.cause is FailureCause.llm
+            until = hold_until(as_of, attempts, transient=transient)
             reason = outcome.reason or "no draft"
             holds.append(Hold(lead.campaignLeadId, reason, until, attempts >= max_attempts))
             continue

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.generation.generate import Hold, MessageWrite
 from db.base import UTCDateTime
+from db.queries.messages import insert_messages
 from db.queries.rows import json_rows
 
 PROGRESS = text(
@@ -37,22 +38,13 @@ PROGRESS = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
-INSERT_MESSAGES = text(
-    """
-    INSERT INTO "GeneratedMessage" (id, "campaignId", "leadId", "stepId", subject, body, status,
-        "createdAt", model, "promptVersion", "inputHash", "promptTokens", "completionTokens",
-        "latencyMs", "costUsd", "fallbackReason")
-    SELECT x."messageId", cl."campaignId", cl."leadId", x."stepId", x.subject, x.body, 'generated',
-        :now, x.model, x."promptVersion", x."inputHash", x."promptTokens", x."completionTokens",
-        x."latencyMs", x."costUsd", x."fallbackReason"
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
-        "campaignLeadId" text, "messageId" text, "stepId" text, subject text, body text,
-        model text, "promptVersion" text, "inputHash" text, "promptTokens" int,
-        "completionTokens" int, "latencyMs" int, "costUsd" numeric, "fallbackReason" text)
-    JOIN "CampaignLead" cl ON cl.id = x."campaignLeadId"
-    ON CONFLICT ("campaignId", "leadId", "stepId") WHERE status <> 'superseded' DO NOTHING
-    """
-).bindparams(bindparam("now", type_=UTCDateTime))
+INSERT_MESSAGES = insert_messages(
+    keys='"campaignLeadId" text, "stepId" text',
+    join='JOIN "CampaignLead" cl ON cl.id = x."campaignLeadId"',
+    owner='cl."campaignId", cl."leadId", x."stepId"',
+    on_conflict="""ON CONFLICT ("campaignId", "leadId", "stepId") WHERE status <> 'superseded'
+        DO NOTHING""",
+)
 
 # The send takes the current message of its step (just inserted, or left by an earlier write)
 # and the address from the Lead row, so addresses never travel through task results.

@@ -24,8 +24,10 @@ from sqlalchemy.orm import Session
 
 from core.generation.due_lead import DueLead
 from core.generation.regeneration import MessageRewrite, StepSend, StepTarget
+from core.statuses import EmailSendStatus
 from db.base import UTCDateTime
 from db.queries.claims import leased_claim
+from db.queries.messages import insert_messages
 from db.queries.rows import json_rows
 
 FIND_STEP = text(
@@ -114,21 +116,11 @@ SUPERSEDE = text(
     """
 )
 
-INSERT_MESSAGES = text(
-    """
-    INSERT INTO "GeneratedMessage" (id, "campaignId", "leadId", "stepId", subject, body, status,
-        "createdAt", model, "promptVersion", "inputHash", "promptTokens", "completionTokens",
-        "latencyMs", "costUsd", "fallbackReason")
-    SELECT x."messageId", s."campaignId", s."leadId", s."stepId", x.subject, x.body, 'generated',
-        :now, x.model, x."promptVersion", x."inputHash", x."promptTokens", x."completionTokens",
-        x."latencyMs", x."costUsd", x."fallbackReason"
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
-        "sendId" text, "messageId" text, subject text, body text, model text,
-        "promptVersion" text, "inputHash" text, "promptTokens" int, "completionTokens" int,
-        "latencyMs" int, "costUsd" numeric, "fallbackReason" text)
-    JOIN "EmailSend" s ON s.id = x."sendId"
-    """
-).bindparams(bindparam("now", type_=UTCDateTime))
+INSERT_MESSAGES = insert_messages(
+    keys='"sendId" text',
+    join='JOIN "EmailSend" s ON s.id = x."sendId"',
+    owner='s."campaignId", s."leadId", s."stepId"',
+)
 
 # The same slot: scheduledFor, mailbox, attempts and statusReason are left as they are.
 REPOINT = text(
@@ -209,7 +201,7 @@ def step_page(
     ).all()
     if not page:
         return StepPage(token=None, sends=[], cursor=None, not_scheduled=0, busy=0)
-    scheduled = [send_id for send_id, status in page if status == "scheduled"]
+    scheduled = [send_id for send_id, status in page if status == EmailSendStatus.scheduled]
     params: dict[str, Any] = {"page": scheduled, "now": now}
     token = None
     if worker is None:

@@ -5,10 +5,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prefect import flow
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from core.generation.config import GenerationConfig
+from core.generation.llm import TEMPLATE_MODEL
+from core.settings import sqlalchemy_url
+from db.base import utcnow
+from db.engine import DatabaseConfig
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from flows.process_campaign_sends import process_campaign_sends
+from tasks.generation import claim_lead_batch, generate_messages, write_messages
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.openai_wire import PERSONAL_LINE
@@ -114,3 +122,39 @@ def test_two_overlapping_runs_process_each_of_1000_leads_exactly_once(pipeline_e
         steps = {c.currentStepOrder for c in session.scalars(select(CampaignLead))}
     assert len(per_lead) == 1000 and {count for _, count in per_lead} == {1}
     assert steps == {2}
+
+
+def test_the_tasks_use_the_configs_they_are_given_never_the_environment(
+    database_url, sessions, prefect_harness, monkeypatch
+):
+    # An environment that would fail every task that read it.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/nowhere")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment-never-read")
+    campaign_id = seed(sessions, 3)
+    database = DatabaseConfig(url=SecretStr(sqlalchemy_url(database_url)))
+    config = GenerationConfig(model=TEMPLATE_MODEL, claim_lease=timedelta(minutes=2))
+
+    @flow
+    async def one_batch():
+        claimed_at = utcnow()
+        claim = await claim_lead_batch(
+            database,
+            config,
+            as_of=AS_OF,
+            limit=10,
+            worker="test",
+            campaign_id=campaign_id,
+            dry_run=False,
+        )
+        with sessions() as session:
+            leases = set(session.scalars(select(CampaignLead.claimedUntil)))
+        outcomes = await generate_messages(claim.leads, config)
+        counts = await write_messages(database, config, claim, outcomes, as_of=AS_OF)
+        return claimed_at, leases, counts
+
+    claimed_at, leases, counts = asyncio.run(one_batch())
+    [lease] = leases  # one claim, one lease for all three
+    assert claimed_at + timedelta(minutes=2) <= lease <= utcnow() + timedelta(minutes=2)
+    assert (counts[campaign_id].claimed, counts[campaign_id].scheduled) == (3, 3)
+    with sessions() as session:
+        assert {m.model for m in session.scalars(select(GeneratedMessage))} == {TEMPLATE_MODEL}

@@ -3,16 +3,18 @@
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from core.generation.generate import Hold, MessageWrite
+from core.generation.generate import Hold, MessageContent, MessageWrite
 from db.base import new_id
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from db.queries.claims import claim_due_leads, preview_due_leads
 from db.queries.generation import INSERT_MESSAGES, INSERT_SENDS, hold_leads, record_messages
+from db.queries.messages import CONTENT_COLUMNS
 from tests import factories
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
@@ -240,3 +242,7 @@ def test_concurrent_send_insert_race_one_commits_the_other_is_a_no_op(sessions):
     assert result == {"rows": []}
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(EmailSend)) == 1
+
+
+def test_the_message_insert_writes_every_column_of_a_message_content():
+    assert list(CONTENT_COLUMNS) == [field.name for field in fields(MessageContent)]

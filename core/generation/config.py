@@ -1,0 +1,42 @@
+"""What a generation run needs from the settings, read once at the edge and passed to its tasks."""
+
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from core.generation.llm import TEMPLATE_MODEL
+from core.settings import Settings
+
+
+class GenerationConfig(BaseModel):
+    """The LLM a run talks to, how hard it may push it, and how long a claim or a lead may wait."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    base_url: str | None = None
+    # Secret: task inputs can reach logs and run states. None is offline: the template writes
+    # every draft, and nothing is worth caching.
+    api_key: SecretStr | None = None
+    max_concurrency: int = 64
+    timeout_seconds: float = 30.0
+    max_retries: int = 4
+    rate_limit_name: str | None = None
+    claim_lease: timedelta = timedelta(seconds=600)
+    max_attempts: int = 8
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "GenerationConfig":
+        """The run's generation settings; without a key the model is the offline template."""
+        key = settings.openai_api_key
+        return cls(
+            model=TEMPLATE_MODEL if key is None else settings.openai_model,
+            base_url=settings.openai_base_url,
+            api_key=key,
+            max_concurrency=settings.llm_max_concurrency,
+            timeout_seconds=settings.llm_timeout_seconds,
+            max_retries=settings.llm_max_retries,
+            rate_limit_name=settings.llm_rate_limit_name,
+            claim_lease=timedelta(seconds=settings.claim_lease_seconds),
+            max_attempts=settings.max_generation_attempts,
+        )
