@@ -9,6 +9,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from core.counting import Tally
+from core.delivery.plan import Decision, DueSend
 
 
 class DeliveryColumn(StrEnum):
@@ -52,6 +53,33 @@ class UnknownSend(BaseModel):
     reason: str
 
 
+class PlannedSend(BaseModel):
+    """A dry run's line: what would happen to one send."""
+
+    send_id: str
+    campaign_id: str
+    mailbox: str
+    action: str
+    at: str
+    reason: str
+
+
+def planned_sends(decisions: list[Decision], sends: list[DueSend]) -> list[PlannedSend]:
+    """A dry run's plan as table lines: which sends would leave when, and why others would wait."""
+    campaign_of = {s.sendId: s.campaignId for s in sends}
+    return [
+        PlannedSend(
+            send_id=d.send_id,
+            campaign_id=campaign_of[d.send_id],
+            mailbox=d.mailbox.email if d.mailbox else "-",
+            action=d.action.value,
+            at=d.at.isoformat() if d.at else "",
+            reason=d.reason or "",
+        )
+        for d in decisions
+    ]
+
+
 class DeliveryReport(BaseModel):
     """Everything a run (or one batch of it) did."""
 
@@ -88,7 +116,7 @@ class DeliveryReport(BaseModel):
         """One column summed over every line."""
         return sum(row.count_of(column) for row in self.rows.values())
 
-    def table(self) -> list[dict[str, object]]:
+    def table(self) -> list[dict[str, str | int]]:
         """Rows for a Prefect table artifact, sorted, with the reasons as one readable cell."""
         rows = []
         for row in sorted(self.rows.values(), key=lambda r: (r.campaign_id, r.mailbox)):
