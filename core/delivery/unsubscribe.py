@@ -70,13 +70,10 @@ def unsubscribe_mailto(mailbox: str, token: str) -> str:
     return f"mailto:{mailbox}?subject={quote('unsubscribe ' + token)}"
 
 
-def secret_from_settings(settings: Settings) -> bytes:
-    """The unsubscribe key `settings` name, else the one kept in the project's `.data/`."""
+def secret_from_settings(settings: Settings, data_dir: Path = PROJECT_ROOT / ".data") -> bytes:
+    """The unsubscribe key `settings` name, else the one kept in `data_dir` (see load_secret)."""
     configured = settings.unsubscribe_secret
-    return load_secret(
-        configured.get_secret_value() if configured is not None else None,
-        PROJECT_ROOT / ".data",
-    )
+    return load_secret(configured.get_secret_value() if configured is not None else None, data_dir)
 
 
 def load_secret(configured: str | None, data_dir: Path) -> bytes:
