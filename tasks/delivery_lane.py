@@ -86,6 +86,11 @@ def settle(
             report.count(campaign_id, update.mailbox, update.column, update.report_reason)
 
 
+def _row(update: SendUpdate) -> ResultRow:
+    """A handover's result as the row update the database takes."""
+    return ResultRow(update.send_id, update.status, update.reason, update.at)
+
+
 @dataclass
 class _Pending:
     """A result not committed yet, and where it goes in the report."""
@@ -97,9 +102,7 @@ class _Pending:
     @property
     def row(self) -> ResultRow:
         """The result as the row update the database takes."""
-        return ResultRow(
-            self.update.send_id, self.update.status, self.update.reason, self.update.at
-        )
+        return _row(self.update)
 
 
 class Lane:
@@ -234,7 +237,9 @@ class Lane:
                 self._flush(connection)
                 failed = unbuildable(send.sendId, exc)
                 queries.settle(connection, token=self.token, now=now, updates=[failed])
-                self.report.count(send.campaignId, mailbox.email, failed.column, failed.reason)
+                self.report.count(
+                    send.campaignId, mailbox.email, failed.column, failed.report_reason
+                )
         sends = [q for q in group if q.send.sendId in messages]
         if not sends:
             return False
@@ -263,13 +268,13 @@ class Lane:
             )
             if result.verdict is DeliveryVerdict.accepted:
                 failpoint("delivery.after_accept")
-            now = utcnow()
+            answered = utcnow()
             update = verdict_update(
-                send, result, now=now, max_attempts=self.config.max_attempts, rng=self.rng
+                send, result, now=answered, max_attempts=self.config.max_attempts, rng=self.rng
             )
             if update.column is DeliveryColumn.bounced:
                 self._flush(connection)
-                self._bounce(send, mailbox.email, result.detail, update, now)
+                self._bounce(send, mailbox.email, result.detail, update, answered)
             else:
                 self._hold(send, mailbox.email, update)
         refused = [q for q in sends if q.send.sendId not in handed]
@@ -312,7 +317,7 @@ class Lane:
 
         def bounce(session: Session) -> None:
             written = queries.record_results(
-                session, token=self.token, now=now, results=[_Pending(update, send, mailbox).row]
+                session, token=self.token, now=now, results=[_row(update)]
             )
             if written:
                 stop_send_recipient(session, stop, now=now)
