@@ -7,20 +7,44 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
-from pydantic import Field
+from pydantic import Field, SecretBytes
 
-from core.delivery.report import COLUMNS, DeliveryReport, summary_markdown
-from db.base import utcnow
-from flows.cutoff import run_cutoff
-from tasks.delivery import (
+from core.delivery.config import DeliveryConfig
+from core.delivery.report import (
+    COLUMNS,
+    DeliveryColumn,
+    DeliveryReport,
     PlannedSend,
+    summary_markdown,
+)
+from core.delivery.transport import TransportConfig
+from core.delivery.unsubscribe import secret_from_settings
+from core.settings import Settings
+from db.base import utcnow
+from db.engine import DatabaseConfig
+from flows.cutoff import run_cutoff
+from flows.settings import run_settings
+from tasks.delivery import (
     check_sending_rules,
     claim_due_sends,
     deliver_sends,
-    delivery_config,
     preview_deliveries,
     rescue_abandoned_sends,
 )
+
+
+def delivery_config(settings: Settings) -> DeliveryConfig:
+    """The run's delivery config: knobs, transport, and the unsubscribe key (kept in .data/
+    when UNSUBSCRIBE_SECRET is unset, so links already sent keep working)."""
+    return DeliveryConfig(
+        public_base_url=settings.public_base_url,
+        transport=TransportConfig.from_settings(settings),
+        unsubscribe_secret=SecretBytes(secret_from_settings(settings)),
+        max_connections=settings.smtp_max_connections,
+        max_attempts=settings.max_delivery_attempts,
+        handover_group=settings.delivery_handover_group,
+        lease_seconds=settings.claim_lease_seconds,
+    )
 
 
 def _cutoff(as_of: datetime | None) -> datetime:
@@ -50,7 +74,9 @@ async def send_scheduled_emails(
     logger = get_run_logger()
     cutoff = _cutoff(as_of)
     deadline = utcnow() + timedelta(seconds=max_wait_seconds)
-    config = delivery_config()
+    settings = run_settings()
+    database = DatabaseConfig.from_settings(settings)
+    config = delivery_config(settings)
     # A claim must outlive the run's longest wait for a mailbox gap, plus the usual lease.
     lease = config.lease_seconds + max_wait_seconds
     worker = f"flow-run/{flow_run.id or 'local'}"
@@ -64,14 +90,19 @@ async def send_scheduled_emails(
     )
     report = DeliveryReport()
     if not dry_run:
-        for unknown in await rescue_abandoned_sends():
-            report.count(unknown.campaign_id, unknown.mailbox, "unknown", unknown.reason)
+        for unknown in await rescue_abandoned_sends(database):
+            report.count(
+                unknown.campaign_id, unknown.mailbox, DeliveryColumn.unknown, unknown.reason
+            )
             report.unknown.append(unknown)
-    blocked = await check_sending_rules(cutoff=cutoff, campaign_id=campaign_id, dry_run=dry_run)
+    blocked = await check_sending_rules(
+        database, cutoff=cutoff, campaign_id=campaign_id, dry_run=dry_run
+    )
     previews: list[PlannedSend] = []
     remaining = max_sends
     while remaining > 0:
         claim = await claim_due_sends(
+            database,
             cutoff=cutoff,
             limit=min(batch_size, remaining),
             worker=worker,
@@ -85,9 +116,9 @@ async def send_scheduled_emails(
         remaining -= len(claim.sends)
         if dry_run:
             # Nothing is claimed, so one preview of up to max_sends is the whole plan.
-            previews = await preview_deliveries(quote(claim), deadline=deadline)
+            previews = await preview_deliveries(quote(claim), database, deadline=deadline)
             break
-        report.merge(await deliver_sends(quote(claim), config, deadline=deadline))
+        report.merge(await deliver_sends(quote(claim), database, config, deadline=deadline))
 
     await _publish(report, blocked, previews, cutoff=cutoff, dry_run=dry_run)
     logger.info(
@@ -111,7 +142,7 @@ async def _publish(
             rows.append(
                 {"campaign_id": campaign, "mailbox": "-"}
                 | dict.fromkeys(COLUMNS, 0)
-                | {"deferred": waiting, "why": f"paused: {problem}"}
+                | {DeliveryColumn.deferred: waiting, "why": f"paused: {problem}"}
             )
     await acreate_table_artifact(
         key="send-scheduled-emails",

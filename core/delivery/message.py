@@ -5,10 +5,8 @@ and line-break character and of the RFC 2047 encoded-word opener; addresses must
 ASCII addr-spec each; the body lives in the MIME payload, where no line can become a header.
 
 The delivery flow builds one message per send, so building must stay cheap (a few hundred
-microseconds with serialisation). The email package's header classes parse every value when it
-is set and again when it is folded, which cost milliseconds; here each header is instead made
-of tokens that were validated and RFC 2047-encoded on the way in, and is stored as a
-`_PreparedHeader`, which the email package keeps and folds without parsing it.
+microseconds with serialisation): every header is a `PreparedHeader` (core.delivery.headers),
+which the email package keeps and folds without parsing it.
 """
 
 import base64
@@ -18,21 +16,27 @@ import html
 import random
 import re
 import sys
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage, MIMEPart
-from email.policy import SMTP, Policy
 from email.utils import format_datetime
-from typing import Any
 
 import email_validator
 from email_validator import EmailNotValidError, validate_email
 
+from core.delivery.headers import (
+    HEADER_POLICY,
+    MessageError,
+    PreparedHeader,
+    clean_header_text,
+    constant_header,
+    mailbox_header,
+    token_list_header,
+    unstructured_header,
+)
+
 # RFC 5322 caps a header line at 998 characters; a token alone on a line must fit with its fold.
 _MAX_TOKEN_LENGTH = 900
-# See _display_name: the longest quoted display name the stdlib folds without unquoting it.
-_MAX_QUOTED_NAME_LENGTH = 77
 # RFC 5322 msg-id with dot-atom-text on both sides; other mailers' ids (Gmail's hold `=` and
 # `+`) must fit too, since a follow-up may answer a message we did not write.
 _DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
@@ -61,22 +65,6 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _TOP_LABEL = r"(?:[A-Za-z0-9][A-Za-z0-9-]{0,61})?[A-Za-z]"
 _PLAIN_ADDRESS_RE = re.compile(rf"({_ATEXT}+(?:\.{_ATEXT}+)*)@((?:{_LABEL}\.)+{_TOP_LABEL})")
 
-# Characters that make the email package quote a display name (headerregistry.Address).
-_SPECIALS = frozenset('()<>@,:;."[]\\')
-# RFC 2047 5(3): the only characters an encoded word in a phrase may carry unencoded.
-_Q_LITERAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
-# RFC 2047 2 limits a line holding an encoded word to 76 characters; an encoded word (at most
-# 75) is sized to fit there even as the first token after `Subject: `.
-_EW_LINE_LIMIT = 76
-_EW_MAX_TEXT = _EW_LINE_LIMIT - len("Subject: ") - len("=?utf-8?q??=")
-_EW_MAX_BASE64_BYTES = _EW_MAX_TEXT // 4 * 3
-# A word this long fits on a continuation line of 78; longer ones are cut into encoded words.
-_MAX_LITERAL_WORD = 77
-
-
-class MessageError(ValueError):
-    """A field that cannot be put in a message; str() names the field (e.g. 'Lead.email: ...')."""
-
 
 @dataclass(frozen=True)
 class OutgoingEmail:
@@ -99,115 +87,16 @@ class OutgoingEmail:
     unsubscribe_mailto: str
 
 
-class _PreparedHeader(str):
-    """A header built here: str() is the decoded value, `tokens` its 7-bit wire form.
-
-    It follows the email package's header-object protocol (`name`, `fold`), so the policy
-    stores, returns and folds it as it is instead of parsing its text. The tokens were checked
-    and encoded before the header was made: printable ASCII, no `=?` except in our own encoded
-    words, quoted strings whole. Folding therefore only ever breaks lines between tokens; the
-    stdlib folder instead re-encodes a token too long for a line as encoded words (receivers do
-    not decode those in List-Unsubscribe, In-Reply-To or References) and, before gh-80222 was
-    fixed, dropped the quotes of a quoted display name it had to fold.
-    """
-
-    name: str
-    tokens: tuple[str, ...]
-    line_limit: int
-
-    def __new__(
-        cls, name: str, decoded: str, tokens: tuple[str, ...], line_limit: int = 998
-    ) -> "_PreparedHeader":
-        """The header `name` showing `decoded`, sent as `tokens` separated by spaces.
-
-        Lines are folded at the policy's max_line_length or `line_limit`, whichever is less.
-        """
-        header = super().__new__(cls, decoded)
-        header.name = name
-        header.tokens = tokens
-        header.line_limit = line_limit
-        return header
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle and deepcopy by value; the default would call __new__ with the text only."""
-        return (type(self), (self.name, str(self), self.tokens, self.line_limit))
-
-    def __getattr__(self, attribute: str) -> Any:
-        """What a stdlib header offers beyond text (`addresses`, `datetime`...), parsed lazily.
-
-        Nothing on the send path needs these, so their cost is only paid by a caller who asks.
-        """
-        if attribute.startswith("_") or attribute in ("name", "tokens", "line_limit"):
-            raise AttributeError(attribute)
-        parsed = self.__dict__.get("_parsed")
-        if parsed is None:
-            parsed = self.__dict__["_parsed"] = _POLICY.header_factory(self.name, str(self))
-        return getattr(parsed, attribute)
-
-    @property
-    def defects(self) -> tuple[Any, ...]:
-        """Nothing was parsed, so nothing is defective."""
-        return ()
-
-    def fold(self, *, policy: Policy) -> str:
-        """`Name: a b c` with policy line ends, a continuation line wherever a token overflows."""
-        if not self.isascii() and getattr(policy, "utf8", False):
-            # SMTPUTF8 (a non-ASCII recipient domain) and the console write non-ASCII text as
-            # UTF-8 rather than encoded words; the email package's own header class does that.
-            # Only subjects and names are non-ASCII, and names are cut for its folder.
-            factory = getattr(policy, "header_factory", _POLICY.header_factory)
-            folded: str = factory(self.name, str(self)).fold(policy=policy)
-            return folded
-        limit = min(policy.max_line_length or sys.maxsize, self.line_limit)
-        one_line = f"{self.name}: {' '.join(self.tokens)}" if self.tokens else f"{self.name}:"
-        if len(one_line) <= limit:  # most headers, and it spares the loop below
-            return one_line + policy.linesep
-        lines = []
-        line = f"{self.name}:"
-        for index, token in enumerate(self.tokens):
-            if index and len(line) + 1 + len(token) > limit:
-                lines.append(line)
-                line = ""
-            line += " " + token
-        lines.append(line)
-        return policy.linesep.join(lines) + policy.linesep
-
-
-# CRLF line ends for SMTP; 7-bit transfer encodings so no server needs 8BITMIME.
-_POLICY = SMTP.clone(cte_type="7bit")
-
-
-def _constant(name: str, value: str) -> _PreparedHeader:
-    """A header of ASCII words that may fold between any two of them."""
-    return _PreparedHeader(name, value, tuple(value.split(" ")))
-
-
-_MIME_VERSION = _constant("MIME-Version", "1.0")
-_LIST_UNSUBSCRIBE_POST = _constant("List-Unsubscribe-Post", _ONE_CLICK)
+_MIME_VERSION = constant_header("MIME-Version", "1.0")
+_LIST_UNSUBSCRIBE_POST = constant_header("List-Unsubscribe-Post", _ONE_CLICK)
 _CONTENT_TYPES = {
-    subtype: _constant("Content-Type", f'text/{subtype}; charset="utf-8"')
+    subtype: constant_header("Content-Type", f'text/{subtype}; charset="utf-8"')
     for subtype in ("plain", "html")
 }
 _TRANSFER_ENCODINGS = {
-    cte: _constant("Content-Transfer-Encoding", cte)
+    cte: constant_header("Content-Transfer-Encoding", cte)
     for cte in ("7bit", "quoted-printable", "base64")
 }
-
-
-def clean_header_text(value: str) -> str:
-    """Header text with no control or line-break character, whitespace collapsed, stripped.
-
-    `=?` becomes `= ?`: receivers and the email package decode `=?charset?q?...?=` anywhere in
-    unstructured text and phrases, even inside quoted names, and a decoded CR LF would start a
-    header of the sender's choosing. With the opener broken, lead text is only ever shown as
-    typed; the message adds its own encoded words for non-ASCII text.
-    """
-    # Cc, Zl and Zp are all non-printable, so printable text (nearly all) skips the slow scan.
-    if not value.isprintable():
-        value = "".join(
-            " " if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in value
-        )
-    return " ".join(value.split()).replace("=?", "= ?")
 
 
 def thread_subject(root_subject: str) -> str:
@@ -231,47 +120,47 @@ def build_message(email: OutgoingEmail) -> EmailMessage:
         raise MessageError("date: must be timezone-aware")
     headers = [_sender_mailbox("From", email.from_email, email.from_name)]
     to_address = _address("Lead.email", email.to_email)
-    headers.append(_mailbox("To", "to_name", to_address, email.to_name))
+    headers.append(mailbox_header("To", "to_name", to_address, email.to_name))
     if email.reply_to is not None:
         headers.append(_sender_mailbox("Reply-To", email.reply_to, None))
-    headers.append(_unstructured("Subject", "subject", clean_header_text(email.subject)))
-    headers.append(_constant("Date", format_datetime(email.date)))
-    headers.append(_token_list("Message-ID", _message_id("message_id", email.message_id)))
+    headers.append(unstructured_header("Subject", "subject", clean_header_text(email.subject)))
+    headers.append(constant_header("Date", format_datetime(email.date)))
+    headers.append(token_list_header("Message-ID", _message_id("message_id", email.message_id)))
     if email.in_reply_to is not None:
         parent = _message_id("in_reply_to", email.in_reply_to)
-        headers.append(_token_list("In-Reply-To", parent))
+        headers.append(token_list_header("In-Reply-To", parent))
         # RFC 5322 wants the parent's id last in References; a chain we were not given
         # degrades to the parent alone rather than to no References at all.
         chain = email.references or (email.in_reply_to,)
         headers.append(
-            _token_list("References", *(_message_id("references", ref) for ref in chain))
+            token_list_header("References", *(_message_id("references", ref) for ref in chain))
         )
     # http is accepted for the local default PUBLIC_BASE_URL; RFC 8058 one-click (what Gmail and
     # Yahoo ask of bulk senders) needs https, so production must configure an https base URL.
     web_url = _url("unsubscribe_url", email.unsubscribe_url, ("https://", "http://"))
     mailto_url = _url("unsubscribe_mailto", email.unsubscribe_mailto, ("mailto:",))
     # The web URL first: some receivers only try the first entry.
-    headers.append(_token_list("List-Unsubscribe", f"<{web_url}>,", f"<{mailto_url}>"))
+    headers.append(token_list_header("List-Unsubscribe", f"<{web_url}>,", f"<{mailto_url}>"))
     headers += (_LIST_UNSUBSCRIBE_POST, _MIME_VERSION)
-    message = EmailMessage(policy=_POLICY)
+    message = EmailMessage(policy=HEADER_POLICY)
     text = _clean_body(email.text_body)
     if not email.html:
         _set_headers(message, headers)
         _set_text(message, "text_body", text, "plain")
         return message
     # Only the top level carries MIME-Version, hence MIMEPart rather than EmailMessage parts.
-    plain_part, html_part = MIMEPart(policy=_POLICY), MIMEPart(policy=_POLICY)
+    plain, rich = MIMEPart(policy=HEADER_POLICY), MIMEPart(policy=HEADER_POLICY)
     payloads = [
-        _set_text(plain_part, "text_body", text, "plain"),
-        _set_text(html_part, "text_body", _text_to_html(text), "html"),
+        _set_text(plain, "text_body", text, "plain"),
+        _set_text(rich, "text_body", _text_to_html(text), "html"),
     ]
     headers.append(_multipart_alternative(payloads))
     _set_headers(message, headers)
-    message.set_payload([plain_part, html_part])
+    message.set_payload([plain, rich])
     return message
 
 
-def _set_headers(part: MIMEPart, headers: list[_PreparedHeader]) -> None:
+def _set_headers(part: MIMEPart, headers: list[PreparedHeader]) -> None:
     """Append `headers` to a part that has none of them yet.
 
     set_raw is what the parser uses to store a header as it is. part[name] = header would
@@ -310,7 +199,7 @@ def _encode_body(field: str, text: str) -> tuple[str, str]:
     return "base64", base64.encodebytes(data).decode("ascii")
 
 
-def _multipart_alternative(payloads: list[str]) -> _PreparedHeader:
+def _multipart_alternative(payloads: list[str]) -> PreparedHeader:
     """Content-Type for multipart/alternative, with a boundary no part's payload contains."""
     while True:
         # The email package's boundary style. It only has to be absent from the parts, which
@@ -319,7 +208,7 @@ def _multipart_alternative(payloads: list[str]) -> _PreparedHeader:
         if not any(boundary in payload for payload in payloads):
             break
     value = f'multipart/alternative; boundary="{boundary}"'
-    return _PreparedHeader("Content-Type", value, tuple(value.split(" ")))
+    return PreparedHeader("Content-Type", value, tuple(value.split(" ")))
 
 
 def _clean_body(text: str) -> str:
@@ -353,7 +242,7 @@ def _address(field: str, value: str) -> str:
         result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise MessageError(f"{field}: {exc}") from exc
-    # Without SMTPUTF8 the validator refuses any address that has no ASCII form.
+    # Without SMTPUTF8 the validator only accepts addresses that have an ASCII form.
     assert result.ascii_email is not None
     return result.ascii_email
 
@@ -388,130 +277,10 @@ _sender_address = functools.lru_cache(maxsize=256)(_address)
 
 
 @functools.lru_cache(maxsize=256)
-def _sender_mailbox(header: str, address: str, name: str | None) -> _PreparedHeader:
-    """_mailbox for the sending side, whose header is the same for every message it sends."""
+def _sender_mailbox(header: str, address: str, name: str | None) -> PreparedHeader:
+    """mailbox_header for the sending side, whose header is the same for every message it sends."""
     field = "sendingRules.fromEmail" if header == "From" else "sendingRules.replyTo"
-    return _mailbox(header, "from_name", _sender_address(field, address), name)
-
-
-def _mailbox(header: str, name_field: str, addr_spec: str, name: str | None) -> _PreparedHeader:
-    """`Name <addr-spec>`, the name cleaned and quoted or encoded so it stays one phrase.
-
-    A name of plain words goes as is; one with specials (commas, quotes, angle brackets) as one
-    quoted string, which is never folded; a non-ASCII one as encoded words, whose text hides
-    every special. Shown (str) as the email package's Address would show it.
-    """
-    display = _display_name(name or "")
-    if not display:
-        return _PreparedHeader(header, addr_spec, (addr_spec,))
-    angle = f"<{addr_spec}>"
-    has_specials = not _SPECIALS.isdisjoint(display)
-    shown = _quoted(display) if has_specials else display
-    if not display.isascii():
-        words = _encoded_words(name_field, display)
-        return _PreparedHeader(header, f"{shown} {angle}", (*words, angle), _EW_LINE_LIMIT)
-    words = [shown] if has_specials else display.split(" ")
-    return _PreparedHeader(header, f"{shown} {angle}", (*words, angle))
-
-
-def _quoted(text: str) -> str:
-    """`text` as an RFC 5322 quoted-string (it holds no control character)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _display_name(name: str) -> str:
-    """The cleaned name, cut so that its quoted form always fits on one header line.
-
-    Python without the 2025 fix of gh-80222 (3.11.7 among them) drops the quotes and escapes
-    of a quoted display name it has to fold, so a long `"Evil <evil@x.com>, victim ..."`
-    reaches the wire unquoted and adds a recipient. The email package still folds non-ASCII
-    names when a message is written as UTF-8 (SMTPUTF8, see _PreparedHeader.fold); a quoted
-    name of at most 77 characters fits on a line of its own, and no real name is longer.
-    """
-    cleaned = clean_header_text(name)
-    if len(cleaned) + 2 + cleaned.count('"') + cleaned.count("\\") <= _MAX_QUOTED_NAME_LENGTH:
-        return cleaned
-    kept = []
-    quoted_length = 2
-    for char in cleaned:
-        quoted_length += 2 if char in '"\\' else 1
-        if quoted_length > _MAX_QUOTED_NAME_LENGTH:
-            break
-        kept.append(char)
-    return "".join(kept).rstrip()
-
-
-def _unstructured(header: str, field: str, text: str) -> _PreparedHeader:
-    """Cleaned text as unstructured header tokens: ASCII words as is, the rest encoded.
-
-    A run of words that are non-ASCII or too long for a line becomes encoded words, spaces
-    included, since decoders drop the whitespace between two encoded words.
-    """
-    words = text.split(" ") if text else []
-    if text.isascii() and all(len(word) <= _MAX_LITERAL_WORD for word in words):
-        return _PreparedHeader(header, text, tuple(words))
-    tokens: list[str] = []
-    run: list[str] = []
-    for word in words:
-        if word.isascii() and len(word) <= _MAX_LITERAL_WORD:
-            if run:
-                tokens += _encoded_words(field, " ".join(run))
-                run = []
-            tokens.append(word)
-        else:
-            run.append(word)
-    if run:
-        tokens += _encoded_words(field, " ".join(run))
-    return _PreparedHeader(header, text, tuple(tokens), _EW_LINE_LIMIT)
-
-
-def _encoded_words(field: str, text: str) -> list[str]:
-    """`text` as RFC 2047 UTF-8 encoded words, short enough for any line, in phrase-safe form.
-
-    Q encoding keeps only letters, digits and `!*+-/` (RFC 2047 5(3)), so no word holds a
-    quote, special, `?` or space of the text; base64 is used when it is clearly shorter. No
-    word splits a character, so each decodes on its own.
-    """
-    try:
-        data = text.encode()
-    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a JSON `\ud800` escape
-        raise MessageError(f"{field}: not valid Unicode ({exc.reason})") from exc
-    pieces = [_q_encoded(char) for char in text]
-    if sum(map(len, pieces)) - (len(data) + 2) // 3 * 4 < 5:  # the email package's preference
-        words = []
-        current = ""
-        for piece in pieces:
-            if len(current) + len(piece) > _EW_MAX_TEXT:
-                words.append(f"=?utf-8?q?{current}?=")
-                current = ""
-            current += piece
-        words.append(f"=?utf-8?q?{current}?=")
-        return words
-    chunks: list[bytes] = []
-    chunk = b""
-    for char in text:
-        encoded = char.encode()
-        if len(chunk) + len(encoded) > _EW_MAX_BASE64_BYTES:
-            chunks.append(chunk)
-            chunk = b""
-        chunk += encoded
-    chunks.append(chunk)
-    return [f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=" for chunk in chunks]
-
-
-@functools.lru_cache(maxsize=4096)
-def _q_encoded(char: str) -> str:
-    """One character in RFC 2047 Q encoding (phrase rules)."""
-    if char in _Q_LITERAL:
-        return char
-    if char == " ":
-        return "_"
-    return "".join(f"={byte:02X}" for byte in char.encode())
-
-
-def _token_list(header: str, *tokens: str) -> _PreparedHeader:
-    """A header of validated tokens (`<url>,`, `<msg-id>`), folded only between them."""
-    return _PreparedHeader(header, " ".join(tokens), tokens)
+    return mailbox_header(header, "from_name", _sender_address(field, address), name)
 
 
 def _message_id(field: str, value: str) -> str:

@@ -98,6 +98,32 @@ class Usage:
     mailboxes: dict[str, MailboxUsage] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class UsageDays:
+    """The local midnight each campaign's and each sending mailbox's daily counters start from."""
+
+    campaigns: dict[str, datetime]
+    mailboxes: dict[str, datetime]
+
+
+def usage_days(sends: list[DueSend], now: datetime) -> UsageDays:
+    """The days whose counters a plan of `sends` needs; campaigns with unusable rules have none.
+
+    A mailbox shared by campaigns in different zones counts from the first campaign's midnight.
+    """
+    campaigns: dict[str, datetime] = {}
+    mailboxes: dict[str, datetime] = {}
+    for send in {send.campaignId: send for send in sends}.values():
+        if delivery_rules_problem(send.sendingRules) is not None:
+            continue
+        rules = parse_sending_rules(send.sendingRules)
+        day = local_day_start(now, ZoneInfo(rules.timezone))
+        campaigns[send.campaignId] = day
+        for mailbox in rules.sending_mailboxes():
+            mailboxes.setdefault(mailbox.email.lower(), day)
+    return UsageDays(campaigns, mailboxes)
+
+
 def delivery_rules_problem(raw: object) -> str | None:
     """Why a campaign's sendingRules stop all its deliveries, or None when they are usable."""
     try:

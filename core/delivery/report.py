@@ -9,6 +9,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from core.counting import Tally
+from core.delivery.plan import Decision, DueSend
 
 
 class DeliveryColumn(StrEnum):
@@ -50,6 +51,33 @@ class UnknownSend(BaseModel):
     campaign_id: str
     mailbox: str | None
     reason: str
+
+
+class PlannedSend(BaseModel):
+    """A dry run's line: what would happen to one send."""
+
+    send_id: str
+    campaign_id: str
+    mailbox: str
+    action: str
+    at: str
+    reason: str
+
+
+def planned_sends(decisions: list[Decision], sends: list[DueSend]) -> list[PlannedSend]:
+    """A dry run's plan as table lines: which sends would leave when, and why others would wait."""
+    campaign_of = {s.sendId: s.campaignId for s in sends}
+    return [
+        PlannedSend(
+            send_id=d.send_id,
+            campaign_id=campaign_of[d.send_id],
+            mailbox=d.mailbox.email if d.mailbox else "-",
+            action=d.action.value,
+            at=d.at.isoformat() if d.at else "",
+            reason=d.reason or "",
+        )
+        for d in decisions
+    ]
 
 
 class DeliveryReport(BaseModel):

@@ -51,8 +51,8 @@ _FILE_STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
 _CONSOLE_POLICY = email.policy.default.clone(utf8=True)
 
 
-class Outcome(StrEnum):
-    """What became of one delivery attempt."""
+class DeliveryVerdict(StrEnum):
+    """What a transport says became of one delivery attempt."""
 
     accepted = "accepted"  # the server took the message (final 250)
     # Not delivered, try later: 4xx anywhere, connection lost before the body was handed over,
@@ -67,9 +67,9 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    """The outcome and a storable detail that never contains the recipient's address."""
+    """The verdict and a storable detail that never contains the recipient's address."""
 
-    outcome: Outcome
+    verdict: DeliveryVerdict
     detail: str
 
 
@@ -119,14 +119,14 @@ class TransportConfig:
 # -- shared helpers ----------------------------------------------------------------------------
 
 
-def _scrubbed(outcome: Outcome, detail: str, recipient: str) -> DeliveryResult:
+def _scrubbed(verdict: DeliveryVerdict, detail: str, recipient: str) -> DeliveryResult:
     """A result whose detail has every spelling of `recipient` replaced by ``<recipient>``."""
     # Most replies ("250 OK") never name the recipient: test before compiling a pattern that,
     # holding the address, the re module's cache would never reuse.
     if recipient and recipient.lower() in detail.lower():
         address = re.escape(recipient)
         detail = re.sub(rf"<{address}>|{address}", "<recipient>", detail, flags=re.IGNORECASE)
-    return DeliveryResult(outcome, detail)
+    return DeliveryResult(verdict, detail)
 
 
 def _reply_detail(code: int, reply: bytes | str) -> str:
@@ -188,19 +188,19 @@ def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
-def _rcpt_outcome(code: int) -> Outcome:
+def _rcpt_verdict(code: int) -> DeliveryVerdict:
     """A refused RCPT: 5xx is this address's permanent failure, anything else is temporary."""
-    return Outcome.bounced if 500 <= code < 600 else Outcome.transient
+    return DeliveryVerdict.bounced if 500 <= code < 600 else DeliveryVerdict.transient
 
 
-def _data_outcome(code: int, reply: bytes) -> Outcome:
+def _data_verdict(code: int, reply: bytes) -> DeliveryVerdict:
     """A refused DATA: only 5.1.x (address) and 5.2.x (mailbox) blame the recipient."""
     if not 500 <= code < 600:
-        return Outcome.transient
+        return DeliveryVerdict.transient
     status = _ENHANCED_STATUS.match(reply)
     if status is not None and status[1] == b"5" and status[2] in (b"1", b"2"):
-        return Outcome.bounced
-    return Outcome.rejected
+        return DeliveryVerdict.bounced
+    return DeliveryVerdict.rejected
 
 
 def _dot_stuffed(payload: bytes) -> bytes:
@@ -230,15 +230,15 @@ class SMTPTransport:
         smtputf8 = _needs_smtputf8(message, sender, recipient)
         payload = _wire_bytes(message, smtputf8=smtputf8)
         try:
-            outcome, detail = self._transaction(payload, sender, recipient, smtputf8)
+            verdict, detail = self._transaction(payload, sender, recipient, smtputf8)
         except _ConnectionLostError:
             # Typically a reused connection the server had closed while idle.
             _log.debug("SMTP connection to %s:%d lost; reconnecting once", self._host, self._port)
             try:
-                outcome, detail = self._transaction(payload, sender, recipient, smtputf8)
+                verdict, detail = self._transaction(payload, sender, recipient, smtputf8)
             except _ConnectionLostError as lost:
-                outcome, detail = Outcome.transient, str(lost)
-        return _scrubbed(outcome, detail, recipient)
+                verdict, detail = DeliveryVerdict.transient, str(lost)
+        return _scrubbed(verdict, detail, recipient)
 
     def close(self) -> None:
         """Say QUIT and close the connection, if one is open."""
@@ -252,19 +252,19 @@ class SMTPTransport:
 
     def _transaction(
         self, payload: bytes, sender: str, recipient: str, smtputf8: bool
-    ) -> tuple[Outcome, str]:
+    ) -> tuple[DeliveryVerdict, str]:
         """One attempt; raises `_ConnectionLostError` only while a retry cannot send it twice."""
         try:
             connection = self._connect()
         except (smtplib.SMTPServerDisconnected, OSError) as error:
             raise _ConnectionLostError(_error_detail(error)) from error
         except smtplib.SMTPException as error:  # greeting, EHLO, STARTTLS or AUTH refused
-            return Outcome.transient, _error_detail(error)
+            return DeliveryVerdict.transient, _error_detail(error)
 
         options = []
         if smtputf8:
             if not connection.has_extn("smtputf8"):
-                return Outcome.rejected, "server does not support SMTPUTF8"
+                return DeliveryVerdict.rejected, "server does not support SMTPUTF8"
             options.append("SMTPUTF8")
         # Without 8BITMIME an 8-bit body is sent as is: most servers take it, and refusing
         # here would fail mail that would almost surely have gone through.
@@ -274,13 +274,13 @@ class SMTPTransport:
         try:
             code, reply = connection.mail(sender, options)
             if not 200 <= code < 300:
-                return self._refused(Outcome.transient, code, reply)
+                return self._refused(DeliveryVerdict.transient, code, reply)
             code, reply = connection.rcpt(recipient)
             if not 200 <= code < 300:
-                return self._refused(_rcpt_outcome(code), code, reply)
+                return self._refused(_rcpt_verdict(code), code, reply)
             code, reply = connection.docmd("DATA")
             if code != 354:
-                return self._refused(_data_outcome(code, reply), code, reply)
+                return self._refused(_data_verdict(code, reply), code, reply)
         except (smtplib.SMTPException, OSError) as error:
             self._drop()
             raise _ConnectionLostError(_error_detail(error)) from error
@@ -291,16 +291,16 @@ class SMTPTransport:
             # sendall failed, so the closing "." never fully left: the server cannot have
             # accepted the message. Not retried here all the same, as the body may be at fault.
             self._drop()
-            return Outcome.transient, _error_detail(error)
+            return DeliveryVerdict.transient, _error_detail(error)
 
         try:
             code, reply = connection.getreply()
         except (smtplib.SMTPException, OSError) as error:
             self._drop()
-            return Outcome.ambiguous, _error_detail(error)
+            return DeliveryVerdict.ambiguous, _error_detail(error)
         if 200 <= code < 300:
-            return Outcome.accepted, _reply_detail(code, reply)
-        return self._refused(_data_outcome(code, reply), code, reply)
+            return DeliveryVerdict.accepted, _reply_detail(code, reply)
+        return self._refused(_data_verdict(code, reply), code, reply)
 
     def _connect(self) -> smtplib.SMTP:
         """The open connection, or a new one: EHLO, STARTTLS and AUTH as configured."""
@@ -328,13 +328,15 @@ class SMTPTransport:
         self._connection = connection
         return connection
 
-    def _refused(self, outcome: Outcome, code: int, reply: bytes) -> tuple[Outcome, str]:
+    def _refused(
+        self, verdict: DeliveryVerdict, code: int, reply: bytes
+    ) -> tuple[DeliveryVerdict, str]:
         """End the refused transaction so the connection can carry the next one."""
         if code == 421 or code < 0:  # the server is closing the channel, or talks nonsense
             self._drop()
         else:
             self._reset()
-        return outcome, _reply_detail(code, reply)
+        return verdict, _reply_detail(code, reply)
 
     def _reset(self) -> None:
         """RSET; a connection that cannot even do that is dropped."""
@@ -396,8 +398,8 @@ class OutboxTransport:
             target.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(target, payload)
         except OSError as error:
-            return _scrubbed(Outcome.transient, _error_detail(error), recipient)
-        return _scrubbed(Outcome.accepted, f"written {relative.as_posix()}", recipient)
+            return _scrubbed(DeliveryVerdict.transient, _error_detail(error), recipient)
+        return _scrubbed(DeliveryVerdict.accepted, f"written {relative.as_posix()}", recipient)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -422,8 +424,8 @@ class ConsoleTransport:
             stream.write(text if text.endswith("\n") else text + "\n")
             stream.flush()
         except OSError as error:
-            return _scrubbed(Outcome.transient, _error_detail(error), recipient)
-        return DeliveryResult(Outcome.accepted, "printed")
+            return _scrubbed(DeliveryVerdict.transient, _error_detail(error), recipient)
+        return DeliveryResult(DeliveryVerdict.accepted, "printed")
 
     def close(self) -> None:
         """The stream belongs to the caller and stays open."""

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
+from core.settings import PROJECT_ROOT, Settings
+
 MAX_TOKEN_LENGTH = 512
 MIN_SECRET_LENGTH = 16
 SECRET_FILE_NAME = "unsubscribe-secret"
@@ -66,6 +68,12 @@ def unsubscribe_url(base_url: str, token: str) -> str:
 def unsubscribe_mailto(mailbox: str, token: str) -> str:
     """A mailto link whose subject carries the token, for clients that only send mail."""
     return f"mailto:{mailbox}?subject={quote('unsubscribe ' + token)}"
+
+
+def secret_from_settings(settings: Settings, data_dir: Path = PROJECT_ROOT / ".data") -> bytes:
+    """The unsubscribe key `settings` name, else the one kept in `data_dir` (see load_secret)."""
+    configured = settings.unsubscribe_secret
+    return load_secret(configured.get_secret_value() if configured is not None else None, data_dir)
 
 
 def load_secret(configured: str | None, data_dir: Path) -> bytes:

@@ -16,7 +16,10 @@ from uuid import uuid4
 from sqlalchemy import Connection, Text, bindparam, text
 from sqlalchemy.orm import Session
 
+from core.delivery.lane import HandoverGuard, SendUpdate
 from core.delivery.plan import DueSend, MailboxUsage, Usage
+from core.delivery.report import UnknownSend
+from core.statuses import EmailSendStatus
 from db.base import UTCDateTime
 from db.queries.claims import leased_claim
 from db.queries.rows import json_rows
@@ -213,7 +216,7 @@ _RESULTS = """
 # deadlocks) and read at their latest values; the group takes what room they have left, in
 # slot order, and the rest is refused. A missing counter row (a day the plan did not prepare)
 # counts as no room.
-HAND_OVER = text(
+HAND_OVER_GROUP = text(
     f"""
     WITH done AS ({_RESULTS}),
     sendable AS (
@@ -279,25 +282,11 @@ RECORD_RESULTS = text(_RESULTS).bindparams(bindparam("now", type_=UTCDateTime))
 
 
 @dataclass(frozen=True)
-class HandOver:
-    """The guard's inputs for a group of one campaign's sends from one mailbox, in slot order:
-    what it commits (each send's Message-ID) and the limits it checks."""
-
-    campaign_id: str
-    mailbox: str
-    sends: tuple[tuple[str, str], ...]  # (send id, Message-ID)
-    day: datetime  # local midnight in the campaign's zone: both caps count from it
-    mailbox_limit: int
-    campaign_limit: int
-    min_gap: timedelta
-
-
-@dataclass(frozen=True)
 class ResultRow:
     """A handover's result as a row update: sent, failed, unknown, or scheduled (a retry)."""
 
     send_id: str
-    status: str
+    status: EmailSendStatus
     reason: str | None = None
     at: datetime | None = None
 
@@ -355,9 +344,17 @@ def reload_send(session: Session, *, send_id: str, token: str) -> DueSend | None
     return DueSend.model_validate(row) if row else None
 
 
-def rescue_abandoned_sends(session: Session, *, now: datetime) -> list[dict[str, Any]]:
+def rescue_abandoned_sends(session: Session, *, now: datetime) -> list[UnknownSend]:
     """Mark `sending` rows whose lease ran out as `unknown`; returns them for the operator."""
-    return [dict(row) for row in session.execute(RESCUE_ABANDONED, {"now": now}).mappings()]
+    return [
+        UnknownSend(
+            send_id=row["sendId"],
+            campaign_id=row["campaignId"],
+            mailbox=row["mailbox"],
+            reason=row["statusReason"],
+        )
+        for row in session.execute(RESCUE_ABANDONED, {"now": now}).mappings()
+    ]
 
 
 def campaign_rules(session: Session, campaign_id: str | None) -> dict[str, Any]:
@@ -395,11 +392,15 @@ def usage_today(
 
 
 def settle(
-    session: Session | Connection, *, token: str, now: datetime, rows: list[dict[str, Any]]
+    session: Session | Connection, *, token: str, now: datetime, updates: list[SendUpdate]
 ) -> set[str]:
     """Write deferrals, cancellations and failures decided before any handover."""
-    if not rows:
+    if not updates:
         return set()
+    rows = [
+        {"id": u.send_id, "status": u.status, "reason": u.reason, "at": u.at, "mailbox": u.mailbox}
+        for u in updates
+    ]
     params = {"rows": json_rows(rows), "ids": [r["id"] for r in rows], "token": token, "now": now}
     return set(session.scalars(SETTLE, params))
 
@@ -410,9 +411,9 @@ def _result_params(results: list[ResultRow]) -> dict[str, Any]:
     return {"rows": json_rows(rows), "ids": [r["id"] for r in rows]}
 
 
-def hand_over(
+def hand_over_group(
     connection: Connection,
-    handover: HandOver,
+    guard: HandoverGuard,
     *,
     results: list[ResultRow],
     token: str,
@@ -427,23 +428,23 @@ def hand_over(
     """
     sends = [
         {"id": send_id, "ord": i, "message_id": message_id}
-        for i, (send_id, message_id) in enumerate(handover.sends)
+        for i, (send_id, message_id) in enumerate(guard.sends)
     ]
     params = _result_params(results) | {
         "sends": json_rows(sends),
-        "send_ids": [send_id for send_id, _ in handover.sends],
-        "campaign_id": handover.campaign_id,
+        "send_ids": [send_id for send_id, _ in guard.sends],
+        "campaign_id": guard.campaign_id,
         "token": token,
         "now": now,
         "lease_until": now + lease,
-        "mailbox": handover.mailbox,
-        "day": handover.day,
-        "mailbox_limit": handover.mailbox_limit,
-        "campaign_limit": handover.campaign_limit,
+        "mailbox": guard.mailbox,
+        "day": guard.day,
+        "mailbox_limit": guard.mailbox_limit,
+        "campaign_limit": guard.campaign_limit,
         # No gap, no check: parallel connections of one mailbox stamp overlapping instants.
-        "gap_since": now - handover.min_gap if handover.min_gap else None,
+        "gap_since": now - guard.min_gap if guard.min_gap else None,
     }
-    written, handed = connection.execute(HAND_OVER, params).one()
+    written, handed = connection.execute(HAND_OVER_GROUP, params).one()
     return set(written), set(handed)
 
 

@@ -4,9 +4,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
+from core.delivery.lane import HandoverGuard
+from core.statuses import EmailSendStatus
 from db.base import utcnow
 from db.models import CampaignLead, DeliveryCounter, EmailSend
-from db.queries.delivery import HandOver, ResultRow, claim_due_sends, hand_over, usage_today
+from db.queries.delivery import ResultRow, claim_due_sends, hand_over_group, usage_today
 from tests import factories
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
@@ -31,8 +33,8 @@ def seed(sessions, sends: int) -> tuple[str, str, list[str]]:
     return token, campaign_id, [s.sendId for s in due]
 
 
-def guard(campaign_id: str, send_ids: list[str], *, campaign_limit: int = 100) -> HandOver:
-    return HandOver(
+def guard(campaign_id: str, send_ids: list[str], *, campaign_limit: int = 100) -> HandoverGuard:
+    return HandoverGuard(
         campaign_id=campaign_id,
         mailbox=MAILBOX,
         sends=tuple((i, f"<{i}@seller.example>") for i in send_ids),
@@ -49,7 +51,7 @@ def test_a_group_takes_the_room_left_in_slot_order_and_counts_it(engine, session
         usage_today(session, campaigns={campaign_id: DAY}, mailboxes={MAILBOX: DAY})
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
-        _, handed = hand_over(
+        _, handed = hand_over_group(
             connection,
             guard(campaign_id, ids, campaign_limit=2),
             results=[],
@@ -77,7 +79,7 @@ def test_a_stopped_lead_is_refused_and_takes_no_room(engine, sessions):
         )
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
-        _, handed = hand_over(
+        _, handed = hand_over_group(
             connection,
             guard(campaign_id, ids, campaign_limit=2),
             results=[],
@@ -99,7 +101,7 @@ def test_without_the_days_counters_nothing_is_handed_over_but_results_are_writte
         usage_today(session, campaigns={campaign_id: DAY}, mailboxes={MAILBOX: DAY})
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
-        _, handed = hand_over(
+        _, handed = hand_over_group(
             connection,
             guard(campaign_id, ids[:1]),
             results=[],
@@ -108,11 +110,13 @@ def test_without_the_days_counters_nothing_is_handed_over_but_results_are_writte
             lease=timedelta(60),
         )
         assert handed == {ids[0]}
-        next_day = HandOver(**(guard(campaign_id, ids[1:]).__dict__ | {"day": DAY + timedelta(1)}))
-        written, handed = hand_over(
+        next_day = HandoverGuard(
+            **(guard(campaign_id, ids[1:]).__dict__ | {"day": DAY + timedelta(1)})
+        )
+        written, handed = hand_over_group(
             connection,
             next_day,
-            results=[ResultRow(ids[0], "sent")],
+            results=[ResultRow(ids[0], EmailSendStatus.sent)],
             token=token,
             now=utcnow(),
             lease=timedelta(60),

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from core.delivery.transport import (
     ConsoleTransport,
     DeliveryResult,
-    Outcome,
+    DeliveryVerdict,
     SMTPTransport,
     Transport,
     TransportConfig,
@@ -75,7 +75,7 @@ def test_accepted_delivery_has_the_exact_envelope_and_body(
 
     result = transport.deliver(email, sender=SENDER, recipient=LEAD)
 
-    assert result.outcome is Outcome.accepted
+    assert result.verdict is DeliveryVerdict.accepted
     assert result.detail.startswith("250 ")
     [received] = smtp.wait_for(1)
     assert (received.mail_from, received.rcpt_tos) == (SENDER, (LEAD,))
@@ -88,7 +88,7 @@ def test_one_connection_carries_a_whole_batch(smtp: LoopbackSMTP, transport: Tra
 
     results = [send(transport, f"lead{i}@lead.test") for i in range(20)]
 
-    assert {r.outcome for r in results} == {Outcome.accepted}
+    assert {r.verdict for r in results} == {DeliveryVerdict.accepted}
     assert len(smtp.wait_for(20)) == 20
     assert smtp.connections - before == 1
 
@@ -101,7 +101,7 @@ def test_only_the_given_recipient_is_on_the_envelope(
 
     result = transport.deliver(email, sender=SENDER, recipient=LEAD)
 
-    assert result.outcome is Outcome.accepted
+    assert result.verdict is DeliveryVerdict.accepted
     [received] = smtp.wait_for(1)
     assert received.rcpt_tos == (LEAD,)
     assert received.message["Cc"] == "other@x.com"
@@ -112,7 +112,7 @@ def test_only_the_given_recipient_is_on_the_envelope(
 def test_internationalised_address_uses_smtputf8(smtp: LoopbackSMTP, transport: Transport) -> None:
     result = send(transport, "jürgen@bücher.test")
 
-    assert result.outcome is Outcome.accepted
+    assert result.verdict is DeliveryVerdict.accepted
     [received] = smtp.wait_for(1)
     assert (received.rcpt_tos, received.smtp_utf8) == (("jürgen@bücher.test",), True)
     assert received.message["To"] == "jürgen@bücher.test"
@@ -130,8 +130,8 @@ def test_550_on_rcpt_bounces_and_the_connection_stays_usable(
     bounced = send(transport, "gone@lead.test")
     accepted = send(transport)
 
-    assert bounced == DeliveryResult(Outcome.bounced, "550 5.1.1 User unknown")
-    assert accepted.outcome is Outcome.accepted
+    assert bounced == DeliveryResult(DeliveryVerdict.bounced, "550 5.1.1 User unknown")
+    assert accepted.verdict is DeliveryVerdict.accepted
     assert [m.rcpt_tos for m in smtp.wait_for(1)] == [(LEAD,)]
     assert smtp.connections - before == 1
 
@@ -140,33 +140,33 @@ def test_450_on_rcpt_is_transient(smtp: LoopbackSMTP, transport: Transport) -> N
     smtp.reject_rcpt("busy@lead.test", "450 4.2.1 Mailbox busy")
 
     assert send(transport, "busy@lead.test") == DeliveryResult(
-        Outcome.transient, "450 4.2.1 Mailbox busy"
+        DeliveryVerdict.transient, "450 4.2.1 Mailbox busy"
     )
     assert smtp.attempts("busy@lead.test") == 1
-    assert send(transport).outcome is Outcome.accepted
+    assert send(transport).verdict is DeliveryVerdict.accepted
 
 
 @pytest.mark.parametrize(
-    ("reply", "outcome"),
+    ("reply", "verdict"),
     [
-        ("451 4.3.0 Try again later", Outcome.transient),
-        ("554 5.7.1 Message rejected as spam", Outcome.rejected),
-        ("550 5.1.1 User unknown", Outcome.bounced),
-        ("552 5.2.2 Mailbox full", Outcome.bounced),
-        ("554 Transaction failed", Outcome.rejected),  # no enhanced code: not the address
+        ("451 4.3.0 Try again later", DeliveryVerdict.transient),
+        ("554 5.7.1 Message rejected as spam", DeliveryVerdict.rejected),
+        ("550 5.1.1 User unknown", DeliveryVerdict.bounced),
+        ("552 5.2.2 Mailbox full", DeliveryVerdict.bounced),
+        ("554 Transaction failed", DeliveryVerdict.rejected),  # no enhanced code: not the address
     ],
 )
 def test_refusal_after_data_is_classified_by_its_status(
-    smtp: LoopbackSMTP, transport: Transport, reply: str, outcome: Outcome
+    smtp: LoopbackSMTP, transport: Transport, reply: str, verdict: DeliveryVerdict
 ) -> None:
     smtp.reject_data("picky@lead.test", reply)
     before = smtp.connections
 
     result = send(transport, "picky@lead.test")
 
-    assert result == DeliveryResult(outcome, reply)
+    assert result == DeliveryResult(verdict, reply)
     assert smtp.messages == []
-    assert send(transport).outcome is Outcome.accepted
+    assert send(transport).verdict is DeliveryVerdict.accepted
     assert smtp.connections - before == 1
 
 
@@ -176,8 +176,8 @@ def test_421_is_transient_and_the_next_send_reconnects(
     smtp.reject_rcpt("closing@lead.test", "421 4.3.2 Service shutting down")
     before = smtp.connections
 
-    assert send(transport, "closing@lead.test").outcome is Outcome.transient
-    assert send(transport).outcome is Outcome.accepted
+    assert send(transport, "closing@lead.test").verdict is DeliveryVerdict.transient
+    assert send(transport).verdict is DeliveryVerdict.accepted
     assert smtp.connections - before == 2
 
 
@@ -189,7 +189,7 @@ def test_detail_never_contains_the_recipient_even_when_the_server_echoes_it(
 
     result = send(transport, address)
 
-    assert result.outcome is Outcome.bounced
+    assert result.verdict is DeliveryVerdict.bounced
     assert address.lower() not in result.detail.lower()
     assert result.detail == "550 5.1.1 <recipient> unknown; <recipient> has no mailbox"
 
@@ -205,18 +205,18 @@ def test_drop_after_the_body_is_ambiguous_and_never_retried(
 
     result = send(transport, "flaky@lead.test")
 
-    assert result.outcome is Outcome.ambiguous
+    assert result.verdict is DeliveryVerdict.ambiguous
     assert "flaky@lead.test" not in result.detail
     [received] = smtp.wait_for(1)
     assert received.dropped
     assert (smtp.attempts("flaky@lead.test"), smtp.deliveries("flaky@lead.test")) == (1, 1)
-    assert send(transport).outcome is Outcome.accepted
+    assert send(transport).verdict is DeliveryVerdict.accepted
     assert smtp.connections - before == 2
 
 
 def test_a_dead_reused_connection_is_replaced_once_without_a_duplicate(smtp: LoopbackSMTP) -> None:
     transport = SMTPTransport(smtp_config(smtp))
-    assert send(transport).outcome is Outcome.accepted
+    assert send(transport).verdict is DeliveryVerdict.accepted
     before = smtp.connections
     # Stands in for a server that closed the idle connection: the next MAIL FROM fails.
     connection = transport._connection
@@ -226,7 +226,7 @@ def test_a_dead_reused_connection_is_replaced_once_without_a_duplicate(smtp: Loo
     result = send(transport)
     transport.close()
 
-    assert result.outcome is Outcome.accepted
+    assert result.verdict is DeliveryVerdict.accepted
     assert smtp.connections - before == 1
     assert len(smtp.wait_for(2)) == 2
 
@@ -239,7 +239,7 @@ def test_refused_connection_is_transient() -> None:
     result = send(transport)
     transport.close()
 
-    assert result.outcome is Outcome.transient
+    assert result.verdict is DeliveryVerdict.transient
     assert "ConnectionRefusedError" in result.detail
 
 
@@ -248,14 +248,14 @@ def test_server_gone_mid_batch_is_transient_after_one_reconnect() -> None:
     server.start()
     transport = open_transport(smtp_config(server))
     try:
-        assert send(transport).outcome is Outcome.accepted
+        assert send(transport).verdict is DeliveryVerdict.accepted
     finally:
         server.stop()
 
     result = send(transport)
     transport.close()
 
-    assert result.outcome is Outcome.transient
+    assert result.verdict is DeliveryVerdict.transient
 
 
 # -- SMTP: AUTH and TLS --------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_auth_with_good_credentials(auth_server: LoopbackSMTP) -> None:
     result = send(transport)
     transport.close()
 
-    assert result.outcome is Outcome.accepted
+    assert result.verdict is DeliveryVerdict.accepted
     assert auth_server.wait_for(1)[0].auth_login == "mailer"
 
 
@@ -286,7 +286,7 @@ def test_auth_with_bad_credentials_is_transient(auth_server: LoopbackSMTP) -> No
     result = send(transport)
     transport.close()
 
-    assert result.outcome is Outcome.transient
+    assert result.verdict is DeliveryVerdict.transient
     assert result.detail.startswith("535 ")
     assert "wrong" not in result.detail
 
@@ -297,7 +297,7 @@ def test_missing_auth_refuses_mail_from_which_is_transient(auth_server: Loopback
     result = send(transport)
     transport.close()
 
-    assert result == DeliveryResult(Outcome.transient, "530 5.7.0 Authentication required")
+    assert result == DeliveryResult(DeliveryVerdict.transient, "530 5.7.0 Authentication required")
 
 
 def test_starttls_verified_against_ca_file() -> None:
@@ -313,7 +313,7 @@ def test_starttls_verified_against_ca_file() -> None:
         result = send(transport)
         transport.close()
 
-        assert result.outcome is Outcome.accepted
+        assert result.verdict is DeliveryVerdict.accepted
         assert server.wait_for(1)[0].auth_login == "mailer"
 
 
@@ -323,7 +323,7 @@ def test_starttls_without_the_ca_fails_verification_instead_of_sending() -> None
         result = send(transport)
         transport.close()
 
-        assert result.outcome is Outcome.transient
+        assert result.verdict is DeliveryVerdict.transient
         assert "SSLCertVerificationError" in result.detail
         assert server.messages == []
 
@@ -335,7 +335,7 @@ def test_implicit_tls_verified_against_ca_file() -> None:
         results = [send(transport) for _ in range(3)]
         transport.close()
 
-        assert {r.outcome for r in results} == {Outcome.accepted}
+        assert {r.verdict for r in results} == {DeliveryVerdict.accepted}
         assert len(server.wait_for(3)) == 3
 
 
@@ -352,7 +352,7 @@ def test_outbox_writes_one_parseable_eml_per_message(tmp_path: Path) -> None:
     files = sorted(tmp_path.rglob("*.eml"))
     assert len(files) == 3
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == files  # no temp files left
-    assert {r.outcome for r in results} == {Outcome.accepted}
+    assert {r.verdict for r in results} == {DeliveryVerdict.accepted}
     assert {r.detail for r in results} == {
         f"written {p.relative_to(tmp_path).as_posix()}" for p in files
     }
@@ -380,7 +380,7 @@ def test_console_writes_to_the_given_stream() -> None:
 
     result = send(transport, email=message(subject="Grüße"))
 
-    assert result.outcome is Outcome.accepted
+    assert result.verdict is DeliveryVerdict.accepted
     output = stream.getvalue()
     assert output.startswith("-" * 24 + f" MAIL FROM:<{SENDER}> RCPT TO:<{LEAD}> ")
     assert "Subject: Grüße\n" in output
@@ -392,7 +392,7 @@ def test_console_writes_to_the_given_stream() -> None:
 
 def test_config_from_settings_is_picklable_and_hides_the_password() -> None:
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         smtp_host="mail.example.com",
         smtp_username="mailer",
         smtp_password=SecretStr("hunter2"),

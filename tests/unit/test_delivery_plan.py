@@ -46,7 +46,7 @@ def send(i: int = 0, *, rules: dict | None = None, **fields) -> DueSend:
         "campaignStatus": "active",
         "sendingRules": RULES if rules is None else rules,
     }
-    return DueSend(**(values | fields))
+    return DueSend.model_validate(values | fields)
 
 
 def plan(sends, usage=None, *, now=NOW, wait=timedelta(minutes=4), seed=1):

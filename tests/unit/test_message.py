@@ -16,12 +16,11 @@ from email.parser import BytesParser
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
+from core.delivery.headers import MessageError, clean_header_text
 from core.delivery.message import (
-    MessageError,
     OutgoingEmail,
     _plain_address,
     build_message,
-    clean_header_text,
     message_id_for,
     thread_subject,
 )

@@ -6,14 +6,17 @@ import stat
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from core.delivery.unsubscribe import (
     load_secret,
+    secret_from_settings,
     sign_token,
     unsubscribe_mailto,
     unsubscribe_url,
     verify_token,
 )
+from core.settings import Settings
 
 SECRET = b"0123456789abcdef-test-secret"
 SEND_ID = "0f3c9ab1d2e34f5a8b6c7d8e9f0a1b2c"
@@ -116,6 +119,14 @@ def test_links():
 def test_configured_secret_is_used(tmp_path):
     assert load_secret("a" * 16, tmp_path) == b"a" * 16
     assert not list(tmp_path.iterdir())
+
+
+def test_settings_name_the_secret_or_leave_it_to_the_kept_key(tmp_path):
+    configured = Settings(_env_file=None, unsubscribe_secret=SecretStr("b" * 16))
+    assert secret_from_settings(configured, tmp_path) == b"b" * 16
+    assert not list(tmp_path.iterdir())
+    kept = secret_from_settings(Settings(_env_file=None, unsubscribe_secret=None), tmp_path)
+    assert kept == load_secret(None, tmp_path) and len(kept) >= 16
 
 
 @pytest.mark.parametrize("configured", ["", "short", "a" * 15])

@@ -1,0 +1,379 @@
+"""A delivery lane's I/O: one sending mailbox's sends, on one connection and one transport.
+
+Per send, `sending` is committed before the transport is called; the result is committed with
+the next group's handover, in the same single statement (one round trip and one commit per
+group), or at once when the lane must wait. What to do at each step is decided in
+core.delivery.lane; this module only orders the reads, writes and transport calls.
+"""
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from core.delivery.config import DeliveryConfig
+from core.delivery.headers import MessageError
+from core.delivery.lane import (
+    LaneSend,
+    SendUpdate,
+    handover_due,
+    handover_guard,
+    next_group,
+    outgoing_message,
+    plan_updates,
+    replan_refused,
+    unbuildable,
+    verdict_update,
+)
+from core.delivery.plan import Decision, DueSend, Usage, plan_deliveries, usage_days
+from core.delivery.report import DeliveryColumn, DeliveryReport, UnknownSend
+from core.delivery.transport import DeliveryVerdict, Transport, open_transport
+from core.failpoints import failpoint
+from core.statuses import CampaignLeadStatus, EmailSendStatus, EngagementType
+from db.base import utcnow
+from db.engine import DatabaseConfig, sessions_for
+from db.queries import delivery as queries
+from db.queries.delivery import ResultRow
+from db.queries.stops import SendStop, stop_send_recipient
+from tasks.database import run_in_transaction
+
+# Past this much waiting a lane commits the previous send's result instead of holding it.
+COMMIT_BEFORE_WAIT = 0.05
+
+# When the database goes away mid-lane, the lane tries this long (seconds between attempts) to
+# write what it knows before giving up: about half a minute, a restart or a failover.
+SALVAGE_DELAYS = (0.5, 1, 2, 4, 8, 15)
+NOT_TRANSMITTED = "handover interrupted before the transport was called (database connection lost)"
+
+
+def usage(session: Session, sends: list[DueSend], now: datetime) -> Usage:
+    """Today's counts for a plan of `sends`, creating the day's counter rows the guard needs."""
+    days = usage_days(sends, now)
+    return queries.usage_today(session, campaigns=days.campaigns, mailboxes=days.mailboxes)
+
+
+def plan_batch(
+    session: Session, sends: list[DueSend], *, now: datetime, deadline: datetime
+) -> list[Decision]:
+    """Every send's decision, against today's counts."""
+    return plan_deliveries(
+        sends, usage(session, sends, now), now=now, deadline=deadline, rng=random.Random()
+    )
+
+
+def settle(
+    session: Session | Connection,
+    token: str,
+    now: datetime,
+    updates: list[SendUpdate],
+    report: DeliveryReport,
+    sends: dict[str, DueSend],
+) -> None:
+    """Write what the plan decided for sends that do not go now, and count what was written."""
+    written = queries.settle(session, token=token, now=now, updates=updates)
+    for update in updates:
+        if update.send_id in written:
+            campaign_id = sends[update.send_id].campaignId
+            report.count(campaign_id, update.mailbox, update.column, update.report_reason)
+
+
+def _row(update: SendUpdate) -> ResultRow:
+    """A handover's result as the row update the database takes."""
+    return ResultRow(update.send_id, update.status, update.reason, update.at)
+
+
+@dataclass
+class _Pending:
+    """A result not committed yet, and where it goes in the report."""
+
+    update: SendUpdate
+    send: DueSend
+    mailbox: str
+
+    @property
+    def row(self) -> ResultRow:
+        """The result as the row update the database takes."""
+        return _row(self.update)
+
+
+class Lane:
+    """Deliveries from one mailbox, in slot order, on one connection and one transport."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        database: DatabaseConfig,
+        config: DeliveryConfig,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.token = token
+        self.database = database
+        self.config = config
+        self.secret = config.unsubscribe_secret.get_secret_value()
+        # Each lane counts on its own (lanes are threads); the batch merges them at the end.
+        self.report = DeliveryReport()
+        self.logger = logger
+        self.lease = timedelta(seconds=config.lease_seconds)
+        self.pending: list[_Pending] = []
+        # Sends this lane set `sending` (or may have: a handover whose answer was lost) and has
+        # not passed to the transport yet, by id.
+        self.untransmitted: dict[str, DueSend] = {}
+        self.rng = random.Random()
+        engine = sessions_for(database).kw["bind"]
+        assert isinstance(engine, Engine)
+        self.engine = engine
+
+    def run(self, lane: list[LaneSend]) -> None:
+        """Deliver every send of the lane; one send's failure never stops the others."""
+        transport = open_transport(self.config.transport)
+        queue = deque(lane)
+        last_handover: datetime | None = None
+        try:
+            # One connection for the whole lane, in autocommit: each group's handover is one
+            # statement that is its own transaction, so a group costs one round trip to the
+            # database. Writes that need several statements (a bounce, a refusal) take a session.
+            with self._autocommit() as connection:
+                while queue:
+                    now = utcnow()
+                    wait = (handover_due(queue[0], last_handover, now=now) - now).total_seconds()
+                    if wait > COMMIT_BEFORE_WAIT:
+                        self._flush(connection)
+                        if wait > 1:
+                            self.logger.info("lane waits %.1fs for the mailbox gap", wait)
+                        time.sleep(wait)
+                    group = next_group(queue, size=self.config.handover_group, now=utcnow())
+                    if self._deliver_group(connection, transport, group):
+                        last_handover = utcnow()
+                self._flush(connection)
+        except DBAPIError:
+            self._salvage()
+            raise
+        finally:
+            transport.close()
+
+    def _salvage(self) -> None:
+        """A database error stopped the lane (most often the server went away: a restart, a
+        failover): write what the lane knows on a new connection.
+
+        That is the results of sends the transport already answered, and the release of sends
+        marked `sending` but never transmitted, back to `scheduled` in their slot. Left alone,
+        both would become `unknown` at the next run's rescue, and delivered messages would be
+        listed as possibly lost. The write is fenced by the claim token, so it repeats
+        harmlessly. The lane itself stops: the rest of its claim returns with the lease.
+        """
+        rows = [p.row for p in self.pending]
+        rows += [
+            ResultRow(send_id, EmailSendStatus.scheduled, NOT_TRANSMITTED)
+            for send_id in self.untransmitted
+        ]
+        if not rows:
+            return
+        for delay in SALVAGE_DELAYS:
+            time.sleep(delay)
+            try:
+                with self._autocommit() as connection:
+                    written = queries.record_results(
+                        connection, token=self.token, now=utcnow(), results=rows
+                    )
+            except DBAPIError:
+                continue
+            released = written.intersection(self.untransmitted)
+            self._account(written)
+            self.untransmitted = {}
+            self.logger.warning(
+                "lane stopped on a database error; wrote %d results and released %d sends"
+                " not transmitted",
+                len(written) - len(released),
+                len(released),
+            )
+            return
+        self.logger.error(
+            "lane stopped on a database error and could not write %d results; those sends"
+            " become unknown at the next rescue",
+            len(rows),
+        )
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """A connection of the lane's own in autocommit: each statement its own transaction."""
+        with self.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
+
+    def _deliver_group(
+        self, connection: Connection, transport: Transport, group: list[LaneSend]
+    ) -> bool:
+        """Hand a group over in one statement, then deliver each send it let through.
+
+        True when at least one send was handed over (the mailbox gap counts from it).
+        """
+        first = group[0]
+        mailbox = first.decision.mailbox
+        assert mailbox is not None
+        now = utcnow()
+        messages: dict[str, EmailMessage] = {}
+        for queued in group:
+            send = queued.send
+            try:
+                messages[send.sendId] = outgoing_message(
+                    send,
+                    first.rules,
+                    mailbox,
+                    now=now,
+                    secret=self.secret,
+                    public_base_url=self.config.public_base_url,
+                )
+            except MessageError as exc:
+                self._flush(connection)
+                failed = unbuildable(send.sendId, exc)
+                queries.settle(connection, token=self.token, now=now, updates=[failed])
+                self.report.count(
+                    send.campaignId, mailbox.email, failed.column, failed.report_reason
+                )
+        sends = [q for q in group if q.send.sendId in messages]
+        if not sends:
+            return False
+        message_ids = {i: str(message["Message-ID"]) for i, message in messages.items()}
+        guard = handover_guard(sends, message_ids, now=now)
+        # Until the answer arrives, any of the group may be `sending`.
+        self.untransmitted = {q.send.sendId: q.send for q in sends}
+        written, handed = queries.hand_over_group(
+            connection,
+            guard,
+            results=[p.row for p in self.pending],
+            token=self.token,
+            now=now,
+            lease=self.lease,
+        )
+        self._account(written)
+        self.untransmitted = {i: s for i, s in self.untransmitted.items() if i in handed}
+        for queued in sends:
+            send = queued.send
+            if send.sendId not in handed:
+                continue
+            failpoint("delivery.after_handover")
+            del self.untransmitted[send.sendId]
+            result = transport.deliver(
+                messages[send.sendId], sender=mailbox.email, recipient=send.toEmail
+            )
+            if result.verdict is DeliveryVerdict.accepted:
+                failpoint("delivery.after_accept")
+            answered = utcnow()
+            update = verdict_update(
+                send, result, now=answered, max_attempts=self.config.max_attempts, rng=self.rng
+            )
+            if update.column is DeliveryColumn.bounced:
+                self._flush(connection)
+                self._bounce(send, mailbox.email, result.detail, update, answered)
+            else:
+                self._hold(send, mailbox.email, update)
+        refused = [q for q in sends if q.send.sendId not in handed]
+        if refused:
+            self._flush(connection)
+            # A refusal whose re-plan says the send may go is tried once more, alone.
+            retry = [q for q in refused if self._refused(q.send, last_try=q.retried)]
+            for queued in retry:
+                queued.retried = True
+                if self._deliver_group(connection, transport, [queued]):
+                    handed.add(queued.send.sendId)
+        return bool(handed)
+
+    def _hold(self, send: DueSend, mailbox: str, update: SendUpdate) -> None:
+        """Keep a result for the next handover's statement; an unknown one is listed now."""
+        self.pending.append(_Pending(update, send, mailbox))
+        if update.status is EmailSendStatus.unknown:
+            reason = update.reason or ""
+            self.report.unknown.append(
+                UnknownSend(
+                    send_id=send.sendId, campaign_id=send.campaignId, mailbox=mailbox, reason=reason
+                )
+            )
+            self.logger.warning("send %s outcome unknown: %s", send.sendId, reason)
+
+    def _bounce(
+        self, send: DueSend, mailbox: str, detail: str, update: SendUpdate, now: datetime
+    ) -> None:
+        """Fail the send, record its bounce and stop its address, in one transaction."""
+        assert update.reason is not None
+        stop = SendStop(
+            send_id=send.sendId,
+            workspace_id=send.workspaceId,
+            email=send.toEmail,
+            event=EngagementType.bounce,
+            status=CampaignLeadStatus.bounced,
+            reason=update.reason,
+            metadata={"source": "smtp", "reply": detail},
+        )
+
+        def bounce(session: Session) -> None:
+            written = queries.record_results(
+                session, token=self.token, now=now, results=[_row(update)]
+            )
+            if written:
+                stop_send_recipient(session, stop, now=now)
+
+        run_in_transaction(self.database, bounce)
+        self.report.count(send.campaignId, mailbox, update.column, update.report_reason)
+
+    def _refused(self, send: DueSend, *, last_try: bool) -> bool:
+        """The guard said no: find out why and write it (cancel, or defer to the next moment).
+
+        True when the send may go after all and the handover should be tried again.
+        """
+        now = utcnow()
+
+        def replan(session: Session) -> bool:
+            fresh = queries.reload_send(session, send_id=send.sendId, token=self.token)
+            if fresh is None:
+                self.report.count(
+                    send.campaignId,
+                    None,
+                    DeliveryColumn.cancelled,
+                    "stopped or changed before handover",
+                )
+                return False
+            today = usage(session, [fresh], now)
+            decision = replan_refused(fresh, today, last_try=last_try, now=now, rng=self.rng)
+            if decision is None:
+                return True
+            updates = plan_updates([decision])
+            settle(session, self.token, now, updates, self.report, {send.sendId: fresh})
+            return False
+
+        return run_in_transaction(self.database, replan)
+
+    def _account(self, written: set[str]) -> None:
+        """Count the pending results the database took; the others' claim was taken over."""
+        for pending in self.pending:
+            if pending.send.sendId in written:
+                self.report.count(
+                    pending.send.campaignId,
+                    pending.mailbox,
+                    pending.update.column,
+                    pending.update.report_reason,
+                )
+            else:
+                self.logger.warning(
+                    "send %s: result %s not written, the claim was taken over",
+                    pending.send.sendId,
+                    pending.update.status,
+                )
+        self.pending = []
+
+    def _flush(self, connection: Connection) -> None:
+        """Write the held results now, in their own statement."""
+        if self.pending:
+            results = [p.row for p in self.pending]
+            self._account(
+                queries.record_results(connection, token=self.token, now=utcnow(), results=results)
+            )
