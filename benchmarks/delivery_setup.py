@@ -1,5 +1,5 @@
 """The delivery benchmark's world: the campaign and its due sends, what a run left behind, and
-EXPLAIN ANALYZE of the statement hand_over() sends."""
+EXPLAIN ANALYZE of the statement hand_over_group() sends."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from benchmarks.harness.database import (
     plan_ms,
 )
 from benchmarks.harness.machine import median
+from core.delivery.lane import HandoverGuard
 from db.base import utcnow
 from db.engine import make_engine
-from db.queries.delivery import HandOver, hand_over, usage_today
+from db.queries.delivery import hand_over_group, usage_today
 
 SECRET = "bench-unsubscribe-secret-0123456789"
 PUBLIC_BASE_URL = "https://app.sender.example"
@@ -176,9 +177,9 @@ def pg_settings(url: str) -> dict[str, str]:
 
 
 def explain_hand_over(url: str, runs: int = 3) -> dict[str, Any]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the statement hand_over() sends, after a whole run.
+    """EXPLAIN (ANALYZE, BUFFERS) of the statement hand_over_group() sends, after a whole run.
 
-    The statement and its parameters are captured from a real hand_over() call on the last
+    The statement and its parameters are captured from a real hand_over_group() call on the last
     send, put back to `scheduled` under a bench token; every run is rolled back. It shows what
     the guard reads and writes for each handover once a mailbox has this many handovers today.
     """
@@ -201,7 +202,7 @@ def explain_hand_over(url: str, runs: int = 3) -> dict[str, Any]:
                     if i == 0:
                         box = mailbox or MAILBOXES[0]
                         usage_today(session, campaigns={CAMPAIGN: day}, mailboxes={box: day})
-                        guard = HandOver(
+                        guard = HandoverGuard(
                             campaign_id=CAMPAIGN,
                             mailbox=box,
                             sends=((sent_id, f"<{sent_id}@sender.example>"),),
@@ -210,7 +211,7 @@ def explain_hand_over(url: str, runs: int = 3) -> dict[str, Any]:
                             campaign_limit=1_000_000,
                             min_gap=timedelta(0),
                         )
-                        _, handed = hand_over(
+                        _, handed = hand_over_group(
                             session.connection(),
                             guard,
                             results=[],
@@ -218,7 +219,7 @@ def explain_hand_over(url: str, runs: int = 3) -> dict[str, Any]:
                             now=now,
                             lease=timedelta(60),
                         )
-                        assert handed and captured, "hand_over refused the bench send"
+                        assert handed and captured, "hand_over_group refused the bench send"
                     else:  # the first EXPLAIN warms the cache and is discarded
                         statement, params = captured[0]
                         plans.append(explain_analyze(session.connection(), statement, params))

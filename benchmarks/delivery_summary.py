@@ -70,7 +70,7 @@ BREAKDOWN_ORDER = (
     ("COMMIT", 2),
     ("pool pre-ping", 2),
     ("SQL other", 2),
-    ("_Lane._message (token, ids, build)", 2),
+    ("outgoing_message (token, ids, build)", 2),
     ("build_message", 3),
     ("SMTPTransport.deliver", 2),
     ("_wire_bytes (as_bytes)", 3),

@@ -16,29 +16,32 @@ from typing import Any
 
 import psycopg
 
+import core.delivery.lane
 import core.delivery.transport
 import db.queries.delivery
 import tasks.database
 import tasks.delivery
+import tasks.delivery_lane
 import tasks.generation
 from benchmarks.harness.machine import ROOT
+from core.generation.config import GenerationConfig
 from core.generation.draft import render_draft
 from core.generation.gate import check_draft
 from core.generation.generate import plan_writes, prepare
 from core.generation.llm import OpenAIGenerator
 from core.generation.prompt import build_messages, generation_input_hash
-from db.queries.delivery import HAND_OVER, RECORD_RESULTS
+from db.queries.delivery import HAND_OVER_GROUP, RECORD_RESULTS
 from flows.ingest_engagement_events import ingest_engagement_events
 from flows.process_campaign_sends import _publish_counts, process_campaign_sends
 from flows.send_scheduled_emails import send_scheduled_emails
-from tasks.generation import Claim, NoCache, ResultStoreCache, generation_config, write_messages
+from tasks.generation import Claim, NoCache, ResultStoreCache, write_messages
 from tests.support.smtp_server import LoopbackSMTP
 
 __all__ = [
     "Claim",
+    "GenerationConfig",
     "NoCache",
     "ResultStoreCache",
-    "generation_config",
     "ingest_engagement_events",
     "process_campaign_sends",
     "send_scheduled_emails",
@@ -68,18 +71,19 @@ def hook(owner: Any, value: Any) -> Hook:
 
 
 # benchmarks/generation_flow.py: Probe, around what tasks.generation calls.
-GENERATION_CLAIM = hook(tasks.generation, tasks.generation.claim_due_leads_query)
+GENERATION_CLAIM = hook(tasks.generation, tasks.generation.claim_due_leads)
 GENERATION_RECORD = hook(tasks.generation, tasks.generation.record_messages)
 GENERATION_HOLD = hook(tasks.generation, tasks.generation.hold_leads)
-GENERATION_UNIT_OF_WORK = hook(tasks.generation, tasks.generation.unit_of_work)
+# Every task's transaction: tasks.database.in_transaction runs it on a worker thread.
+GENERATION_TRANSACTION = hook(tasks.database, tasks.database.run_in_transaction)
 GENERATION_PER_LEAD = hook(tasks.generation, tasks.generation.generate_for_lead)
 # benchmarks/generation_flow.py: apply_variant, the what-ifs.
 GENERATION_CACHE = hook(tasks.generation, tasks.generation.ResultStoreCache)
 GENERATION_CLIENT = hook(tasks.generation, tasks.generation.OpenAIGenerator)
 
 # benchmarks/delivery_probe.py: Probe and ThreadProfiles, around what tasks.delivery calls.
-HAND_OVER_QUERY = hook(db.queries.delivery, db.queries.delivery.hand_over)
-LANE_RUN = hook(tasks.delivery._Lane, tasks.delivery._Lane.run)
+HAND_OVER_QUERY = hook(db.queries.delivery, db.queries.delivery.hand_over_group)
+LANE_RUN = hook(tasks.delivery_lane.Lane, tasks.delivery_lane.Lane.run)
 # (hook, label in the breakdown, split by whether a delivery lane ran it)
 DELIVERY_TIMED: tuple[tuple[Hook, str, bool], ...] = (
     (hook(db.queries.delivery, db.queries.delivery.record_results), "record_results", False),
@@ -88,13 +92,17 @@ DELIVERY_TIMED: tuple[tuple[Hook, str, bool], ...] = (
         "claim (query + DueSend)",
         False,
     ),
-    (hook(tasks.delivery, tasks.delivery._plan), "plan (usage query + plan_deliveries)", False),
     (
-        hook(tasks.delivery._Lane, tasks.delivery._Lane._message),
-        "_Lane._message (token, ids, build)",
+        hook(tasks.delivery, tasks.delivery.plan_batch),
+        "plan (usage query + plan_deliveries)",
         False,
     ),
-    (hook(tasks.delivery, tasks.delivery.build_message), "build_message", False),
+    (
+        hook(tasks.delivery_lane, tasks.delivery_lane.outgoing_message),
+        "outgoing_message (token, ids, build)",
+        False,
+    ),
+    (hook(core.delivery.lane, core.delivery.lane.build_message), "build_message", False),
     (
         hook(core.delivery.transport.SMTPTransport, core.delivery.transport.SMTPTransport.deliver),
         "SMTPTransport.deliver",
@@ -110,7 +118,7 @@ DELIVERY_TIMED: tuple[tuple[Hook, str, bool], ...] = (
 # The delivery probe tells statements apart by these fragments of their SQL.
 HAND_OVER_SQL = "SET status = 'sending'"
 RECORD_RESULTS_SQL = '"sentAt" = CASE'
-SQL_FRAGMENTS = ((HAND_OVER, HAND_OVER_SQL), (RECORD_RESULTS, RECORD_RESULTS_SQL))
+SQL_FRAGMENTS = ((HAND_OVER_GROUP, HAND_OVER_SQL), (RECORD_RESULTS, RECORD_RESULTS_SQL))
 
 # benchmarks/harness/servers.py: LoopbackSMTP counts deliveries per address; the total is read
 # from its private counter under its lock.

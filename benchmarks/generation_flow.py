@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import contextlib
 import os
 import tempfile
 import threading
@@ -53,10 +52,7 @@ class Probe:
 
     def install(self) -> None:
         claim_query, record = deps.GENERATION_CLAIM.original(), deps.GENERATION_RECORD.original()
-        hold, unit_of_work = (
-            deps.GENERATION_HOLD.original(),
-            deps.GENERATION_UNIT_OF_WORK.original(),
-        )
+        hold, transaction = deps.GENERATION_HOLD.original(), deps.GENERATION_TRANSACTION.original()
         generate_for_lead = deps.GENERATION_PER_LEAD.original()
         probe = self
 
@@ -75,13 +71,12 @@ class Probe:
             probe.local.pending = ("write", token, ids)
             return hold(session, token=token, now=now, holds=holds)
 
-        @contextlib.contextmanager
-        def uow_wrapper(factory):
+        def transaction_wrapper(database, work, *, rollback=False):
             probe.local.pending = None
             started = time.perf_counter()
-            with unit_of_work(factory) as session:
-                yield session
+            outcome = transaction(database, work, rollback=rollback)
             probe.committed(started, time.perf_counter())  # after COMMIT
+            return outcome
 
         async def generate_wrapper(prepared, generator, cache, *, model):
             outcome = await generate_for_lead(prepared, generator, cache, model=model)
@@ -93,7 +88,7 @@ class Probe:
         deps.GENERATION_CLAIM.replace(claim_wrapper)
         deps.GENERATION_RECORD.replace(record_wrapper)
         deps.GENERATION_HOLD.replace(hold_wrapper)
-        deps.GENERATION_UNIT_OF_WORK.replace(uow_wrapper)
+        deps.GENERATION_TRANSACTION.replace(transaction_wrapper)
         deps.GENERATION_PER_LEAD.replace(generate_wrapper)
 
     def committed(self, started: float, done: float) -> None:

@@ -29,7 +29,8 @@ from benchmarks.harness.servers import fake_openai
 from core.generation.gate import check_draft, normalize_draft
 from core.generation.generate import Prepared, generate_for_lead, plan_writes, prepare
 from core.generation.llm import RESPONSE_FORMAT, OpenAIGenerator
-from db.engine import make_engine, make_session_factory
+from core.settings import Settings
+from db.engine import DatabaseConfig, make_engine, make_session_factory
 from db.queries.claims import preview_due_leads
 
 
@@ -152,14 +153,16 @@ def child_micro(spec: dict[str, Any]) -> dict[str, Any]:
     )
 
     # Prefect: what the task engine does with each call's parameters, twice per call.
-    config = deps.generation_config()
+    config = deps.GenerationConfig.from_settings(Settings())
+    database = DatabaseConfig.from_settings(Settings())
     calls = {
         "generate_messages": {"leads": leads, "config": config},
         "write_messages": {
+            "database": database,
+            "config": config,
             "claim": deps.Claim(token="t", leads=leads),
             "outcomes": outcomes,
             "as_of": AS_OF,
-            "max_attempts": 8,
         },
     }
 

@@ -33,7 +33,7 @@ def test_every_hook_exists_and_is_callable():
         deps.GENERATION_CLAIM,
         deps.GENERATION_RECORD,
         deps.GENERATION_HOLD,
-        deps.GENERATION_UNIT_OF_WORK,
+        deps.GENERATION_TRANSACTION,
         deps.GENERATION_PER_LEAD,
         deps.GENERATION_CACHE,
         deps.GENERATION_CLIENT,
