@@ -9,12 +9,12 @@ from datetime import datetime
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-from prefect.utilities.annotations import quote
 
 from core.analytics.campaign_report import CampaignReport, ReportWindow, summary_markdown
 from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
 from flows.settings import run_settings
+from flows.unwalked import unwalked
 from tasks.report import check_output, compute_report, read_report, write_report
 
 
@@ -45,10 +45,10 @@ async def campaign_report(
         window.campaign_id or "(all)",
     )
     inputs = await read_report(database, window)
-    report = await compute_report(quote(inputs), window)
+    report = await compute_report(unwalked(inputs), window)
     await _publish(report)
     if output:
-        written = await write_report(quote(report), output)
+        written = await write_report(unwalked(report), output)
         logger.info("wrote %d rows to %s", len(report.steps) + len(report.campaigns), written)
     total = report.totals()
     logger.info(

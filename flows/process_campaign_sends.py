@@ -6,7 +6,6 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.runtime import flow_run
-from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from core.generation import regeneration_report
@@ -24,6 +23,7 @@ from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
 from flows.in_flight import InFlight
 from flows.settings import run_settings
+from flows.unwalked import unwalked
 from tasks.generation import Claim, claim_lead_batch, generate_messages, write_messages
 from tasks.regeneration import (
     StepClaim,
@@ -93,14 +93,14 @@ async def process_campaign_sends(
     previews: list[tuple[Claim, list[LeadOutcome]]] = []
 
     async def generate_and_write(claim: Claim) -> None:
-        # quote(): Prefect would otherwise walk every lead looking for futures (1 ms a lead).
-        outcomes = await generate_messages(quote(claim.leads), config)
+        # unwalked(): Prefect would otherwise walk every lead looking for futures (1 ms a lead).
+        outcomes = await generate_messages(unwalked(claim.leads), config)
         if dry_run:
             previews.append((claim, outcomes))
             merge(counts, count_batch(claim.leads, outcomes, written=set(), failed=set()))
             return
         written = await write_messages(
-            database, config, quote(claim), quote(outcomes), as_of=cutoff
+            database, config, unwalked(claim), unwalked(outcomes), as_of=cutoff
         )
         merge(counts, written)
 
@@ -190,8 +190,8 @@ async def _regenerate_step(
     async def regenerate_and_write(claim: StepClaim) -> None:
         outcomes: list[LeadOutcome] = []
         if claim.sends:
-            # quote(): Prefect would otherwise walk every send looking for futures.
-            outcomes = await generate_messages(quote([s.lead for s in claim.sends]), config)
+            # unwalked(): Prefect would otherwise walk every send looking for futures.
+            outcomes = await generate_messages(unwalked([s.lead for s in claim.sends]), config)
         if dry_run:
             previews.append((claim, outcomes))
             counts.add(
@@ -205,7 +205,7 @@ async def _regenerate_step(
                 )
             )
             return
-        counts.add(await write_regenerated(database, quote(claim), quote(outcomes)))
+        counts.add(await write_regenerated(database, unwalked(claim), unwalked(outcomes)))
 
     after, remaining = "", max_sends
     async with InFlight(IN_FLIGHT_BATCHES) as in_flight:

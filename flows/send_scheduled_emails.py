@@ -6,7 +6,6 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.runtime import flow_run
-from prefect.utilities.annotations import quote
 from pydantic import Field, SecretBytes
 
 from core.delivery.config import DeliveryConfig
@@ -24,6 +23,7 @@ from db.base import utcnow
 from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
 from flows.settings import run_settings
+from flows.unwalked import unwalked
 from tasks.delivery import (
     check_sending_rules,
     claim_due_sends,
@@ -116,9 +116,9 @@ async def send_scheduled_emails(
         remaining -= len(claim.sends)
         if dry_run:
             # Nothing is claimed, so one preview of up to max_sends is the whole plan.
-            previews = await preview_deliveries(quote(claim), database, deadline=deadline)
+            previews = await preview_deliveries(unwalked(claim), database, deadline=deadline)
             break
-        report.merge(await deliver_sends(quote(claim), database, config, deadline=deadline))
+        report.merge(await deliver_sends(unwalked(claim), database, config, deadline=deadline))
 
     await _publish(report, blocked, previews, cutoff=cutoff, dry_run=dry_run)
     logger.info(
