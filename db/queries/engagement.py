@@ -12,12 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.engagement.events import BounceKind, NormalisedEvent
 from core.ids import ordered_id_prefix
 from core.statuses import CampaignLeadStatus, EngagementType
 from db.base import UTCDateTime
+from db.models import EngagementInbox
 from db.queries.rows import json_rows
 from db.queries.stops import AddressStop, cancel_for_enrolments, stop_addresses
 
@@ -335,6 +337,21 @@ MARK_INBOX = text(
     WHERE i.id = x.id
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
+
+
+def store_inbox_payload(
+    session: Session, provider: str, payload: Any, replay_key: str | None
+) -> str | None:
+    """Insert one webhook payload; its id, or None when (provider, replay key) was seen.
+
+    The unique index decides, so two copies of one request racing each other store one row.
+    """
+    return session.scalar(
+        insert(EngagementInbox)
+        .values(provider=provider, payload=payload, replayKey=replay_key)
+        .on_conflict_do_nothing(index_elements=["provider", "replayKey"])
+        .returning(EngagementInbox.id)
+    )
 
 
 def claim_inbox(session: Session, *, limit: int) -> list[tuple[str, str, Any]]:
