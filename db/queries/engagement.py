@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.engagement.events import BounceKind, NormalisedEvent
+from core.engagement.report import IngestColumn
 from core.ids import ordered_id_prefix
 from core.statuses import CampaignLeadStatus, EngagementType
 from db.base import UTCDateTime
@@ -199,8 +200,7 @@ STOPPING_TYPES = [EngagementType.reply, *_ADDRESS_RULES]
 class IngestResult:
     """What one chunk did: events per (source, type, outcome), and the stops by rule."""
 
-    # outcome is new, duplicate or quarantined
-    outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    outcomes: Counter[tuple[str, str, IngestColumn]] = field(default_factory=Counter)
     # Enrolments stopped per rule: replied, company_replied, soft_bounces, bounced,
     # unsubscribed, complaint.
     stopped: Counter[str] = field(default_factory=Counter)
@@ -226,7 +226,7 @@ def ingest_events(
         key = event.dedupe_key()
         if key in keyed:
             # The same event twice in one input.
-            result.outcomes[(event.source, event.type.value, "duplicate")] += 1
+            result.outcomes[(event.source, event.type.value, IngestColumn.duplicate)] += 1
         else:
             keyed[key] = event
     if not keyed:
@@ -258,7 +258,8 @@ def ingest_events(
     # Sorted, so that a send with two address-wide events in one chunk always takes the same rule.
     answer = sorted(session.execute(INGEST, params), key=lambda row: tuple(map(str, row[:4])))
     for source, kind, bounce, outcome, n, sends in answer:
-        result.outcomes[(source, kind, outcome)] += n
+        # The statement's outcome column spells IngestColumn's values.
+        result.outcomes[(source, kind, IngestColumn(outcome))] += n
         if not sends:
             continue
         if kind == EngagementType.reply:
