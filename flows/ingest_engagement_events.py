@@ -15,7 +15,8 @@ from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from core.engagement.config import IngestionConfig
-from core.engagement.event_files import EventFileError, EventFormat, read_event_file
+from core.engagement.event_files import EventFileError, read_event_file
+from core.engagement.event_records import EventFormat
 from core.engagement.events import NormalisedEvent
 from core.engagement.inbound_sources import read_mail_path
 from core.engagement.report import IngestColumn, IngestReport, event_chunks

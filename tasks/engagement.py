@@ -10,7 +10,8 @@ from prefect import get_run_logger
 from sqlalchemy.orm import Session
 
 from core.engagement.config import IngestionConfig
-from core.engagement.event_files import EventFormat, parse_record
+from core.engagement.event_files import parse_record
+from core.engagement.event_records import EventFormat
 from core.engagement.events import NormalisedEvent
 from core.engagement.report import IngestColumn, IngestReport, event_chunks
 from db.base import utcnow
