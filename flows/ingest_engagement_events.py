@@ -54,9 +54,9 @@ async def ingest_engagement_events(
 
     Args:
         source: live drains the webhook inbox, and IMAP when IMAP_HOST is set; file reads an
-            event export at path, mailbox a Maildir or mbox at path; webhooks and imap one
-            live source each.
-        path: The event file (file) or mail folder (mailbox).
+            event export at path, mailbox the inbound mail of a Maildir or mbox at path;
+            webhooks and imap one live source each.
+        path: The event file (file) or Maildir or mbox (mailbox).
         format: Event file format; empty detects it per record.
         since: Only events at or after this.
         until: Only events before this.
