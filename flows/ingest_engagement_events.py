@@ -1,5 +1,5 @@
 """The `ingest-engagement-events` flow: opens, clicks, replies, bounces, unsubscribes, complaints
-from event files, webhooks and the reply mailbox -> EngagementEvents and stopped leads.
+from event files, webhooks and inbound mail -> EngagementEvents and stopped leads.
 """
 
 from collections.abc import Iterable
@@ -11,16 +11,19 @@ from typing import Annotated
 import anyio
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from core.engagement.event_files import EventFileError, EventFormat, read_event_file
+from core.engagement.config import IngestionConfig
+from core.engagement.event_files import EventFileError, read_event_file
+from core.engagement.event_records import EventFormat
 from core.engagement.events import NormalisedEvent
-from core.engagement.inbound import IMAPSource, read_mail_path
-from core.engagement.report import IngestReport, event_chunks
-from core.settings import get_settings
+from core.engagement.inbound_sources import read_mail_path
+from core.engagement.report import IngestColumn, IngestReport, event_chunks
+from db.engine import DatabaseConfig
 from flows.cutoff import aware
 from flows.in_flight import InFlight
+from flows.settings import run_settings
+from flows.unwalked import unwalked
 from tasks.engagement import drain_webhook_inbox, ingest_chunk
 
 # Chunks being written at once: two while the next one is read. Each has its own transaction;
@@ -31,7 +34,8 @@ IN_FLIGHT_CHUNKS = 3
 class EngagementSource(StrEnum):
     live = "live"  # every configured live source: the webhook inbox, and IMAP when set
     file = "file"  # an event export (JSONL, JSON, CSV) at `path`
-    mailbox = "mailbox"  # a Maildir directory or mbox file at `path`
+    # A Maildir directory or mbox file at `path`; the value is what deployments and scripts pass.
+    mail_folder = "mailbox"
     webhooks = "webhooks"
     imap = "imap"
 
@@ -50,9 +54,9 @@ async def ingest_engagement_events(
 
     Args:
         source: live drains the webhook inbox, and IMAP when IMAP_HOST is set; file reads an
-            event export at path, mailbox a Maildir or mbox at path; webhooks and imap one
-            live source each.
-        path: The event file (file) or mail folder (mailbox).
+            event export at path, mailbox the inbound mail of a Maildir or mbox at path;
+            webhooks and imap one live source each.
+        path: The event file (file) or Maildir or mbox (mailbox).
         format: Event file format; empty detects it per record.
         since: Only events at or after this.
         until: Only events before this.
@@ -60,9 +64,12 @@ async def ingest_engagement_events(
         chunk_size: Events per task and transaction.
     """
     logger = get_run_logger()
-    settings = get_settings()
+    if source in (EngagementSource.file, EngagementSource.mail_folder) and not path:
+        raise ValueError(f"source {source.value!r} needs a path")
+    settings = run_settings()
+    database = DatabaseConfig.from_settings(settings)
+    config = IngestionConfig.from_settings(settings)
     since, until = aware(since), aware(until)
-    limit = settings.engagement_soft_bounce_limit
     report = IngestReport()
 
     async def ingest(records: Iterable[object]) -> None:
@@ -73,9 +80,7 @@ async def ingest_engagement_events(
         written: list[IngestReport] = []
 
         async def write(chunk: list[NormalisedEvent]) -> None:
-            written.append(
-                await ingest_chunk(quote(chunk), dry_run=dry_run, soft_bounce_limit=limit)
-            )
+            written.append(await ingest_chunk(database, config, unwalked(chunk), dry_run=dry_run))
 
         async with InFlight(IN_FLIGHT_CHUNKS) as in_flight:
             while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
@@ -84,42 +89,28 @@ async def ingest_engagement_events(
         for chunk_report in written:
             report.merge(chunk_report)
 
-    if source in (EngagementSource.file, EngagementSource.mailbox) and not path:
-        raise ValueError(f"source {source.value!r} needs a path")
     if source is EngagementSource.file:
         try:
             await ingest(read_event_file(Path(str(path)), format))
         except (EventFileError, OSError) as exc:
             # The whole file is unusable: one clear line in the run's log and state.
             raise ValueError(f"cannot read {path}: {exc}") from None
-    elif source is EngagementSource.mailbox:
+    elif source is EngagementSource.mail_folder:
         await ingest(result for _, result in read_mail_path(Path(str(path))))
     if source in (EngagementSource.live, EngagementSource.webhooks):
         report.merge(
-            await drain_webhook_inbox(
-                batch=200, dry_run=dry_run, soft_bounce_limit=limit, since=since, until=until
-            )
+            await drain_webhook_inbox(database, config, dry_run=dry_run, since=since, until=until)
         )
-    if source is EngagementSource.imap or (source is EngagementSource.live and settings.imap_host):
-        if not settings.imap_host or not settings.imap_username or not settings.imap_password:
-            raise ValueError("IMAP needs IMAP_HOST, IMAP_USERNAME and IMAP_PASSWORD")
-        imap = IMAPSource(
-            settings.imap_host,
-            settings.imap_port,
-            settings.imap_username,
-            settings.imap_password.get_secret_value(),
-            settings.imap_folder,
-            use_ssl=settings.imap_ssl,
-            since=since.date() if since else None,
-        )
+    if source is EngagementSource.imap or (source is EngagementSource.live and config.imap.host):
+        imap = config.imap.reader(since=since.date() if since else None)
         await ingest(result for _, result in imap.fetch())
 
     await _publish(report, dry_run=dry_run)
     logger.info(
         "new %d, duplicate %d, quarantined %d, malformed %d, ignored %d; stopped %s",
-        report.total("new"),
-        report.total("duplicate"),
-        report.total("quarantined"),
+        report.total(IngestColumn.new),
+        report.total(IngestColumn.duplicate),
+        report.total(IngestColumn.quarantined),
         report.malformed_total,
         sum(report.ignored.values()),
         dict(report.stopped) or "none",

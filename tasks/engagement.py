@@ -4,38 +4,20 @@ Ingestion is idempotent (every event has a dedupe key), so each task may be retr
 A dry run does the same work in a transaction that is rolled back, so its counts are exact.
 """
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
 
-import anyio
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger
 from sqlalchemy.orm import Session
 
-from core.engagement.event_files import EventFormat, parse_record
+from core.engagement.config import IngestionConfig
+from core.engagement.event_files import parse_record
+from core.engagement.event_records import EventFormat
 from core.engagement.events import NormalisedEvent
-from core.engagement.report import IngestReport, event_chunks
+from core.engagement.report import IngestColumn, IngestReport, event_chunks
 from db.base import utcnow
+from db.engine import DatabaseConfig
 from db.queries.engagement import IngestResult, claim_inbox, ingest_events, mark_inbox
-from tasks.database import session_factory
-
-T = TypeVar("T")
-
-
-def _in_transaction(work: Callable[[Session], T], *, dry_run: bool) -> T:
-    with session_factory()() as session:
-        transaction = session.begin()
-        try:
-            outcome = work(session)
-        except BaseException:
-            transaction.rollback()
-            raise
-        if dry_run:
-            transaction.rollback()
-        else:
-            transaction.commit()
-        return outcome
+from tasks.database import database_task, in_transaction
 
 
 def _report(result: IngestResult) -> IngestReport:
@@ -47,25 +29,30 @@ def _report(result: IngestResult) -> IngestReport:
     return report
 
 
-@task(name="ingest-events", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+@database_task("ingest-events")
 async def ingest_chunk(
-    events: list[NormalisedEvent], *, dry_run: bool, soft_bounce_limit: int
+    database: DatabaseConfig,
+    config: IngestionConfig,
+    events: list[NormalisedEvent],
+    *,
+    dry_run: bool,
 ) -> IngestReport:
     """Record a chunk of events and apply their stop rules, in one transaction."""
 
     def work(session: Session) -> IngestResult:
-        return ingest_events(session, events, now=utcnow(), soft_bounce_limit=soft_bounce_limit)
+        return ingest_events(
+            session, events, now=utcnow(), soft_bounce_limit=config.soft_bounce_limit
+        )
 
-    result = await anyio.to_thread.run_sync(lambda: _in_transaction(work, dry_run=dry_run))
-    return _report(result)
+    return _report(await in_transaction(database, work, rollback=dry_run))
 
 
-@task(name="drain-webhook-inbox", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+@database_task("drain-webhook-inbox")
 async def drain_webhook_inbox(
+    database: DatabaseConfig,
+    config: IngestionConfig,
     *,
-    batch: int,
     dry_run: bool,
-    soft_bounce_limit: int,
     since: datetime | None,
     until: datetime | None,
 ) -> IngestReport:
@@ -75,6 +62,7 @@ async def drain_webhook_inbox(
     and the next run ingests it again, which the dedupe keys make harmless.
     """
     total = IngestReport()
+    batch = config.inbox_batch
 
     def one_batch(session: Session) -> tuple[IngestReport, int]:
         rows = claim_inbox(session, limit=batch)
@@ -95,24 +83,24 @@ async def drain_webhook_inbox(
             ):
                 events.extend(chunk)
             done[inbox_id] = None
-        result = ingest_events(session, events, now=utcnow(), soft_bounce_limit=soft_bounce_limit)
+        result = ingest_events(
+            session, events, now=utcnow(), soft_bounce_limit=config.soft_bounce_limit
+        )
         mark_inbox(session, done, now=utcnow())
         report.merge(_report(result))
         return report, len(rows)
 
     while True:
-        report, payloads = await anyio.to_thread.run_sync(
-            lambda: _in_transaction(one_batch, dry_run=dry_run)
-        )
+        report, payloads = await in_transaction(database, one_batch, rollback=dry_run)
         total.merge(report)
         # A dry run rolls its batch back, so the same payloads would come again.
         if payloads < batch or dry_run:
             break
     get_run_logger().info(
         "webhook inbox: %d new, %d duplicate, %d quarantined, %d malformed",
-        total.total("new"),
-        total.total("duplicate"),
-        total.total("quarantined"),
+        total.total(IngestColumn.new),
+        total.total(IngestColumn.duplicate),
+        total.total(IngestColumn.quarantined),
         total.malformed_total,
     )
     return total

@@ -1,6 +1,6 @@
 """Engagement events in one normalised shape, whatever their source, and how they are keyed.
 
-Every source adapter (event files, webhooks, the reply mailbox) yields `NormalisedEvent`s, or a
+Every source adapter (event files, webhooks, inbound mail) yields `NormalisedEvent`s, or a
 `Malformed` line naming where and why, so one ingestion path deduplicates, matches events to
 sends and applies the stop rules.
 """
@@ -28,6 +28,7 @@ class NormalisedEvent(BaseModel):
 
     type: EngagementType
     occurred_at: AwareDatetime
+    # "mailbox" names inbound mail here: dedupe keys already stored begin with it.
     provider: str = Field(description="generic, sendgrid, postmark, mailgun or mailbox")
     source: str = Field(description="where it came from, e.g. file:events.jsonl, webhook:mailgun")
     provider_event_id: str | None = None

@@ -1,37 +1,31 @@
-"""The reply and bounce mailbox as an engagement source: Maildir, mbox or IMAP.
+"""Inbound mail (replies and bounces) classified: what one message says happened.
 
 Every message becomes one `NormalisedEvent` (a reply, an auto-reply or a bounce), a `Malformed`
 naming why it could not be read, or None when there is nothing to record. Only headers and
-delivery reports are read; a body is never kept in any field.
-
-Reading is strictly read-only (no file moved or deleted, no IMAP flag set): ingestion is
-idempotent by dedupe key, so reading the same mailbox again is safe.
+delivery reports are read; a body is never kept in any field. Reading the messages from a
+Maildir, an mbox or IMAP is `core.engagement.inbound_sources`.
 """
 
-import contextlib
 import email
 import email.errors
 import email.policy
-import imaplib
-import mailbox
 import re
-import ssl
 import unicodedata
-from collections.abc import Iterator, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
-from pathlib import Path
 from typing import TypedDict
 
 from core.engagement.events import BounceKind, Malformed, NormalisedEvent
 from core.statuses import EngagementType
 
-__all__ = ["IMAPSource", "MailboxError", "classify_message", "read_mail_path"]
+__all__ = ["InboundResult", "classify_message"]
 
-Result = NormalisedEvent | Malformed | None
+# What one message is: an event, a message that could not be read, or nothing to record.
+InboundResult = NormalisedEvent | Malformed | None
 
+# The provider of every inbound event; dedupe keys already stored begin with it, so it stays.
 _PROVIDER = "mailbox"
 # Diagnostics come from remote servers; a bound keeps EngagementEvent.metadata small.
 _MAX_DIAGNOSTIC = 500
@@ -60,19 +54,21 @@ _AUTO_REPLY_PRECEDENCE = frozenset({"auto_reply", "bulk", "junk"})
 # Unreadable headers surface as these from the email package (including known parser bugs
 # that raise IndexError or AttributeError on hostile input) and from unknown charsets.
 _PARSE_ERRORS = (email.errors.MessageError, LookupError, ValueError, AttributeError)
-_IMAP_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_IMAP_UID_RE = re.compile(rb"\bUID (\d+)")
 
 
-class MailboxError(ValueError):
-    """The mailbox cannot be opened or read; str() names the setting to check."""
+class _Origin(TypedDict):
+    """Where an event came from: the fields every inbound event shares."""
+
+    provider: str
+    source: str
+    line: int
 
 
 class _UnreadableError(Exception):
     """Raised inside classification; becomes a Malformed with this reason."""
 
 
-def classify_message(raw: bytes, *, source: str, line: int) -> Result:
+def classify_message(raw: bytes, *, source: str, line: int) -> InboundResult:
     """One RFC 5322 message as a bounce, auto-reply or reply event.
 
     None when the message links to none of our emails and names no address to fall back on,
@@ -90,15 +86,7 @@ def classify_message(raw: bytes, *, source: str, line: int) -> Result:
         return Malformed(source=source, line=line, reason=f"unparseable: {type(exc).__name__}")
 
 
-class _Origin(TypedDict):
-    """The fields every event of one message shares: where it was read."""
-
-    provider: str
-    source: str
-    line: int
-
-
-def _classify(message: EmailMessage, *, source: str, line: int) -> Result:
+def _classify(message: EmailMessage, *, source: str, line: int) -> InboundResult:
     base = _Origin(provider=_PROVIDER, source=source, line=line)
     own_id = _first_message_id(message.get("Message-ID"))
     if _is_delivery_report(message):
@@ -127,7 +115,9 @@ def _is_delivery_report(message: EmailMessage) -> bool:
     return message.get_content_type() == "multipart/report" and report_type == "delivery-status"
 
 
-def _delivery_status_event(message: EmailMessage, own_id: str | None, base: _Origin) -> Result:
+def _delivery_status_event(
+    message: EmailMessage, own_id: str | None, base: _Origin
+) -> InboundResult:
     """An RFC 3464 DSN: the first failed recipient, else the first delayed one."""
     recipients = _recipient_blocks(message)
     actions = [str(block.get("Action", "")).strip().lower() for block in recipients]
@@ -188,7 +178,7 @@ def _returned_message_id(part: Message) -> str | None:
     return None
 
 
-def _plain_bounce_event(message: EmailMessage, own_id: str | None, base: _Origin) -> Result:
+def _plain_bounce_event(message: EmailMessage, own_id: str | None, base: _Origin) -> InboundResult:
     """A bounce in prose from MAILER-DAEMON or postmaster: hard when its subject is a failure."""
     subject = _normalised(str(message.get("Subject", "")))
     if not _BOUNCE_SUBJECT_RE.match(subject):
@@ -260,7 +250,7 @@ def _sender(message: EmailMessage) -> str | None:
     addresses: tuple[Address, ...] = getattr(header, "addresses", ())
     for address in addresses:
         if address.username and address.domain:
-            return address.addr_spec.lower()
+            return str(address.addr_spec).lower()
     return None
 
 
@@ -319,179 +309,3 @@ def _text(part: Message) -> str:
 def _normalised(text: str) -> str:
     # Encoded words may give decomposed accents or non-breaking spaces (`Réponse\xa0:`).
     return unicodedata.normalize("NFKC", text)
-
-
-def read_mail_path(path: Path, *, source: str | None = None) -> Iterator[tuple[str, Result]]:
-    """Every message of a Maildir (new/ and cur/) or an mbox file, as (key, result).
-
-    Maildir keys are the file names without flags, in sorted (delivery time) order; mbox keys
-    are 0, 1, … in file order. `line` in results is the 1-based position. Dotfiles are not
-    messages. Nothing is moved, flagged or deleted.
-    """
-    if path.is_dir():
-        if not (path / "cur").is_dir() or not (path / "new").is_dir():
-            raise MailboxError(f"{path}: a directory without cur/ and new/ is not a Maildir")
-        box: mailbox.Mailbox = mailbox.Maildir(path, factory=None, create=False)
-        label = source or f"maildir:{path}"
-    elif path.is_file():
-        box = mailbox.mbox(path, factory=None, create=False)
-        label = source or f"mbox:{path}"
-    else:
-        raise MailboxError(f"{path}: no such Maildir or mbox file")
-    try:
-        keys = sorted(key for key in box.iterkeys() if not str(key).startswith("."))
-        for position, key in enumerate(keys, start=1):
-            try:
-                raw = box.get_bytes(key)
-            except KeyError:
-                continue  # removed by a mail client since the listing: nothing left to read
-            yield str(key), classify_message(raw, source=label, line=position)
-    finally:
-        box.close()
-
-
-class IMAPSource:
-    """A folder on an IMAP server, read with EXAMINE and BODY.PEEK[] so nothing is marked."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        username: str,
-        password: str,
-        folder: str,
-        *,
-        use_ssl: bool = True,
-        ssl_context: ssl.SSLContext | None = None,
-        since: date | None = None,
-        timeout: float = 30.0,
-        chunk_size: int = 50,
-    ) -> None:
-        if not folder.isascii():
-            # Non-ASCII names need IMAP's modified UTF-7, which imaplib does not do.
-            raise MailboxError(f"IMAP_FOLDER={folder!r}: only ASCII folder names are supported")
-        self.host = host
-        self.port = port
-        self.username = username
-        self._password = password
-        self.folder = folder
-        self.use_ssl = use_ssl
-        self.ssl_context = ssl_context
-        self.since = since
-        self.timeout = timeout
-        self.chunk_size = chunk_size
-        self.source = f"imap:{username}@{host}/{folder}"
-
-    def fetch(self) -> Iterator[tuple[str, Result]]:
-        """Every message in the folder (or since `since`), in UID order, as (key, result).
-
-        The key is `uidvalidity:uid`, stable for as long as the server keeps the folder's
-        UIDVALIDITY. Raises MailboxError naming the IMAP_* setting at fault.
-        """
-        client = self._connect()
-        try:
-            self._login(client)
-            uidvalidity = self._examine(client)
-            uids = self._search(client)
-            for start in range(0, len(uids), self.chunk_size):
-                for uid, raw in self._fetch_chunk(client, uids[start : start + self.chunk_size]):
-                    result = classify_message(raw, source=self.source, line=uid)
-                    yield f"{uidvalidity}:{uid}", result
-        except (imaplib.IMAP4.error, OSError) as exc:
-            raise MailboxError(
-                f"IMAP_HOST={self.host}:{self.port}: reading {self.folder!r} failed: {_why(exc)}"
-            ) from exc
-        finally:
-            with contextlib.suppress(imaplib.IMAP4.error, OSError):
-                client.logout()
-
-    def _connect(self) -> imaplib.IMAP4:
-        try:
-            if self.use_ssl:
-                # imaplib's own default context checks no certificate; this one does.
-                context = self.ssl_context or ssl.create_default_context()
-                return imaplib.IMAP4_SSL(
-                    self.host, self.port, ssl_context=context, timeout=self.timeout
-                )
-            return imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
-        except ssl.SSLError as exc:
-            raise MailboxError(
-                f"IMAP_HOST={self.host}:{self.port}: TLS failed: {_why(exc)}; check IMAP_SSL "
-                "(implicit TLS, usually IMAP_PORT 993) and the server's certificate"
-            ) from exc
-        except (imaplib.IMAP4.error, OSError) as exc:
-            raise MailboxError(
-                f"IMAP_HOST={self.host}:{self.port}: cannot connect: {_why(exc)}; "
-                "check IMAP_HOST, IMAP_PORT and IMAP_SSL"
-            ) from exc
-
-    def _login(self, client: imaplib.IMAP4) -> None:
-        try:
-            # imaplib sends the user name as typed; quoted, any character is safe.
-            client.login(_quoted(self.username), self._password)
-        except imaplib.IMAP4.error as exc:
-            raise MailboxError(
-                f"IMAP_USERNAME={self.username!r} could not log in to IMAP_HOST={self.host}: "
-                f"{_why(exc)}; check IMAP_USERNAME and IMAP_PASSWORD"
-            ) from exc
-
-    def _examine(self, client: imaplib.IMAP4) -> str:
-        """Open the folder read-only; return its UIDVALIDITY."""
-        status, data = client.select(_quoted(self.folder), readonly=True)
-        if status != "OK":
-            raise MailboxError(
-                f"IMAP_FOLDER={self.folder!r} cannot be opened on IMAP_HOST={self.host}: "
-                f"{_text_of(data)}"
-            )
-        _, values = client.response("UIDVALIDITY")
-        if not values or values[0] is None:
-            raise MailboxError(f"IMAP_HOST={self.host}: {self.folder!r} has no UIDVALIDITY")
-        return _text_of(values)
-
-    def _search(self, client: imaplib.IMAP4) -> list[int]:
-        criteria = ("SINCE", _imap_date(self.since)) if self.since else ("ALL",)
-        status, data = client.uid("SEARCH", *criteria)
-        if status != "OK":
-            raise imaplib.IMAP4.error(f"UID SEARCH: {_text_of(data)}")
-        return sorted({int(uid) for line in data if line for uid in line.split()})
-
-    def _fetch_chunk(self, client: imaplib.IMAP4, uids: list[int]) -> list[tuple[int, bytes]]:
-        """(uid, raw message) for the UIDs the server still has, in UID order."""
-        status, data = client.uid("FETCH", ",".join(map(str, uids)), "(UID BODY.PEEK[])")
-        if status != "OK":
-            raise imaplib.IMAP4.error(f"UID FETCH: {_text_of(data)}")
-        wanted = set(uids)
-        found: dict[int, bytes] = {}
-        for index, item in enumerate(data):
-            if not isinstance(item, tuple):
-                continue
-            prefix, literal = item
-            # UID may come before the literal or in the bytes that close the response.
-            following = data[index + 1] if index + 1 < len(data) else b""
-            tail = following if isinstance(following, bytes) else b""
-            match = _IMAP_UID_RE.search(prefix) or _IMAP_UID_RE.search(tail)
-            if match and int(match.group(1)) in wanted:
-                found[int(match.group(1))] = literal
-        return sorted(found.items())
-
-
-def _imap_date(day: date) -> str:
-    # RFC 3501 date: English month abbreviations whatever the process locale.
-    return f"{day.day}-{_IMAP_MONTHS[day.month - 1]}-{day.year}"
-
-
-def _quoted(text: str) -> str:
-    """An IMAP quoted string (imaplib quotes passwords only)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _text_of(data: Sequence[object]) -> str:
-    first = data[0] if data else b""
-    return first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first or "")
-
-
-def _why(exc: BaseException) -> str:
-    """An imaplib error's server text (imaplib passes bytes through), else str()."""
-    if exc.args and isinstance(exc.args[0], bytes):
-        return exc.args[0].decode("utf-8", "replace")
-    return str(exc) or type(exc).__name__

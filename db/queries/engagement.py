@@ -12,12 +12,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.engagement.events import BounceKind, NormalisedEvent
+from core.engagement.report import IngestColumn
 from core.ids import ordered_id_prefix
 from core.statuses import CampaignLeadStatus, EngagementType
 from db.base import UTCDateTime
+from db.models import EngagementInbox
 from db.queries.rows import json_rows
 from db.queries.stops import AddressStop, cancel_for_enrolments, stop_addresses
 
@@ -197,8 +200,7 @@ STOPPING_TYPES = [EngagementType.reply, *_ADDRESS_RULES]
 class IngestResult:
     """What one chunk did: events per (source, type, outcome), and the stops by rule."""
 
-    # outcome is new, duplicate or quarantined
-    outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    outcomes: Counter[tuple[str, str, IngestColumn]] = field(default_factory=Counter)
     # Enrolments stopped per rule: replied, company_replied, soft_bounces, bounced,
     # unsubscribed, complaint.
     stopped: Counter[str] = field(default_factory=Counter)
@@ -224,7 +226,7 @@ def ingest_events(
         key = event.dedupe_key()
         if key in keyed:
             # The same event twice in one input.
-            result.outcomes[(event.source, event.type.value, "duplicate")] += 1
+            result.outcomes[(event.source, event.type.value, IngestColumn.duplicate)] += 1
         else:
             keyed[key] = event
     if not keyed:
@@ -256,7 +258,8 @@ def ingest_events(
     # Sorted, so that a send with two address-wide events in one chunk always takes the same rule.
     answer = sorted(session.execute(INGEST, params), key=lambda row: tuple(map(str, row[:4])))
     for source, kind, bounce, outcome, n, sends in answer:
-        result.outcomes[(source, kind, outcome)] += n
+        # The statement's outcome column spells IngestColumn's values.
+        result.outcomes[(source, kind, IngestColumn(outcome))] += n
         if not sends:
             continue
         if kind == EngagementType.reply:
@@ -335,6 +338,21 @@ MARK_INBOX = text(
     WHERE i.id = x.id
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
+
+
+def store_inbox_payload(
+    session: Session, provider: str, payload: Any, replay_key: str | None
+) -> str | None:
+    """Insert one webhook payload; its id, or None when (provider, replay key) was seen.
+
+    The unique index decides, so two copies of one request racing each other store one row.
+    """
+    return session.scalar(
+        insert(EngagementInbox)
+        .values(provider=provider, payload=payload, replayKey=replay_key)
+        .on_conflict_do_nothing(index_elements=["provider", "replayKey"])
+        .returning(EngagementInbox.id)
+    )
 
 
 def claim_inbox(session: Session, *, limit: int) -> list[tuple[str, str, Any]]:

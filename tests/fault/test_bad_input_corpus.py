@@ -65,7 +65,8 @@ from tests.support.fake_openai import FakeOpenAI
 from tests.support.openai_wire import PERSONAL_LINE, default_responder
 from tests.support.run_records import run_with_artifacts
 from tests.support.smtp_server import LoopbackSMTP, ReceivedMessage
-from web.app import WebhookSecrets, create_app
+from web.app import create_app
+from web.webhooks import WebhookSecrets
 
 pytestmark = pytest.mark.fault
 

@@ -39,7 +39,8 @@ from prefect.results import ResultStore
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 from sqlalchemy import select
 
-from core.engagement.event_files import EventFormat, parse_record
+from core.engagement.event_files import parse_record
+from core.engagement.event_records import EventFormat
 from core.engagement.events import Malformed
 from core.generation.llm import Generation
 from db.base import utcnow

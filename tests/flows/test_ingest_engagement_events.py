@@ -1,4 +1,4 @@
-"""`ingest-engagement-events` under the Prefect harness: files, the mailbox, the webhook inbox."""
+"""`ingest-engagement-events` under the Prefect harness: files, inbound mail, the webhook inbox."""
 
 import asyncio
 import json
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from core.engagement.report import IngestColumn
 from db.base import utcnow
 from db.models import (
     CampaignLead,
@@ -54,7 +55,7 @@ def count(sessions, model) -> int:
         return session.scalar(select(func.count()).select_from(model))
 
 
-def test_a_reply_in_the_mailbox_stops_the_follow_up_before_delivery(
+def test_a_reply_in_inbound_mail_stops_the_follow_up_before_delivery(
     pipeline_env, sessions, smtp, tmp_path
 ):
     first, follow_up = seed(sessions, "ada@lead.example", "<abc123@seller.example>")
@@ -63,7 +64,7 @@ def test_a_reply_in_the_mailbox_stops_the_follow_up_before_delivery(
         (inbox / folder).mkdir(parents=True)
     shutil.copy(MAIL / "new" / "1764151201.M1P4242.reply-in-reply-to", inbox / "new")
     report = run(source="mailbox", path=str(inbox))
-    assert report.total("new") == 1 and report.stopped == {"replied": 1}
+    assert report.total(IngestColumn.new) == 1 and report.stopped == {"replied": 1}
     with sessions() as session:
         assert session.get(EmailSend, follow_up).status == "cancelled"
         assert session.scalars(select(CampaignLead.status)).one() == "replied"
@@ -73,17 +74,18 @@ def test_a_reply_in_the_mailbox_stops_the_follow_up_before_delivery(
     assert delivered.total("sent") == 0 and smtp.messages == []
 
 
-def test_the_fixture_mailbox_is_ingested_once_with_the_rest_quarantined(pipeline_env, sessions):
+def test_the_fixture_mail_folder_is_ingested_once_with_the_rest_quarantined(pipeline_env, sessions):
     seed(sessions, "ada@lead.example", "<abc123@seller.example>")
     first = run(source="mailbox", path=str(MAIL))
     # Ada's reply, and an out-of-office that refers to her message (recorded, stops nothing).
-    assert first.total("new") == 2 and first.malformed_total == 1
-    assert first.total("quarantined") >= 5
+    assert first.total(IngestColumn.new) == 2 and first.malformed_total == 1
+    assert first.total(IngestColumn.quarantined) >= 5
     assert {row.type for row in first.rows.values()} >= {"reply", "auto_reply", "bounce"}
     events, quarantined = count(sessions, EngagementEvent), count(sessions, EngagementQuarantine)
     again = run(source="mailbox", path=str(MAIL))
-    assert again.total("new") == 0 and again.total("quarantined") == 0
-    assert again.total("duplicate") == first.total("new") + first.total("quarantined")
+    assert again.total(IngestColumn.new) == 0 and again.total(IngestColumn.quarantined) == 0
+    seen = first.total(IngestColumn.new) + first.total(IngestColumn.quarantined)
+    assert again.total(IngestColumn.duplicate) == seen
     assert (count(sessions, EngagementEvent), count(sessions, EngagementQuarantine)) == (
         events,
         quarantined,
@@ -110,9 +112,9 @@ def test_an_event_file_is_idempotent_and_reports_bad_lines(pipeline_env, session
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
     dry = run(source="file", path=str(path), dry_run=True)
-    assert dry.total("new") == 3 and count(sessions, EngagementEvent) == 0
+    assert dry.total(IngestColumn.new) == 3 and count(sessions, EngagementEvent) == 0
     report = run(source="file", path=str(path))
-    assert report.total("new") == 3 and report.total("quarantined") == 1
+    assert report.total(IngestColumn.new) == 3 and report.total(IngestColumn.quarantined) == 1
     assert [(m.line, m.reason.split(":")[0]) for m in report.malformed] == [
         (3, report.malformed[0].reason.split(":")[0]),
         (4, report.malformed[1].reason.split(":")[0]),
@@ -122,7 +124,7 @@ def test_an_event_file_is_idempotent_and_reports_bad_lines(pipeline_env, session
     with sessions() as session:
         assert session.scalars(select(Suppression.email)).all() == ["ada@lead.example"]
     again = run(source="file", path=str(path))
-    assert again.total("new") == 0 and again.total("duplicate") == 4
+    assert again.total(IngestColumn.new) == 0 and again.total(IngestColumn.duplicate) == 4
     assert count(sessions, EngagementEvent) == 3
 
 
@@ -147,9 +149,9 @@ def test_the_webhook_inbox_is_drained_and_marked(pipeline_env, sessions):
             )
         )
     report = run()
-    assert report.total("new") == 1 and report.stopped == {"bounced": 1}
+    assert report.total(IngestColumn.new) == 1 and report.stopped == {"bounced": 1}
     with sessions() as session:
         inbox = session.scalars(select(EngagementInbox)).one()
         assert inbox.processedAt is not None and inbox.error is None
         assert session.get(EmailSend, follow_up).status == "cancelled"
-    assert run().total("new") == 0  # processed payloads are not read again
+    assert run().total(IngestColumn.new) == 0  # processed payloads are not read again

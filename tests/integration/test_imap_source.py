@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.engagement.events import Malformed, NormalisedEvent
-from core.engagement.inbound import IMAPSource, MailboxError, classify_message
+from core.engagement.inbound import classify_message
+from core.engagement.inbound_sources import IMAPSource, InboundSourceError
 from core.statuses import EngagementType
 from tests.support.imap_server import LoopbackIMAP
 
@@ -106,7 +107,7 @@ def test_messages_are_not_marked_seen(imap: LoopbackIMAP) -> None:
 
 
 def test_a_refused_login_is_a_clear_error(imap: LoopbackIMAP) -> None:
-    with pytest.raises(MailboxError) as caught:
+    with pytest.raises(InboundSourceError) as caught:
         list(source(imap, password="wrong").fetch())
     text = str(caught.value)
     assert isinstance(caught.value, ValueError)
@@ -119,7 +120,9 @@ def test_a_refused_login_is_a_clear_error(imap: LoopbackIMAP) -> None:
 
 
 def test_a_missing_folder_is_a_clear_error(imap: LoopbackIMAP) -> None:
-    with pytest.raises(MailboxError, match=r"^IMAP_FOLDER='Replies' cannot be opened on IMAP_HOST"):
+    with pytest.raises(
+        InboundSourceError, match=r"^IMAP_FOLDER='Replies' cannot be opened on IMAP_HOST"
+    ):
         list(source(imap, folder="Replies").fetch())
 
 
@@ -141,12 +144,12 @@ def test_nothing_listening_is_a_clear_error() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     refused = IMAPSource("127.0.0.1", port, USER, PASSWORD, "INBOX", use_ssl=False, timeout=5)
-    with pytest.raises(MailboxError, match=rf"^IMAP_HOST=127.0.0.1:{port}: cannot connect: "):
+    with pytest.raises(InboundSourceError, match=rf"^IMAP_HOST=127.0.0.1:{port}: cannot connect: "):
         list(refused.fetch())
 
 
 def test_non_ascii_folder_names_are_refused_up_front() -> None:
-    with pytest.raises(MailboxError, match="IMAP_FOLDER='Entwürfe': only ASCII"):
+    with pytest.raises(InboundSourceError, match="IMAP_FOLDER='Entwürfe': only ASCII"):
         IMAPSource("127.0.0.1", 993, USER, PASSWORD, "Entwürfe")
 
 
@@ -167,12 +170,12 @@ def test_implicit_tls_with_the_servers_certificate(imaps: LoopbackIMAP) -> None:
 
 def test_tls_checks_the_certificate_by_default(imaps: LoopbackIMAP) -> None:
     # imaplib's own default context would accept this self-signed certificate.
-    with pytest.raises(MailboxError, match=r"TLS failed: .*CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(InboundSourceError, match=r"TLS failed: .*CERTIFICATE_VERIFY_FAILED"):
         list(source(imaps, use_ssl=True).fetch())
 
 
 def test_tls_against_a_plain_server_is_a_clear_error(imap: LoopbackIMAP) -> None:
-    with pytest.raises(MailboxError, match=r"TLS failed: .*check IMAP_SSL"):
+    with pytest.raises(InboundSourceError, match=r"TLS failed: .*check IMAP_SSL"):
         list(source(imap, use_ssl=True).fetch())
 
 

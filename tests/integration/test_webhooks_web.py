@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import Settings
 from db.engine import make_engine, make_session_factory
 from db.models import EngagementInbox
-from web.app import MAX_WEBHOOK_BODY_BYTES, WebhookSecrets, create_app
+from web.app import create_app
+from web.webhooks import MAX_WEBHOOK_BODY_BYTES, WebhookSecrets
 
 SECRET = b"a test secret of more than sixteen bytes"
 MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"

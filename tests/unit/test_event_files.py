@@ -10,12 +10,11 @@ import pytest
 
 from core.engagement.event_files import (
     EventFileError,
-    EventFormat,
-    Ignored,
     detect_format,
     parse_record,
     read_event_file,
 )
+from core.engagement.event_records import EventFormat, Ignored
 from core.engagement.events import BounceKind, Malformed, NormalisedEvent
 from core.statuses import EngagementType
 

@@ -1,4 +1,4 @@
-"""The reply and bounce mailbox: every fixture message classified, Maildir and mbox read-only."""
+"""Inbound mail: every fixture message classified, Maildir and mbox read read-only."""
 
 import shutil
 from datetime import UTC, datetime, timedelta, timezone
@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from core.engagement.events import BounceKind, Malformed, NormalisedEvent
-from core.engagement.inbound import MailboxError, classify_message, read_mail_path
+from core.engagement.inbound import classify_message
+from core.engagement.inbound_sources import InboundSourceError, read_mail_path
 from core.statuses import EngagementType
 
 MAIL = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
@@ -172,10 +173,10 @@ def test_mbox_messages_in_file_order() -> None:
     assert [event(results[key]).line for key in results] == [1, 2, 3]
 
 
-def test_a_path_that_is_no_mailbox_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(MailboxError, match="no such Maildir or mbox"):
+def test_a_path_that_is_no_mail_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InboundSourceError, match="no such Maildir or mbox"):
         list(read_mail_path(tmp_path / "missing"))
-    with pytest.raises(MailboxError, match="not a Maildir"):
+    with pytest.raises(InboundSourceError, match="not a Maildir"):
         list(read_mail_path(tmp_path))
 
 
