@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         default=3, ge=1, description="Soft bounces of one enrolment before it becomes bounced."
     )
     imap_host: str | None = Field(
-        default=None, description="The reply and bounce mailbox. Unset: no IMAP source."
+        default=None, description="The IMAP inbox replies and bounces reach. Unset: no IMAP source."
     )
     imap_port: int = Field(default=993, ge=1, le=65535, description="IMAP port.")
     imap_username: str | None = Field(default=None, description="IMAP login.")
