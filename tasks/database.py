@@ -5,7 +5,6 @@ keeps other batches moving. Sessions come from the `DatabaseConfig` the flow pas
 """
 
 from collections.abc import Callable, Coroutine
-from functools import cache
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
@@ -13,7 +12,6 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.orm import Session
 
-from core.settings import get_settings
 from db.engine import DatabaseConfig, sessions_for
 
 T = TypeVar("T")
@@ -68,9 +66,3 @@ async def in_transaction(
     return await anyio.to_thread.run_sync(
         lambda: run_in_transaction(database, work, rollback=rollback)
     )
-
-
-@cache
-def session_factory() -> Any:
-    """Transitional: the environment's database, until every task takes a `DatabaseConfig`."""
-    return sessions_for(DatabaseConfig.from_settings(get_settings()))

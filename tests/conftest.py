@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
 from db.engine import make_engine, make_session_factory, resolve_database_url, upgrade
-from tasks.database import session_factory
 from tests.support.run_settings import RunSettings
 
 _counter = itertools.count()
@@ -110,15 +109,14 @@ def prefect_harness():
 
 
 @pytest.fixture
-def pipeline_env(database_url, monkeypatch, prefect_harness, tmp_path):
-    """The flows' settings: this test's database, no LLM key, results under tmp_path."""
+def worker_env(database_url, monkeypatch, prefect_harness, tmp_path):
+    """The environment of flow runs in another process (a killed worker, a served deployment),
+    whose edge is the environment: this test's database, no LLM key, results under tmp_path."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_RATE_LIMIT_NAME"):
         monkeypatch.delenv(name, raising=False)
-    session_factory.cache_clear()
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(tmp_path / "results")}):
         yield monkeypatch
-    session_factory.cache_clear()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import sys
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = shutil.which("campaign-pipeline") or str(Path(os.sys.executable).parent / "campaign-pipeline")
+CLI = shutil.which("campaign-pipeline") or str(Path(sys.executable).parent / "campaign-pipeline")
 
 GOOD_CAMPAIGN = """
 workspace: {id: w1, name: Acme}

@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from db.models import CampaignLead, EmailSend
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = shutil.which("campaign-pipeline") or str(Path(os.sys.executable).parent / "campaign-pipeline")
+CLI = shutil.which("campaign-pipeline") or str(Path(sys.executable).parent / "campaign-pipeline")
 SECRET = "an acceptance-test secret, long enough"
 ADDRESS = "ann.web@example.com"
 

@@ -340,7 +340,9 @@ def assert_one_recipient_and_no_extra_header(received: ReceivedMessage) -> None:
     message = received.message
     assert len(received.rcpt_tos) == 1
     assert set(message.keys()) <= HEADERS, set(message.keys()) - HEADERS
-    (to,) = message.get_all("To")
+    to_headers = message.get_all("To")
+    assert to_headers is not None, "no To header"
+    (to,) = to_headers
     (address,) = to.addresses
     # The header carries an IDN domain in Punycode; the envelope has it as stored.
     assert address.addr_spec == received.rcpt_tos[0] or received.smtp_utf8
@@ -365,11 +367,12 @@ def seed_pipeline(sessions: sessionmaker[Session], due: Any) -> dict[str, str]:
         main = factories.campaign(session, ws, steps=1, name="corpus", sendingRules=MAIN_RULES)
         ids["main"] = main.id
         # Lead rows no leads file could produce: 1 MB values, customFields that is no object.
-        for email, fields in {
+        oversized: dict[str, dict[str, Any]] = {
             "db-big-name@buyer.example": {"firstName": "A" * ONE_MB},
             "db-big-custom@buyer.example": {"customFields": {"notes": "A" * ONE_MB}},
             "db-list-custom@buyer.example": {"customFields": ["not", "an", "object"]},
-        }.items():
+        }
+        for email, fields in oversized.items():
             lead = factories.lead(session, ws, email=email, **fields)
             factories.enrolment(session, main, lead, due=due)
         # A lead whose name grew to 1 MB after its message was written: the To name is bounded.
@@ -426,27 +429,25 @@ def seed_pipeline(sessions: sessionmaker[Session], due: Any) -> dict[str, str]:
 
 
 @pytest.fixture
-def llm(pipeline_env) -> Iterator[FakeOpenAI]:
+def llm(run_settings) -> Iterator[FakeOpenAI]:
     """The fake LLM answering with the corpus, configured."""
     with FakeOpenAI(responder=corpus_model) as llm:
-        pipeline_env.setenv("OPENAI_API_KEY", "sk-corpus-not-real")
-        pipeline_env.setenv("OPENAI_BASE_URL", llm.base_url)
+        run_settings.update(openai_api_key="sk-corpus-not-real", openai_base_url=llm.base_url)
         yield llm
 
 
 @pytest.fixture
-def smtp(pipeline_env, llm) -> Iterator[LoopbackSMTP]:
+def smtp(run_settings, llm) -> Iterator[LoopbackSMTP]:
     """The loopback SMTP server, configured, beside the corpus's fake LLM."""
     with LoopbackSMTP() as smtp:
-        for name, value in {
-            "EMAIL_TRANSPORT": "smtp",
-            "SMTP_HOST": smtp.host,
-            "SMTP_PORT": str(smtp.port),
-            "SMTP_SECURITY": "none",
-            "UNSUBSCRIBE_SECRET": SECRET,
-            "PUBLIC_BASE_URL": "https://links.seller.example",
-        }.items():
-            pipeline_env.setenv(name, value)
+        run_settings.update(
+            email_transport="smtp",
+            smtp_host=smtp.host,
+            smtp_port=str(smtp.port),
+            smtp_security="none",
+            unsubscribe_secret=SECRET,
+            public_base_url="https://links.seller.example",
+        )
         yield smtp
 
 
@@ -688,7 +689,7 @@ EVENT_FILES: dict[str, tuple[int, list[tuple[int, str]]]] = {
 
 
 @pytest.mark.flows
-def test_truncated_event_files_report_each_bad_line_and_ingest_the_rest(pipeline_env, sessions):
+def test_truncated_event_files_report_each_bad_line_and_ingest_the_rest(run_settings, sessions):
     with sessions.begin() as session:
         ws = factories.workspace(session)
         camp = factories.campaign(session, ws, steps=2, sendingRules=MAIN_RULES)
@@ -845,8 +846,10 @@ class Signer:
             }
         if provider == "mailgun":
             token = hashlib.sha256(f"{time.time_ns()}".encode()).hexdigest()
-            key = "another-key" if forge == "other_key" else MAILGUN_KEY
-            digest = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+            signing_key = "another-key" if forge == "other_key" else MAILGUN_KEY
+            digest = hmac.new(
+                signing_key.encode(), (stamp + token).encode(), hashlib.sha256
+            ).hexdigest()
             if forge == "garbage_signature":
                 digest = "z" * 64
             block = {"timestamp": stamp, "token": token, "signature": digest}

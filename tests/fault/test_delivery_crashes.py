@@ -65,7 +65,7 @@ def seed(sessions) -> None:
         ("delivery.after_commit", 10),
     ],
 )
-def test_kill_9_then_rerun_delivers_each_send_at_most_once(pipeline_env, sessions, point, group):
+def test_kill_9_then_rerun_delivers_each_send_at_most_once(worker_env, sessions, point, group):
     """A crash leaves the sends of the group in flight unknown: one with a group of one, all
     three of its batch (one group) with the default; none is ever delivered twice."""
     seed(sessions)
@@ -108,7 +108,7 @@ def test_kill_9_then_rerun_delivers_each_send_at_most_once(pipeline_env, session
 
         time.sleep(LEASE_SECONDS + 0.5)  # the dead worker's leases run out
         for name, value in settings.items():
-            pipeline_env.setenv(name, value)
+            worker_env.setenv(name, value)
         report = asyncio.run(send_scheduled_emails(batch_size=3, max_wait_seconds=0))
         per_address = {
             f"lead{i}@buyer.example": smtp.deliveries(f"lead{i}@buyer.example")

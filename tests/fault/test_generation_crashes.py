@@ -88,7 +88,7 @@ def inserted_sends(sessions, timeout: float = 10.0) -> int:
         "generation.after_write",
     ],
 )
-def test_kill_9_then_rerun_leaves_one_send_per_lead(pipeline_env, sessions, tmp_path, point):
+def test_kill_9_then_rerun_leaves_one_send_per_lead(worker_env, sessions, tmp_path, point):
     seed(sessions)
     with FakeOpenAI() as server:
         env = {
@@ -124,7 +124,7 @@ def test_kill_9_then_rerun_leaves_one_send_per_lead(pipeline_env, sessions, tmp_
         requests_before = server.stats().requests
         time.sleep(LEASE_SECONDS + 0.5)  # the dead worker's lease runs out
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CLAIM_LEASE_SECONDS"):
-            pipeline_env.setenv(name, env[name])
+            worker_env.setenv(name, env[name])
         asyncio.run(process_campaign_sends(as_of=AS_OF, batch_size=BATCH))
         rerun_requests = server.stats().requests - requests_before
 

@@ -156,7 +156,7 @@ def summary(pattern: str, output: str) -> int:
 
 
 def test_four_workers_share_5000_leads_then_four_deliverers_send_each_once(
-    pipeline_env, sessions, tmp_path
+    worker_env, sessions, tmp_path
 ):
     timings: dict[str, float] = {}
     started = time.perf_counter()

@@ -186,25 +186,24 @@ def captured_output(request, capfd) -> tuple[str, str]:
 
 
 def test_no_key_anywhere_and_no_address_or_body_at_info(
-    pipeline_env, sessions, tmp_path, capfd, caplog, request
+    run_settings, sessions, tmp_path, capfd, caplog, request
 ):
     caplog.set_level(logging.INFO)
     campaign_id = seed(sessions)
     results_dir = Path(str(PREFECT_LOCAL_STORAGE_PATH.value()))
-    assert results_dir == tmp_path / "results"  # conftest's pipeline_env points it here
+    assert results_dir == tmp_path / "results"  # conftest's run_settings points it here
     run_ids: list[UUID] = []
     with FakeOpenAI() as llm, LoopbackSMTP() as smtp:
-        for name, value in {
-            "OPENAI_API_KEY": KEY,
-            "OPENAI_BASE_URL": llm.base_url,
-            "EMAIL_TRANSPORT": "smtp",
-            "SMTP_HOST": smtp.host,
-            "SMTP_PORT": str(smtp.port),
-            "SMTP_SECURITY": "none",
-            "UNSUBSCRIBE_SECRET": "hygiene-secret-0123456789",
-            "PUBLIC_BASE_URL": "https://links.seller.example",
-        }.items():
-            pipeline_env.setenv(name, value)
+        run_settings.update(
+            openai_api_key=KEY,
+            openai_base_url=llm.base_url,
+            email_transport="smtp",
+            smtp_host=smtp.host,
+            smtp_port=str(smtp.port),
+            smtp_security="none",
+            unsubscribe_secret="hygiene-secret-0123456789",
+            public_base_url="https://links.seller.example",
+        )
         llm.set_responder(responder)
         llm.configure(fault_rates={"429": 0.3}, retry_after="0.01", seed=5)  # retries get logged
         smtp.reject_rcpt(BOUNCED, f"550 5.1.1 <{BOUNCED}>: Recipient address rejected")

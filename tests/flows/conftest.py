@@ -6,12 +6,14 @@ from tests.support.smtp_server import LoopbackSMTP
 
 
 @pytest.fixture
-def smtp(pipeline_env):
+def smtp(run_settings):
     with LoopbackSMTP() as server:
-        pipeline_env.setenv("EMAIL_TRANSPORT", "smtp")
-        pipeline_env.setenv("SMTP_HOST", server.host)
-        pipeline_env.setenv("SMTP_PORT", str(server.port))
-        pipeline_env.setenv("SMTP_SECURITY", "none")
-        pipeline_env.setenv("UNSUBSCRIBE_SECRET", "test-secret-at-least-16-chars")
-        pipeline_env.setenv("PUBLIC_BASE_URL", "https://links.seller.example")
+        run_settings.update(
+            email_transport="smtp",
+            smtp_host=server.host,
+            smtp_port=server.port,
+            smtp_security="none",
+            unsubscribe_secret="test-secret-at-least-16-chars",
+            public_base_url="https://links.seller.example",
+        )
         yield server

@@ -72,7 +72,7 @@ def table(artifact) -> list[dict]:
     return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
 
 
-def test_the_default_window_artifacts_and_csv(pipeline_env, sessions, tmp_path):
+def test_the_default_window_artifacts_and_csv(run_settings, sessions, tmp_path):
     campaign_id = seed(sessions)
     output = tmp_path / "reports" / "spring.csv"
     report, artifacts, logs = asyncio.run(run_report(output=str(output)))
@@ -151,7 +151,7 @@ def test_the_default_window_artifacts_and_csv(pipeline_env, sessions, tmp_path):
     }
 
 
-def test_an_explicit_window_and_campaign(pipeline_env, sessions, tmp_path):
+def test_an_explicit_window_and_campaign(run_settings, sessions, tmp_path):
     campaign_id = seed(sessions)
     other = seed(sessions)
     now = utcnow()
@@ -168,26 +168,26 @@ def test_an_explicit_window_and_campaign(pipeline_env, sessions, tmp_path):
     assert row["due_to_sent_p50_s"] == 0.0
 
 
-def test_a_bad_suffix_fails_before_reading(pipeline_env, tmp_path):
+def test_a_bad_suffix_fails_before_reading(run_settings, tmp_path):
     with pytest.raises(ReportOutputError, match=r"must end in \.csv or \.parquet, not '\.xlsx'"):
         asyncio.run(campaign_report(output=str(tmp_path / "report.xlsx")))
     assert not (tmp_path / "report.xlsx").exists()
 
 
-def test_an_empty_window_is_a_report_of_nothing(pipeline_env, sessions):
+def test_an_empty_window_is_a_report_of_nothing(run_settings, sessions):
     seed(sessions)
     now = utcnow()
     report = asyncio.run(campaign_report(since=now + timedelta(days=1), until=now + timedelta(2)))
     assert report.campaigns.empty and report.steps.empty
 
 
-def test_since_after_until_is_refused(pipeline_env):
+def test_since_after_until_is_refused(run_settings):
     now = utcnow()
     with pytest.raises(ValueError, match="must be before until"):
         asyncio.run(campaign_report(since=now, until=now - timedelta(days=1)))
 
 
-def test_parquet_output_holds_every_row(pipeline_env, sessions, tmp_path):
+def test_parquet_output_holds_every_row(run_settings, sessions, tmp_path):
     seed(sessions)
     output = tmp_path / "report.parquet"
     report = asyncio.run(campaign_report(output=str(output)))

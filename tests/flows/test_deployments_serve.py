@@ -13,7 +13,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import StateType
-from prefect.deployments import run_deployment
+from prefect.deployments.flow_runs import arun_deployment
 from prefect.flow_runs import wait_for_flow_run
 from prefect.runner import Runner
 from prefect.states import AwaitingRetry
@@ -82,13 +82,17 @@ ARTIFACTS = {
 
 async def run_while_busy(full_name: str, parameters: dict):
     """Start a run, and once it holds the deployment's one slot start another; both, finished."""
-    first = await run_deployment(full_name, parameters=parameters, timeout=0)
+    first = await arun_deployment(full_name, parameters=parameters, timeout=0)
     async with get_client() as client:
         with anyio.fail_after(60):
-            while (state := (await client.read_flow_run(first.id)).state).type not in BUSY:
-                assert not state.is_final(), f"the first run ended {state} before it was busy"
+            while (state := (await client.read_flow_run(first.id)).state) is None or (
+                state.type not in BUSY
+            ):
+                assert state is None or not state.is_final(), (
+                    f"the first run ended {state} before it was busy"
+                )
                 await asyncio.sleep(0.1)
-    second = await run_deployment(full_name, parameters=parameters, timeout=75, poll_interval=1)
+    second = await arun_deployment(full_name, parameters=parameters, timeout=75, poll_interval=1)
     return await wait_for_flow_run(first.id, timeout=75), second
 
 
@@ -116,12 +120,14 @@ async def serve_and_trigger(deployments, runs: dict[str, dict], busy: str):
     async with serving(deployments) as ids:
         *finished, (busy_run, second) = await asyncio.gather(
             *(
-                run_deployment(full_names[name], parameters=runs[name], timeout=75, poll_interval=1)
+                arun_deployment(
+                    full_names[name], parameters=runs[name], timeout=75, poll_interval=1
+                )
                 for name in once
             ),
             run_while_busy(full_names[busy], runs[busy]),
         )
-    finished = dict(zip(once, finished, strict=True)) | {busy: busy_run}
+    by_name = dict(zip(once, finished, strict=True)) | {busy: busy_run}
     async with get_client() as client:
         registered = {name: await client.read_deployment(i) for name, i in ids.items()}
         artifacts = {
@@ -131,13 +137,13 @@ async def serve_and_trigger(deployments, runs: dict[str, dict], busy: str):
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
                 )
             }
-            for name, run in finished.items()
+            for name, run in by_name.items()
         }
-    return finished, second, registered, artifacts
+    return by_name, second, registered, artifacts
 
 
 def test_each_served_deployment_runs_to_completion_with_its_artifacts(
-    pipeline_env, sessions, tmp_path
+    worker_env, sessions, tmp_path
 ):
     campaign_id = seed(sessions)
     runs = parameters(campaign_id, tmp_path)
@@ -171,7 +177,7 @@ async def run_then_retry(deployments, parameters: dict, llm: FakeOpenAI):
     async with serving(deployments):
         (deployment,) = deployments
         name = f"{deployment.flow_name}/{deployment.name}"
-        first = await run_deployment(name, parameters=parameters, timeout=75, poll_interval=1)
+        first = await arun_deployment(name, parameters=parameters, timeout=75, poll_interval=1)
         paid = llm.stats().requests
         async with get_client() as client:
             await client.set_flow_run_state(
@@ -181,14 +187,12 @@ async def run_then_retry(deployments, parameters: dict, llm: FakeOpenAI):
     return first, paid, retried, llm.stats().requests
 
 
-def test_a_retry_pays_for_no_generation_the_first_attempt_finished(
-    pipeline_env, sessions, tmp_path
-):
+def test_a_retry_pays_for_no_generation_the_first_attempt_finished(worker_env, sessions, tmp_path):
     campaign_id = seed(sessions, 3)
     (generation,) = [d for d in read_deployments() if d.name == "process-campaign-sends"]
     with FakeOpenAI(latency_ms=0) as llm:
-        pipeline_env.setenv("OPENAI_API_KEY", "sk-test-not-real")
-        pipeline_env.setenv("OPENAI_BASE_URL", llm.base_url)
+        worker_env.setenv("OPENAI_API_KEY", "sk-test-not-real")
+        worker_env.setenv("OPENAI_BASE_URL", llm.base_url)
         first, paid, retried, total = asyncio.run(
             run_then_retry(
                 build_deployments([generation]),

@@ -42,10 +42,9 @@ def seed(sessions, n: int, rules: dict | None = None, **lead_fields) -> str:
 
 
 @pytest.fixture
-def llm(pipeline_env):
+def llm(run_settings):
     with FakeOpenAI(record_bodies=True) as server:
-        pipeline_env.setenv("OPENAI_API_KEY", "sk-test-not-real")
-        pipeline_env.setenv("OPENAI_BASE_URL", server.base_url)
+        run_settings.update(openai_api_key="sk-test-not-real", openai_base_url=server.base_url)
         yield server
 
 
@@ -53,9 +52,8 @@ def run(**params):
     return asyncio.run(process_campaign_sends(as_of=AS_OF, **params))
 
 
-def test_a_fault_storm_loses_no_lead_and_stays_within_the_retry_budget(llm, sessions, pipeline_env):
-    pipeline_env.setenv("LLM_MAX_RETRIES", "4")
-    pipeline_env.setenv("LLM_TIMEOUT_SECONDS", "0.5")
+def test_a_fault_storm_loses_no_lead_and_stays_within_the_retry_budget(llm, sessions, run_settings):
+    run_settings.update(llm_max_retries="4", llm_timeout_seconds="0.5")
     llm.configure(
         retry_after="0.01",
         timeout_hold_s=2.0,
@@ -82,8 +80,8 @@ def test_a_fault_storm_loses_no_lead_and_stays_within_the_retry_budget(llm, sess
     assert empty == 0 and sends == counts.scheduled
 
 
-def test_hold_policy_holds_through_an_outage_then_sends(llm, sessions, pipeline_env):
-    pipeline_env.setenv("LLM_MAX_RETRIES", "1")
+def test_hold_policy_holds_through_an_outage_then_sends(llm, sessions, run_settings):
+    run_settings.update(llm_max_retries="1")
     campaign_id = seed(sessions, 3, rules={"onGenerationFailure": "hold"})
     llm.configure(fault_rates={"500": 1.0})
     held = run()[campaign_id]
@@ -135,7 +133,7 @@ def test_injected_instructions_never_add_links_or_recipients(llm, sessions):
     assert "lead0@buyer.example" not in str(llm.request_log()[0].body)  # the address never did
 
 
-def test_the_rate_limit_spaces_llm_requests_across_the_run(llm, sessions, pipeline_env):
+def test_the_rate_limit_spaces_llm_requests_across_the_run(llm, sessions, run_settings):
     async def create_limit():
         async with get_client() as client:
             await client.create_global_concurrency_limit(
@@ -146,21 +144,21 @@ def test_the_rate_limit_spaces_llm_requests_across_the_run(llm, sessions, pipeli
 
     asyncio.run(create_limit())
     campaign_id = seed(sessions, 12)
-    pipeline_env.setenv("LLM_RATE_LIMIT_NAME", "test-openai-rpm")
+    run_settings.update(llm_rate_limit_name="test-openai-rpm")
     started = time.monotonic()
     counts = run()[campaign_id]
     assert counts.generated == 12
     assert time.monotonic() - started >= 0.9  # 12 slots at 10/s with a burst of 2
 
 
-def test_as_of_defaults_to_the_runs_scheduled_start(pipeline_env, sessions):
+def test_as_of_defaults_to_the_runs_scheduled_start(run_settings, sessions):
     campaign_id = seed(sessions, 1)
     counts = asyncio.run(process_campaign_sends())  # scheduled start is now, after AS_OF
     assert counts[campaign_id].scheduled == 1
 
 
-def test_logs_and_artifacts_carry_no_address_body_or_key(llm, sessions, pipeline_env):
-    pipeline_env.setenv("OPENAI_API_KEY", "sk-SENTINEL-key-do-not-log")
+def test_logs_and_artifacts_carry_no_address_body_or_key(llm, sessions, run_settings):
+    run_settings.update(openai_api_key="sk-SENTINEL-key-do-not-log")
     campaign_id = seed(sessions, 3, firstName="Zebulon", companyName="Sentinelcorp")
     llm.configure(fault_rates={"429": 0.5}, retry_after="0.01", seed=3)
     assert run()[campaign_id].scheduled == 3

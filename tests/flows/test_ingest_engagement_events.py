@@ -56,7 +56,7 @@ def count(sessions, model) -> int:
 
 
 def test_a_reply_in_inbound_mail_stops_the_follow_up_before_delivery(
-    pipeline_env, sessions, smtp, tmp_path
+    run_settings, sessions, smtp, tmp_path
 ):
     first, follow_up = seed(sessions, "ada@lead.example", "<abc123@seller.example>")
     inbox = tmp_path / "inbox"
@@ -74,7 +74,7 @@ def test_a_reply_in_inbound_mail_stops_the_follow_up_before_delivery(
     assert delivered.total("sent") == 0 and smtp.messages == []
 
 
-def test_the_fixture_mail_folder_is_ingested_once_with_the_rest_quarantined(pipeline_env, sessions):
+def test_the_fixture_mail_folder_is_ingested_once_with_the_rest_quarantined(run_settings, sessions):
     seed(sessions, "ada@lead.example", "<abc123@seller.example>")
     first = run(source="mailbox", path=str(MAIL))
     # Ada's reply, and an out-of-office that refers to her message (recorded, stops nothing).
@@ -92,7 +92,7 @@ def test_the_fixture_mail_folder_is_ingested_once_with_the_rest_quarantined(pipe
     )
 
 
-def test_an_event_file_is_idempotent_and_reports_bad_lines(pipeline_env, sessions, tmp_path):
+def test_an_event_file_is_idempotent_and_reports_bad_lines(run_settings, sessions, tmp_path):
     first, _ = seed(sessions, "ada@lead.example", "<abc123@seller.example>")
     at = utcnow().isoformat()
     lines = [
@@ -128,7 +128,7 @@ def test_an_event_file_is_idempotent_and_reports_bad_lines(pipeline_env, session
     assert count(sessions, EngagementEvent) == 3
 
 
-def test_the_webhook_inbox_is_drained_and_marked(pipeline_env, sessions):
+def test_the_webhook_inbox_is_drained_and_marked(run_settings, sessions):
     first, follow_up = seed(sessions, "ada@lead.example", "<abc123@seller.example>")
     with sessions.begin() as session:
         session.add(

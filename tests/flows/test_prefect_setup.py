@@ -100,7 +100,7 @@ def test_an_unreachable_api_is_one_line_not_a_traceback(command):
 
 
 @pytest.mark.slow
-def test_deploy_all_then_a_worker_outside_the_checkout_runs_a_deployment(pipeline_env, tmp_path):
+def test_deploy_all_then_a_worker_outside_the_checkout_runs_a_deployment(worker_env, tmp_path):
     assert invoke("prefect", "setup").exit_code == 0
     env = {
         key: value

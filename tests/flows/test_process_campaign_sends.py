@@ -2,6 +2,7 @@
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,7 +46,7 @@ def run(**params):
     return asyncio.run(process_campaign_sends(as_of=AS_OF, **params))
 
 
-def test_offline_run_schedules_a_send_per_due_lead_and_advances_it(pipeline_env, sessions):
+def test_offline_run_schedules_a_send_per_due_lead_and_advances_it(run_settings, sessions):
     campaign_id = seed(sessions, 5)
     counts = run(batch_size=2)
     assert counts[campaign_id].claimed == 5
@@ -65,7 +66,7 @@ def test_offline_run_schedules_a_send_per_due_lead_and_advances_it(pipeline_env,
     assert run() == {}  # nothing is due any more
 
 
-def test_a_lead_with_a_missing_variable_is_held_with_its_reason(pipeline_env, sessions):
+def test_a_lead_with_a_missing_variable_is_held_with_its_reason(run_settings, sessions):
     campaign_id = seed(sessions, 2, companyName=None)
     counts = run()
     assert counts[campaign_id].held == 2 and counts[campaign_id].scheduled == 0
@@ -76,11 +77,10 @@ def test_a_lead_with_a_missing_variable_is_held_with_its_reason(pipeline_env, se
     assert {c.nextScheduledDate for c in leads} == {AS_OF + timedelta(hours=24)}
 
 
-def test_llm_run_is_cached_so_a_rerun_makes_no_llm_call(pipeline_env, sessions):
+def test_llm_run_is_cached_so_a_rerun_makes_no_llm_call(run_settings, sessions):
     campaign_id = seed(sessions, 4)
     with FakeOpenAI(latency_ms=0) as server:
-        pipeline_env.setenv("OPENAI_API_KEY", "sk-test-not-real")
-        pipeline_env.setenv("OPENAI_BASE_URL", server.base_url)
+        run_settings.update(openai_api_key="sk-test-not-real", openai_base_url=server.base_url)
         preview = run(dry_run=True)
         assert preview[campaign_id].generated == 4
         assert preview[campaign_id].scheduled == 0
@@ -97,7 +97,7 @@ def test_llm_run_is_cached_so_a_rerun_makes_no_llm_call(pipeline_env, sessions):
     assert all(m.promptTokens > 0 and m.inputHash for m in messages)
 
 
-def test_dry_run_changes_nothing_and_publishes_previews(pipeline_env, sessions):
+def test_dry_run_changes_nothing_and_publishes_previews(run_settings, sessions):
     seed(sessions, 3)
     _, artifacts, _ = asyncio.run(
         run_with_artifacts(process_campaign_sends, as_of=AS_OF, dry_run=True)
@@ -108,10 +108,12 @@ def test_dry_run_changes_nothing_and_publishes_previews(pipeline_env, sessions):
     assert "process-campaign-sends-preview" in artifacts
 
 
-def test_two_overlapping_runs_process_each_of_1000_leads_exactly_once(pipeline_env, sessions):
+def test_two_overlapping_runs_process_each_of_1000_leads_exactly_once(run_settings, sessions):
     campaign_id = seed(sessions, 1000)
+    # Each thread runs in a copy of this context: the test's run settings and result storage.
+    contexts = [copy_context() for _ in range(2)]
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: run(batch_size=100), range(2)))
+        results = list(pool.map(lambda ctx: ctx.run(run, batch_size=100), contexts))
     claimed = [r[campaign_id].claimed for r in results if campaign_id in r]
     assert sum(claimed) == 1000
     assert sum(r[campaign_id].scheduled for r in results if campaign_id in r) == 1000

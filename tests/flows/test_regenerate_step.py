@@ -42,10 +42,9 @@ def instructed_model(request):
 
 
 @pytest.fixture
-def llm(pipeline_env):
+def llm(run_settings):
     with FakeOpenAI(responder=instructed_model) as server:
-        pipeline_env.setenv("OPENAI_API_KEY", "sk-test-not-real")
-        pipeline_env.setenv("OPENAI_BASE_URL", server.base_url)
+        run_settings.update(openai_api_key="sk-test-not-real", openai_base_url=server.base_url)
         yield server
 
 
@@ -327,9 +326,9 @@ def test_two_overlapping_backfills_regenerate_each_send_exactly_once(llm, sessio
 
 
 def test_a_send_that_cannot_be_regenerated_keeps_its_message_and_is_released(
-    llm, sessions, pipeline_env
+    llm, sessions, run_settings
 ):
-    pipeline_env.setenv("LLM_MAX_RETRIES", "0")
+    run_settings.update(llm_max_retries="0")
     campaign_id = seed(
         sessions,
         scheduled=2,
@@ -365,7 +364,7 @@ def test_an_unknown_campaign_or_step_is_a_clear_error(llm, sessions):
     assert llm.stats().requests == 0
 
 
-def test_offline_backfill_writes_the_rendered_template(pipeline_env, sessions):
+def test_offline_backfill_writes_the_rendered_template(run_settings, sessions):
     campaign_id = seed(sessions, scheduled=2, sent=1, delivery_claimed=0)
     set_instructions(sessions, campaign_id, NEW)
     counts = run(campaign_id=campaign_id, regenerate_step=2)[campaign_id]

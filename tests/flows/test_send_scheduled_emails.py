@@ -3,6 +3,7 @@
 import asyncio
 import itertools
 import threading
+from contextvars import copy_context
 from datetime import timedelta
 from email.utils import getaddresses
 from zoneinfo import ZoneInfo
@@ -213,8 +214,8 @@ def test_a_4xx_is_retried_later_and_a_5xx_bounces_without_stopping_the_batch(smt
     assert smtp.deliveries(gone) == 0 and smtp.attempts(gone) == 1
 
 
-def test_4xx_attempts_are_bounded(smtp, sessions, pipeline_env):
-    pipeline_env.setenv("MAX_DELIVERY_ATTEMPTS", "2")
+def test_4xx_attempts_are_bounded(smtp, sessions, run_settings):
+    run_settings.update(max_delivery_attempts="2")
     _campaign_id, ids = seed(sessions, 1)
     smtp.reject_rcpt("*", "451 4.7.1 Greylisted")
     run()
@@ -344,7 +345,8 @@ def test_two_overlapping_runs_hand_each_send_over_once(smtp, sessions):
         barrier.wait()
         reports.append(run(batch_size=7))
 
-    threads = [threading.Thread(target=one) for _ in range(2)]
+    # Each thread runs in a copy of this context: the test's run settings and result storage.
+    threads = [threading.Thread(target=copy_context().run, args=(one,)) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:

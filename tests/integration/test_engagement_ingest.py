@@ -4,6 +4,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.event import listen as event_listen
@@ -46,8 +47,13 @@ def seed(sessions, *, rules=RULES, leads=("sarah@acme.example", "tom@acme.exampl
         return ids
 
 
-def event(kind: EngagementType, **fields) -> NormalisedEvent:
-    values = {"type": kind, "occurred_at": AT, "provider": "generic", "source": "test"}
+def event(kind: EngagementType, **fields: Any) -> NormalisedEvent:
+    values: dict[str, Any] = {
+        "type": kind,
+        "occurred_at": AT,
+        "provider": "generic",
+        "source": "test",
+    }
     return NormalisedEvent(**(values | fields))
 
 

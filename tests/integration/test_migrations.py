@@ -9,6 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, make_url, text
 
+import db.models  # noqa: F401  (registers the tables on Base.metadata)
 from core.statuses import (
     CampaignLeadStatus,
     CampaignStatus,
@@ -16,8 +17,8 @@ from core.statuses import (
     EngagementType,
     GeneratedMessageStatus,
 )
+from db.base import Base
 from db.engine import alembic_config, head_revision, upgrade
-from db.models import Base
 from tests.schema_snapshot import schema_snapshot
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "db" / "sql"

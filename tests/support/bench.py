@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx2
 from openai import AsyncOpenAI
 from openai.lib._parsing._completions import type_to_response_format_param
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
 from tests.support.fake_openai import FakeOpenAI
@@ -46,7 +47,7 @@ async def _drive(
     client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=30)
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     http = httpx2.AsyncClient(timeout=30, limits=limits)
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": "You write emails."},
         {"role": "user", "content": _PROMPT},
     ]

@@ -64,16 +64,23 @@ _MODULE = __spec__.name if __spec__ is not None else __name__
 
 def _protocol_class() -> type[asyncio.Protocol]:
     """Pick the fastest installed uvicorn HTTP/1.1 protocol, exposing its transport to the app."""
+    base: type[Any]
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
-    except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class _Protocol(Base):  # type: ignore[misc, valid-type]
+        base = HttpToolsProtocol
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
+
+    class _Protocol(base):  # a base chosen at run time, typed Any
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             if self.cycle is not None:  # the request task is created but has not run yet
-                self.cycle.scope[TRANSPORT_KEY] = self.transport
+                # An extra scope key the fake's app reads; not one of ASGI's typed keys.
+                scope: dict[str, Any] = self.cycle.scope
+                scope[TRANSPORT_KEY] = self.transport
 
     return _Protocol
 

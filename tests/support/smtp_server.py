@@ -70,7 +70,9 @@ class ReceivedMessage:
     def message(self) -> EmailMessage:
         """The parsed message (``email.policy.default``, CRLF line ends read as ``\\n``)."""
         text = self.raw.replace(b"\r\n", b"\n")
-        return BytesParser(policy=default_policy).parsebytes(text)  # type: ignore[return-value]
+        message = BytesParser(policy=default_policy).parsebytes(text)
+        assert isinstance(message, EmailMessage)  # email.policy.default builds EmailMessage
+        return message
 
 
 @dataclass

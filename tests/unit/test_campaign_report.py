@@ -1,6 +1,7 @@
 """The campaign report's arithmetic on hand-built frames: counts, totals, rates, spend, lag."""
 
 import math
+from collections.abc import Hashable
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -72,7 +73,7 @@ def inputs() -> ReportInputs:
     )
 
 
-def rows(frame: pd.DataFrame) -> dict[tuple[str, object], dict[str, object]]:
+def rows(frame: pd.DataFrame) -> dict[tuple[str, object], dict[Hashable, object]]:
     return {
         (r["campaign_id"], None if pd.isna(r["step"]) else r["step"]): r
         for r in frame.to_dict("records")

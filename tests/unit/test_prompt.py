@@ -198,8 +198,9 @@ def test_normalize_allowlist():
     ]
 
 
+PROFILE = {"email": "ann@acme.test", "firstName": "Ann", "customFields.plan": "pro"}
 HASH_INPUTS = {
-    "lead_profile": {"email": "ann@acme.test", "firstName": "Ann", "customFields.plan": "pro"},
+    "lead_profile": PROFILE,
     "subject_template": "Hi {{firstName}}",
     "body_template": "Hello {{companyName|there}}",
     "ai_instructions": "Be brief.",
@@ -226,9 +227,9 @@ def test_hash_ignores_key_and_allowlist_order():
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("lead_profile", {**HASH_INPUTS["lead_profile"], "firstName": "Anne"}),
-        ("lead_profile", {**HASH_INPUTS["lead_profile"], "customFields.plan": "free"}),
-        ("lead_profile", {**HASH_INPUTS["lead_profile"], "email": "other@acme.test"}),
+        ("lead_profile", {**PROFILE, "firstName": "Anne"}),
+        ("lead_profile", {**PROFILE, "customFields.plan": "free"}),
+        ("lead_profile", {**PROFILE, "email": "other@acme.test"}),
         ("subject_template", "Hey {{firstName}}"),
         ("body_template", "Hello {{companyName|you}}"),
         ("ai_instructions", "Be brief!"),

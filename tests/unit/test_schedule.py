@@ -13,8 +13,8 @@ PARIS = ZoneInfo("Europe/Paris")
 WEEKDAYS_9_TO_5 = SendWindow()
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_inside_the_window_sends_now():
