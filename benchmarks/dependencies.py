@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 import core.delivery.lane
+import core.delivery.message
 import core.delivery.transport
 import db.queries.delivery
 import tasks.database
@@ -102,7 +103,8 @@ DELIVERY_TIMED: tuple[tuple[Hook, str, bool], ...] = (
         "outgoing_message (token, ids, build)",
         False,
     ),
-    (hook(core.delivery.lane, core.delivery.lane.build_message), "build_message", False),
+    # Patched where outgoing_message looks it up: lane's binding of message.build_message.
+    (hook(core.delivery.lane, core.delivery.message.build_message), "build_message", False),
     (
         hook(core.delivery.transport.SMTPTransport, core.delivery.transport.SMTPTransport.deliver),
         "SMTPTransport.deliver",
