@@ -32,7 +32,7 @@ from core.generation.generate import plan_writes, prepare
 from core.generation.llm import OpenAIGenerator
 from core.generation.prompt import build_messages, generation_input_hash
 from db.queries.delivery import HAND_OVER_GROUP, RECORD_RESULTS
-from flows.ingest_engagement_events import ingest_engagement_events
+from flows.ingest_engagement_events import EngagementSource, ingest_engagement_events
 from flows.process_campaign_sends import _publish_counts, process_campaign_sends
 from flows.send_scheduled_emails import send_scheduled_emails
 from tasks.generation import Claim, NoCache, ResultStoreCache, write_messages
@@ -40,6 +40,7 @@ from tests.support.smtp_server import LoopbackSMTP
 
 __all__ = [
     "Claim",
+    "EngagementSource",
     "GenerationConfig",
     "NoCache",
     "ResultStoreCache",
