@@ -68,13 +68,15 @@ class Bench(Parent):
     def flow_run(
         self, mailboxes: int, connections: int, n: int, label: str, **extra: Any
     ) -> dict[str, Any]:
+        smtp = self.smtp
+        assert smtp is not None, "run() starts the SMTP server before measure()"
         code = code_version()
         seeded = seed_sends(self.url, n, mailboxes)
-        accepted0 = self.smtp.accepted()
+        accepted0 = smtp.accepted()
         spec = {
             "database_url": self.url,
-            "smtp_port": self.smtp.port,
-            "smtp_pid": self.smtp.pid,
+            "smtp_port": smtp.port,
+            "smtp_pid": smtp.pid,
             "max_connections": connections,
             "handover_group": self.args.handover_group,
             "mailboxes": mailboxes,
@@ -86,7 +88,7 @@ class Bench(Parent):
         }
         result = self.child("flow", spec, label)
         result["seed_seconds"] = round(seeded, 2)
-        result["smtp_accepted"] = self.smtp.accepted() - accepted0
+        result["smtp_accepted"] = smtp.accepted() - accepted0
         result["statuses"], result["not_sent_reasons"] = status_counts(self.url)
         result["code"] = code_version()
         result["code_changed_during_run"] = result["code"] != code
@@ -102,7 +104,9 @@ class Bench(Parent):
         return result
 
     def bare_run(self, mode: str, label: str) -> dict[str, Any]:
-        spec = {"smtp_port": self.smtp.port, "smtp_pid": self.smtp.pid, "n": self.args.sends}
+        smtp = self.smtp
+        assert smtp is not None, "run() starts the SMTP server before measure()"
+        spec = {"smtp_port": smtp.port, "smtp_pid": smtp.pid, "n": self.args.sends}
         result = self.child("bare", {**spec, "mode": mode}, label)
         self.log(
             f"{label}: {result['msgs_per_s']:.0f} msgs/s, client {result['client_cpu_us_per_msg']}"

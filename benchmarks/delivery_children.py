@@ -101,7 +101,7 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
         "machine_busy_pct": busy_pct,
         "probe": probe.summary(sent) if spec.get("probe", True) else None,
     }
-    if profiles is not None:
+    if profiles is not None and main_profile is not None:  # set together, from spec["profile"]
         result["profile"] = profiles.report(main_profile, Path(spec["profile"]))
     return result
 
@@ -162,7 +162,7 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
         "msgs_per_s": (n - refused) / elapsed,
         "client_cpu_us_per_msg": round(1e6 * cpu / n, 1),
         "server_cpu_us_per_msg": (
-            round(1e6 * (smtp1 - smtp0) / n, 1) if None not in (smtp0, smtp1) else None
+            round(1e6 * (smtp1 - smtp0) / n, 1) if smtp0 is not None and smtp1 is not None else None
         ),
         "message_bytes_mean": round(sum(sizes) / len(sizes)),
     }

@@ -11,10 +11,12 @@ import pstats
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeVar, TypeVarTuple, Unpack
 
 import anyio.to_thread
+from anyio import CapacityLimiter
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -141,6 +143,18 @@ class Probe:
         }
 
 
+T_Retval = TypeVar("T_Retval")
+PosArgsT = TypeVarTuple("PosArgsT")
+
+
+class RunSyncOptions(TypedDict, total=False):
+    """anyio.to_thread.run_sync's keyword arguments, passed through as the caller gave them."""
+
+    abandon_on_cancel: bool
+    cancellable: bool | None
+    limiter: CapacityLimiter | None
+
+
 class ThreadProfiles:
     """cProfile is per thread: one profile for the main thread, one per worker call, merged."""
 
@@ -165,7 +179,11 @@ class ThreadProfiles:
     def install(self) -> None:
         run_sync = anyio.to_thread.run_sync
 
-        async def run_sync_wrapper(func, *args, **kwargs):
+        async def run_sync_wrapper(
+            func: Callable[[Unpack[PosArgsT]], T_Retval],
+            *args: *PosArgsT,
+            **kwargs: Unpack[RunSyncOptions],
+        ) -> T_Retval:
             return await run_sync(self.wrap(func), *args, **kwargs)
 
         anyio.to_thread.run_sync = run_sync_wrapper

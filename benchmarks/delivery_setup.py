@@ -18,6 +18,7 @@ from benchmarks.harness.database import (
     capture_statements,
     explain_analyze,
     libpq,
+    one_row,
     plan_ms,
 )
 from benchmarks.harness.machine import median
@@ -173,7 +174,7 @@ def pg_settings(url: str) -> dict[str, str]:
     """The server settings that bear on commit cost, for the record."""
     names = ("fsync", "synchronous_commit", "wal_sync_method", "shared_buffers", "max_connections")
     with psycopg.connect(libpq(url)) as conn:
-        return {n: conn.execute(f"SHOW {n}").fetchone()[0] for n in names}
+        return {n: one_row(conn.execute(f"SHOW {n}"))[0] for n in names}
 
 
 def explain_hand_over(url: str, runs: int = 3) -> dict[str, Any]:

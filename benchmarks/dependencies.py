@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 import core.delivery.lane
+import core.delivery.message
 import core.delivery.transport
 import db.queries.delivery
 import tasks.database
@@ -31,7 +32,7 @@ from core.generation.generate import plan_writes, prepare
 from core.generation.llm import OpenAIGenerator
 from core.generation.prompt import build_messages, generation_input_hash
 from db.queries.delivery import HAND_OVER_GROUP, RECORD_RESULTS
-from flows.ingest_engagement_events import ingest_engagement_events
+from flows.ingest_engagement_events import EngagementSource, ingest_engagement_events
 from flows.process_campaign_sends import _publish_counts, process_campaign_sends
 from flows.send_scheduled_emails import send_scheduled_emails
 from tasks.generation import Claim, NoCache, ResultStoreCache, write_messages
@@ -39,6 +40,7 @@ from tests.support.smtp_server import LoopbackSMTP
 
 __all__ = [
     "Claim",
+    "EngagementSource",
     "GenerationConfig",
     "NoCache",
     "ResultStoreCache",
@@ -102,7 +104,8 @@ DELIVERY_TIMED: tuple[tuple[Hook, str, bool], ...] = (
         "outgoing_message (token, ids, build)",
         False,
     ),
-    (hook(core.delivery.lane, core.delivery.lane.build_message), "build_message", False),
+    # Patched where outgoing_message looks it up: lane's binding of message.build_message.
+    (hook(core.delivery.lane, core.delivery.message.build_message), "build_message", False),
     (
         hook(core.delivery.transport.SMTPTransport, core.delivery.transport.SMTPTransport.deliver),
         "SMTPTransport.deliver",

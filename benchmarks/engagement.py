@@ -23,6 +23,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -144,10 +145,12 @@ def write_events(path: Path, events: int, sends: int, seed_value: int = 7) -> di
 
 def run_flow(path: Path, chunk: int) -> tuple[float, dict[str, object]]:
     """One flow run over the file: seconds, and what it counted."""
-    from benchmarks.dependencies import ingest_engagement_events
+    from benchmarks.dependencies import EngagementSource, ingest_engagement_events
 
     started = time.perf_counter()
-    report = asyncio.run(ingest_engagement_events(source="file", path=str(path), chunk_size=chunk))
+    report = asyncio.run(
+        ingest_engagement_events(source=EngagementSource.file, path=str(path), chunk_size=chunk)
+    )
     seconds = time.perf_counter() - started
     summary = {
         "new": report.total(IngestColumn.new),
@@ -172,16 +175,18 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     admin = server_url()
+    machine: dict[str, object] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_before": loadavg(),
+    }
+    runs: list[dict[str, Any]] = []
     results: dict[str, object] = {
         "command": " ".join(sys.argv),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_before": loadavg(),
-        },
+        "machine": machine,
         "events": args.events,
         "sends": args.sends,
-        "runs": [],
+        "runs": runs,
     }
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=90):
         path = Path(tmp) / "events.jsonl"
@@ -207,7 +212,7 @@ def main() -> None:
                     "again_events_per_s": args.events / again,
                     "again": again_summary,
                 }
-                results["runs"].append(run)  # type: ignore[union-attr]
+                runs.append(run)
                 print(
                     f"run {repeat + 1}: first {args.events / first:,.0f} events/s"
                     f" ({first:.1f} s, {first_summary}); again {args.events / again:,.0f}"
@@ -216,16 +221,9 @@ def main() -> None:
                 )
             finally:
                 drop_database(admin, name)
-    runs = results["runs"]
-    results["median_first_events_per_s"] = statistics.median(
-        r["first_events_per_s"]
-        for r in runs  # type: ignore[index,union-attr]
-    )
-    results["median_again_events_per_s"] = statistics.median(
-        r["again_events_per_s"]
-        for r in runs  # type: ignore[index,union-attr]
-    )
-    results["machine"]["loadavg_after"] = loadavg()  # type: ignore[index]
+    results["median_first_events_per_s"] = statistics.median(r["first_events_per_s"] for r in runs)
+    results["median_again_events_per_s"] = statistics.median(r["again_events_per_s"] for r in runs)
+    machine["loadavg_after"] = loadavg()
     print(
         f"median: first ingestion {results['median_first_events_per_s']:,.0f} events/s,"
         f" re-ingestion {results['median_again_events_per_s']:,.0f} events/s (target >= 20,000)"

@@ -88,7 +88,7 @@ def claim_what_ifs(
 
     def sql(statement: str) -> None:
         with psycopg.connect(libpq(url), autocommit=True) as conn:
-            conn.execute(statement)  # type: ignore[call-overload]
+            conn.execute(statement)
 
     index = (
         'CREATE INDEX bench_due_order_idx ON "CampaignLead" ("nextScheduledDate", id) '

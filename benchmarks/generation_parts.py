@@ -12,9 +12,11 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.shared_params import ResponseFormatJSONSchema
 from prefect.results import get_result_store
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.utilities.annotations import quote
@@ -33,9 +35,28 @@ from core.settings import Settings
 from db.engine import DatabaseConfig, make_engine, make_session_factory
 from db.queries.claims import preview_due_leads
 
+# The pipeline's own format object, typed as the SDK declares it (core keeps a plain dict).
+BARE_RESPONSE_FORMAT = cast(ResponseFormatJSONSchema, RESPONSE_FORMAT)
+
+
+def sdk_messages(messages: list[dict[str, str]]) -> list[ChatCompletionMessageParam]:
+    """build_messages' dicts as the SDK types them (it writes only system and user messages)."""
+    typed: list[ChatCompletionMessageParam] = []
+    for message in messages:
+        assert message.keys() == {"role", "content"}, sorted(message)
+        if message["role"] == "system":
+            typed.append({"role": "system", "content": message["content"]})
+        else:
+            assert message["role"] == "user", message["role"]
+            typed.append({"role": "user", "content": message["content"]})
+    return typed
+
 
 async def _bare(
-    base_url: str, messages: list[list[dict[str, str]]], requests: int, concurrency: int
+    base_url: str,
+    messages: list[list[ChatCompletionMessageParam]],
+    requests: int,
+    concurrency: int,
 ) -> tuple[float, int]:
     client = AsyncOpenAI(api_key=DUMMY_KEY, base_url=base_url, timeout=30.0, max_retries=4)
     counter = itertools.count()
@@ -48,7 +69,7 @@ async def _bare(
                 await client.chat.completions.create(
                     model=MODEL,
                     messages=messages[i % len(messages)],
-                    response_format=RESPONSE_FORMAT,
+                    response_format=BARE_RESPONSE_FORMAT,
                 )
             except Exception:
                 failures += 1
@@ -210,6 +231,7 @@ def child_micro(spec: dict[str, Any]) -> dict[str, Any]:
     # The openai call: the pipeline's generator against a bare create(), same messages.
     requests = spec["requests"]
     messages = [p.messages() for p in prepared]
+    bare_messages = [sdk_messages(m) for m in messages]
     with fake_openai(0) as fake:
 
         async def via_generator() -> None:
@@ -223,9 +245,9 @@ def child_micro(spec: dict[str, Any]) -> dict[str, Any]:
             await asyncio.gather(*(one(i) for i in range(requests)))
             await real.aclose()
 
-        asyncio.run(_bare(fake.base_url, messages, 500, spec["concurrency"]))  # warm-up
+        asyncio.run(_bare(fake.base_url, bare_messages, 500, spec["concurrency"]))  # warm-up
         bare_wall, bare_cpu = _wall_and_cpu(
-            lambda: _bare(fake.base_url, messages, requests, spec["concurrency"])
+            lambda: _bare(fake.base_url, bare_messages, requests, spec["concurrency"])
         )
         gen_wall, gen_cpu = _wall_and_cpu(via_generator)
     out["openai_bare_create"] = round(1000 * bare_cpu / requests, 3)

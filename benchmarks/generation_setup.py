@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from benchmarks.harness.database import TABLES, libpq
+from benchmarks.harness.database import TABLES, libpq, one_row
 from benchmarks.harness.machine import ROOT, percentile
 
 # Wednesday 25 November 2026, 12:00 UTC. The campaign's window is every day 00:00-23:59, so the
@@ -157,18 +157,19 @@ def seed_million(url: str, rows: int, campaigns: int) -> tuple[float, int]:
             {"per": per_campaign, "as_of": as_of, "last": rows - 1},
         )
         conn.execute("VACUUM ANALYZE")
-        due = conn.execute(
+        counted = conn.execute(
             """SELECT count(*) FROM "CampaignLead"
                WHERE status = 'active' AND "nextScheduledDate" <= %(as_of)s""",
             {"as_of": as_of},
-        ).fetchone()[0]
+        )
+        due = one_row(counted)[0]
     return time.perf_counter() - started, due
 
 
 def verify_run(url: str, n: int) -> dict[str, int]:
     """What the run left in the database: every lead should have a generated message and send."""
     with psycopg.connect(libpq(url)) as conn:
-        row = conn.execute(
+        counted = conn.execute(
             """
             SELECT (SELECT count(*) FROM "EmailSend" WHERE status = 'scheduled'),
                    (SELECT count(*) FROM "GeneratedMessage"
@@ -177,7 +178,8 @@ def verify_run(url: str, n: int) -> dict[str, int]:
                      AND "claimToken" IS NULL)
             """,
             {"model": MODEL},
-        ).fetchone()
+        )
+        row = one_row(counted)
     return {"sends": row[0], "llm_messages": row[1], "advanced": row[2], "expected": n}
 
 

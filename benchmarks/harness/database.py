@@ -57,11 +57,18 @@ def drop_database(admin_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The row of a statement that always returns exactly one (an aggregate, SHOW, a function)."""
+    row = cursor.fetchone()
+    assert row is not None, "the statement returned no row"
+    return row
+
+
 def server_facts(url: str) -> tuple[str, int | None]:
     """(server version string, postmaster pid if the server runs on this machine)."""
     with psycopg.connect(libpq(url)) as conn:
-        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        version = one_row(conn.execute("SHOW server_version"))[0]
+        backend = one_row(conn.execute("SELECT pg_backend_pid()"))[0]
         try:
             stat = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
             postmaster: int | None = int(stat[1])
