@@ -134,7 +134,7 @@ def due_lead(**overrides) -> DueLead:
         "timezone": "America/New_York",
         "nextStepDelayDays": 1,
     }
-    return DueLead(**(fields | overrides))
+    return DueLead.model_validate(fields | overrides)
 
 
 def test_the_next_step_counts_its_delay_from_the_day_the_send_can_leave():
