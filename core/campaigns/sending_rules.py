@@ -1,6 +1,7 @@
 """`Campaign.sendingRules`: the JSON the web app stores, as a validated pydantic model."""
 
-from datetime import time
+import re
+from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -8,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -15,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from core.campaigns.countries import holiday_country
 
 
 def check_timezone(name: str) -> str:
@@ -27,6 +31,33 @@ def check_timezone(name: str) -> str:
 
 
 TimeZoneName = Annotated[str, AfterValidator(check_timezone)]
+
+
+def check_country(code: str) -> str:
+    """Accept an ISO 3166-1 alpha-2 code the holidays package has a calendar for (any case)."""
+    country = holiday_country(code)
+    if country is None:
+        raise ValueError(
+            f"{code!r} is not an ISO 3166-1 alpha-2 country code with a holiday calendar"
+            " (e.g. 'US', 'FR', 'GB')"
+        )
+    return country
+
+
+CountryCode = Annotated[str, AfterValidator(check_country)]
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def check_iso_date(value: object) -> object:
+    """Let through only YYYY-MM-DD text or a date (YAML's), not epoch numbers or datetimes."""
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):
+        return value.strip()
+    if type(value) is date:
+        return value
+    raise ValueError(f"{value!r} is not an ISO date such as '2026-12-24'")
+
+
+IsoDate = Annotated[date, BeforeValidator(check_iso_date)]
 
 
 class Weekday(StrEnum):
@@ -103,6 +134,11 @@ class SendingRules(_Rules):
     on_generation_failure: GenerationFailurePolicy = GenerationFailurePolicy.fallback
     max_subject_length: int = Field(default=120, ge=10)
     max_body_length: int = Field(default=5000, ge=100)
+    skip_holidays: bool = False
+    holiday_country: CountryCode | None = None
+    skip_dates: list[IsoDate] = Field(
+        default_factory=list, max_length=366, description="Local dates on which nothing is sent."
+    )
 
     @model_validator(mode="after")
     def _sender_is_one_shape(self) -> Self:

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
 
-from core.campaigns.schedule import lead_zone, next_window_opening
+from core.campaigns.closed_days import closed_days
+from core.campaigns.schedule import lead_zone, next_opening
 from core.campaigns.sending_rules import Mailbox, SendingRules, describe_errors, parse_sending_rules
 from core.statuses import CampaignLeadStatus, CampaignStatus
 
@@ -50,6 +51,7 @@ class DueSend(BaseModel):
     firstName: str | None = None
     lastName: str | None = None
     leadTimezone: str | None = None
+    leadCountry: Any = None  # customFields.country as the web app stored it, checked when used
     subject: str | None = None
     body: str | None = None
     scheduledFor: datetime
@@ -238,6 +240,7 @@ def _decide(
         return Decision(send.sendId, Action.defer, hold, now + PAUSE_RECHECK)
 
     zone = lead_zone(send.leadTimezone, rules)
+    closed = closed_days(rules, send.leadCountry, send.leadTimezone)
     campaign_zone = ZoneInfo(rules.timezone)
     mailbox = choose_mailbox(send, rules, usage)
     key = mailbox.email.lower()
@@ -245,13 +248,13 @@ def _decide(
     earliest = max(now, send.scheduledFor)
 
     if usage.campaigns.get(send.campaignId, 0) >= rules.daily_limit:
-        reopen = next_window_opening(next_local_day(now, campaign_zone), rules.window, zone)
+        reopen = next_opening(next_local_day(now, campaign_zone), rules.window, zone, closed).at
         return Decision(
             send.sendId, Action.defer, f"campaign daily limit ({rules.daily_limit}) reached", reopen
         )
     limit = mailbox.daily_limit or rules.mailbox_daily_limit
     if box.today >= limit:
-        reopen = next_window_opening(next_local_day(now, campaign_zone), rules.window, zone)
+        reopen = next_opening(next_local_day(now, campaign_zone), rules.window, zone, closed).at
         return Decision(
             send.sendId, Action.defer, f"mailbox daily limit ({limit}) reached", reopen, mailbox
         )
@@ -262,11 +265,13 @@ def _decide(
         # moment after this plan's `now`, which must not defer the mailbox's sends past the run.
         next_free[key] = box.last_attempt + gap if box.last_attempt and gap else earliest
     wanted = max(earliest, next_free[key])
-    slot = next_window_opening(wanted, rules.window, zone)
+    opening = next_opening(wanted, rules.window, zone, closed)
+    slot = opening.at
     if slot > max(deadline, now):
         if slot > wanted:
             # A closed window in this lead's zone must not hold the mailbox for other leads.
-            return Decision(send.sendId, Action.defer, "outside the sending window", slot, mailbox)
+            why = opening.reason or "outside the sending window"
+            return Decision(send.sendId, Action.defer, why, slot, mailbox)
         # The slot stays reserved, so the sends deferred behind it keep their gaps too.
         next_free[key] = slot + gap
         return Decision(send.sendId, Action.defer, "mailbox gap (minGapSeconds)", slot, mailbox)

@@ -14,7 +14,8 @@ from typing import Protocol
 from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 
-from core.campaigns.schedule import lead_zone, next_step_date, next_window_opening
+from core.campaigns.closed_days import closed_days
+from core.campaigns.schedule import lead_zone, next_opening, next_step_date, next_window_opening
 from core.campaigns.sending_rules import (
     GenerationFailurePolicy,
     SendingRules,
@@ -211,12 +212,20 @@ class Progression:
 
 
 def plan_progression(lead: DueLead, rules: SendingRules, as_of: datetime) -> Progression:
-    """The send goes at the first window opening; the next step follows its delayDays later."""
+    """The send goes at the first window opening; the next step follows its delayDays later.
+
+    The send itself keeps that opening even on a holiday or skip date, so delivery defers it
+    with the day named; the delay counts from the day it can leave, so a follow-up never
+    catches up with the message it follows.
+    """
     zone = lead_zone(lead.timezone, rules)
     scheduled_for = next_window_opening(as_of, rules.window, zone)
     if lead.nextStepDelayDays is None:
         return Progression(scheduled_for, lead.stepOrder + 1, None, completed=True)
-    next_date = next_step_date(scheduled_for, lead.nextStepDelayDays, zone)
+    fields = lead.customFields if isinstance(lead.customFields, Mapping) else {}
+    closed = closed_days(rules, fields.get("country"), lead.timezone)
+    leaves = next_opening(scheduled_for, rules.window, zone, closed).at
+    next_date = next_step_date(leaves, lead.nextStepDelayDays, zone)
     return Progression(scheduled_for, lead.stepOrder + 1, next_date, completed=False)
 
 

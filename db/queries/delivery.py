@@ -46,7 +46,8 @@ _DUE = """
 _DETAILS = f"""
     SELECT s.id AS "sendId", s."campaignId", cl.id AS "campaignLeadId", s."leadId",
            c."workspaceId", st."stepOrder", s."toEmail", l."firstName", l."lastName",
-           l.timezone AS "leadTimezone", gm.subject, gm.body, s."scheduledFor", s.attempts,
+           l.timezone AS "leadTimezone", l."customFields" -> 'country' AS "leadCountry",
+           gm.subject, gm.body, s."scheduledFor", s.attempts,
            COALESCE(s.mailbox, root.mailbox) AS mailbox,
            cl.status AS "leadStatus", c.status AS "campaignStatus",
            EXISTS (SELECT 1 FROM "Suppression" x
