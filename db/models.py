@@ -25,12 +25,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.mailboxes.mailbox_file import SmtpSecurity
 from core.mailboxes.warmup import (
     DEFAULT_DAILY_LIMIT,
     DEFAULT_WARMUP_INCREMENT,
     DEFAULT_WARMUP_START,
 )
+from core.settings import SMTPSecurity
 from core.statuses import (
     CampaignLeadStatus,
     CampaignStatus,
@@ -390,7 +390,7 @@ class Mailbox(Base):
             "Mailbox_workspaceId_email_key", "workspaceId", func.lower(text("email")), unique=True
         ),
         CheckConstraint(_in("status", MailboxStatus), name="status"),
-        CheckConstraint(_in("smtpSecurity", SmtpSecurity), name="smtpSecurity"),
+        CheckConstraint(_in("smtpSecurity", SMTPSecurity), name="smtpSecurity"),
         CheckConstraint('"dailyLimit" >= 1', name="dailyLimit"),
         CheckConstraint('"warmupStart" >= 1', name="warmupStart"),
         CheckConstraint('"warmupIncrement" >= 0', name="warmupIncrement"),

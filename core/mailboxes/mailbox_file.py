@@ -21,6 +21,7 @@ from core.mailboxes.warmup import (
     DEFAULT_WARMUP_INCREMENT,
     DEFAULT_WARMUP_START,
 )
+from core.settings import SMTPSecurity
 
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -73,12 +74,6 @@ def _reference(value: object) -> object:
 Password = Annotated[PasswordRef, BeforeValidator(_reference), PlainSerializer(str)]
 
 
-class SmtpSecurity(StrEnum):
-    starttls = "starttls"  # plain connection upgraded with STARTTLS (port 587)
-    ssl = "ssl"  # TLS from the first byte (port 465)
-    none = "none"  # no TLS: a relay on a trusted network, or a test server
-
-
 class _File(BaseModel):
     # The web app's camelCase names; unknown keys are refused, not ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -87,7 +82,7 @@ class _File(BaseModel):
 class SmtpSpec(_File):
     host: NonBlank
     port: Port = 587
-    security: SmtpSecurity = SmtpSecurity.starttls
+    security: SMTPSecurity = SMTPSecurity.starttls
     username: NonBlank
     password: Password
 

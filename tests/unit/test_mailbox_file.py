@@ -8,9 +8,9 @@ from core.mailboxes.mailbox_file import (
     MailboxFileError,
     PasswordRef,
     SecretScheme,
-    SmtpSecurity,
     parse_mailbox_file,
 )
+from core.settings import SMTPSecurity
 
 
 def _mailbox(email="alex@acme.example", **overrides):
@@ -49,7 +49,7 @@ def test_the_issue_example_parses():
     parsed = parse_mailbox_file({"workspaceId": "ws_123", "mailboxes": [_mailbox()]})
     [mailbox] = parsed.mailboxes
     assert parsed.workspaceId == "ws_123"
-    assert mailbox.smtp.security is SmtpSecurity.starttls
+    assert mailbox.smtp.security is SMTPSecurity.starttls
     assert mailbox.smtp.password == PasswordRef(scheme=SecretScheme.env, name="ALEX_SMTP_PASSWORD")
     assert mailbox.imap is not None
     assert str(mailbox.imap.password) == "prefect-secret:alex-imap"
@@ -62,7 +62,7 @@ def test_defaults_follow_common_practice():
     del entry["smtp"]["port"], entry["smtp"]["security"]
     [mailbox] = parse_mailbox_file({"workspaceId": "w", "mailboxes": [entry]}).mailboxes
     assert (mailbox.dailyLimit, mailbox.warmup.start, mailbox.warmup.increment) == (40, 5, 3)
-    assert (mailbox.smtp.port, mailbox.smtp.security) == (587, SmtpSecurity.starttls)
+    assert (mailbox.smtp.port, mailbox.smtp.security) == (587, SMTPSecurity.starttls)
     assert mailbox.imap is None
 
 
