@@ -5,28 +5,41 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from cli.context import connect, fail, load_yaml, out
+from core.campaigns.sending_rules import describe_errors
+from core.mailboxes.check import (
+    DEFAULT_CHECK_TIMEOUT,
+    CheckResult,
+    Protocol,
+    check_imap,
+    check_smtp,
+)
 from core.mailboxes.health import percent
-from core.mailboxes.mailbox_file import MailboxFileError, parse_mailbox_file
+from core.mailboxes.mailbox_file import ImapSpec, MailboxFileError, SmtpSpec, parse_mailbox_file
 from core.statuses import CampaignStatus, MailboxStatus
 from db.base import utcnow
 from db.engine import unit_of_work
 from db.queries.mailboxes import (
     MailboxRef,
     MailboxRow,
+    StoredLogins,
     UnknownWorkspaceError,
     add_mailboxes,
     find_mailboxes,
     list_mailboxes,
     pause_campaign,
     pause_mailbox,
+    read_mailbox_logins,
     resume_campaign,
     resume_mailbox,
 )
+from tasks.mailbox_passwords import resolve_password
 
 mailbox_app = typer.Typer(
-    no_args_is_help=True, help="Sending mailboxes: add them from a file, list, pause, resume."
+    no_args_is_help=True,
+    help="Sending mailboxes: add from a file, list, check, pause, resume.",
 )
 
 Workspace = Annotated[
@@ -135,6 +148,56 @@ def mailbox_resume(
         out.print(f"{mailbox.email} (workspace {mailbox.workspace_id}) is already active")
     else:
         out.print(f"resumed {mailbox.email} (workspace {mailbox.workspace_id}), was {before}")
+
+
+@mailbox_app.command("check")
+def mailbox_check(
+    email: Annotated[str | None, typer.Argument(help="One mailbox; all by default.")] = None,
+    workspace: Workspace = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds per server.")] = (
+        DEFAULT_CHECK_TIMEOUT
+    ),
+) -> None:
+    """Log in to each mailbox's SMTP (EHLO, STARTTLS, AUTH, NOOP) and IMAP (LOGIN, SELECT)."""
+    database = connect()
+    with unit_of_work(database.sessions) as session:
+        mailboxes = read_mailbox_logins(session, email=email, workspace_id=workspace)
+    if not mailboxes:
+        where = f" in workspace {workspace}" if workspace else ""
+        raise fail(f"no mailbox {email}{where}" if email else f"no mailboxes{where}")
+    failed = 0
+    for mailbox in mailboxes:
+        out.print(f"{mailbox.email} (workspace {mailbox.workspace_id}, {mailbox.status}):")
+        for result in _check(mailbox, timeout):
+            failed += not result.ok
+            out.print(f"  {result.line()}")
+    if failed:
+        raise fail(f"{failed} check(s) failed")
+
+
+def _check(mailbox: StoredLogins, timeout: float) -> list[CheckResult]:
+    """Both servers' verdicts; stored settings the file would refuse are a verdict too."""
+    results = []
+    try:
+        smtp = SmtpSpec.model_validate(mailbox.smtp)
+        results.append(check_smtp(smtp, resolve_password, timeout=timeout))
+    except ValidationError as exc:
+        results.append(_unusable(Protocol.smtp, exc))
+    if mailbox.imap is None:
+        return results
+    try:
+        imap = ImapSpec.model_validate(mailbox.imap)
+        results.append(check_imap(imap, resolve_password, timeout=timeout))
+    except ValidationError as exc:
+        results.append(_unusable(Protocol.imap, exc))
+    return results
+
+
+def _unusable(protocol: Protocol, exc: ValidationError) -> CheckResult:
+    problems = "; ".join(describe_errors(exc))
+    return CheckResult(
+        protocol=protocol, server="(stored settings)", ok=False, answer=f"not usable: {problems}"
+    )
 
 
 def campaign_pause(campaign_id: Annotated[str, typer.Argument(help="Campaign id.")]) -> None:

@@ -316,3 +316,49 @@ def _move_campaign(
         {"id": campaign_id, "before": before.value, "after": after.value, "now": now},
     ).scalar_one_or_none()
     return CampaignStatus(answer) if answer is not None else None
+
+
+LOGINS = text(
+    """
+    SELECT "workspaceId", email, status,
+           jsonb_build_object('host', "smtpHost", 'port', "smtpPort", 'security', "smtpSecurity",
+                              'username', "smtpUsername", 'password', "smtpPasswordRef") AS smtp,
+           CASE WHEN "imapHost" IS NOT NULL THEN jsonb_strip_nulls(jsonb_build_object(
+               'host', "imapHost", 'port', "imapPort", 'ssl', "imapSsl",
+               'username', "imapUsername", 'password', "imapPasswordRef", 'folder', "imapFolder"))
+           END AS imap
+    FROM "Mailbox"
+    WHERE (CAST(:email AS text) IS NULL OR lower(email) = lower(:email))
+      AND (CAST(:workspace_id AS text) IS NULL OR "workspaceId" = :workspace_id)
+    ORDER BY "workspaceId", lower(email)
+    """
+).bindparams(bindparam("email", type_=Text), bindparam("workspace_id", type_=Text))
+
+
+@dataclass(frozen=True)
+class StoredLogins:
+    """A mailbox's SMTP and IMAP settings as stored, in the mailbox file's shape (unvalidated:
+    the web app may have written the row)."""
+
+    workspace_id: str
+    email: str
+    status: MailboxStatus
+    smtp: dict[str, object]
+    imap: dict[str, object] | None
+
+
+def read_mailbox_logins(
+    session: Session, *, email: str | None = None, workspace_id: str | None = None
+) -> list[StoredLogins]:
+    """The logins of one address's mailboxes, or every mailbox, optionally in one workspace."""
+    answer = session.execute(LOGINS, {"email": email, "workspace_id": workspace_id})
+    return [
+        StoredLogins(
+            workspace_id=row.workspaceId,
+            email=row.email,
+            status=MailboxStatus(row.status),
+            smtp=row.smtp,
+            imap=row.imap,
+        )
+        for row in answer
+    ]
