@@ -8,6 +8,7 @@ import asyncio
 import os
 from collections.abc import Mapping
 
+import pydantic
 from pydantic import SecretStr
 
 from core.mailboxes.check import PasswordUnavailableError
@@ -36,7 +37,9 @@ def _prefect_secret(ref: PasswordRef) -> SecretStr:
         raise PasswordUnavailableError(
             f"{ref}: cannot load the Prefect Secret block {ref.name!r}: {exc}"
         ) from None
-    value = block.value
-    if not isinstance(value, SecretStr) or not value.get_secret_value():
+    # The block's raw value, not Secret.get(), which would turn a password of digits into a number.
+    raw = block.value
+    value = raw.get_secret_value() if isinstance(raw, pydantic.Secret | SecretStr) else raw
+    if not isinstance(value, str) or not value:
         raise PasswordUnavailableError(f"{ref}: the Prefect Secret block holds no text")
-    return value
+    return SecretStr(value)

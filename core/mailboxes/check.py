@@ -129,8 +129,10 @@ def check_imap(
         if status != "OK":
             raise imaplib.IMAP4.error(_text(data[0]) if data else status)
         messages = _text(data[0]) if data else "?"
-    except (imaplib.IMAP4.error, OSError) as exc:
+    except imaplib.IMAP4.error as exc:
         return _failed(Protocol.imap, server, f"{step} refused: {error_text(exc)}", secret)
+    except OSError as exc:
+        return _failed(Protocol.imap, server, f"{step} failed: {error_text(exc)}", secret)
     finally:
         if client is not None:
             _quietly(client.logout)

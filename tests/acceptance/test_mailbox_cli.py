@@ -4,6 +4,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.acceptance.test_cli import GOOD_CAMPAIGN, run
+from tests.support.imap_server import LoopbackIMAP
+from tests.support.smtp_server import LoopbackSMTP
 
 MAILBOXES = """
 workspaceId: w1
@@ -136,3 +138,52 @@ def test_campaign_pause_and_resume(database_url, workspace):
     assert _rows(database_url, 'SELECT status FROM "Campaign"') == [("active",)]
     missing = run(database_url, "campaign", "resume", "nope")
     assert missing.returncode == 1 and "no campaign with id 'nope'" in missing.stderr
+
+
+def test_mailbox_check_says_ok_or_the_servers_answer(
+    database_url, workspace, tmp_path, monkeypatch
+):
+    with (
+        LoopbackSMTP(auth=("alex@acme.example", "alex-pw"), starttls=True) as smtp,
+        LoopbackIMAP(auth=("alex@acme.example", "alex-imap-pw")) as imap,
+    ):
+        # The server's self-signed certificate, trusted the way an operator trusts a private CA.
+        monkeypatch.setenv("SSL_CERT_FILE", str(smtp.cert_path))
+        monkeypatch.setenv("ALEX_SMTP_PASSWORD", "alex-pw")
+        monkeypatch.setenv("ALEX_IMAP_PASSWORD", "alex-imap-pw")
+        monkeypatch.setenv("SAM_PW", "wrong-pw")
+        file = tmp_path / "mailboxes.yaml"
+        file.write_text(
+            f"""
+workspaceId: w1
+mailboxes:
+  - email: alex@acme.example
+    smtp: {{host: 127.0.0.1, port: {smtp.port}, username: alex@acme.example,
+            password: "env:ALEX_SMTP_PASSWORD"}}
+    imap: {{host: 127.0.0.1, port: {imap.port}, ssl: false, username: alex@acme.example,
+            password: "env:ALEX_IMAP_PASSWORD"}}
+  - email: sam@acme.example
+    smtp: {{host: 127.0.0.1, port: {smtp.port}, username: sam@acme.example,
+            password: "env:SAM_PW"}}
+"""
+        )
+        assert run(database_url, "mailbox", "add", "--file", str(file)).returncode == 0
+
+        checked = run(database_url, "mailbox", "check")
+        alex = run(database_url, "mailbox", "check", "alex@acme.example")
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == [
+        "alex@acme.example (workspace w1, active):",
+        f"  SMTP 127.0.0.1:{smtp.port} (starttls) as alex@acme.example: OK: EHLO, STARTTLS,"
+        " AUTH, NOOP",
+        f"  IMAP 127.0.0.1:{imap.port} (plain) as alex@acme.example: OK: LOGIN, SELECT INBOX"
+        " (0 messages)",
+        "sam@acme.example (workspace w1, active):",
+        f"  SMTP 127.0.0.1:{smtp.port} (starttls) as sam@acme.example: FAILED: AUTH refused:"
+        " 535 5.7.8 Authentication credentials invalid",
+    ]
+    assert "1 check(s) failed" in checked.stderr
+    for secret in ("alex-pw", "alex-imap-pw", "wrong-pw"):
+        assert secret not in checked.stdout + checked.stderr
+    assert alex.returncode == 0, alex.stdout + alex.stderr
+    assert "sam@" not in alex.stdout
