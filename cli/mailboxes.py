@@ -13,8 +13,7 @@ from core.mailboxes.check import (
     DEFAULT_CHECK_TIMEOUT,
     CheckResult,
     Protocol,
-    check_imap,
-    check_smtp,
+    check_login,
 )
 from core.mailboxes.health import percent
 from core.mailboxes.mailbox_file import ImapSpec, MailboxFileError, SmtpSpec, parse_mailbox_file
@@ -176,20 +175,21 @@ def mailbox_check(
 
 
 def _check(mailbox: StoredLogins, timeout: float) -> list[CheckResult]:
-    """Both servers' verdicts; stored settings the file would refuse are a verdict too."""
+    """Each configured server's verdict; stored settings the file would refuse are one too."""
     results = []
-    try:
-        smtp = SmtpSpec.model_validate(mailbox.smtp)
-        results.append(check_smtp(smtp, resolve_password, timeout=timeout))
-    except ValidationError as exc:
-        results.append(_unusable(Protocol.smtp, exc))
-    if mailbox.imap is None:
-        return results
-    try:
-        imap = ImapSpec.model_validate(mailbox.imap)
-        results.append(check_imap(imap, resolve_password, timeout=timeout))
-    except ValidationError as exc:
-        results.append(_unusable(Protocol.imap, exc))
+    servers: list[tuple[Protocol, type[SmtpSpec] | type[ImapSpec], dict[str, object] | None]] = [
+        (Protocol.smtp, SmtpSpec, mailbox.smtp),
+        (Protocol.imap, ImapSpec, mailbox.imap),
+    ]
+    for protocol, spec_type, stored in servers:
+        if stored is None:
+            continue  # no IMAP for this mailbox
+        try:
+            spec = spec_type.model_validate(stored)
+        except ValidationError as exc:
+            results.append(_unusable(protocol, exc))
+            continue
+        results.append(check_login(spec, resolve_password, timeout=timeout))
     return results
 
 

@@ -51,21 +51,56 @@ class CheckResult(BaseModel):
         )
 
 
-def check_smtp(
-    spec: SmtpSpec,
+class _RefusedError(Exception):
+    """A step failed; the message is the step and what the server (or the network) said."""
+
+
+def check_login(
+    spec: SmtpSpec | ImapSpec,
     resolve: ResolvePassword,
     *,
     timeout: float = DEFAULT_CHECK_TIMEOUT,
     tls: ssl.SSLContext | None = None,
 ) -> CheckResult:
-    """EHLO, STARTTLS as configured, AUTH and NOOP against the mailbox's SMTP server."""
-    server = f"{spec.host}:{spec.port} ({spec.security}) as {spec.username}"
-    try:
-        password = resolve(spec.password)
-    except PasswordUnavailableError as exc:
-        return CheckResult(protocol=Protocol.smtp, server=server, ok=False, answer=str(exc))
-    secret = password.get_secret_value()
+    """SMTP: EHLO, STARTTLS as configured, AUTH, NOOP. IMAP: LOGIN, SELECT of the folder."""
     context = tls or ssl.create_default_context()
+    if isinstance(spec, SmtpSpec):
+        server = f"{spec.host}:{spec.port} ({spec.security}) as {spec.username}"
+        return _check(
+            Protocol.smtp,
+            server,
+            resolve,
+            spec.password,
+            lambda pw: _smtp(spec, pw, timeout, context),
+        )
+    server = f"{spec.host}:{spec.port} ({'ssl' if spec.ssl else 'plain'}) as {spec.username}"
+    return _check(
+        Protocol.imap, server, resolve, spec.password, lambda pw: _imap(spec, pw, timeout, context)
+    )
+
+
+def _check(
+    protocol: Protocol,
+    server: str,
+    resolve: ResolvePassword,
+    ref: PasswordRef,
+    talk: Callable[[str], str],
+) -> CheckResult:
+    """Resolve the password, run the conversation, and mask the password in whatever came back."""
+    try:
+        secret = resolve(ref).get_secret_value()
+    except PasswordUnavailableError as exc:
+        return CheckResult(protocol=protocol, server=server, ok=False, answer=str(exc))
+    try:
+        answer, ok = talk(secret), True
+    except _RefusedError as exc:
+        answer, ok = str(exc), False
+    if secret:
+        answer = answer.replace(secret, "***")
+    return CheckResult(protocol=protocol, server=server, ok=ok, answer=answer)
+
+
+def _smtp(spec: SmtpSpec, secret: str, timeout: float, context: ssl.SSLContext) -> str:
     step = "connect"
     connection: smtplib.SMTP | None = None
     try:
@@ -87,38 +122,22 @@ def check_smtp(
             raise smtplib.SMTPResponseException(code, reply)
         step = "done"
     except smtplib.SMTPResponseException as exc:
-        answer = f"{step} refused: {exc.smtp_code} {_text(exc.smtp_error)}"
-        return _failed(Protocol.smtp, server, answer, secret)
+        raise _RefusedError(f"{step} refused: {exc.smtp_code} {_text(exc.smtp_error)}") from None
     except (smtplib.SMTPException, OSError) as exc:
-        return _failed(Protocol.smtp, server, f"{step} failed: {error_text(exc)}", secret)
+        raise _RefusedError(f"{step} failed: {error_text(exc)}") from None
     finally:
         if connection is not None:
             _quietly(connection.quit if step == "done" else connection.close)
-    steps = "EHLO, STARTTLS, AUTH, NOOP"
-    if spec.security is not SMTPSecurity.starttls:
-        steps = "EHLO, AUTH, NOOP"
-    return CheckResult(protocol=Protocol.smtp, server=server, ok=True, answer=steps)
+    if spec.security is SMTPSecurity.starttls:
+        return "EHLO, STARTTLS, AUTH, NOOP"
+    return "EHLO, AUTH, NOOP"
 
 
-def check_imap(
-    spec: ImapSpec,
-    resolve: ResolvePassword,
-    *,
-    timeout: float = DEFAULT_CHECK_TIMEOUT,
-    tls: ssl.SSLContext | None = None,
-) -> CheckResult:
-    """LOGIN and SELECT of the folder on the mailbox's IMAP server."""
-    server = f"{spec.host}:{spec.port} ({'ssl' if spec.ssl else 'plain'}) as {spec.username}"
-    try:
-        password = resolve(spec.password)
-    except PasswordUnavailableError as exc:
-        return CheckResult(protocol=Protocol.imap, server=server, ok=False, answer=str(exc))
-    secret = password.get_secret_value()
+def _imap(spec: ImapSpec, secret: str, timeout: float, context: ssl.SSLContext) -> str:
     step = "connect"
     client: imaplib.IMAP4 | None = None
     try:
         if spec.ssl:
-            context = tls or ssl.create_default_context()
             client = imaplib.IMAP4_SSL(spec.host, spec.port, ssl_context=context, timeout=timeout)
         else:
             client = imaplib.IMAP4(spec.host, spec.port, timeout=timeout)
@@ -130,19 +149,13 @@ def check_imap(
             raise imaplib.IMAP4.error(_text(data[0]) if data else status)
         messages = _text(data[0]) if data else "?"
     except imaplib.IMAP4.error as exc:
-        return _failed(Protocol.imap, server, f"{step} refused: {error_text(exc)}", secret)
+        raise _RefusedError(f"{step} refused: {error_text(exc)}") from None
     except OSError as exc:
-        return _failed(Protocol.imap, server, f"{step} failed: {error_text(exc)}", secret)
+        raise _RefusedError(f"{step} failed: {error_text(exc)}") from None
     finally:
         if client is not None:
             _quietly(client.logout)
-    answer = f"LOGIN, SELECT {spec.folder} ({messages} messages)"
-    return CheckResult(protocol=Protocol.imap, server=server, ok=True, answer=answer)
-
-
-def _failed(protocol: Protocol, server: str, answer: str, secret: str) -> CheckResult:
-    masked = answer.replace(secret, "***") if secret else answer
-    return CheckResult(protocol=protocol, server=server, ok=False, answer=masked)
+    return f"LOGIN, SELECT {spec.folder} ({messages} messages)"
 
 
 def _quietly(close: Callable[[], object]) -> None:

@@ -187,3 +187,15 @@ mailboxes:
         assert secret not in checked.stdout + checked.stderr
     assert alex.returncode == 0, alex.stdout + alex.stderr
     assert "sam@" not in alex.stdout
+
+    # A row the web app wrote with a password instead of a reference: refused, never printed.
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("""UPDATE "Mailbox" SET "smtpPasswordRef" = 'hunter2' WHERE email LIKE 'sam@%'""")
+        )
+    engine.dispose()
+    stored = run(database_url, "mailbox", "check", "sam@acme.example")
+    assert stored.returncode == 1
+    assert "SMTP (stored settings): FAILED: not usable: password: " in stored.stdout
+    assert "hunter2" not in stored.stdout + stored.stderr

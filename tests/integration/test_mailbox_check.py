@@ -6,7 +6,7 @@ import ssl
 import pytest
 from pydantic import SecretStr
 
-from core.mailboxes.check import PasswordUnavailableError, check_imap, check_smtp
+from core.mailboxes.check import PasswordUnavailableError, check_login
 from core.mailboxes.mailbox_file import ImapSpec, PasswordRef, SmtpSpec
 from tasks.mailbox_passwords import resolve_password
 from tests.support.imap_server import LoopbackIMAP
@@ -46,14 +46,16 @@ def _trust(server) -> ssl.SSLContext:
 def test_smtp_login_ok_for_each_security(options, security, steps):
     with LoopbackSMTP(auth=(USER, PASSWORD), **options) as server:
         tls = _trust(server) if server.cert_path else None
-        result = check_smtp(_smtp(server, security), _resolve, tls=tls)
+        result = check_login(_smtp(server, security), _resolve, tls=tls)
     assert (result.ok, result.answer) == (True, steps), result
     assert result.line().startswith(f"SMTP 127.0.0.1:{server.port} ({security}) as {USER}: OK")
 
 
 def test_smtp_wrong_password_gives_the_servers_answer_without_the_password():
     with LoopbackSMTP(auth=(USER, PASSWORD), starttls=True) as server:
-        result = check_smtp(_smtp(server, "starttls", "env:WRONG_PW"), _resolve, tls=_trust(server))
+        result = check_login(
+            _smtp(server, "starttls", "env:WRONG_PW"), _resolve, tls=_trust(server)
+        )
     assert not result.ok
     assert result.answer.startswith("AUTH refused: 535 "), result.answer
     assert "not-it" not in result.line() and PASSWORD not in result.line()
@@ -61,14 +63,14 @@ def test_smtp_wrong_password_gives_the_servers_answer_without_the_password():
 
 def test_smtp_untrusted_certificate_and_closed_port_are_failures():
     with LoopbackSMTP(auth=(USER, PASSWORD), starttls=True) as server:
-        result = check_smtp(_smtp(server, "starttls"), _resolve)
+        result = check_login(_smtp(server, "starttls"), _resolve)
     assert not result.ok and result.answer.startswith("STARTTLS failed: "), result.answer
     assert "CERTIFICATE_VERIFY_FAILED" in result.answer
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     closed = _smtp(server, "none").model_copy(update={"port": port})
-    result = check_smtp(closed, _resolve, timeout=2)
+    result = check_login(closed, _resolve, timeout=2)
     assert not result.ok and result.answer.startswith("connect failed: "), result.answer
 
 
@@ -76,7 +78,7 @@ def test_an_unset_variable_is_reported_before_connecting():
     spec = SmtpSpec.model_validate(
         {"host": "192.0.2.1", "username": USER, "password": "env:NOT_SET_ANYWHERE"}
     )
-    result = check_smtp(spec, _resolve)
+    result = check_login(spec, _resolve)
     assert not result.ok
     assert (
         result.answer
@@ -101,7 +103,7 @@ def _imap(server, password="env:ALEX_PW", folder="INBOX"):
 
 def test_imap_login_and_select_over_tls():
     with LoopbackIMAP(auth=(USER, PASSWORD), implicit_tls=True) as server:
-        result = check_imap(_imap(server), _resolve, tls=_trust(server))
+        result = check_login(_imap(server), _resolve, tls=_trust(server))
         assert server.commands[1].split()[1:3] == ["LOGIN", "***"]
     assert (result.ok, result.answer) == (True, "LOGIN, SELECT INBOX (0 messages)"), result
     assert result.line().startswith(f"IMAP 127.0.0.1:{server.port} (ssl) as {USER}: OK")
@@ -109,8 +111,8 @@ def test_imap_login_and_select_over_tls():
 
 def test_imap_wrong_password_and_missing_folder_give_the_servers_answer():
     with LoopbackIMAP(auth=(USER, PASSWORD)) as server:
-        wrong = check_imap(_imap(server, "env:WRONG_PW"), _resolve)
-        missing = check_imap(_imap(server, folder="Replies"), _resolve)
+        wrong = check_login(_imap(server, "env:WRONG_PW"), _resolve)
+        missing = check_login(_imap(server, folder="Replies"), _resolve)
     assert not wrong.ok
     assert wrong.answer == "LOGIN refused: [AUTHENTICATIONFAILED] Invalid credentials"
     assert not missing.ok
@@ -119,7 +121,7 @@ def test_imap_wrong_password_and_missing_folder_give_the_servers_answer():
 
 def test_imap_untrusted_certificate_is_a_failure_before_login():
     with LoopbackIMAP(auth=(USER, PASSWORD), implicit_tls=True) as server:
-        result = check_imap(_imap(server), _resolve)
+        result = check_login(_imap(server), _resolve)
         assert server.logins == 0
     assert not result.ok and result.answer.startswith("connect failed: "), result.answer
     assert "CERTIFICATE_VERIFY_FAILED" in result.answer
