@@ -9,12 +9,11 @@ from typing import Annotated
 
 import typer
 import uvicorn
-import yaml
-from rich.console import Console
 from sqlalchemy.exc import OperationalError
 
-from cli.context import Database, open_database
+from cli.context import connect, err, fail, load_yaml, out
 from cli.demo import lead_status_counts, run_delivery, run_generation, seed_demo, send_times
+from cli.mailboxes import campaign_pause, campaign_resume, mailbox_app
 from core.campaigns.campaign_file import CampaignFileError, parse_campaign
 from core.campaigns.lead_import import LeadFileError, read_leads_csv
 from core.delivery.report import COLUMNS as DELIVERY_COLUMNS
@@ -40,28 +39,9 @@ prefect_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(prefect_app, name="prefect")
-
-# Soft wrap: a reason must stay on one greppable line, whatever the terminal width.
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a clear error (never a traceback) and return the exit to raise."""
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
-
-
-def connect(*, migrate: bool = True) -> Database:
-    """Open the configured database, turning connection problems into one readable line."""
-    try:
-        return open_database(get_settings(), migrate=migrate)
-    except OperationalError as exc:
-        raise fail(f"cannot reach the database: {exc.orig}") from None
-    except DatabaseNotReadyError as exc:
-        raise fail(str(exc)) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+app.add_typer(mailbox_app, name="mailbox")
+campaign_app.command("pause")(campaign_pause)
+campaign_app.command("resume")(campaign_resume)
 
 
 @db_app.command("upgrade")
@@ -111,16 +91,7 @@ def campaign_create(
 ) -> None:
     """Create a campaign with its steps and sendingRules from a YAML (or JSON) file."""
     try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
-        spec = parse_campaign(document, source=str(file))
-    except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise fail(
-            f"{file}: line {line}: not UTF-8 ({exc.reason}); save the file as UTF-8"
-            "\nnothing was written"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise fail(f"{file}: not valid YAML: {exc}") from None
+        spec = parse_campaign(load_yaml(file), source=str(file))
     except CampaignFileError as exc:
         raise fail(f"{exc}\nnothing was written") from None
     database = connect()

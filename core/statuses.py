@@ -47,3 +47,9 @@ class EngagementType(StrEnum):
     bounce = "bounce"
     unsubscribe = "unsubscribe"
     complaint = "complaint"
+
+
+class MailboxStatus(StrEnum):
+    active = "active"
+    paused = "paused"
+    disconnected = "disconnected"

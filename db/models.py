@@ -10,6 +10,8 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -23,12 +25,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.mailboxes.warmup import (
+    DEFAULT_DAILY_LIMIT,
+    DEFAULT_WARMUP_INCREMENT,
+    DEFAULT_WARMUP_START,
+)
+from core.settings import SMTPSecurity
 from core.statuses import (
     CampaignLeadStatus,
     CampaignStatus,
     EmailSendStatus,
     EngagementType,
     GeneratedMessageStatus,
+    MailboxStatus,
 )
 from db.base import Base, UTCDateTime, new_id, utcnow
 
@@ -367,3 +376,59 @@ class DeliveryCounter(Base):
     day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     used: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     lastAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Mailbox(Base):
+    """A sending mailbox of a workspace: its own SMTP and IMAP logins, warm-up and status.
+
+    Passwords are references (`env:NAME`, `prefect-secret:NAME`), never the secret itself.
+    """
+
+    __tablename__ = "Mailbox"
+    __table_args__ = (
+        Index(
+            "Mailbox_workspaceId_email_key", "workspaceId", func.lower(text("email")), unique=True
+        ),
+        CheckConstraint(_in("status", MailboxStatus), name="status"),
+        CheckConstraint(_in("smtpSecurity", SMTPSecurity), name="smtpSecurity"),
+        CheckConstraint('"dailyLimit" >= 1', name="dailyLimit"),
+        CheckConstraint('"warmupStart" >= 1', name="warmupStart"),
+        CheckConstraint('"warmupIncrement" >= 0', name="warmupIncrement"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    workspaceId: Mapped[str] = mapped_column(Text, _fk("Workspace.id"), nullable=False)
+    email: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str | None] = mapped_column(Text)
+    smtpHost: Mapped[str] = mapped_column(Text, nullable=False)
+    smtpPort: Mapped[int] = mapped_column(Integer, nullable=False, server_default="587")
+    smtpSecurity: Mapped[str] = mapped_column(Text, nullable=False, server_default="starttls")
+    smtpUsername: Mapped[str] = mapped_column(Text, nullable=False)
+    smtpPasswordRef: Mapped[str] = mapped_column(Text, nullable=False)
+    # No IMAP: replies and the Sent folder of this mailbox are not read.
+    imapHost: Mapped[str | None] = mapped_column(Text)
+    imapPort: Mapped[int | None] = mapped_column(Integer)
+    imapSsl: Mapped[bool | None] = mapped_column(Boolean)
+    imapUsername: Mapped[str | None] = mapped_column(Text)
+    imapPasswordRef: Mapped[str | None] = mapped_column(Text)
+    imapFolder: Mapped[str | None] = mapped_column(Text)
+    # The incremental reader's checkpoint for imapFolder; reset when the folder or login changes.
+    imapUidValidity: Mapped[int | None] = mapped_column(BigInteger)
+    imapLastUid: Mapped[int | None] = mapped_column(BigInteger)
+    dailyLimit: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=str(DEFAULT_DAILY_LIMIT)
+    )
+    warmupStart: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=str(DEFAULT_WARMUP_START)
+    )
+    warmupIncrement: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=str(DEFAULT_WARMUP_INCREMENT)
+    )
+    warmupStartedAt: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, server_default=func.current_timestamp()
+    )
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
+    statusReason: Mapped[str | None] = mapped_column(Text)
+    statusChangedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()

@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from core.engagement.inbound import InboundResult, classify_message
+from core.mailboxes.imap_wire import error_text, quoted
 
 __all__ = ["IMAPSource", "InboundSourceError", "read_mail_path"]
 
@@ -106,7 +107,8 @@ class IMAPSource:
                     yield f"{uidvalidity}:{uid}", result
         except (imaplib.IMAP4.error, OSError) as exc:
             raise InboundSourceError(
-                f"IMAP_HOST={self.host}:{self.port}: reading {self.folder!r} failed: {_why(exc)}"
+                f"IMAP_HOST={self.host}:{self.port}: reading {self.folder!r} failed: "
+                f"{error_text(exc)}"
             ) from exc
         finally:
             with contextlib.suppress(imaplib.IMAP4.error, OSError):
@@ -123,28 +125,28 @@ class IMAPSource:
             return imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
         except ssl.SSLError as exc:
             raise InboundSourceError(
-                f"IMAP_HOST={self.host}:{self.port}: TLS failed: {_why(exc)}; check IMAP_SSL "
+                f"IMAP_HOST={self.host}:{self.port}: TLS failed: {error_text(exc)}; check IMAP_SSL "
                 "(implicit TLS, usually IMAP_PORT 993) and the server's certificate"
             ) from exc
         except (imaplib.IMAP4.error, OSError) as exc:
             raise InboundSourceError(
-                f"IMAP_HOST={self.host}:{self.port}: cannot connect: {_why(exc)}; "
+                f"IMAP_HOST={self.host}:{self.port}: cannot connect: {error_text(exc)}; "
                 "check IMAP_HOST, IMAP_PORT and IMAP_SSL"
             ) from exc
 
     def _login(self, client: imaplib.IMAP4) -> None:
         try:
             # imaplib sends the user name as typed; quoted, any character is safe.
-            client.login(_quoted(self.username), self._password)
+            client.login(quoted(self.username), self._password)
         except imaplib.IMAP4.error as exc:
             raise InboundSourceError(
                 f"IMAP_USERNAME={self.username!r} could not log in to IMAP_HOST={self.host}: "
-                f"{_why(exc)}; check IMAP_USERNAME and IMAP_PASSWORD"
+                f"{error_text(exc)}; check IMAP_USERNAME and IMAP_PASSWORD"
             ) from exc
 
     def _examine(self, client: imaplib.IMAP4) -> str:
         """Open the folder read-only; return its UIDVALIDITY."""
-        status, data = client.select(_quoted(self.folder), readonly=True)
+        status, data = client.select(quoted(self.folder), readonly=True)
         if status != "OK":
             raise InboundSourceError(
                 f"IMAP_FOLDER={self.folder!r} cannot be opened on IMAP_HOST={self.host}: "
@@ -187,18 +189,6 @@ def _imap_date(day: date) -> str:
     return f"{day.day}-{_IMAP_MONTHS[day.month - 1]}-{day.year}"
 
 
-def _quoted(text: str) -> str:
-    """An IMAP quoted string (imaplib quotes passwords only)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _text_of(data: Sequence[object]) -> str:
     first = data[0] if data else b""
     return first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first or "")
-
-
-def _why(exc: BaseException) -> str:
-    """An imaplib error's server text (imaplib passes bytes through), else str()."""
-    if exc.args and isinstance(exc.args[0], bytes):
-        return exc.args[0].decode("utf-8", "replace")
-    return str(exc) or type(exc).__name__

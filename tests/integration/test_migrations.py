@@ -16,6 +16,7 @@ from core.statuses import (
     EmailSendStatus,
     EngagementType,
     GeneratedMessageStatus,
+    MailboxStatus,
 )
 from db.base import Base
 from db.engine import alembic_config, head_revision, upgrade
@@ -148,6 +149,7 @@ def test_status_checks_allow_exactly_the_core_values(database_url):
         "GeneratedMessage_status_check": GeneratedMessageStatus,
         "EmailSend_status_check": EmailSendStatus,
         "EngagementEvent_type_check": EngagementType,
+        "Mailbox_status_check": MailboxStatus,
     }
     with engine.connect() as conn:
         for name, values in expected.items():

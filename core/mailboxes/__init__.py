@@ -1,0 +1,1 @@
+"""Sending mailboxes as accounts: the mailbox file, password references and the warm-up cap."""
