@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from cli.context import connect, fail, load_yaml, out
+from cli.context import connect, err, fail, load_yaml, out
 from core.campaigns.sending_rules import describe_errors
 from core.mailboxes.check import (
     DEFAULT_CHECK_TIMEOUT,
@@ -131,6 +131,11 @@ def mailbox_pause(
         before = pause_mailbox(session, mailbox.id, reason=why.strip(), now=utcnow())
     was = "" if before is MailboxStatus.active else f" (it was {before})"
     out.print(f"paused {mailbox.email} (workspace {mailbox.workspace_id}){was}: {why.strip()}")
+    # Said on every pause, so nobody believes the address has stopped sending when it has not.
+    err.print(
+        "note: delivery does not read a mailbox's status yet; to stop sending from this address"
+        " now, remove it from the campaigns' sendingRules.mailboxes or pause the campaigns"
+    )
 
 
 @mailbox_app.command("resume")

@@ -76,6 +76,7 @@ def test_mailbox_add_list_pause_resume(database_url, workspace, tmp_path):
     paused = run(database_url, "mailbox", "pause", "Alex@acme.example", "--why", "spam folder")
     assert paused.returncode == 0, paused.stderr
     assert "paused alex@acme.example (workspace w1): spam folder" in paused.stdout
+    assert "delivery does not read a mailbox's status yet" in paused.stderr
     listed = run(database_url, "mailbox", "list", "--workspace", "w1")
     assert listed.returncode == 0, listed.stderr
     alex, sam = listed.stdout.splitlines()
