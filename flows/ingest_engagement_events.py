@@ -1,8 +1,10 @@
 """The `ingest-engagement-events` flow: opens, clicks, replies, bounces, unsubscribes, complaints
-from event files, webhooks and inbound mail -> EngagementEvents and stopped leads.
+from event files, webhooks and inbound mail (the IMAP_* inbox and every active sending mailbox)
+-> EngagementEvents and stopped leads.
 """
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -18,13 +20,26 @@ from core.engagement.event_files import EventFileError, read_event_file
 from core.engagement.event_records import EventFormat
 from core.engagement.events import NormalisedEvent
 from core.engagement.inbound_sources import read_mail_path
-from core.engagement.report import IngestColumn, IngestReport, event_chunks
+from core.engagement.report import (
+    IngestColumn,
+    IngestReport,
+    MailboxOutcome,
+    MailboxRead,
+    event_chunks,
+)
 from db.engine import DatabaseConfig
+from db.queries.imap_checkpoints import MailboxInbox
 from flows.cutoff import aware
 from flows.in_flight import InFlight
 from flows.settings import run_settings
 from flows.unwalked import unwalked
 from tasks.engagement import drain_webhook_inbox, ingest_chunk
+from tasks.mailbox_replies import (
+    Unreadable,
+    list_imap_mailboxes,
+    read_mailbox_mail,
+    save_checkpoint,
+)
 
 # Chunks being written at once: two while the next one is read. Each has its own transaction;
 # their stop rules take turns (see db.queries.engagement).
@@ -32,7 +47,8 @@ IN_FLIGHT_CHUNKS = 3
 
 
 class EngagementSource(StrEnum):
-    live = "live"  # every configured live source: the webhook inbox, and IMAP when set
+    # Every live source: the webhook inbox, the IMAP_* inbox when set, each active mailbox's IMAP.
+    live = "live"
     file = "file"  # an event export (JSONL, JSON, CSV) at `path`
     # A Maildir directory or mbox file at `path`; the value is what deployments and scripts pass.
     mail_folder = "mailbox"
@@ -53,9 +69,10 @@ async def ingest_engagement_events(
     """Read engagement events, record each once, and stop the leads they say to stop.
 
     Args:
-        source: live drains the webhook inbox, and IMAP when IMAP_HOST is set; file reads an
-            event export at path, mailbox the inbound mail of a Maildir or mbox at path;
-            webhooks and imap one live source each.
+        source: live drains the webhook inbox and reads IMAP (the IMAP_HOST inbox when set,
+            and the new mail of every active sending mailbox with IMAP); file reads an event
+            export at path, mailbox the inbound mail of a Maildir or mbox at path; webhooks and
+            imap one live source each.
         path: The event file (file) or Maildir or mbox (mailbox).
         format: Event file format; empty detects it per record.
         since: Only events at or after this.
@@ -101,9 +118,17 @@ async def ingest_engagement_events(
         report.merge(
             await drain_webhook_inbox(database, config, dry_run=dry_run, since=since, until=until)
         )
-    if source is EngagementSource.imap or (source is EngagementSource.live and config.imap.host):
-        imap = config.imap.reader(since=since.date() if since else None)
-        await ingest(result for _, result in imap.fetch())
+    if source in (EngagementSource.imap, EngagementSource.live):
+        inboxes = await list_imap_mailboxes(database)
+        if config.imap.host or (source is EngagementSource.imap and not inboxes):
+            imap = config.imap.reader(since=since.date() if since else None)
+            await ingest(result for _, result in imap.fetch())
+        # A checkpoint moves only after a full, committed read: a dry run or a since/until
+        # window filters events out, and those must still be read by the next run.
+        keep = not dry_run and since is None and until is None
+        for inbox in inboxes:
+            read = await _read_mailbox(inbox, ingest, database, keep=keep, logger=logger)
+            report.mailboxes.append(read)
 
     await _publish(report, dry_run=dry_run)
     logger.info(
@@ -118,6 +143,38 @@ async def ingest_engagement_events(
     return report
 
 
+async def _read_mailbox(
+    inbox: MailboxInbox,
+    ingest: Callable[[Iterable[object]], Awaitable[None]],
+    database: DatabaseConfig,
+    *,
+    keep: bool,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> MailboxRead:
+    """Ingest one mailbox's new mail, then move its checkpoint; an unreadable one is reported."""
+    mail = await read_mailbox_mail(inbox)
+    if isinstance(mail, Unreadable):
+        logger.warning(
+            "mailbox %s (workspace %s) skipped: %s", inbox.email, inbox.workspace_id, mail.answer
+        )
+        return MailboxRead(
+            email=inbox.email,
+            workspace=inbox.workspace_id,
+            outcome=MailboxOutcome.skipped,
+            answer=mail.answer,
+        )
+    await ingest(mail.results)  # returns once every chunk is committed
+    if keep and mail.checkpoint != inbox.checkpoint:
+        await save_checkpoint(database, inbox, mail.checkpoint)
+    return MailboxRead(
+        email=inbox.email,
+        workspace=inbox.workspace_id,
+        outcome=MailboxOutcome.read if mail.searched else MailboxOutcome.unchanged,
+        messages=len(mail.results),
+        answer=f"UIDVALIDITY {mail.checkpoint.uid_validity}, last UID {mail.checkpoint.last_uid}",
+    )
+
+
 async def _publish(report: IngestReport, *, dry_run: bool) -> None:
     await acreate_table_artifact(
         key="ingest-engagement-events",
@@ -129,6 +186,12 @@ async def _publish(report: IngestReport, *, dry_run: bool) -> None:
         table=[m.model_dump() for m in report.malformed] or [{"source": "(none)"}],
         description=f"Malformed records ({report.malformed_total}; the first 500 listed)",
     )
+    if report.mailboxes:
+        await acreate_table_artifact(
+            key="ingest-engagement-events-mailboxes",
+            table=[m.model_dump(mode="json") for m in report.mailboxes],
+            description="Sending mailboxes: read, unchanged (one EXAMINE), or skipped and why",
+        )
     await acreate_markdown_artifact(
         key="ingest-engagement-events-summary",
         markdown=report.summary_markdown(dry_run=dry_run),

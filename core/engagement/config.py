@@ -4,7 +4,8 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from core.engagement.inbound_sources import IMAPSource
+from core.engagement.inbound_sources import IMAPCheckpoint, IMAPSource, NewMail, SettingNames
+from core.mailboxes.mailbox_file import ImapSpec
 from core.settings import Settings
 
 # Webhook payloads ingested per transaction when the inbox is drained.
@@ -22,6 +23,7 @@ class IMAPConfig(BaseModel):
     password: SecretStr | None = None
     folder: str = "INBOX"
     use_ssl: bool = True
+    names: SettingNames = SettingNames.environment
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "IMAPConfig":
@@ -35,10 +37,24 @@ class IMAPConfig(BaseModel):
             use_ssl=settings.imap_ssl,
         )
 
+    @classmethod
+    def from_mailbox(cls, spec: ImapSpec, password: SecretStr) -> "IMAPConfig":
+        """A sending mailbox's IMAP settings, with its password reference already resolved."""
+        return cls(
+            host=spec.host,
+            port=spec.port,
+            username=spec.username,
+            password=password,
+            folder=spec.folder,
+            use_ssl=spec.ssl,
+            names=SettingNames.mailbox_file,
+        )
+
     def reader(self, *, since: date | None) -> IMAPSource:
         """The folder's reader; ValueError when the host, login or password is missing."""
         if not self.host or not self.username or not self.password:
-            raise ValueError("IMAP needs IMAP_HOST, IMAP_USERNAME and IMAP_PASSWORD")
+            fields = ", ".join(self.names.of(field) for field in ("host", "username", "password"))
+            raise ValueError(f"IMAP needs {fields}")
         return IMAPSource(
             self.host,
             self.port,
@@ -47,7 +63,17 @@ class IMAPConfig(BaseModel):
             self.folder,
             use_ssl=self.use_ssl,
             since=since,
+            names=self.names,
         )
+
+
+def read_new_mail(imap: IMAPConfig, checkpoint: IMAPCheckpoint | None) -> NewMail:
+    """A folder's messages after `checkpoint`, and the checkpoint to keep once they are stored.
+
+    An unchanged folder costs one EXAMINE; a changed UIDVALIDITY reads it from the start.
+    Raises InboundSourceError with the server's answer.
+    """
+    return imap.reader(since=None).read_new(checkpoint)
 
 
 class IngestionConfig(BaseModel):

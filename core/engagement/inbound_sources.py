@@ -2,7 +2,7 @@
 
 Each reader yields (key, what `classify_message` made of the message). No file is moved or
 deleted and no IMAP flag is set: ingestion is idempotent by dedupe key, so reading the same
-folder again is safe.
+folder again is safe. `IMAPSource.read_new` reads only what came after a checkpoint.
 """
 
 import contextlib
@@ -11,13 +11,15 @@ import mailbox
 import re
 import ssl
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
 
 from core.engagement.inbound import InboundResult, classify_message
 from core.mailboxes.imap_wire import error_text, quoted
 
-__all__ = ["IMAPSource", "InboundSourceError", "read_mail_path"]
+__all__ = ["IMAPCheckpoint", "IMAPSource", "InboundSourceError", "NewMail", "read_mail_path"]
 
 _IMAP_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _IMAP_UID_RE = re.compile(rb"\bUID (\d+)")
@@ -25,6 +27,34 @@ _IMAP_UID_RE = re.compile(rb"\bUID (\d+)")
 
 class InboundSourceError(ValueError):
     """The mail folder cannot be opened or read; str() names the setting to check."""
+
+
+class SettingNames(StrEnum):
+    """How an error names the setting at fault: `IMAP_HOST`, or a mailbox's `imap.host`."""
+
+    environment = "IMAP_"
+    mailbox_file = "imap."
+
+    def of(self, field: str) -> str:
+        """The setting that holds `field` (host, port, ssl, username, password, folder)."""
+        return f"{self.value}{field.upper() if self is SettingNames.environment else field}"
+
+
+@dataclass(frozen=True)
+class IMAPCheckpoint:
+    """How far a folder has been read: its UIDVALIDITY and the highest UID read under it."""
+
+    uid_validity: int
+    last_uid: int
+
+
+@dataclass(frozen=True)
+class NewMail:
+    """What `IMAPSource.read_new` found after a checkpoint, and the checkpoint to keep next."""
+
+    results: list[InboundResult]
+    checkpoint: IMAPCheckpoint
+    searched: bool  # False: the folder's UIDNEXT said nothing was new, so nothing was asked
 
 
 def read_mail_path(path: Path, *, source: str | None = None) -> Iterator[tuple[str, InboundResult]]:
@@ -72,11 +102,13 @@ class IMAPSource:
         since: date | None = None,
         timeout: float = 30.0,
         chunk_size: int = 50,
+        names: SettingNames = SettingNames.environment,
     ) -> None:
+        self.names = names
         if not folder.isascii():
             # Non-ASCII names need IMAP's modified UTF-7, which imaplib does not do.
             raise InboundSourceError(
-                f"IMAP_FOLDER={folder!r}: only ASCII folder names are supported"
+                f"{self._n('folder')}={folder!r}: only ASCII folder names are supported"
             )
         self.host = host
         self.port = port
@@ -107,12 +139,48 @@ class IMAPSource:
                     yield f"{uidvalidity}:{uid}", result
         except (imaplib.IMAP4.error, OSError) as exc:
             raise InboundSourceError(
-                f"IMAP_HOST={self.host}:{self.port}: reading {self.folder!r} failed: "
+                f"{self._n('host')}={self.host}:{self.port}: reading {self.folder!r} failed: "
                 f"{error_text(exc)}"
             ) from exc
         finally:
             with contextlib.suppress(imaplib.IMAP4.error, OSError):
                 client.logout()
+
+    def read_new(self, checkpoint: IMAPCheckpoint | None) -> NewMail:
+        """The messages after `checkpoint` (all of them without one, or when UIDVALIDITY changed).
+
+        EXAMINE answers UIDVALIDITY and UIDNEXT, so an unchanged folder costs no SEARCH and no
+        FETCH. `since` does not apply: the checkpoint already says where to start.
+        """
+        client = self._connect()
+        try:
+            self._login(client)
+            uid_validity = int(self._examine(client))
+            last = (
+                checkpoint.last_uid if checkpoint and checkpoint.uid_validity == uid_validity else 0
+            )
+            uid_next = _uid_next(client)
+            if uid_next is not None and uid_next <= last + 1:
+                return NewMail([], IMAPCheckpoint(uid_validity, last), searched=False)
+            uids = self._search(client, after=last)
+            results: list[InboundResult] = []
+            for start in range(0, len(uids), self.chunk_size):
+                for uid, raw in self._fetch_chunk(client, uids[start : start + self.chunk_size]):
+                    results.append(classify_message(raw, source=self.source, line=uid))
+            # UIDNEXT - 1 was taken before SEARCH: anything newer has a UID above it, or was read.
+            highest = max([last, *uids, (uid_next or 1) - 1])
+            return NewMail(results, IMAPCheckpoint(uid_validity, highest), searched=True)
+        except (imaplib.IMAP4.error, OSError) as exc:
+            raise InboundSourceError(
+                f"{self._n('host')}={self.host}:{self.port}: reading {self.folder!r} failed: "
+                f"{error_text(exc)}"
+            ) from exc
+        finally:
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                client.logout()
+
+    def _n(self, field: str) -> str:
+        return self.names.of(field)  # short: it is in nearly every error message
 
     def _connect(self) -> imaplib.IMAP4:
         try:
@@ -125,13 +193,14 @@ class IMAPSource:
             return imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
         except ssl.SSLError as exc:
             raise InboundSourceError(
-                f"IMAP_HOST={self.host}:{self.port}: TLS failed: {error_text(exc)}; check IMAP_SSL "
-                "(implicit TLS, usually IMAP_PORT 993) and the server's certificate"
+                f"{self._n('host')}={self.host}:{self.port}: TLS failed: {error_text(exc)}; "
+                f"check {self._n('ssl')} "
+                f"(implicit TLS, usually {self._n('port')} 993) and the server's certificate"
             ) from exc
         except (imaplib.IMAP4.error, OSError) as exc:
             raise InboundSourceError(
-                f"IMAP_HOST={self.host}:{self.port}: cannot connect: {error_text(exc)}; "
-                "check IMAP_HOST, IMAP_PORT and IMAP_SSL"
+                f"{self._n('host')}={self.host}:{self.port}: cannot connect: {error_text(exc)}; "
+                f"check {self._n('host')}, {self._n('port')} and {self._n('ssl')}"
             ) from exc
 
     def _login(self, client: imaplib.IMAP4) -> None:
@@ -140,8 +209,9 @@ class IMAPSource:
             client.login(quoted(self.username), self._password)
         except imaplib.IMAP4.error as exc:
             raise InboundSourceError(
-                f"IMAP_USERNAME={self.username!r} could not log in to IMAP_HOST={self.host}: "
-                f"{error_text(exc)}; check IMAP_USERNAME and IMAP_PASSWORD"
+                f"{self._n('username')}={self.username!r} could not log in to "
+                f"{self._n('host')}={self.host}: "
+                f"{error_text(exc)}; check {self._n('username')} and {self._n('password')}"
             ) from exc
 
     def _examine(self, client: imaplib.IMAP4) -> str:
@@ -149,20 +219,30 @@ class IMAPSource:
         status, data = client.select(quoted(self.folder), readonly=True)
         if status != "OK":
             raise InboundSourceError(
-                f"IMAP_FOLDER={self.folder!r} cannot be opened on IMAP_HOST={self.host}: "
-                f"{_text_of(data)}"
+                f"{self._n('folder')}={self.folder!r} cannot be opened on "
+                f"{self._n('host')}={self.host}: {_text_of(data)}"
             )
         _, values = client.response("UIDVALIDITY")
         if not values or values[0] is None:
-            raise InboundSourceError(f"IMAP_HOST={self.host}: {self.folder!r} has no UIDVALIDITY")
+            raise InboundSourceError(
+                f"{self._n('host')}={self.host}: {self.folder!r} has no UIDVALIDITY"
+            )
         return _text_of(values)
 
-    def _search(self, client: imaplib.IMAP4) -> list[int]:
-        criteria = ("SINCE", _imap_date(self.since)) if self.since else ("ALL",)
+    def _search(self, client: imaplib.IMAP4, *, after: int | None = None) -> list[int]:
+        """UIDs in the folder: after `after` when given, else since `since`, else all."""
+        if after:
+            criteria: tuple[str, ...] = ("UID", f"{after + 1}:*")
+        elif self.since and after is None:
+            criteria = ("SINCE", _imap_date(self.since))
+        else:
+            criteria = ("ALL",)
         status, data = client.uid("SEARCH", *criteria)
         if status != "OK":
             raise imaplib.IMAP4.error(f"UID SEARCH: {_text_of(data)}")
-        return sorted({int(uid) for line in data if line for uid in line.split()})
+        # `n:*` always matches the highest UID, even one below n (RFC 3501 6.4.4).
+        found = {int(uid) for line in data if line for uid in line.split()}
+        return sorted(uid for uid in found if uid > (after or 0))
 
     def _fetch_chunk(self, client: imaplib.IMAP4, uids: list[int]) -> list[tuple[int, bytes]]:
         """(uid, raw message) for the UIDs the server still has, in UID order."""
@@ -182,6 +262,17 @@ class IMAPSource:
             if match and int(match.group(1)) in wanted:
                 found[int(match.group(1))] = literal
         return sorted(found.items())
+
+
+def _uid_next(client: imaplib.IMAP4) -> int | None:
+    """The UIDNEXT the last SELECT or EXAMINE answered; None when the server sent none."""
+    _, values = client.response("UIDNEXT")
+    if not values or values[0] is None:
+        return None
+    try:
+        return int(_text_of(values))
+    except ValueError:
+        return None
 
 
 def _imap_date(day: date) -> str:

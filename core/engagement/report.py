@@ -36,6 +36,24 @@ class TypeCounts(Tally):
     quarantined: int = 0
 
 
+class MailboxOutcome(StrEnum):
+    """What a run did with one sending mailbox's IMAP folder."""
+
+    read = "read"  # new messages were fetched
+    unchanged = "unchanged"  # UIDNEXT said nothing was new: no SEARCH, no FETCH
+    skipped = "skipped"  # unreachable, refused, or its password reference did not resolve
+
+
+class MailboxRead(BaseModel):
+    """One mailbox's line in the run's mailbox table; `answer` is the server's (or why not)."""
+
+    email: str
+    workspace: str
+    outcome: MailboxOutcome
+    messages: int = 0
+    answer: str = ""
+
+
 class IngestReport(BaseModel):
     """Everything a run (or one chunk of it) did."""
 
@@ -45,6 +63,7 @@ class IngestReport(BaseModel):
     ignored: Counter[str] = Field(default_factory=Counter)
     stopped: Counter[str] = Field(default_factory=Counter)
     cancelled: int = 0
+    mailboxes: list[MailboxRead] = Field(default_factory=list)
 
     def count(self, source: str, kind: str, column: IngestColumn, n: int) -> None:
         """Add n events to a column of their (source, type) line."""
@@ -95,6 +114,12 @@ class IngestReport(BaseModel):
             f"- ignored records (events not stored, e.g. deliveries): {sum(self.ignored.values())}",
             f"- pending sends cancelled: {self.cancelled}",
         ]
+        if self.mailboxes:
+            skipped = [m.email for m in self.mailboxes if m.outcome is MailboxOutcome.skipped]
+            lines.append(
+                f"- sending mailboxes read: {len(self.mailboxes) - len(skipped)}, "
+                f"skipped: {len(skipped)}" + (f" ({', '.join(skipped)})" if skipped else "")
+            )
         if self.stopped:
             lines += ["", "## Enrolments stopped, by rule", ""]
             lines += [f"- {rule}: {n}" for rule, n in sorted(self.stopped.items())]

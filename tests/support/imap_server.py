@@ -7,7 +7,8 @@ Usage::
         ...  # imaplib.IMAP4(imap.host, imap.port)
         imap.flags("INBOX", uid)  # frozenset() unless a client read the message
 
-Commands: CAPABILITY, NOOP, LOGOUT, LOGIN, SELECT, EXAMINE, UID SEARCH (ALL or SINCE date),
+Commands: CAPABILITY, NOOP, LOGOUT, LOGIN, SELECT, EXAMINE (answering UIDVALIDITY and UIDNEXT),
+UID SEARCH (ALL, SINCE date, or UID set),
 UID FETCH with UID, FLAGS, INTERNALDATE, RFC822.SIZE, BODY[], BODY.PEEK[] and RFC822. As on
 a real server, BODY[] and RFC822 set ``\\Seen`` in a folder opened with SELECT (not EXAMINE), so
 a test can tell a peek from a read. Anything else gets a tagged BAD. ``implicit_tls=True``
@@ -80,8 +81,10 @@ class LoopbackIMAP:
         auth: tuple[str, str] = ("sam@seller.example", "secret"),
         implicit_tls: bool = False,
         uidvalidity: int = 1764151200,
+        uidnext: bool = True,
     ) -> None:
         self.auth = auth
+        self.uidnext = uidnext  # False: SELECT answers no UIDNEXT (RFC 3501 has it a SHOULD)
         self.implicit_tls = implicit_tls
         self.uidvalidity = uidvalidity
         self.host = "127.0.0.1"
@@ -166,6 +169,15 @@ class LoopbackIMAP:
             box.next_uid += 1
             box.messages.append(StoredMessage(uid, raw, internal_date))
             return uid
+
+    def renumber(self, folder: str, uidvalidity: int) -> None:
+        """A new UIDVALIDITY with the messages renumbered from 1, as a rebuilt folder is."""
+        with self._lock:
+            box = self._folders[folder]
+            box.uidvalidity = uidvalidity
+            for uid, message in enumerate(box.messages, start=1):
+                message.uid = uid
+            box.next_uid = len(box.messages) + 1
 
     def flags(self, folder: str, uid: int) -> frozenset[str]:
         """The flags of one message."""
@@ -267,8 +279,9 @@ class LoopbackIMAP:
             f"* {len(box.messages)} EXISTS\r\n".encode(),
             b"* 0 RECENT\r\n",
             f"* OK [UIDVALIDITY {box.uidvalidity}] UIDs valid\r\n".encode(),
-            f"* OK [UIDNEXT {box.next_uid}] Predicted next UID\r\n".encode(),
         ]
+        if self.uidnext:
+            lines.append(f"* OK [UIDNEXT {box.next_uid}] Predicted next UID\r\n".encode())
         if not readonly:
             lines.append(b"* OK [PERMANENTFLAGS (\\Seen \\Deleted)] Limited\r\n")
         mode = "READ-ONLY" if readonly else "READ-WRITE"
@@ -307,8 +320,11 @@ def _search(box: _Folder, args: list[object]) -> list[bytes]:
         since = _parse_date(str(args[1]))
         # RFC 3501: the internal date's day, disregarding time and timezone.
         found = [message for message in box.messages if message.internal_date.date() >= since]
+    elif len(args) == 2 and str(args[0]).upper() == "UID":
+        wanted = _uid_set(str(args[1]), max((message.uid for message in box.messages), default=0))
+        found = [message for message in box.messages if message.uid in wanted]
     else:
-        raise _BadCommandError("UID SEARCH supports ALL or SINCE <date> only")
+        raise _BadCommandError("UID SEARCH supports ALL, SINCE <date> or UID <set> only")
     uids = " ".join(str(message.uid) for message in found)
     return [f"* SEARCH {uids}".rstrip().encode() + b"\r\n"]
 

@@ -1,0 +1,85 @@
+"""The sending mailboxes whose IMAP folder ingestion reads, and how far each has been read."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from core.engagement.inbound_sources import IMAPCheckpoint
+
+# The stored settings in the mailbox file's shape, validated by the caller: the web app may
+# have written the row.
+ACTIVE_IMAP_MAILBOXES = text(
+    """
+    SELECT id, "workspaceId", email, "imapUidValidity", "imapLastUid",
+           jsonb_strip_nulls(jsonb_build_object(
+               'host', "imapHost", 'port', "imapPort", 'ssl', "imapSsl",
+               'username', "imapUsername", 'password', "imapPasswordRef",
+               'folder', "imapFolder")) AS imap
+    FROM "Mailbox"
+    WHERE status = 'active' AND "imapHost" IS NOT NULL
+    ORDER BY "workspaceId", lower(email)
+    """
+)
+
+# Only for the folder that was read: a `mailbox add` that moved the folder or login meanwhile
+# reset the checkpoint, and it stays reset. Two runs at once keep the higher UID. updatedAt is
+# left alone: it says when a person changed the mailbox, not when it was last read.
+SAVE_CHECKPOINT = text(
+    """
+    UPDATE "Mailbox"
+    SET "imapLastUid" = CASE WHEN "imapUidValidity" = :uid_validity
+                             THEN GREATEST("imapLastUid", :last_uid) ELSE :last_uid END,
+        "imapUidValidity" = :uid_validity
+    WHERE id = :id
+      AND ("imapHost", "imapUsername", "imapFolder")
+          IS NOT DISTINCT FROM (CAST(:host AS text), CAST(:username AS text), CAST(:folder AS text))
+    RETURNING id
+    """
+)
+
+
+@dataclass(frozen=True)
+class MailboxInbox:
+    """An active mailbox's stored IMAP settings (unvalidated) and its checkpoint, if any."""
+
+    id: str
+    workspace_id: str
+    email: str
+    imap: dict[str, object]
+    checkpoint: IMAPCheckpoint | None
+
+
+def read_active_imap_mailboxes(session: Session) -> list[MailboxInbox]:
+    """Every active mailbox with IMAP settings, by workspace and address."""
+    return [
+        MailboxInbox(
+            id=row.id,
+            workspace_id=row.workspaceId,
+            email=row.email,
+            imap=row.imap,
+            checkpoint=(
+                IMAPCheckpoint(row.imapUidValidity, row.imapLastUid or 0)
+                if row.imapUidValidity is not None
+                else None
+            ),
+        )
+        for row in session.execute(ACTIVE_IMAP_MAILBOXES)
+    ]
+
+
+def save_imap_checkpoint(session: Session, inbox: MailboxInbox, checkpoint: IMAPCheckpoint) -> bool:
+    """Record how far the mailbox's folder was read; False when its folder or login changed."""
+    imap = inbox.imap
+    saved = session.execute(
+        SAVE_CHECKPOINT,
+        {
+            "id": inbox.id,
+            "uid_validity": checkpoint.uid_validity,
+            "last_uid": checkpoint.last_uid,
+            "host": imap.get("host"),
+            "username": imap.get("username"),
+            "folder": imap.get("folder"),
+        },
+    ).scalar_one_or_none()
+    return saved is not None
