@@ -132,7 +132,7 @@ def test_two_mailboxes_are_read_incrementally_and_a_reply_stops_the_follow_up(
 def test_an_unreachable_mailbox_is_reported_and_skipped_and_the_other_is_read(
     run_settings, sessions, servers, monkeypatch
 ):
-    first, follow_up = seed(sessions, "ada@lead.example", "<abc123@seller.example>")
+    first, _ = seed(sessions, "ada@lead.example", "<abc123@seller.example>")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
@@ -172,7 +172,7 @@ def test_an_unreachable_mailbox_is_reported_and_skipped_and_the_other_is_read(
 
 
 def test_a_dry_run_or_a_window_reads_but_keeps_no_checkpoint(run_settings, sessions, servers):
-    first, follow_up = seed(sessions, "ada@lead.example", "<abc123@seller.example>")
+    first, _ = seed(sessions, "ada@lead.example", "<abc123@seller.example>")
     add(sessions, workspace_of(sessions, first), servers)
     dry = run(source="imap", dry_run=True)
     assert dry.total(IngestColumn.new) == 2 and [m.messages for m in dry.mailboxes] == [1, 1]

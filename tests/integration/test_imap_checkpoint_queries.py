@@ -1,4 +1,4 @@
-"""The IMAP checkpoint queries on PostgreSQL: which mailboxes ingestion reads, and saving how far."""
+"""IMAP checkpoint queries on PostgreSQL: which mailboxes ingestion reads, and how far it got."""
 
 from datetime import UTC, datetime
 
