@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prefect.blocks.system import Secret
 from sqlalchemy import select
 
 from core.engagement.report import IngestColumn, MailboxOutcome
@@ -197,3 +198,33 @@ def test_the_imap_host_inbox_is_still_read_beside_the_mailboxes(run_settings, se
     assert [m.email for m in report.mailboxes] == ["alex@seller.example"]
     sources = {row.source for row in report.rows.values()}
     assert f"imap:{_address('blair')}@127.0.0.1/INBOX" in sources
+
+
+def test_a_password_in_a_prefect_secret_block_is_loaded_for_the_read(
+    run_settings, sessions, servers
+):
+    first, _ = seed(sessions, "ada@lead.example", "<abc123@seller.example>")
+    Secret(value=PASSWORDS["blair"]).save("blair-imap", overwrite=True)
+    document = parse_mailbox_file(
+        {
+            "workspaceId": workspace_of(sessions, first),
+            "mailboxes": [
+                {
+                    "email": _address("blair"),
+                    "smtp": {"host": "smtp.example", "username": "b", "password": "env:X"},
+                    "imap": {
+                        "host": servers["blair"].host,
+                        "port": servers["blair"].port,
+                        "ssl": False,
+                        "username": _address("blair"),
+                        "password": "prefect-secret:blair-imap",
+                    },
+                }
+            ],
+        }
+    )
+    with sessions.begin() as session:
+        add_mailboxes(session, document, now=AT)
+    report = run(source="imap")
+    assert [(m.outcome, m.messages) for m in report.mailboxes] == [(MailboxOutcome.read, 1)]
+    assert report.stopped == {"replied": 1}
