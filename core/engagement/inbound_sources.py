@@ -19,7 +19,14 @@ from pathlib import Path
 from core.engagement.inbound import InboundResult, classify_message
 from core.mailboxes.imap_wire import error_text, quoted
 
-__all__ = ["IMAPCheckpoint", "IMAPSource", "InboundSourceError", "NewMail", "read_mail_path"]
+__all__ = [
+    "IMAPCheckpoint",
+    "IMAPSource",
+    "InboundSourceError",
+    "NewMail",
+    "SettingNames",
+    "read_mail_path",
+]
 
 _IMAP_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _IMAP_UID_RE = re.compile(rb"\bUID (\d+)")
@@ -126,7 +133,7 @@ class IMAPSource:
         """Every message in the folder (or since `since`), in UID order, as (key, result).
 
         The key is `uidvalidity:uid`, stable for as long as the server keeps the folder's
-        UIDVALIDITY. Raises InboundSourceError naming the IMAP_* setting at fault.
+        UIDVALIDITY. Raises InboundSourceError naming the setting at fault.
         """
         client = self._connect()
         try:
