@@ -201,7 +201,7 @@ def account_error(error: BaseException) -> bool:
         return error.smtp_code in AUTH_FAILURES
     if isinstance(error, smtplib.SMTPException):
         return isinstance(error, smtplib.SMTPServerDisconnected)
-    return isinstance(error, OSError)
+    return isinstance(error, OSError) and not isinstance(error, ssl.SSLError)  # a bad certificate
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:

@@ -264,3 +264,28 @@ def test_an_unreachable_server_disconnects_its_mailbox_and_others_carry_on(smtp,
     held = [s for s in sends(sessions) if s.mailbox == BOB]
     assert held and report.total("sent") == 6 - len(held) == len(smtp.messages)
     assert {(s.status, s.attempts) for s in held} == {("scheduled", 0)}
+
+
+def test_a_server_lost_mid_group_gives_the_rest_back_without_an_attempt(
+    smtp, sessions, run_settings, monkeypatch
+):
+    run_settings.update(smtp_max_connections=1, delivery_handover_group=10)  # one lane, one group
+    rules = {**RULES, "mailboxes": [{"email": ALEX}]}
+    alex = mailbox(ALEX, "alex", smtp.port, "env:ALEX_SMTP_PASSWORD")
+    seed(sessions, 4, rules=rules, boxes=(alex,))
+
+    def server_gone_after_the_first_accept(name: str) -> None:
+        if name == "delivery.after_accept" and smtp.messages:
+            smtp.stop()
+
+    monkeypatch.setattr(delivery_lane, "failpoint", server_gone_after_the_first_accept)
+    report, _, _ = run()
+    assert report.total("sent") == 1 and report.total("deferred") == 3
+    reason = row(sessions, ALEX).statusReason
+    assert row(sessions, ALEX).status == "disconnected" and "Connection refused" in reason
+    by_status = Counter((s.status, s.attempts) for s in sends(sessions))
+    # The send the lost server was asked to take was tried once; the two behind it in its
+    # group were handed over but never transmitted, so their attempt is taken back.
+    assert by_status == {("sent", 1): 1, ("scheduled", 1): 1, ("scheduled", 0): 2}
+    held = [s for s in sends(sessions) if s.status == "scheduled"]
+    assert {s.statusReason for s in held} == {f"mailbox disconnected: {reason}"}

@@ -4,6 +4,7 @@ server failure gives its sends back."""
 
 import random
 import smtplib
+import ssl
 from datetime import timedelta
 
 import pytest
@@ -132,6 +133,7 @@ def test_released_sends_are_scheduled_again_at_the_recheck_never_failed():
         (TimeoutError("timed out"), True),
         (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), True),
         (smtplib.SMTPNotSupportedError("STARTTLS extension not supported"), False),
+        (ssl.SSLCertVerificationError("certificate verify failed"), False),
     ],
 )
 def test_only_a_refused_login_or_a_missing_server_takes_a_mailbox_down(error, down):
