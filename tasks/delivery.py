@@ -31,7 +31,7 @@ from db.engine import DatabaseConfig
 from db.queries import delivery as queries
 from tasks.database import database_task, in_transaction
 from tasks.delivery_lane import Lane, plan_batch, settle
-from tasks.sending_accounts import SendingAccounts, sending_accounts
+from tasks.sending_accounts import SendingAccounts, resolve_sending_accounts
 
 
 class SendClaim(BaseModel):
@@ -132,7 +132,7 @@ async def preview_deliveries(
 ) -> list[PlannedSend]:
     """A dry run's plan: which sends would leave when, and why the others would wait."""
 
-    accounts = await sending_accounts(database, claim.sends, None, now=utcnow())
+    accounts = await resolve_sending_accounts(database, claim.sends, None, now=utcnow())
 
     def preview(session: Session) -> list[PlannedSend]:
         now = utcnow()
@@ -160,7 +160,7 @@ async def deliver_sends(
     logger = get_run_logger()
     report = DeliveryReport()
     sends = {s.sendId: s for s in claim.sends}
-    accounts = await sending_accounts(database, claim.sends, config.transport, now=utcnow())
+    accounts = await resolve_sending_accounts(database, claim.sends, config.transport, now=utcnow())
 
     def plan(session: Session) -> list[Decision]:
         now = utcnow()

@@ -23,7 +23,11 @@ from core.mailboxes.mailbox_file import SmtpSpec
 from core.settings import TransportKind
 from core.statuses import MailboxStatus
 from db.engine import DatabaseConfig
-from db.queries.sending_mailboxes import SendingMailbox, disconnect_mailbox, sending_mailboxes
+from db.queries.sending_mailboxes import (
+    SendingMailbox,
+    disconnect_mailbox,
+    read_sending_mailboxes,
+)
 from tasks.database import in_transaction
 from tasks.mailbox_passwords import resolve_password
 
@@ -47,7 +51,7 @@ def wanted_mailboxes(sends: list[DueSend]) -> set[tuple[str, str]]:
     return wanted
 
 
-async def sending_accounts(
+async def resolve_sending_accounts(
     database: DatabaseConfig,
     sends: list[DueSend],
     base: TransportConfig | None,
@@ -61,7 +65,7 @@ async def sending_accounts(
     only the statuses and caps apply.
     """
     wanted = wanted_mailboxes(sends)
-    rows = await in_transaction(database, lambda session: sending_mailboxes(session, wanted))
+    rows = await in_transaction(database, lambda session: read_sending_mailboxes(session, wanted))
     accounts = SendingAccounts()
     for row in rows:
         key = mailbox_key(row.workspace_id, row.email)

@@ -53,7 +53,7 @@ class SendingMailbox:
     smtp: dict[str, object]
 
 
-def sending_mailboxes(session: Session, wanted: set[tuple[str, str]]) -> list[SendingMailbox]:
+def read_sending_mailboxes(session: Session, wanted: set[tuple[str, str]]) -> list[SendingMailbox]:
     """The rows of the (workspace id, address in any case) pairs that have one."""
     if not wanted:
         return []

@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
+from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from sqlalchemy import select, text
@@ -119,11 +120,13 @@ def later_by(monkeypatch, offset: timedelta) -> datetime:
 
 
 def test_each_message_goes_out_under_its_own_mailboxs_login(smtp, sessions):
+    # One password from a Prefect Secret block, resolved inside the run; one from the environment.
+    Secret(value=ALEX_PW).save("alex-smtp", overwrite=True)
     seed(
         sessions,
         6,
         boxes=(
-            mailbox(ALEX, "alex", smtp.port, "env:ALEX_SMTP_PASSWORD"),
+            mailbox(ALEX, "alex", smtp.port, "prefect-secret:alex-smtp"),
             mailbox(BOB, "bob", smtp.port, "env:BOB_SMTP_PASSWORD"),
         ),
     )

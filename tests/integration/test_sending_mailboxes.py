@@ -11,7 +11,7 @@ from db.base import utcnow
 from db.models import EmailSend, Mailbox
 from db.queries.delivery import ResultRow, hand_over_group, record_results, usage_today
 from db.queries.mailboxes import add_mailboxes, pause_mailbox
-from db.queries.sending_mailboxes import disconnect_mailbox, sending_mailboxes
+from db.queries.sending_mailboxes import disconnect_mailbox, read_sending_mailboxes
 from tests import factories
 from tests.integration.test_handover_guard import DAY, MAILBOX, guard, seed
 
@@ -33,10 +33,10 @@ def test_rows_are_found_by_workspace_and_address_in_any_case(sessions):
         ws, other = factories.workspace(session), factories.workspace(session)
         add(session, ws.id, entry("Alex@Seller.example"), entry("sam@seller.example"))
         add(session, other.id, entry("alex@seller.example", "prefect-secret:other-alex"))
-        found = sending_mailboxes(
+        found = read_sending_mailboxes(
             session, {(ws.id, "alex@seller.example"), (ws.id, "nobody@seller.example")}
         )
-        assert sending_mailboxes(session, set()) == []
+        assert read_sending_mailboxes(session, set()) == []
     (alex,) = found
     assert (alex.workspace_id, alex.email, alex.status) == (ws.id, "Alex@seller.example", "active")
     assert alex.smtp == {
