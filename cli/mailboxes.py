@@ -122,7 +122,7 @@ def mailbox_pause(
     why: Annotated[str, typer.Option("--why", help="The reason, shown by `mailbox list`.")],
     workspace: Workspace = None,
 ) -> None:
-    """Mark a mailbox paused, with the reason `mailbox list` shows (not yet read by delivery)."""
+    """Pause a mailbox: delivery defers its sends, with the reason `mailbox list` shows."""
     if not why.strip():
         raise fail("--why needs a reason; `mailbox list` shows it to whoever resumes")
     database = connect()
@@ -131,10 +131,10 @@ def mailbox_pause(
         before = pause_mailbox(session, mailbox.id, reason=why.strip(), now=utcnow())
     was = "" if before is MailboxStatus.active else f" (it was {before})"
     out.print(f"paused {mailbox.email} (workspace {mailbox.workspace_id}){was}: {why.strip()}")
-    # Said on every pause, so nobody believes the address has stopped sending when it has not.
+    # Said on every pause: what happens to its leads is not obvious from the word "paused".
     err.print(
-        "note: delivery does not read a mailbox's status yet; to stop sending from this address"
-        " now, remove it from the campaigns' sendingRules.mailboxes or pause the campaigns"
+        "note: its due sends wait (deferred, never failed) until `mailbox resume`; leads it has"
+        " not written to yet move to their campaign's other active mailboxes"
     )
 
 
@@ -152,6 +152,7 @@ def mailbox_resume(
         out.print(f"{mailbox.email} (workspace {mailbox.workspace_id}) is already active")
     else:
         out.print(f"resumed {mailbox.email} (workspace {mailbox.workspace_id}), was {before}")
+        err.print("note: its waiting sends go out when their deferral ends (within an hour)")
 
 
 @mailbox_app.command("check")

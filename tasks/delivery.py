@@ -5,6 +5,7 @@ mailbox, each lane on its own database connection and its own reused transport c
 (tasks.delivery_lane).
 """
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
@@ -13,6 +14,7 @@ from prefect import get_run_logger
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from core.delivery.accounts import mailbox_key
 from core.delivery.config import DeliveryConfig
 from core.delivery.lane import LaneSend, mailbox_lanes, plan_updates, split_ungapped
 from core.delivery.plan import Decision, DueSend, delivery_rules_problem
@@ -29,6 +31,7 @@ from db.engine import DatabaseConfig
 from db.queries import delivery as queries
 from tasks.database import database_task, in_transaction
 from tasks.delivery_lane import Lane, plan_batch, settle
+from tasks.sending_accounts import SendingAccounts, resolve_sending_accounts
 
 
 class SendClaim(BaseModel):
@@ -129,8 +132,13 @@ async def preview_deliveries(
 ) -> list[PlannedSend]:
     """A dry run's plan: which sends would leave when, and why the others would wait."""
 
+    accounts = await resolve_sending_accounts(database, claim.sends, None, now=utcnow())
+
     def preview(session: Session) -> list[PlannedSend]:
-        decisions = plan_batch(session, claim.sends, now=utcnow(), deadline=deadline)
+        now = utcnow()
+        decisions = plan_batch(
+            session, claim.sends, now=now, deadline=deadline, mailboxes=accounts.states
+        )
         return planned_sends(decisions, claim.sends)
 
     # Rolled back: planning creates the day's counter rows, and a dry run writes nothing.
@@ -152,16 +160,19 @@ async def deliver_sends(
     logger = get_run_logger()
     report = DeliveryReport()
     sends = {s.sendId: s for s in claim.sends}
+    accounts = await resolve_sending_accounts(database, claim.sends, config.transport, now=utcnow())
 
     def plan(session: Session) -> list[Decision]:
         now = utcnow()
-        decisions = plan_batch(session, claim.sends, now=now, deadline=deadline)
+        decisions = plan_batch(
+            session, claim.sends, now=now, deadline=deadline, mailboxes=accounts.states
+        )
         settle(session, token, now, plan_updates(decisions), report, sends)
         return decisions
 
     decisions = await in_transaction(database, plan)
     queues = split_ungapped(mailbox_lanes(sends, decisions), config.max_connections)
-    lanes = [Lane(token=token, database=database, config=config, logger=logger) for _ in queues]
+    lanes = [_lane(queue, token, database, config, accounts, logger) for queue in queues]
     await anyio.to_thread.run_sync(_run_lanes, lanes, queues, config.max_connections)
     for lane in lanes:
         report.merge(lane.report)
@@ -172,6 +183,29 @@ async def deliver_sends(
         ", ".join(f"{report.total(column)} {column}" for column in COLUMNS),
     )
     return report
+
+
+def _lane(
+    queue: list[LaneSend],
+    token: str,
+    database: DatabaseConfig,
+    config: DeliveryConfig,
+    accounts: SendingAccounts,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> Lane:
+    """A lane on its mailbox's own SMTP login when it has a `Mailbox` row, else the global one."""
+    first = queue[0]
+    assert first.decision.mailbox is not None  # a lane only holds sends the plan gave a mailbox
+    key = mailbox_key(first.send.workspaceId, first.decision.mailbox.email)
+    transport = accounts.transports.get(key)
+    return Lane(
+        token=token,
+        database=database,
+        config=config if transport is None else config.model_copy(update={"transport": transport}),
+        logger=logger,
+        mailbox_id=accounts.ids.get(key),
+        mailboxes=accounts.states,
+    )
 
 
 def _run_lanes(lanes: list[Lane], queues: list[list[LaneSend]], connections: int) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from core.delivery.accounts import MailboxStates, masked
 from core.delivery.config import DeliveryConfig
 from core.delivery.headers import MessageError
 from core.delivery.lane import (
@@ -30,6 +31,7 @@ from core.delivery.lane import (
     next_group,
     outgoing_message,
     plan_updates,
+    released,
     replan_refused,
     unbuildable,
     verdict_update,
@@ -43,6 +45,7 @@ from db.base import utcnow
 from db.engine import DatabaseConfig, sessions_for
 from db.queries import delivery as queries
 from db.queries.delivery import ResultRow
+from db.queries.sending_mailboxes import disconnect_mailbox
 from db.queries.stops import SendStop, stop_send_recipient
 from tasks.database import run_in_transaction
 
@@ -62,11 +65,17 @@ def usage(session: Session, sends: list[DueSend], now: datetime) -> Usage:
 
 
 def plan_batch(
-    session: Session, sends: list[DueSend], *, now: datetime, deadline: datetime
+    session: Session,
+    sends: list[DueSend],
+    *,
+    now: datetime,
+    deadline: datetime,
+    mailboxes: MailboxStates | None = None,
 ) -> list[Decision]:
-    """Every send's decision, against today's counts."""
+    """Every send's decision, against today's counts and the mailboxes' statuses and caps."""
+    today = usage(session, sends, now)
     return plan_deliveries(
-        sends, usage(session, sends, now), now=now, deadline=deadline, rng=random.Random()
+        sends, today, now=now, deadline=deadline, rng=random.Random(), mailboxes=mailboxes
     )
 
 
@@ -86,9 +95,9 @@ def settle(
             report.count(campaign_id, update.mailbox, update.column, update.report_reason)
 
 
-def _row(update: SendUpdate) -> ResultRow:
+def _row(update: SendUpdate, *, untried: bool = False) -> ResultRow:
     """A handover's result as the row update the database takes."""
-    return ResultRow(update.send_id, update.status, update.reason, update.at)
+    return ResultRow(update.send_id, update.status, update.reason, update.at, untried)
 
 
 @dataclass
@@ -98,11 +107,12 @@ class _Pending:
     update: SendUpdate
     send: DueSend
     mailbox: str
+    untried: bool = False  # handed over, then given back before the transport was called
 
     @property
     def row(self) -> ResultRow:
         """The result as the row update the database takes."""
-        return _row(self.update)
+        return _row(self.update, untried=self.untried)
 
 
 class Lane:
@@ -115,8 +125,17 @@ class Lane:
         database: DatabaseConfig,
         config: DeliveryConfig,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        mailbox_id: str | None = None,
+        mailboxes: MailboxStates | None = None,
     ) -> None:
         self.token = token
+        # The lane's `Mailbox` row, when it has one: a failed login or an unreachable server
+        # disconnects it (the server's answer in `down`) and the lane gives its sends back.
+        self.mailbox_id = mailbox_id
+        self.mailboxes = mailboxes
+        self.down: str | None = None
+        self.email = ""
+        self.unsent: list[DueSend] = []  # refused by the guard after the mailbox went down
         self.database = database
         self.config = config
         self.secret = config.unsubscribe_secret.get_secret_value()
@@ -137,13 +156,19 @@ class Lane:
         """Deliver every send of the lane; one send's failure never stops the others."""
         transport = open_transport(self.config.transport)
         queue = deque(lane)
+        mailbox = lane[0].decision.mailbox if lane else None
+        self.email = mailbox.email if mailbox else ""
         last_handover: datetime | None = None
         try:
             # One connection for the whole lane, in autocommit: each group's handover is one
             # statement that is its own transaction, so a group costs one round trip to the
             # database. Writes that need several statements (a bounce, a refusal) take a session.
             with self._autocommit() as connection:
-                while queue:
+                if self.mailbox_id is not None:
+                    # Logged in before any handover, so a wrong password costs no attempt.
+                    answer = transport.open()
+                    self.down = self._masked(answer) if answer is not None else None
+                while queue and self.down is None:
                     now = utcnow()
                     wait = (handover_due(queue[0], last_handover, now=now) - now).total_seconds()
                     if wait > COMMIT_BEFORE_WAIT:
@@ -154,6 +179,8 @@ class Lane:
                     group = next_group(queue, size=self.config.handover_group, now=utcnow())
                     if self._deliver_group(connection, transport, group):
                         last_handover = utcnow()
+                if self.down is not None:
+                    self._give_back(connection, queue)
                 self._flush(connection)
         except DBAPIError:
             self._salvage()
@@ -263,6 +290,11 @@ class Lane:
                 continue
             failpoint("delivery.after_handover")
             del self.untransmitted[send.sendId]
+            if self.down is not None:
+                # The mailbox went down earlier in this group: never tried, given back.
+                (update,) = released([send], self.down, mailbox=mailbox.email, now=utcnow())
+                self.pending.append(_Pending(update, send, mailbox.email, untried=True))
+                continue
             result = transport.deliver(
                 messages[send.sendId], sender=mailbox.email, recipient=send.toEmail
             )
@@ -272,13 +304,18 @@ class Lane:
             update = verdict_update(
                 send, result, now=answered, max_attempts=self.config.max_attempts, rng=self.rng
             )
+            if result.account_down and self.mailbox_id is not None:
+                self.down = self._masked(result.detail)
+                (update,) = released([send], self.down, mailbox=mailbox.email, now=answered)
             if update.column is DeliveryColumn.bounced:
                 self._flush(connection)
                 self._bounce(send, mailbox.email, result.detail, update, answered)
             else:
                 self._hold(send, mailbox.email, update)
         refused = [q for q in sends if q.send.sendId not in handed]
-        if refused:
+        if refused and self.down is not None:
+            self.unsent += [q.send for q in refused]  # given back with the rest of the lane
+        elif refused:
             self._flush(connection)
             # A refusal whose re-plan says the send may go is tried once more, alone.
             retry = [q for q in refused if self._refused(q.send, last_try=q.retried)]
@@ -287,6 +324,37 @@ class Lane:
                 if self._deliver_group(connection, transport, [queued]):
                     handed.add(queued.send.sendId)
         return bool(handed)
+
+    def _masked(self, answer: str) -> str:
+        """The server's answer, with the lane's password masked should the server echo it."""
+        password = self.config.transport.password
+        return masked(answer, password.get_secret_value() if password else None)
+
+    def _give_back(self, connection: Connection, queue: deque[LaneSend]) -> None:
+        """Mark the lane's mailbox `disconnected` with the server's answer, and give back the
+        sends it had not handed over: `scheduled` again, never failed, never attempted."""
+        assert self.mailbox_id is not None and self.down is not None
+        mailbox_id, answer = self.mailbox_id, self.down
+        now = utcnow()
+        # Lanes that share a mailbox each find it down; the first one marks it.
+        marked = run_in_transaction(
+            self.database,
+            lambda session: disconnect_mailbox(session, mailbox_id, reason=answer, now=now),
+        )
+        self._flush(connection)
+        waiting = {send.sendId: send for send in self.unsent + [q.send for q in queue]}
+        email = self.email
+        updates = released(list(waiting.values()), answer, mailbox=email, now=now)
+        queue.clear()
+        self.unsent = []
+        settle(connection, self.token, now, updates, self.report, waiting)
+        self.logger.warning(
+            "mailbox %s %s: %s; %d sends of this run wait",
+            email,
+            "disconnected" if marked else "down",
+            answer,
+            len(updates),
+        )
 
     def _hold(self, send: DueSend, mailbox: str, update: SendUpdate) -> None:
         """Keep a result for the next handover's statement; an unknown one is listed now."""
@@ -343,7 +411,9 @@ class Lane:
                 )
                 return False
             today = usage(session, [fresh], now)
-            decision = replan_refused(fresh, today, last_try=last_try, now=now, rng=self.rng)
+            decision = replan_refused(
+                fresh, today, last_try=last_try, now=now, rng=self.rng, mailboxes=self.mailboxes
+            )
             if decision is None:
                 return True
             updates = plan_updates([decision])

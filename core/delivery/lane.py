@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
 from core.campaigns.sending_rules import Mailbox, SendingRules, parse_sending_rules
+from core.delivery.accounts import MAILBOX_RECHECK, MailboxStates
 from core.delivery.headers import MessageError
 from core.delivery.message import OutgoingEmail, build_message, message_id_for, thread_subject
 from core.delivery.plan import (
@@ -190,7 +191,7 @@ def handover_guard(
         mailbox=mailbox.email.lower(),
         sends=tuple((s.send.sendId, message_ids[s.send.sendId]) for s in group),
         day=local_day_start(now, ZoneInfo(rules.timezone)),
-        mailbox_limit=mailbox.daily_limit or rules.mailbox_daily_limit,
+        mailbox_limit=first.decision.limit or mailbox.daily_limit or rules.mailbox_daily_limit,
         campaign_limit=rules.daily_limit,
         min_gap=timedelta(seconds=rules.min_gap_seconds),
     )
@@ -258,8 +259,31 @@ def plan_updates(decisions: list[Decision]) -> list[SendUpdate]:
     return updates
 
 
+def released(sends: list[DueSend], answer: str, *, mailbox: str, now: datetime) -> list[SendUpdate]:
+    """The sends a lane gives back when its mailbox went down with the server's `answer`:
+    `scheduled` again at the recheck, never failed, on the same mailbox."""
+    reason = f"mailbox disconnected: {answer}"
+    return [
+        SendUpdate(
+            send.sendId,
+            EmailSendStatus.scheduled,
+            DeliveryColumn.deferred,
+            reason,
+            at=now + MAILBOX_RECHECK,
+            mailbox=mailbox.lower(),
+        )
+        for send in sends
+    ]
+
+
 def replan_refused(
-    fresh: DueSend, usage: Usage, *, last_try: bool, now: datetime, rng: random.Random
+    fresh: DueSend,
+    usage: Usage,
+    *,
+    last_try: bool,
+    now: datetime,
+    rng: random.Random,
+    mailboxes: MailboxStates | None = None,
 ) -> Decision | None:
     """Why the guard refused a send, as a decision to write; None when it may go after all.
 
@@ -267,7 +291,8 @@ def replan_refused(
     crossed midnight: they exist now, so the send is tried once more, alone) or when another run
     used the mailbox meanwhile (the send then waits a little).
     """
-    decision = plan_deliveries([fresh], usage, now=now, deadline=now, rng=rng)[0]
+    plan = plan_deliveries([fresh], usage, now=now, deadline=now, rng=rng, mailboxes=mailboxes)
+    decision = plan[0]
     if decision.action is not Action.deliver:
         return decision
     if not last_try:

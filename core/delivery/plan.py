@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from core.campaigns.closed_days import closed_days
 from core.campaigns.schedule import lead_zone, next_opening
 from core.campaigns.sending_rules import Mailbox, SendingRules, describe_errors, parse_sending_rules
+from core.delivery.accounts import MAILBOX_RECHECK, MailboxStates, mailbox_key
 from core.statuses import CampaignLeadStatus, CampaignStatus
 
 # A lead in one of these has stopped: its pending sends are cancelled, never delivered.
@@ -82,6 +83,7 @@ class Decision:
     reason: str | None = None
     at: datetime | None = None
     mailbox: Mailbox | None = None
+    limit: int | None = None  # a delivery's mailbox cap today (the warm-up cap of a `Mailbox` row)
 
 
 @dataclass
@@ -149,12 +151,27 @@ def next_local_day(at: datetime, zone: ZoneInfo) -> datetime:
     return datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
 
 
-def choose_mailbox(send: DueSend, rules: SendingRules, usage: Usage) -> Mailbox:
-    """The lead's mailbox: the one it already used, else the least used today (stable ties)."""
-    mailboxes = rules.sending_mailboxes()
+def choose_mailbox(
+    send: DueSend, rules: SendingRules, usage: Usage, mailboxes: MailboxStates | None = None
+) -> Mailbox:
+    """The lead's mailbox: the one that already wrote to it (thread continuity), else the one
+    chosen before if usable, else the least used usable one today (stable ties).
+
+    When no mailbox is usable (paused, disconnected), the least used one is returned and the
+    plan defers the send with its status.
+    """
+    candidates = rules.sending_mailboxes()
+    states = mailboxes or {}
+
+    def usable(mailbox: Mailbox) -> bool:
+        state = states.get(mailbox_key(send.workspaceId, mailbox.email))
+        return state is None or state.usable
+
     if send.mailbox:
-        for mailbox in mailboxes:
-            if mailbox.email.lower() == send.mailbox.lower():
+        for mailbox in candidates:
+            if mailbox.email.lower() == send.mailbox.lower() and (
+                send.threadMessageId is not None or usable(mailbox)
+            ):
                 return mailbox
 
     def load(mailbox: Mailbox) -> tuple[int, str]:
@@ -162,7 +179,7 @@ def choose_mailbox(send: DueSend, rules: SendingRules, usage: Usage) -> Mailbox:
         tie = hashlib.sha256(f"{send.campaignLeadId}:{mailbox.email}".encode()).hexdigest()
         return used, tie
 
-    return min(mailboxes, key=load)
+    return min([m for m in candidates if usable(m)] or candidates, key=load)
 
 
 def stop_reason(send: DueSend, rules: SendingRules) -> str | None:
@@ -194,13 +211,15 @@ def plan_deliveries(
     now: datetime,
     deadline: datetime,
     rng: random.Random,
+    mailboxes: MailboxStates | None = None,
 ) -> list[Decision]:
     """Decide every send of a batch, oldest first, allocating caps and mailbox gaps as it goes.
 
     Deliveries get a slot between now and deadline: the earliest moment the mailbox's gap
     (minGapSeconds plus 0..jitterSeconds) allows, inside the lead's window. A send that cannot
     go out by the deadline is deferred to the moment it can, never dropped, never earlier than
-    its scheduledFor.
+    its scheduledFor. `mailboxes` holds the sending mailboxes that have a `Mailbox` row: a
+    paused or disconnected one defers its sends, and its cap is the warm-up cap.
     """
     decisions = []
     next_free: dict[str, datetime] = {}
@@ -215,7 +234,9 @@ def plan_deliveries(
             decisions.append(Decision(send.sendId, Action.defer, rules, now + PAUSE_RECHECK))
             continue
         decisions.append(
-            _decide(send, rules, usage, next_free, now=now, deadline=deadline, rng=rng)
+            _decide(
+                send, rules, usage, next_free, mailboxes or {}, now=now, deadline=deadline, rng=rng
+            )
         )
     return decisions
 
@@ -225,6 +246,7 @@ def _decide(
     rules: SendingRules,
     usage: Usage,
     next_free: dict[str, datetime],
+    mailboxes: MailboxStates,
     *,
     now: datetime,
     deadline: datetime,
@@ -242,8 +264,13 @@ def _decide(
     zone = lead_zone(send.leadTimezone, rules)
     closed = closed_days(rules, send.leadCountry, send.leadTimezone)
     campaign_zone = ZoneInfo(rules.timezone)
-    mailbox = choose_mailbox(send, rules, usage)
+    mailbox = choose_mailbox(send, rules, usage, mailboxes)
     key = mailbox.email.lower()
+    state = mailboxes.get(mailbox_key(send.workspaceId, key))
+    if state is not None and not state.usable:
+        return Decision(
+            send.sendId, Action.defer, state.hold_reason, now + MAILBOX_RECHECK, mailbox
+        )
     box = usage.mailboxes.setdefault(key, MailboxUsage())
     earliest = max(now, send.scheduledFor)
 
@@ -252,7 +279,7 @@ def _decide(
         return Decision(
             send.sendId, Action.defer, f"campaign daily limit ({rules.daily_limit}) reached", reopen
         )
-    limit = mailbox.daily_limit or rules.mailbox_daily_limit
+    limit = state.cap if state is not None else mailbox.daily_limit or rules.mailbox_daily_limit
     if box.today >= limit:
         reopen = next_opening(next_local_day(now, campaign_zone), rules.window, zone, closed).at
         return Decision(
@@ -279,7 +306,7 @@ def _decide(
     box.today += 1
     box.last_attempt = slot
     usage.campaigns[send.campaignId] = usage.campaigns.get(send.campaignId, 0) + 1
-    return Decision(send.sendId, Action.deliver, None, slot, mailbox)
+    return Decision(send.sendId, Action.deliver, None, slot, mailbox, limit)
 
 
 def retry_at(now: datetime, attempts: int, rng: random.Random) -> datetime:

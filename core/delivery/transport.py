@@ -71,6 +71,9 @@ class DeliveryResult:
 
     verdict: DeliveryVerdict
     detail: str
+    # The sending account cannot be used: login refused, or the server unreachable after the
+    # transport's retry. Nothing was delivered (the verdict is transient).
+    account_down: bool = False
 
 
 class Transport(Protocol):
@@ -84,6 +87,10 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release connections; the transport may not be used afterwards."""
+        ...
+
+    def open(self) -> str | None:
+        """Connect and log in now: the answer when the account cannot be used, else None."""
         ...
 
 
@@ -119,14 +126,16 @@ class TransportConfig:
 # -- shared helpers ----------------------------------------------------------------------------
 
 
-def _scrubbed(verdict: DeliveryVerdict, detail: str, recipient: str) -> DeliveryResult:
+def _scrubbed(
+    verdict: DeliveryVerdict, detail: str, recipient: str, *, account_down: bool = False
+) -> DeliveryResult:
     """A result whose detail has every spelling of `recipient` replaced by ``<recipient>``."""
     # Most replies ("250 OK") never name the recipient: test before compiling a pattern that,
     # holding the address, the re module's cache would never reuse.
     if recipient and recipient.lower() in detail.lower():
         address = re.escape(recipient)
         detail = re.sub(rf"<{address}>|{address}", "<recipient>", detail, flags=re.IGNORECASE)
-    return DeliveryResult(verdict, detail)
+    return DeliveryResult(verdict, detail, account_down)
 
 
 def _reply_detail(code: int, reply: bytes | str) -> str:
@@ -173,8 +182,26 @@ def _copy_without_bcc(message: EmailMessage) -> EmailMessage:
 # -- SMTP ----------------------------------------------------------------------------------------
 
 
+# AUTH refused (535 bad login, 534 another login wanted, 530 AUTH required): the mailbox's fault.
+AUTH_FAILURES = frozenset({530, 534, 535})
+
+
 class _ConnectionLostError(Exception):
     """The connection failed before the body was handed over, so nothing was delivered."""
+
+    def __init__(self, detail: str, *, account_down: bool = False) -> None:
+        super().__init__(detail)
+        self.account_down = account_down  # connecting failed: see `account_error`
+
+
+def account_error(error: BaseException) -> bool:
+    """Whether a failed connect means the account cannot be used: AUTH refused, or no server."""
+    # smtplib's errors are OSErrors too: only a dropped greeting among them means no server.
+    if isinstance(error, smtplib.SMTPResponseException):
+        return error.smtp_code in AUTH_FAILURES
+    if isinstance(error, smtplib.SMTPException):
+        return isinstance(error, smtplib.SMTPServerDisconnected)
+    return isinstance(error, OSError) and not isinstance(error, ssl.SSLError)  # a bad certificate
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -224,11 +251,13 @@ class SMTPTransport:
         self._port = config.port or DEFAULT_PORTS[config.security]
         self._tls = None if config.security is SMTPSecurity.none else _tls_context(config.ca_file)
         self._connection: smtplib.SMTP | None = None
+        self._account_down = False
 
     def deliver(self, message: EmailMessage, *, sender: str, recipient: str) -> DeliveryResult:
         """Run MAIL/RCPT/DATA for `recipient` alone; a lost connection is retried once."""
         smtputf8 = _needs_smtputf8(message, sender, recipient)
         payload = _wire_bytes(message, smtputf8=smtputf8)
+        self._account_down = False
         try:
             verdict, detail = self._transaction(payload, sender, recipient, smtputf8)
         except _ConnectionLostError:
@@ -238,7 +267,22 @@ class SMTPTransport:
                 verdict, detail = self._transaction(payload, sender, recipient, smtputf8)
             except _ConnectionLostError as lost:
                 verdict, detail = DeliveryVerdict.transient, str(lost)
-        return _scrubbed(verdict, detail, recipient)
+                self._account_down = lost.account_down
+        return _scrubbed(verdict, detail, recipient, account_down=self._account_down)
+
+    def open(self) -> str | None:
+        """Log in now: the answer when AUTH is refused or the server stays unreachable (tried
+        twice), else None (any other problem `deliver` reports per message)."""
+        for last in (False, True):
+            try:
+                self._connect()
+                return None
+            except (smtplib.SMTPException, OSError) as error:
+                if not account_error(error):
+                    return None
+                if last or isinstance(error, smtplib.SMTPResponseException):
+                    return _error_detail(error)
+        return None
 
     def close(self) -> None:
         """Say QUIT and close the connection, if one is open."""
@@ -257,7 +301,9 @@ class SMTPTransport:
         try:
             connection = self._connect()
         except (smtplib.SMTPServerDisconnected, OSError) as error:
-            raise _ConnectionLostError(_error_detail(error)) from error
+            # smtplib's errors are OSErrors: a refused AUTH or STARTTLS lands here too.
+            detail = _error_detail(error)
+            raise _ConnectionLostError(detail, account_down=account_error(error)) from error
         except smtplib.SMTPException as error:  # greeting, EHLO, STARTTLS or AUTH refused
             return DeliveryVerdict.transient, _error_detail(error)
 
@@ -404,6 +450,10 @@ class OutboxTransport:
     def close(self) -> None:
         """Nothing to release."""
 
+    def open(self) -> str | None:
+        """Nothing to log in to."""
+        return None
+
 
 class ConsoleTransport:
     """Prints each message after a separator naming its envelope; for development."""
@@ -429,6 +479,10 @@ class ConsoleTransport:
 
     def close(self) -> None:
         """The stream belongs to the caller and stays open."""
+
+    def open(self) -> str | None:
+        """Nothing to log in to."""
+        return None
 
 
 TRANSPORTS: dict[TransportKind, Callable[[TransportConfig], Transport]] = {

@@ -191,10 +191,13 @@ SETTLE = text(
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
 # Results of handovers, fenced by the token. `unknown` is accepted as a prior status so a slow
-# worker's own late answer still lands after a rescue; a retry goes back to `scheduled`.
+# worker's own late answer still lands after a rescue; a retry goes back to `scheduled`. An
+# `untried` send was handed over and given back before the transport was called (its mailbox
+# went down): its attempt is taken back, so no send counts one it never had.
 _RESULTS = """
     UPDATE "EmailSend" s
     SET status = x.status, "statusReason" = x.reason,
+        attempts = s.attempts - CASE WHEN x.untried THEN 1 ELSE 0 END,
         "sentAt" = CASE WHEN x.status = 'sent' THEN :now ELSE s."sentAt" END,
         "scheduledFor" = COALESCE(x.at AT TIME ZONE 'UTC', s."scheduledFor"),
         "attemptedAt" = CASE WHEN x.status = 'scheduled' THEN NULL ELSE s."attemptedAt" END,
@@ -203,7 +206,7 @@ _RESULTS = """
         "claimToken" = CASE WHEN x.status = 'unknown' THEN s."claimToken" END,
         "updatedAt" = :now
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-         AS x(id text, status text, reason text, at timestamptz)
+         AS x(id text, status text, reason text, at timestamptz, untried boolean)
     WHERE s.id = x.id AND s.id = ANY(CAST(:ids AS text[]))
       AND s."claimToken" = :token AND s.status IN ('sending', 'unknown')
     RETURNING s.id
@@ -290,6 +293,7 @@ class ResultRow:
     status: EmailSendStatus
     reason: str | None = None
     at: datetime | None = None
+    untried: bool = False  # given back before the transport was called: the attempt is undone
 
 
 def _due_params(
@@ -407,7 +411,10 @@ def settle(
 
 
 def _result_params(results: list[ResultRow]) -> dict[str, Any]:
-    rows = [{"id": r.send_id, "status": r.status, "reason": r.reason, "at": r.at} for r in results]
+    rows = [
+        {"id": r.send_id, "status": r.status, "reason": r.reason, "at": r.at, "untried": r.untried}
+        for r in results
+    ]
     # The id list lets the planner use the primary key: it cannot size a JSON recordset.
     return {"rows": json_rows(rows), "ids": [r["id"] for r in rows]}
 

@@ -76,7 +76,7 @@ def test_mailbox_add_list_pause_resume(database_url, workspace, tmp_path):
     paused = run(database_url, "mailbox", "pause", "Alex@acme.example", "--why", "spam folder")
     assert paused.returncode == 0, paused.stderr
     assert "paused alex@acme.example (workspace w1): spam folder" in paused.stdout
-    assert "delivery does not read a mailbox's status yet" in paused.stderr
+    assert "its due sends wait (deferred, never failed) until `mailbox resume`" in paused.stderr
     listed = run(database_url, "mailbox", "list", "--workspace", "w1")
     assert listed.returncode == 0, listed.stderr
     alex, sam = listed.stdout.splitlines()
@@ -87,6 +87,7 @@ def test_mailbox_add_list_pause_resume(database_url, workspace, tmp_path):
 
     resumed = run(database_url, "mailbox", "resume", "alex@acme.example")
     assert "resumed alex@acme.example (workspace w1), was paused" in resumed.stdout
+    assert "waiting sends go out when their deferral ends" in resumed.stderr
     assert "is already active" in run(database_url, "mailbox", "resume", "alex@acme.example").stdout
     assert _rows(database_url, 'SELECT status, "statusReason" FROM "Mailbox"') == [
         ("active", None),

@@ -30,6 +30,7 @@ from tests.support.smtp_server import LoopbackSMTP
 
 SENDER = "sam@sender.test"
 LEAD = "ada@lead.test"
+GONE = "gone@lead.test"
 
 
 def message(to: str = LEAD, subject: str = "Quick idea", **headers: str) -> EmailMessage:
@@ -298,6 +299,40 @@ def test_missing_auth_refuses_mail_from_which_is_transient(auth_server: Loopback
     transport.close()
 
     assert result == DeliveryResult(DeliveryVerdict.transient, "530 5.7.0 Authentication required")
+
+
+def test_open_logs_in_ahead_and_says_why_an_account_cannot_be_used(
+    auth_server: LoopbackSMTP,
+) -> None:
+    good = open_transport(smtp_config(auth_server, username="mailer", password=SecretStr("s3cret")))
+    assert good.open() is None
+    good.close()
+    bad = open_transport(smtp_config(auth_server, username="mailer", password=SecretStr("wrong")))
+    assert bad.open() == "535 5.7.8 Authentication credentials invalid"
+    # A message on a refused login is not delivered, and says the account is down.
+    result = send(bad)
+    assert (result.verdict, result.account_down) == (DeliveryVerdict.transient, True)
+    bad.close()
+
+
+def test_an_unreachable_server_takes_the_account_down_after_one_retry() -> None:
+    with LoopbackSMTP() as server:
+        config = smtp_config(server)
+    transport = open_transport(config)  # the server is gone: every connection is refused
+    assert (transport.open() or "").startswith("ConnectionRefusedError")
+    result = send(transport)
+    assert (result.verdict, result.account_down) == (DeliveryVerdict.transient, True)
+    transport.close()
+
+
+def test_a_refusal_after_login_does_not_take_the_account_down(auth_server: LoopbackSMTP) -> None:
+    auth_server.reject_rcpt(GONE, "550 5.1.1 User unknown")
+    config = smtp_config(auth_server, username="mailer", password=SecretStr("s3cret"))
+    transport = open_transport(config)
+    result = send(transport, GONE)
+    transport.close()
+    auth_server.reset_rules()
+    assert (result.verdict, result.account_down) == (DeliveryVerdict.bounced, False)
 
 
 def test_starttls_verified_against_ca_file() -> None:

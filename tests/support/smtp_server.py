@@ -10,7 +10,9 @@ Usage::
 
 Rules are keyed by recipient (case-insensitive); ``"*"`` applies to recipients without a rule.
 AUTH (PLAIN/LOGIN) is offered on the plain connection (``auth_require_tls=False``) unless
-``require_tls=True``; when ``auth`` is set, MAIL without a successful AUTH gets ``530``.
+``require_tls=True``; when ``auth`` is set, MAIL without a successful AUTH gets ``530``. ``auth``
+is one login ``(user, password)`` or several, ``{user: password}`` (one per sending mailbox); each
+message records the login it was sent under (``auth_login``).
 ``starttls=True`` offers STARTTLS, ``implicit_tls=True`` speaks TLS from the first byte (SMTPS);
 either way clients trust ``cert_path``, a self-signed certificate for localhost and 127.0.0.1.
 """
@@ -182,7 +184,7 @@ class LoopbackSMTP:
     def __init__(
         self,
         *,
-        auth: tuple[str, str] | None = None,
+        auth: tuple[str, str] | dict[str, str] | None = None,
         starttls: bool = False,
         require_tls: bool = False,
         implicit_tls: bool = False,
@@ -389,8 +391,9 @@ class LoopbackSMTP:
     ) -> AuthResult:
         if self.auth is None or not isinstance(data, LoginPassword):
             return AuthResult(success=False, handled=False)
-        user, password = (part.encode() for part in self.auth)
-        if (data.login, data.password) != (user, password):
+        logins = dict([self.auth]) if isinstance(self.auth, tuple) else self.auth
+        password = logins.get(data.login.decode(errors="replace"))
+        if password is None or data.password != password.encode():
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=data.login.decode())
 
