@@ -46,7 +46,7 @@ from core.engagement.config import IMAPConfig, read_new_mail  # noqa: E402
 from core.engagement.report import MailboxOutcome  # noqa: E402
 from core.mailboxes.mailbox_file import ImapSpec, parse_mailbox_file  # noqa: E402
 from db.engine import DatabaseConfig, sessions_for, unit_of_work, upgrade  # noqa: E402
-from db.queries.imap_checkpoints import read_active_imap_mailboxes  # noqa: E402
+from db.queries.imap_checkpoints import read_imap_mailboxes  # noqa: E402
 from db.queries.mailboxes import add_mailboxes  # noqa: E402
 from tests.support.imap_server import LoopbackIMAP  # noqa: E402
 
@@ -140,7 +140,7 @@ async def run_flows(
 def run_reader(url: str) -> float:
     """The bare reader over every mailbox from its stored checkpoint: the IMAP part alone."""
     with unit_of_work(sessions_for(DatabaseConfig(url=SecretStr(url)))) as session:
-        inboxes = read_active_imap_mailboxes(session)
+        inboxes = read_imap_mailboxes(session)
     started = time.perf_counter()
     for inbox in inboxes:
         spec = ImapSpec.model_validate(inbox.imap)

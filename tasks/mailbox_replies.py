@@ -1,5 +1,5 @@
-"""Prefect tasks that read the sending mailboxes' IMAP folders for ingestion: list the active
-ones, read one's new mail, record how far it was read once its events are stored.
+"""Prefect tasks that read the sending mailboxes' IMAP folders for ingestion: list them, read
+one's new mail, record how far it was read once its events are stored.
 """
 
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from core.mailboxes.mailbox_file import ImapSpec
 from db.engine import DatabaseConfig
 from db.queries.imap_checkpoints import (
     MailboxInbox,
-    read_active_imap_mailboxes,
+    read_imap_mailboxes,
     save_imap_checkpoint,
 )
 from tasks.database import database_task, in_transaction
@@ -34,8 +34,8 @@ class Unreadable:
 
 @database_task("list-imap-mailboxes")
 async def list_imap_mailboxes(database: DatabaseConfig) -> list[MailboxInbox]:
-    """Every active mailbox with IMAP settings, and its checkpoint."""
-    return await in_transaction(database, read_active_imap_mailboxes, rollback=True)
+    """Every mailbox with IMAP settings, paused ones too, and its checkpoint."""
+    return await in_transaction(database, read_imap_mailboxes, rollback=True)
 
 
 # Not retried: an unreachable mailbox is reported and skipped, and the next run tries again.

@@ -9,7 +9,7 @@ from core.engagement.inbound_sources import IMAPCheckpoint
 
 # The stored settings in the mailbox file's shape, validated by the caller: the web app may
 # have written the row.
-ACTIVE_IMAP_MAILBOXES = text(
+IMAP_MAILBOXES = text(
     """
     SELECT id, "workspaceId", email, "imapUidValidity", "imapLastUid",
            jsonb_strip_nulls(jsonb_build_object(
@@ -17,7 +17,7 @@ ACTIVE_IMAP_MAILBOXES = text(
                'username', "imapUsername", 'password', "imapPasswordRef",
                'folder', "imapFolder")) AS imap
     FROM "Mailbox"
-    WHERE status = 'active' AND "imapHost" IS NOT NULL
+    WHERE "imapHost" IS NOT NULL
     ORDER BY "workspaceId", lower(email)
     """
 )
@@ -41,7 +41,7 @@ SAVE_CHECKPOINT = text(
 
 @dataclass(frozen=True)
 class MailboxInbox:
-    """An active mailbox's stored IMAP settings (unvalidated) and its checkpoint, if any."""
+    """A mailbox's stored IMAP settings (unvalidated) and its checkpoint, if any."""
 
     id: str
     workspace_id: str
@@ -50,8 +50,12 @@ class MailboxInbox:
     checkpoint: IMAPCheckpoint | None
 
 
-def read_active_imap_mailboxes(session: Session) -> list[MailboxInbox]:
-    """Every active mailbox with IMAP settings, by workspace and address."""
+def read_imap_mailboxes(session: Session) -> list[MailboxInbox]:
+    """Every mailbox with IMAP settings, by workspace and address, whatever its status.
+
+    A pause stops sending, not listening: a reply to a paused or disconnected mailbox must
+    still stop its lead before the mailbox sends again.
+    """
     return [
         MailboxInbox(
             id=row.id,
@@ -64,7 +68,7 @@ def read_active_imap_mailboxes(session: Session) -> list[MailboxInbox]:
                 else None
             ),
         )
-        for row in session.execute(ACTIVE_IMAP_MAILBOXES)
+        for row in session.execute(IMAP_MAILBOXES)
     ]
 
 

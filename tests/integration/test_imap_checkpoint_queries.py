@@ -8,7 +8,7 @@ from core.engagement.inbound_sources import IMAPCheckpoint
 from core.mailboxes.mailbox_file import parse_mailbox_file
 from core.statuses import MailboxStatus
 from db.models import Mailbox
-from db.queries.imap_checkpoints import read_active_imap_mailboxes, save_imap_checkpoint
+from db.queries.imap_checkpoints import read_imap_mailboxes, save_imap_checkpoint
 from db.queries.mailboxes import add_mailboxes, pause_mailbox
 from tests import factories
 
@@ -56,8 +56,13 @@ def test_only_active_mailboxes_with_imap_are_read_in_the_file_shape(sessions):
         )
         paused = session.scalars(select(Mailbox).where(Mailbox.email == "paused@acme.example"))
         pause_mailbox(session, paused.one().id, reason="bounces", now=NOW)
-        inboxes = read_active_imap_mailboxes(session)
-    assert [inbox.email for inbox in inboxes] == ["a@acme.example", "b@acme.example"]
+        inboxes = read_imap_mailboxes(session)
+    # A paused mailbox is still read: its replies must stop their leads before it sends again.
+    assert [inbox.email for inbox in inboxes] == [
+        "a@acme.example",
+        "b@acme.example",
+        "paused@acme.example",
+    ]
     assert inboxes[0].imap == {
         "host": "imap.example",
         "port": 143,
@@ -75,7 +80,7 @@ def test_a_checkpoint_is_saved_kept_at_the_highest_uid_and_replaced_on_a_new_uid
     with sessions.begin() as session:
         ws = factories.workspace(session)
         _add(session, ws.id, _entry("a@acme.example"))
-        [inbox] = read_active_imap_mailboxes(session)
+        [inbox] = read_imap_mailboxes(session)
         assert save_imap_checkpoint(session, inbox, IMAPCheckpoint(7, 42))
         assert _checkpoint(session, "a@acme.example") == (7, 42)
         # A slower run that read less does not move it back.
@@ -83,7 +88,7 @@ def test_a_checkpoint_is_saved_kept_at_the_highest_uid_and_replaced_on_a_new_uid
         assert _checkpoint(session, "a@acme.example") == (7, 42)
         assert save_imap_checkpoint(session, inbox, IMAPCheckpoint(8, 3))
         assert _checkpoint(session, "a@acme.example") == (8, 3)
-        [again] = read_active_imap_mailboxes(session)
+        [again] = read_imap_mailboxes(session)
         assert again.checkpoint == IMAPCheckpoint(8, 3)
 
 
@@ -91,7 +96,7 @@ def test_a_checkpoint_for_a_folder_that_changed_meanwhile_is_not_saved(sessions)
     with sessions.begin() as session:
         ws = factories.workspace(session)
         _add(session, ws.id, _entry("a@acme.example"))
-        [inbox] = read_active_imap_mailboxes(session)
+        [inbox] = read_imap_mailboxes(session)
         _add(session, ws.id, _entry("a@acme.example", folder="Replies"))
         assert not save_imap_checkpoint(session, inbox, IMAPCheckpoint(7, 42))
         assert _checkpoint(session, "a@acme.example") == (None, None)
