@@ -8,49 +8,31 @@ the same Message-ID.
 """
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 
 import pytest
-from prefect.settings import PREFECT_API_URL
 from sqlalchemy import select
 
-from core.failpoints import FAILPOINT_ENV
-from db.models import Campaign, EmailSend, Mailbox
+from db.models import Campaign, EmailSend
 from flows.send_scheduled_emails import send_scheduled_emails
-from tests.fault.test_delivery_crashes import ROOT, SENDS, seed
+from tests import factories
+from tests.fault.test_delivery_crashes import LEASE_SECONDS, SENDS, seed, worker_settings
 from tests.support.imap_server import LoopbackIMAP
+from tests.support.killed_worker import run_killed_worker
 from tests.support.smtp_server import LoopbackSMTP
 
 pytestmark = [pytest.mark.fault, pytest.mark.flows]
 
 SENDER, IMAP_PASSWORD = "alex@seller.example", "imap-secret-0123"
 SENT = "[Gmail]/Sent Mail"
-LEASE_SECONDS, GRACE_SECONDS = 2, 1
+GRACE_SECONDS = 1
 
 
 def add_mailbox(sessions, imap: LoopbackIMAP) -> None:
     with sessions.begin() as session:
         workspace_id = session.scalars(select(Campaign.workspaceId)).one()
-        session.add(
-            Mailbox(
-                workspaceId=workspace_id,
-                email=SENDER,
-                smtpHost="127.0.0.1",
-                smtpUsername=SENDER,
-                smtpPasswordRef="env:RECONCILE_SMTP_PASSWORD",
-                imapHost=imap.host,
-                imapPort=imap.port,
-                imapSsl=False,
-                imapUsername=SENDER,
-                imapPasswordRef="env:RECONCILE_IMAP_PASSWORD",
-                imapFolder="INBOX",
-            )
-        )
+        factories.mailbox(session, workspace_id, SENDER, imap_port=imap.port)
 
 
 @pytest.mark.parametrize(
@@ -74,34 +56,14 @@ def test_a_worker_killed_mid_lane_leaves_every_send_sent_exactly_once(
             imap.add(SENT, raw, datetime.now(UTC))
 
         with LoopbackSMTP(on_accept=file_in_sent) as smtp:
-            settings = {
-                "EMAIL_TRANSPORT": "smtp",
-                "SMTP_HOST": smtp.host,
-                "SMTP_PORT": str(smtp.port),
-                "SMTP_SECURITY": "none",
-                "UNSUBSCRIBE_SECRET": "fault-suite-secret-0123456789",
-                "CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
-                "SMTP_MAX_CONNECTIONS": "1",
+            settings = worker_settings(smtp) | {
                 "RECONCILE_GRACE_SECONDS": str(GRACE_SECONDS),
-                "RECONCILE_IMAP_PASSWORD": IMAP_PASSWORD,
+                "TEST_IMAP_PASSWORD": IMAP_PASSWORD,
             }
             if group is not None:
                 settings["DELIVERY_HANDOVER_GROUP"] = str(group)
-            env = {
-                **{k: v for k, v in os.environ.items() if k != "DELIVERY_HANDOVER_GROUP"},
-                **settings,
-                "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-                FAILPOINT_ENV: point,
-            }
-            worker = subprocess.run(
-                [sys.executable, "-m", "tests.support.run_delivery", "3"],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=180,
-            )
-            assert worker.returncode == -signal.SIGKILL, worker.stderr[-2000:]
+            unset = ["DELIVERY_HANDOVER_GROUP"]
+            run_killed_worker("tests.support.run_delivery", ["3"], point, settings, unset=unset)
             assert len(smtp.messages) == reached
 
             time.sleep(LEASE_SECONDS + 0.5)  # the lease and the grace period run out

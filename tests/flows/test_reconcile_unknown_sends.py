@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from db.base import utcnow
-from db.models import EmailSend, Mailbox
+from db.models import EmailSend
 from flows.send_scheduled_emails import send_scheduled_emails
 from tests import factories
 from tests.flows.test_send_scheduled_emails import RULES
@@ -27,22 +27,6 @@ ALEX, SAM, PAT = "alex@seller.example", "sam@seller.example", "pat@seller.exampl
 PASSWORD = "imap-secret-0123"
 
 
-def _mailbox(workspace_id: str, email: str, port: int) -> Mailbox:
-    return Mailbox(
-        workspaceId=workspace_id,
-        email=email,
-        smtpHost="127.0.0.1",
-        smtpUsername=email,
-        smtpPasswordRef="env:RECONCILE_SMTP_PASSWORD",
-        imapHost="127.0.0.1",
-        imapPort=port,
-        imapSsl=False,
-        imapUsername=ALEX,
-        imapPasswordRef="env:RECONCILE_IMAP_PASSWORD",
-        imapFolder="INBOX",
-    )
-
-
 def seed(sessions, imap_port: int, closed_port: int) -> dict[str, str]:
     """Five unknown sends by name: found, gone (old, absent), fresh (absent), unreachable, norow."""
     handed = {"found": 3600, "gone": 3600, "fresh": 10, "unreachable": 3600, "norow": 3600}
@@ -51,8 +35,8 @@ def seed(sessions, imap_port: int, closed_port: int) -> dict[str, str]:
     with sessions.begin() as session:
         ws = factories.workspace(session)
         camp = factories.campaign(session, ws, sendingRules=RULES)
-        session.add(_mailbox(ws.id, ALEX, imap_port))
-        session.add(_mailbox(ws.id, SAM, closed_port))
+        factories.mailbox(session, ws.id, ALEX, imap_port=imap_port)
+        factories.mailbox(session, ws.id, SAM, imap_port=closed_port, username=ALEX)
         for name, age in handed.items():
             lead = factories.lead(session, ws, email=f"{name}@buyer.example")
             factories.enrolment(session, camp, lead, currentStepOrder=2)
@@ -75,7 +59,7 @@ def seed(sessions, imap_port: int, closed_port: int) -> dict[str, str]:
 def test_unknown_sends_are_settled_from_the_sent_folder_and_the_rest_reported(
     smtp, sessions, monkeypatch
 ):
-    monkeypatch.setenv("RECONCILE_IMAP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
     with LoopbackIMAP(auth=(ALEX, PASSWORD)) as closed:
         closed_port = closed.port
     with LoopbackIMAP(auth=(ALEX, PASSWORD)) as imap:
@@ -126,7 +110,7 @@ def test_unknown_sends_are_settled_from_the_sent_folder_and_the_rest_reported(
 
 
 def test_a_dry_run_reconciles_nothing(smtp, sessions, monkeypatch):
-    monkeypatch.setenv("RECONCILE_IMAP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
     with LoopbackIMAP(auth=(ALEX, PASSWORD)) as imap:
         ids = seed(sessions, imap.port, imap.port)
         asyncio.run(send_scheduled_emails(max_wait_seconds=0, dry_run=True))
