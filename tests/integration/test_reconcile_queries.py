@@ -2,11 +2,11 @@
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from core.delivery.reconcile import Outcome, UnknownHandover, reconcile
 from db.models import EmailSend
-from db.queries.reconcile import read_unknown_sends, settle_unknown_sends
+from db.queries.reconcile import UNKNOWN_SENDS, read_unknown_sends, settle_unknown_sends
 from tests import factories
 
 HANDOVER = datetime(2026, 12, 4, 10, 0, 0, 123000, tzinfo=UTC)
@@ -149,3 +149,12 @@ def test_a_stale_verdict_never_settles_a_later_handover_of_the_same_send(session
 def test_nothing_to_settle_writes_nothing(sessions):
     with sessions.begin() as session:
         assert settle_unknown_sends(session, [], now=NOW) == set()
+
+
+def test_the_unknown_sends_are_found_through_their_partial_index(sessions):
+    """The query can use `EmailSend_unknown_idx`, so sent history costs a run nothing."""
+    seed(sessions)
+    with sessions() as session:
+        session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = session.execute(text("EXPLAIN " + str(UNKNOWN_SENDS)), {"limit": 10}).scalars()
+        assert "EmailSend_unknown_idx" in "\n".join(plan)
