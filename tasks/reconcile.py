@@ -92,8 +92,14 @@ async def reconcile_unknown_sends(
         now = utcnow()
         grace = timedelta(seconds=config.grace_seconds)
         for send in box.sends:
+            witness_filed = None if send.witness is None else send.witness in filed
             verdict = reconcile(
-                send, filed.get(send.message_id), folder=folder, now=now, grace=grace
+                send,
+                filed.get(send.message_id),
+                witness_filed=witness_filed,
+                folder=folder,
+                now=now,
+                grace=grace,
             )
             if verdict.outcome is Outcome.waiting:
                 lines.append(
@@ -129,19 +135,24 @@ async def reconcile_unknown_sends(
 
 
 def _search(box: _Mailbox, config: ReconcileConfig) -> tuple[str, dict[str, datetime]] | str:
-    """The Sent folder's name and what it holds of these sends, or why it could not be read."""
+    """The Sent folder's name and what it holds of these sends and their witnesses, or why it
+    could not be read."""
     try:
         spec = ImapSpec.model_validate(box.imap)
     except ValidationError as exc:
         return "stored IMAP settings not usable: " + "; ".join(describe_errors(exc))
     try:
         password = resolve_password(spec.password)
-        answer = search_sent_folder(
-            spec, password, [s.message_id for s in box.sends], timeout=config.imap_timeout
-        )
+        answer = search_sent_folder(spec, password, _wanted(box.sends), timeout=config.imap_timeout)
     except (PasswordUnavailableError, SentFolderError) as exc:
         return str(exc)
     return answer.folder, answer.found
+
+
+def _wanted(sends: list[UnknownHandover]) -> list[str]:
+    """Each send's Message-ID and each distinct witness, once."""
+    ids = [s.message_id for s in sends] + [s.witness for s in sends if s.witness is not None]
+    return list(dict.fromkeys(ids))
 
 
 def _line(

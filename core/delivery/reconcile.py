@@ -41,6 +41,7 @@ class Outcome(StrEnum):
     sent = "sent"  # found in the Sent folder
     rescheduled = "rescheduled"  # absent past the grace period: scheduled again
     waiting = "waiting"  # absent, but the server may still be filing it: left unknown
+    unproven = "unproven"  # absent, and so is an earlier send that left: the folder proves nothing
     unsearchable = "unsearchable"  # no mailbox row or IMAP, or the mailbox could not be read
     taken = "taken"  # another run settled it first, or it moved on meanwhile
 
@@ -56,6 +57,8 @@ class UnknownHandover(BaseModel):
     message_id: str
     attempted_at: datetime
     claim_token: str | None
+    # The Message-ID of this mailbox's latest send accepted before this handover, if any.
+    witness: str | None = None
 
 
 class Reconciliation(BaseModel):
@@ -74,11 +77,17 @@ def reconcile(
     send: UnknownHandover,
     found_at: datetime | None,
     *,
+    witness_filed: bool | None,
     folder: str,
     now: datetime,
     grace: timedelta,
 ) -> Reconciliation:
-    """Found means `sent` at found_at; absent for longer than grace means `scheduled` again."""
+    """Found means `sent` at found_at; absent for longer than grace means `scheduled` again.
+
+    `witness_filed`: whether the folder holds the send's witness (None: it has none). Absence
+    proves nothing in a folder that lacks an earlier message the server accepted: that server
+    may not file what it sends, so the send stays `unknown` rather than risk going twice.
+    """
     if found_at is not None:
         return Reconciliation(
             send=send,
@@ -86,6 +95,16 @@ def reconcile(
             status=EmailSendStatus.sent,
             reason=f"reconciled: its Message-ID is in the Sent folder {folder!r}",
             sent_at=found_at,
+        )
+    if witness_filed is False:
+        return Reconciliation(
+            send=send,
+            outcome=Outcome.unproven,
+            status=EmailSendStatus.unknown,
+            reason=(
+                f"not in the Sent folder {folder!r}, and neither is {send.witness}, which this"
+                " mailbox sent earlier: its server may not file what it sends; check by hand"
+            ),
         )
     waited = now - send.attempted_at
     if waited >= grace:

@@ -16,12 +16,14 @@ from db.base import UTCDateTime
 from db.queries.rows import json_rows
 
 # The mailbox is the `Mailbox` row of the campaign's workspace with the send's address; its IMAP
-# settings come in the mailbox file's shape, like `mailbox check` reads them. Oldest first.
+# settings come in the mailbox file's shape, like `mailbox check` reads them. Oldest first. The
+# witness is the mailbox's latest send accepted before the handover: if the Sent folder lacks it
+# too, the folder's silence proves nothing.
 UNKNOWN_SENDS = text(
     """
     SELECT s.id AS send_id, s."campaignId" AS campaign_id, s.mailbox,
            s."providerMessageId" AS message_id, s."attemptedAt" AS attempted_at,
-           s."claimToken" AS claim_token, m.id AS mailbox_id,
+           s."claimToken" AS claim_token, w."providerMessageId" AS witness, m.id AS mailbox_id,
            CASE WHEN m."imapHost" IS NOT NULL THEN jsonb_strip_nulls(jsonb_build_object(
                'host', m."imapHost", 'port', m."imapPort", 'ssl', m."imapSsl",
                'username', m."imapUsername", 'password', m."imapPasswordRef",
@@ -30,6 +32,13 @@ UNKNOWN_SENDS = text(
     FROM "EmailSend" s
     JOIN "Campaign" c ON c.id = s."campaignId"
     LEFT JOIN "Mailbox" m ON m."workspaceId" = c."workspaceId" AND lower(m.email) = lower(s.mailbox)
+    LEFT JOIN LATERAL (
+        SELECT p."providerMessageId" FROM "EmailSend" p
+        WHERE p.mailbox = s.mailbox AND p."attemptedAt" < s."attemptedAt" AND p.status = 'sent'
+          AND p."providerMessageId" IS NOT NULL
+        ORDER BY p."attemptedAt" DESC
+        LIMIT 1
+    ) w ON true
     WHERE s.status = 'unknown'
     ORDER BY s."attemptedAt" NULLS FIRST, s.id
     LIMIT :limit
@@ -84,6 +93,7 @@ def read_unknown_sends(session: Session, *, limit: int) -> list[UnknownRow]:
                 message_id=row["message_id"],
                 attempted_at=row["attempted_at"],
                 claim_token=row["claim_token"],
+                witness=row["witness"],
             )
         rows.append(
             UnknownRow(

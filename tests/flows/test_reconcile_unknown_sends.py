@@ -24,19 +24,23 @@ from tests.support.run_records import run_log_messages, run_with_artifacts
 pytestmark = pytest.mark.flows
 
 ALEX, SAM, PAT = "alex@seller.example", "sam@seller.example", "pat@seller.example"
+KIM = "kim@seller.example"  # its server does not file what it sends in Sent
 PASSWORD = "imap-secret-0123"
 
 
 def seed(sessions, imap_port: int, closed_port: int) -> dict[str, str]:
-    """Five unknown sends by name: found, gone (old, absent), fresh (absent), unreachable, norow."""
+    """Sends by name: six unknown (found, gone: old and absent, fresh: absent, unreachable,
+    norow, unfiled: absent like the earlier send of its mailbox) and that earlier `sent` one."""
     handed = {"found": 3600, "gone": 3600, "fresh": 10, "unreachable": 3600, "norow": 3600}
-    mailbox = {"unreachable": SAM, "norow": PAT}
+    handed |= {"earlier": 7200, "unfiled": 3600}
+    mailbox = {"unreachable": SAM, "norow": PAT, "earlier": KIM, "unfiled": KIM}
     ids = {}
     with sessions.begin() as session:
         ws = factories.workspace(session)
         camp = factories.campaign(session, ws, sendingRules=RULES)
         factories.mailbox(session, ws.id, ALEX, imap_port=imap_port)
         factories.mailbox(session, ws.id, SAM, imap_port=closed_port, username=ALEX)
+        factories.mailbox(session, ws.id, KIM, imap_port=imap_port, username=ALEX)
         for name, age in handed.items():
             lead = factories.lead(session, ws, email=f"{name}@buyer.example")
             factories.enrolment(session, camp, lead, currentStepOrder=2)
@@ -45,7 +49,7 @@ def seed(sessions, imap_port: int, closed_port: int) -> dict[str, str]:
                 camp,
                 lead,
                 scheduled_for=utcnow() - timedelta(hours=2),
-                status="unknown",
+                status="sent" if name == "earlier" else "unknown",
                 mailbox=mailbox.get(name, ALEX),
                 attemptedAt=utcnow() - timedelta(seconds=age),
                 claimToken="dead",
@@ -84,6 +88,8 @@ def test_unknown_sends_are_settled_from_the_sent_folder_and_the_rest_reported(
         "fresh": "unknown",
         "unreachable": "unknown",
         "norow": "unknown",
+        "earlier": "sent",
+        "unfiled": "unknown",  # never resent on the word of a folder that lacks "earlier" too
     }
     assert rows[ids["found"]].sentAt == filed_at
     (again,) = smtp.wait_for(1)  # only the one that never left goes out, once
@@ -94,17 +100,21 @@ def test_unknown_sends_are_settled_from_the_sent_folder_and_the_rest_reported(
     data = artifacts["send-scheduled-emails-reconciled"].data
     table = json.loads(data) if isinstance(data, str) else data
     lines = {line["send_id"]: line for line in table}
-    outcome = {name: lines[send_id]["outcome"] for name, send_id in ids.items()}
+    outcome = {name: lines[send_id]["outcome"] for name, send_id in ids.items() if send_id in lines}
     assert outcome == {
         "found": "sent",
         "gone": "rescheduled",
         "fresh": "waiting",
         "unreachable": "unsearchable",
         "norow": "unsearchable",
+        "unfiled": "unproven",
     }
+    assert "neither is" in lines[ids["unfiled"]]["reason"]
     assert "connect failed" in lines[ids["unreachable"]]["reason"]
     assert "no Mailbox row" in lines[ids["norow"]]["reason"]
-    assert any("reconciled unknown sends: 1 sent, 1 rescheduled, 1 waiting" in m for m in logs)
+    assert any(
+        "reconciled unknown sends: 1 sent, 1 rescheduled, 1 waiting, 1 unproven" in m for m in logs
+    )
     assert any(f"mailbox {SAM}: Sent folder not searched" in m for m in logs)
     assert not any(PASSWORD in m for m in logs) and PASSWORD not in json.dumps(table)
 
@@ -116,5 +126,5 @@ def test_a_dry_run_reconciles_nothing(smtp, sessions, monkeypatch):
         asyncio.run(send_scheduled_emails(max_wait_seconds=0, dry_run=True))
         assert imap.logins == 0
     with sessions() as session:
-        assert {s.status for s in session.scalars(select(EmailSend))} == {"unknown"}
-    assert len(ids) == 5
+        status = {s.id: s.status for s in session.scalars(select(EmailSend))}
+    assert {status[send_id] for name, send_id in ids.items() if name != "earlier"} == {"unknown"}

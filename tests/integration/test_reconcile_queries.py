@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, text
 
 from core.delivery.reconcile import Outcome, UnknownHandover, reconcile
-from db.models import EmailSend
+from db.models import Campaign, EmailSend, Workspace
 from db.queries.reconcile import UNKNOWN_SENDS, read_unknown_sends, settle_unknown_sends
 from tests import factories
 
@@ -69,7 +69,33 @@ def test_an_unknown_send_comes_with_its_mailboxs_imap_login_matched_in_any_case(
         message_id="<s1@seller.example>",
         attempted_at=HANDOVER,
         claim_token="dead-worker",
+        witness=None,
     )
+
+
+def test_the_witness_is_the_mailboxs_latest_send_accepted_before_the_handover(sessions):
+    _send_id, campaign_id = seed(sessions)
+    with sessions.begin() as session:
+        camp = session.get(Campaign, campaign_id)
+        workspace = session.get(Workspace, camp.workspaceId) if camp else None
+        assert camp is not None and workspace is not None
+        for minutes, status, message_id in [
+            (-30, "sent", "<older@seller.example>"),
+            (-10, "sent", "<latest@seller.example>"),
+            (-5, "failed", "<refused@seller.example>"),
+            (5, "sent", "<after@seller.example>"),
+        ]:
+            factories.scheduled_send(
+                session,
+                camp,
+                factories.lead(session, workspace),
+                status=status,
+                mailbox="Alex@Seller.example",
+                providerMessageId=message_id,
+                attemptedAt=HANDOVER + timedelta(minutes=minutes),
+            )
+    row = only(sessions)
+    assert row.send is not None and row.send.witness == "<latest@seller.example>"
 
 
 def test_without_a_row_or_without_imap_the_send_comes_without_a_login(sessions):
@@ -86,7 +112,7 @@ def test_a_mailbox_without_imap_gives_no_login(sessions):
 def _verdict(sessions, found_at):
     row = only(sessions)
     assert row.send is not None
-    return reconcile(row.send, found_at, folder="Sent", now=NOW, grace=GRACE)
+    return reconcile(row.send, found_at, witness_filed=None, folder="Sent", now=NOW, grace=GRACE)
 
 
 def _send(sessions, send_id) -> EmailSend:

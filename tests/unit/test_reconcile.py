@@ -34,7 +34,14 @@ SEND = UnknownHandover(
 
 def test_a_message_found_in_sent_is_sent_at_the_time_the_server_filed_it():
     filed = HANDOVER + timedelta(seconds=2)
-    verdict = reconcile(SEND, filed, folder="Sent", now=HANDOVER + timedelta(hours=1), grace=GRACE)
+    verdict = reconcile(
+        SEND,
+        filed,
+        witness_filed=None,
+        folder="Sent",
+        now=HANDOVER + timedelta(hours=1),
+        grace=GRACE,
+    )
     assert (verdict.outcome, verdict.status, verdict.sent_at) == (
         Outcome.sent,
         EmailSendStatus.sent,
@@ -43,14 +50,16 @@ def test_a_message_found_in_sent_is_sent_at_the_time_the_server_filed_it():
     assert "'Sent'" in verdict.reason
 
 
-def test_found_wins_even_inside_the_grace_period():
-    verdict = reconcile(SEND, HANDOVER, folder="Sent", now=HANDOVER, grace=GRACE)
+def test_found_wins_inside_the_grace_period_and_whatever_the_witness():
+    verdict = reconcile(
+        SEND, HANDOVER, witness_filed=False, folder="Sent", now=HANDOVER, grace=GRACE
+    )
     assert verdict.status is EmailSendStatus.sent
 
 
 def test_absent_past_the_grace_period_is_scheduled_again_with_no_sent_time():
     now = HANDOVER + GRACE
-    verdict = reconcile(SEND, None, folder="Sent Items", now=now, grace=GRACE)
+    verdict = reconcile(SEND, None, witness_filed=None, folder="Sent Items", now=now, grace=GRACE)
     assert (verdict.outcome, verdict.status, verdict.sent_at) == (
         Outcome.rescheduled,
         EmailSendStatus.scheduled,
@@ -62,12 +71,29 @@ def test_absent_past_the_grace_period_is_scheduled_again_with_no_sent_time():
 
 def test_absent_inside_the_grace_period_stays_unknown():
     now = HANDOVER + GRACE - timedelta(seconds=1)
-    verdict = reconcile(SEND, None, folder="Sent", now=now, grace=GRACE)
+    verdict = reconcile(SEND, None, witness_filed=None, folder="Sent", now=now, grace=GRACE)
     assert (verdict.outcome, verdict.status) == (Outcome.waiting, EmailSendStatus.unknown)
 
 
 def test_a_grace_of_zero_reschedules_at_once():
-    verdict = reconcile(SEND, None, folder="Sent", now=HANDOVER, grace=timedelta(0))
+    verdict = reconcile(
+        SEND, None, witness_filed=True, folder="Sent", now=HANDOVER, grace=timedelta(0)
+    )
+    assert verdict.outcome is Outcome.rescheduled
+
+
+def test_absent_from_a_folder_that_lacks_an_earlier_send_too_stays_unknown():
+    """A server that does not file what it sends: its folder's silence proves nothing."""
+    send = SEND.model_copy(update={"witness": "<s0@seller.example>"})
+    now = HANDOVER + GRACE * 10
+    verdict = reconcile(send, None, witness_filed=False, folder="Sent", now=now, grace=GRACE)
+    assert (verdict.outcome, verdict.status) == (Outcome.unproven, EmailSendStatus.unknown)
+    assert "<s0@seller.example>" in verdict.reason
+
+
+def test_absent_from_a_folder_that_holds_the_earlier_send_is_scheduled_again():
+    now = HANDOVER + GRACE
+    verdict = reconcile(SEND, None, witness_filed=True, folder="Sent", now=now, grace=GRACE)
     assert verdict.outcome is Outcome.rescheduled
 
 
