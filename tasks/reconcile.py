@@ -39,6 +39,7 @@ ARTIFACT_KEY = "send-scheduled-emails-reconciled"
 class _Mailbox:
     """The unknown sends of one mailbox, and the IMAP settings to search its Sent folder with."""
 
+    id: str
     email: str
     imap: dict[str, object]
     sends: list[UnknownHandover] = field(default_factory=list)
@@ -67,7 +68,9 @@ async def reconcile_unknown_sends(
                 _line(row.send_id, row.campaign_id, row.mailbox, Outcome.unsearchable, why)
             )
             continue
-        box = mailboxes.setdefault(row.mailbox_id, _Mailbox(row.send.mailbox, row.imap))
+        box = mailboxes.setdefault(
+            row.mailbox_id, _Mailbox(row.mailbox_id, row.send.mailbox, row.imap)
+        )
         box.sends.append(row.send)
 
     verdicts: list[Reconciliation] = []
@@ -76,7 +79,8 @@ async def reconcile_unknown_sends(
     async def search(box: _Mailbox) -> None:
         found = await anyio.to_thread.run_sync(_search, box, config, limiter=limiter)
         if isinstance(found, str):
-            get_run_logger().warning("mailbox %s: Sent folder not searched: %s", box.email, found)
+            # The row id, not the address: logs carry no addresses (the artifact names it).
+            get_run_logger().warning("Mailbox %s: Sent folder not searched: %s", box.id, found)
             for send in box.sends:
                 lines.append(
                     _line(
