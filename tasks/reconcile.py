@@ -26,6 +26,7 @@ from core.delivery.reconcile import (
 from core.mailboxes.check import PasswordUnavailableError
 from core.mailboxes.mailbox_file import ImapSpec
 from core.mailboxes.sent_folder import SentFolderError, search_sent_folder
+from core.statuses import EmailSendStatus
 from db.base import utcnow
 from db.engine import DatabaseConfig
 from db.queries import reconcile as queries
@@ -105,7 +106,7 @@ async def reconcile_unknown_sends(
                 now=now,
                 grace=grace,
             )
-            if verdict.outcome is Outcome.waiting:
+            if verdict.status is EmailSendStatus.unknown:  # nothing to write: checked next run
                 lines.append(
                     _line(
                         send.send_id, send.campaign_id, box.email, verdict.outcome, verdict.reason

@@ -92,6 +92,8 @@ def test_unknown_sends_are_settled_from_the_sent_folder_and_the_rest_reported(
         "unfiled": "unknown",  # never resent on the word of a folder that lacks "earlier" too
     }
     assert rows[ids["found"]].sentAt == filed_at
+    # Left unknown means untouched: the dead worker's token still lets its late answer land.
+    assert all(rows[ids[n]].claimToken == "dead" for n in ("fresh", "unreachable", "unfiled"))
     (again,) = smtp.wait_for(1)  # only the one that never left goes out, once
     assert again.rcpt_tos == ("gone@buyer.example",)
     assert again.message["Message-ID"] == f"<{ids['gone']}@seller.example>"
