@@ -88,12 +88,20 @@ class Settings(BaseSettings):
         default=4, ge=1, le=64, description="Sending mailboxes delivered in parallel per run."
     )
     delivery_handover_group: int = Field(
-        default=10,
+        default=1,
         ge=1,
         le=500,
         description=(
             "Sends of one connection handed over per commit. A crash leaves up to this many"
-            " of a connection's sends `unknown`; 1 is one commit per send, and slower."
+            " of a connection's sends `unknown`; more is faster, for relays that need it."
+        ),
+    )
+    reconcile_grace_seconds: int = Field(
+        default=900,
+        ge=0,
+        description=(
+            "How long after its handover an `unknown` send missing from its mailbox's Sent"
+            " folder stays `unknown` before it is scheduled again."
         ),
     )
     max_delivery_attempts: int = Field(

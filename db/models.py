@@ -242,6 +242,12 @@ class EmailSend(Base):
             "claimedUntil",
             postgresql_where=text("status = 'sending'"),
         ),
+        # Each run reconciles the unknown ones from their mailboxes' Sent folders, oldest first.
+        Index(
+            "EmailSend_unknown_idx",
+            "attemptedAt",
+            postgresql_where=text("status = 'unknown'"),
+        ),
         CheckConstraint(_in("status", EmailSendStatus), name="status"),
     )
 

@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 from pydantic import Field, SecretBytes
 
 from core.delivery.config import DeliveryConfig
+from core.delivery.reconcile import ReconcileConfig
 from core.delivery.report import (
     COLUMNS,
     DeliveryColumn,
@@ -31,6 +32,7 @@ from tasks.delivery import (
     preview_deliveries,
     rescue_abandoned_sends,
 )
+from tasks.reconcile import reconcile_unknown_sends
 
 
 def delivery_config(settings: Settings) -> DeliveryConfig:
@@ -95,6 +97,9 @@ async def send_scheduled_emails(
                 unknown.campaign_id, unknown.mailbox, DeliveryColumn.unknown, unknown.reason
             )
             report.unknown.append(unknown)
+        # Property 17: unknown sends settled from their mailboxes' Sent folders, before the claim
+        # so a send scheduled again goes out in this run.
+        await reconcile_unknown_sends(database, ReconcileConfig.from_settings(settings))
     blocked = await check_sending_rules(
         database, cutoff=cutoff, campaign_id=campaign_id, dry_run=dry_run
     )

@@ -13,6 +13,7 @@ from db.models import (
     EmailSend,
     GeneratedMessage,
     Lead,
+    Mailbox,
     SequenceStep,
     Workspace,
 )
@@ -111,6 +112,27 @@ def scheduled_send(
         scheduledFor=scheduled_for or utcnow(),
         **fields,
     )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def mailbox(
+    session: Session, workspace_id: str, email: str, *, imap_port: int | None = None, **imap: Any
+) -> Mailbox:
+    """A sending mailbox with password references; with IMAP on 127.0.0.1 when a port is given."""
+    row = Mailbox(
+        workspaceId=workspace_id,
+        email=email,
+        smtpHost="127.0.0.1",
+        smtpUsername=email,
+        smtpPasswordRef="env:TEST_SMTP_PASSWORD",
+    )
+    if imap_port is not None:
+        row.imapHost, row.imapPort, row.imapSsl = "127.0.0.1", imap_port, False
+        row.imapUsername = imap.pop("username", email)
+        row.imapPasswordRef = imap.pop("passwordRef", "env:TEST_IMAP_PASSWORD")
+        row.imapFolder = "INBOX"
     session.add(row)
     session.flush()
     return row

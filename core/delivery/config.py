@@ -16,5 +16,5 @@ class DeliveryConfig(BaseModel):
     unsubscribe_secret: SecretBytes
     max_connections: int = 4
     max_attempts: int = 5
-    handover_group: int = 10
+    handover_group: int = 1
     lease_seconds: int = 600

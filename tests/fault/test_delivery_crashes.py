@@ -6,28 +6,21 @@ resent; every other send is delivered exactly once by the re-run.
 """
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from prefect.settings import PREFECT_API_URL
 from sqlalchemy import select
 
-from core.failpoints import FAILPOINT_ENV
 from db.base import utcnow
 from db.models import EmailSend
 from flows.send_scheduled_emails import send_scheduled_emails
 from tests import factories
+from tests.support.killed_worker import run_killed_worker
 from tests.support.smtp_server import LoopbackSMTP
 
 pytestmark = [pytest.mark.fault, pytest.mark.flows]
 
-ROOT = Path(__file__).resolve().parents[2]
 SENDS, LEASE_SECONDS = 6, 2
 RULES = {
     "timezone": "UTC",
@@ -40,6 +33,19 @@ RULES = {
     "jitterSeconds": 0,
     "fromEmail": "alex@seller.example",
 }
+
+
+def worker_settings(smtp: LoopbackSMTP) -> dict[str, str]:
+    """A delivery worker's environment: the loopback server, short leases, one lane."""
+    return {
+        "EMAIL_TRANSPORT": "smtp",
+        "SMTP_HOST": smtp.host,
+        "SMTP_PORT": str(smtp.port),
+        "SMTP_SECURITY": "none",
+        "UNSUBSCRIBE_SECRET": "fault-suite-secret-0123456789",
+        "CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
+        "SMTP_MAX_CONNECTIONS": "1",
+    }
 
 
 def seed(sessions) -> None:
@@ -67,36 +73,13 @@ def seed(sessions) -> None:
 )
 def test_kill_9_then_rerun_delivers_each_send_at_most_once(worker_env, sessions, point, group):
     """A crash leaves the sends of the group in flight unknown: one with a group of one, all
-    three of its batch (one group) with the default; none is ever delivered twice."""
+    three of its batch (one group) with a group of 10; none is ever delivered twice."""
     seed(sessions)
     with LoopbackSMTP() as smtp:
-        settings = {
-            "EMAIL_TRANSPORT": "smtp",
-            "SMTP_HOST": smtp.host,
-            "SMTP_PORT": str(smtp.port),
-            "SMTP_SECURITY": "none",
-            "UNSUBSCRIBE_SECRET": "fault-suite-secret-0123456789",
-            "CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
-            # One lane, so the crash cuts exactly one group short: with parallel connections
-            # each lane's group in flight becomes unknown too (still never resent).
-            "SMTP_MAX_CONNECTIONS": "1",
-            "DELIVERY_HANDOVER_GROUP": str(group),
-        }
-        env = {
-            **os.environ,
-            **settings,
-            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-            FAILPOINT_ENV: point,
-        }
-        worker = subprocess.run(
-            [sys.executable, "-m", "tests.support.run_delivery", "3"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert worker.returncode == -signal.SIGKILL, worker.stderr[-2000:]
+        # One lane, so the crash cuts exactly one group short: with parallel connections each
+        # lane's group in flight becomes unknown too (still never resent).
+        settings = worker_settings(smtp) | {"DELIVERY_HANDOVER_GROUP": str(group)}
+        run_killed_worker("tests.support.run_delivery", ["3"], point, settings)
         delivered_by_dead_worker = len(smtp.messages)
         expected_before = {
             "delivery.after_claim": 0,

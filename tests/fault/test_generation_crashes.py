@@ -6,23 +6,18 @@ stuck, and LLM work finished before the crash is not paid for again.
 """
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select, text
 
-from core.failpoints import FAILPOINT_ENV
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from flows.process_campaign_sends import process_campaign_sends
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.killed_worker import run_killed_worker
 
 pytestmark = [pytest.mark.fault, pytest.mark.flows]
 
@@ -91,24 +86,14 @@ def inserted_sends(sessions, timeout: float = 10.0) -> int:
 def test_kill_9_then_rerun_leaves_one_send_per_lead(worker_env, sessions, tmp_path, point):
     seed(sessions)
     with FakeOpenAI() as server:
-        env = {
-            **os.environ,
+        settings = {
             "OPENAI_API_KEY": "sk-test-not-real",
             "OPENAI_BASE_URL": server.base_url,
             "CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
-            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
             "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
-            FAILPOINT_ENV: point,
         }
-        worker = subprocess.run(
-            [sys.executable, "-m", "tests.support.run_flow", AS_OF.isoformat(), str(BATCH)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert worker.returncode == -signal.SIGKILL, worker.stderr[-2000:]
+        args = [AS_OF.isoformat(), str(BATCH)]
+        run_killed_worker("tests.support.run_flow", args, point, settings)
         sends, messages, claimed = counts(sessions)
         if point == "generation.after_write":
             assert sends == messages >= SMALLEST_BATCH and claimed <= LEADS - sends
@@ -124,7 +109,7 @@ def test_kill_9_then_rerun_leaves_one_send_per_lead(worker_env, sessions, tmp_pa
         requests_before = server.stats().requests
         time.sleep(LEASE_SECONDS + 0.5)  # the dead worker's lease runs out
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CLAIM_LEASE_SECONDS"):
-            worker_env.setenv(name, env[name])
+            worker_env.setenv(name, settings[name])
         asyncio.run(process_campaign_sends(as_of=AS_OF, batch_size=BATCH))
         rerun_requests = server.stats().requests - requests_before
 

@@ -7,13 +7,14 @@ Usage::
         ...  # imaplib.IMAP4(imap.host, imap.port)
         imap.flags("INBOX", uid)  # frozenset() unless a client read the message
 
-Commands: CAPABILITY, NOOP, LOGOUT, LOGIN, SELECT, EXAMINE (answering UIDVALIDITY and UIDNEXT),
-UID SEARCH (ALL, SINCE date, or UID set),
-UID FETCH with UID, FLAGS, INTERNALDATE, RFC822.SIZE, BODY[], BODY.PEEK[] and RFC822. As on
-a real server, BODY[] and RFC822 set ``\\Seen`` in a folder opened with SELECT (not EXAMINE), so
-a test can tell a peek from a read. Anything else gets a tagged BAD. ``implicit_tls=True``
-speaks TLS from the first byte (like port 993); clients trust ``cert_path``, a self-signed
-certificate for localhost and 127.0.0.1. Bodies go out as ``{n}\\r\\n`` literals.
+Commands: CAPABILITY, NOOP, LOGOUT, LOGIN, LIST (every folder, with its RFC 6154 special-use
+attribute when ``create`` gave one), SELECT, EXAMINE (answering UIDVALIDITY and UIDNEXT),
+UID SEARCH (ALL, SINCE date, UID set, or HEADER field text), UID FETCH with UID, FLAGS,
+INTERNALDATE, RFC822.SIZE, BODY[], BODY.PEEK[] and RFC822. As on a real server, BODY[] and
+RFC822 set ``\\Seen`` in a folder opened with SELECT (not EXAMINE), so a test can tell a peek
+from a read. Anything else gets a tagged BAD. ``implicit_tls=True`` speaks TLS from the first
+byte (like port 993); clients trust ``cert_path``, a self-signed certificate for localhost and
+127.0.0.1. Bodies go out as ``{n}\\r\\n`` literals.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from tests.support.smtp_server import _self_signed
@@ -57,6 +59,7 @@ class StoredMessage:
 @dataclass
 class _Folder:
     uidvalidity: int
+    special_use: str | None = None  # e.g. "\\Sent", announced by LIST
     messages: list[StoredMessage] = field(default_factory=list)
     next_uid: int = 1
 
@@ -153,10 +156,11 @@ class LoopbackIMAP:
 
     # -- mailbox content -------------------------------------------------------------------
 
-    def create(self, folder: str) -> None:
-        """Make an empty folder (``add`` makes one too)."""
+    def create(self, folder: str, *, special_use: str | None = None) -> None:
+        """Make an empty folder (``add`` makes one too), LISTed with ``special_use`` if given."""
         with self._lock:
-            self._folders.setdefault(folder, _Folder(self.uidvalidity))
+            box = self._folders.setdefault(folder, _Folder(self.uidvalidity))
+            box.special_use = special_use or box.special_use
 
     def add(self, folder: str, raw: bytes, internal_date: datetime) -> int:
         """Append a message (creating the folder); returns its UID."""
@@ -241,6 +245,8 @@ class LoopbackIMAP:
             return self._login(session, args)
         if not session.authenticated:
             raise _BadCommandError(f"{name} needs LOGIN first")
+        if name == "LIST":
+            return self._list(args), "OK LIST completed"
         if name in ("SELECT", "EXAMINE"):
             return self._select(session, args, readonly=name == "EXAMINE")
         if session.folder is None:
@@ -262,6 +268,15 @@ class LoopbackIMAP:
         session.authenticated = True
         self.logins += 1
         return [], "OK LOGIN completed"
+
+    def _list(self, args: list[object]) -> list[bytes]:
+        if len(args) != 2 or args[1] not in ("*", "%"):
+            raise _BadCommandError('LIST supports "" "*" only')
+        lines = []
+        for name, box in self._folders.items():
+            attributes = " ".join(["\\HasNoChildren", *filter(None, [box.special_use])])
+            lines.append(f'* LIST ({attributes}) "/" "{name}"\r\n'.encode())
+        return lines
 
     def _select(
         self, session: _Session, args: list[object], *, readonly: bool
@@ -323,8 +338,19 @@ def _search(box: _Folder, args: list[object]) -> list[bytes]:
     elif len(args) == 2 and str(args[0]).upper() == "UID":
         wanted = _uid_set(str(args[1]), max((message.uid for message in box.messages), default=0))
         found = [message for message in box.messages if message.uid in wanted]
+    elif len(args) == 3 and str(args[0]).upper() == "HEADER":
+        # RFC 3501: the field's value contains the text, case-insensitively.
+        field_name, text = str(args[1]), str(args[2]).lower()
+        found = [
+            message
+            for message in box.messages
+            if any(
+                text in str(value).lower()
+                for value in BytesHeaderParser().parsebytes(message.raw).get_all(field_name, [])
+            )
+        ]
     else:
-        raise _BadCommandError("UID SEARCH supports ALL, SINCE <date> or UID <set> only")
+        raise _BadCommandError("UID SEARCH supports ALL, SINCE <date>, UID <set> or HEADER only")
     uids = " ".join(str(message.uid) for message in found)
     return [f"* SEARCH {uids}".rstrip().encode() + b"\r\n"]
 

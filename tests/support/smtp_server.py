@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -190,6 +191,7 @@ class LoopbackSMTP:
         implicit_tls: bool = False,
         keep_messages: bool = True,
         hostname: str = "localhost",
+        on_accept: Callable[[bytes], None] | None = None,
     ) -> None:
         if implicit_tls and (starttls or require_tls):
             raise ValueError("implicit_tls already encrypts; starttls/require_tls do not apply")
@@ -199,6 +201,8 @@ class LoopbackSMTP:
         self.implicit_tls = implicit_tls
         self.keep_messages = keep_messages
         self.hostname = hostname
+        # Called with each accepted message's bytes, e.g. to file it in an IMAP Sent folder.
+        self.on_accept = on_accept
         self.host = "127.0.0.1"
         self.port = 0
         self.cert_path: Path | None = None  # CA file for clients when STARTTLS or SMTPS is on
@@ -371,6 +375,8 @@ class LoopbackSMTP:
                 return rule
             for address in envelope.rcpt_tos:
                 self._deliveries[address.lower()] += 1
+            if self.on_accept is not None:
+                self.on_accept(envelope.original_content or b"")
             if self.keep_messages:
                 self._messages.append(
                     ReceivedMessage(
