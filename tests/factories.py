@@ -118,9 +118,16 @@ def scheduled_send(
 
 
 def mailbox(
-    session: Session, workspace_id: str, email: str, *, imap_port: int | None = None, **imap: Any
+    session: Session,
+    workspace_id: str,
+    email: str,
+    *,
+    imap_port: int | None = None,
+    smtp_port: int | None = None,
+    **imap: Any,
 ) -> Mailbox:
-    """A sending mailbox with password references; with IMAP on 127.0.0.1 when a port is given."""
+    """A sending mailbox with password references; with IMAP on 127.0.0.1 when a port is given,
+    and its SMTP login on a loopback server without TLS when an SMTP port is given."""
     row = Mailbox(
         workspaceId=workspace_id,
         email=email,
@@ -128,6 +135,8 @@ def mailbox(
         smtpUsername=email,
         smtpPasswordRef="env:TEST_SMTP_PASSWORD",
     )
+    if smtp_port is not None:
+        row.smtpPort, row.smtpSecurity = smtp_port, "none"
     if imap_port is not None:
         row.imapHost, row.imapPort, row.imapSsl = "127.0.0.1", imap_port, False
         row.imapUsername = imap.pop("username", email)

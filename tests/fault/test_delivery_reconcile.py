@@ -25,14 +25,19 @@ from tests.support.smtp_server import LoopbackSMTP
 pytestmark = [pytest.mark.fault, pytest.mark.flows]
 
 SENDER, IMAP_PASSWORD = "alex@seller.example", "imap-secret-0123"
+SMTP_PASSWORD = "smtp-secret-0123"
 SENT = "[Gmail]/Sent Mail"
 GRACE_SECONDS = 1
 
 
-def add_mailbox(sessions, imap: LoopbackIMAP) -> None:
+def add_mailbox(sessions, imap: LoopbackIMAP, smtp: LoopbackSMTP) -> None:
     with sessions.begin() as session:
         workspace_id = session.scalars(select(Campaign.workspaceId)).one()
-        factories.mailbox(session, workspace_id, SENDER, imap_port=imap.port)
+        row = factories.mailbox(
+            session, workspace_id, SENDER, imap_port=imap.port, smtp_port=smtp.port
+        )
+        # Warmed up: the day's cap must not be what defers the re-run's sends.
+        row.dailyLimit = row.warmupStart = 1000
 
 
 @pytest.mark.parametrize(
@@ -50,15 +55,17 @@ def test_a_worker_killed_mid_lane_leaves_every_send_sent_exactly_once(
     with LoopbackIMAP(auth=(SENDER, IMAP_PASSWORD)) as imap:
         imap.create("INBOX")
         imap.create(SENT, special_use="\\Sent")
-        add_mailbox(sessions, imap)
 
         def file_in_sent(raw: bytes) -> None:
             imap.add(SENT, raw, datetime.now(UTC))
 
-        with LoopbackSMTP(on_accept=file_in_sent) as smtp:
+        # The mailbox sends under its own login, as Gmail's SMTP does before filing in Sent.
+        with LoopbackSMTP(on_accept=file_in_sent, auth={SENDER: SMTP_PASSWORD}) as smtp:
+            add_mailbox(sessions, imap, smtp)
             settings = worker_settings(smtp) | {
                 "RECONCILE_GRACE_SECONDS": str(GRACE_SECONDS),
                 "TEST_IMAP_PASSWORD": IMAP_PASSWORD,
+                "TEST_SMTP_PASSWORD": SMTP_PASSWORD,
             }
             if group is not None:
                 settings["DELIVERY_HANDOVER_GROUP"] = str(group)

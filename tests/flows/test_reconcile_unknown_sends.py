@@ -20,15 +20,33 @@ from tests import factories
 from tests.flows.test_send_scheduled_emails import RULES
 from tests.support.imap_server import LoopbackIMAP
 from tests.support.run_records import run_log_messages, run_with_artifacts
+from tests.support.smtp_server import LoopbackSMTP
 
 pytestmark = pytest.mark.flows
 
 ALEX, SAM, PAT = "alex@seller.example", "sam@seller.example", "pat@seller.example"
 KIM = "kim@seller.example"  # its server does not file what it sends in Sent
 PASSWORD = "imap-secret-0123"
+SMTP_PASSWORD = "smtp-secret-0123"
 
 
-def seed(sessions, imap_port: int, closed_port: int) -> dict[str, str]:
+@pytest.fixture
+def smtp(run_settings, monkeypatch):
+    """The loopback SMTP server, with ALEX's own login: a mailbox row sends under its login."""
+    with LoopbackSMTP(auth={ALEX: SMTP_PASSWORD}) as server:
+        run_settings.update(
+            email_transport="smtp",
+            smtp_host=server.host,
+            smtp_port=server.port,
+            smtp_security="none",
+            unsubscribe_secret="test-secret-at-least-16-chars",
+            public_base_url="https://links.seller.example",
+        )
+        monkeypatch.setenv("TEST_SMTP_PASSWORD", SMTP_PASSWORD)
+        yield server
+
+
+def seed(sessions, imap_port: int, closed_port: int, smtp_port: int) -> dict[str, str]:
     """Sends by name: six unknown (found, gone: old and absent, fresh: absent, unreachable,
     norow, unfiled: absent like the earlier send of its mailbox) and that earlier `sent` one."""
     handed = {"found": 3600, "gone": 3600, "fresh": 10, "unreachable": 3600, "norow": 3600}
@@ -38,7 +56,7 @@ def seed(sessions, imap_port: int, closed_port: int) -> dict[str, str]:
     with sessions.begin() as session:
         ws = factories.workspace(session)
         camp = factories.campaign(session, ws, sendingRules=RULES)
-        factories.mailbox(session, ws.id, ALEX, imap_port=imap_port)
+        factories.mailbox(session, ws.id, ALEX, imap_port=imap_port, smtp_port=smtp_port)
         factories.mailbox(session, ws.id, SAM, imap_port=closed_port, username=ALEX)
         factories.mailbox(session, ws.id, KIM, imap_port=imap_port, username=ALEX)
         for name, age in handed.items():
@@ -67,7 +85,7 @@ def test_unknown_sends_are_settled_from_the_sent_folder_and_the_rest_reported(
     with LoopbackIMAP(auth=(ALEX, PASSWORD)) as closed:
         closed_port = closed.port
     with LoopbackIMAP(auth=(ALEX, PASSWORD)) as imap:
-        ids = seed(sessions, imap.port, closed_port)
+        ids = seed(sessions, imap.port, closed_port, smtp.port)
         imap.create("Sent Items", special_use="\\Sent")
         # INTERNALDATE has whole seconds.
         filed_at = (utcnow() - timedelta(minutes=59)).replace(microsecond=0)
@@ -125,7 +143,7 @@ def test_unknown_sends_are_settled_from_the_sent_folder_and_the_rest_reported(
 def test_a_dry_run_reconciles_nothing(smtp, sessions, monkeypatch):
     monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
     with LoopbackIMAP(auth=(ALEX, PASSWORD)) as imap:
-        ids = seed(sessions, imap.port, imap.port)
+        ids = seed(sessions, imap.port, imap.port, smtp.port)
         asyncio.run(send_scheduled_emails(max_wait_seconds=0, dry_run=True))
         assert imap.logins == 0
     with sessions() as session:
