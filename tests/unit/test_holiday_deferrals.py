@@ -10,6 +10,7 @@ from core.campaigns.sending_rules import SendingRules
 from core.delivery.plan import Action, DueSend, Usage, plan_deliveries
 from core.generation.due_lead import DueLead
 from core.generation.generate import plan_progression
+from tests.unit.test_delivery_plan import send as planner_send
 
 NY = ZoneInfo("America/New_York")
 THANKSGIVING_10AM = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)  # Thursday 10:00 in New York
@@ -24,22 +25,9 @@ RULES = {
 
 
 def send(i: int = 0, *, rules: dict | None = None, **fields) -> DueSend:
-    values = {
-        "sendId": f"s{i:03}",
-        "campaignId": "c1",
-        "campaignLeadId": f"cl{i}",
-        "leadId": f"l{i}",
-        "workspaceId": "w1",
-        "stepOrder": 1,
-        "toEmail": f"lead{i}@buyer.example",
-        "subject": "Hello",
-        "body": "Hi",
-        "scheduledFor": THANKSGIVING_10AM - timedelta(minutes=1),
-        "leadStatus": "active",
-        "campaignStatus": "active",
-        "sendingRules": RULES if rules is None else rules,
-    }
-    return DueSend.model_validate(values | fields)
+    """The planner tests' send, due a minute before 10:00 on Thanksgiving under these rules."""
+    due = {"scheduledFor": THANKSGIVING_10AM - timedelta(minutes=1)}
+    return planner_send(i, rules=RULES if rules is None else rules, **(due | fields))
 
 
 def plan(sends, usage=None, *, now=THANKSGIVING_10AM):
