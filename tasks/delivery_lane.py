@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from core.delivery.accounts import MailboxStates, masked
+from core.delivery.accounts import MailboxStates
 from core.delivery.config import DeliveryConfig
 from core.delivery.headers import MessageError
 from core.delivery.lane import (
@@ -40,6 +40,7 @@ from core.delivery.plan import Decision, DueSend, Usage, plan_deliveries, usage_
 from core.delivery.report import DeliveryColumn, DeliveryReport, UnknownSend
 from core.delivery.transport import DeliveryVerdict, Transport, open_transport
 from core.failpoints import failpoint
+from core.mailboxes.secrets import masked
 from core.statuses import CampaignLeadStatus, EmailSendStatus, EngagementType
 from db.base import utcnow
 from db.engine import DatabaseConfig, sessions_for

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import anyio
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from core.campaigns.sending_rules import describe_errors
@@ -15,6 +15,7 @@ from core.engagement.config import IMAPConfig, read_new_mail
 from core.engagement.inbound_sources import IMAPCheckpoint, InboundSourceError, NewMail
 from core.mailboxes.check import PasswordUnavailableError
 from core.mailboxes.mailbox_file import ImapSpec
+from core.mailboxes.secrets import masked
 from db.engine import DatabaseConfig
 from db.queries.imap_checkpoints import (
     MailboxInbox,
@@ -58,13 +59,8 @@ def _read(inbox: MailboxInbox) -> NewMail | Unreadable:
     try:
         return read_new_mail(IMAPConfig.from_mailbox(spec, password), inbox.checkpoint)
     except (InboundSourceError, ValueError) as exc:
-        return Unreadable(_masked(str(exc), password))
-
-
-def _masked(answer: str, password: SecretStr) -> str:
-    # A server may echo what it was sent; the password never reaches a log or an artifact.
-    secret = password.get_secret_value()
-    return answer.replace(secret, "***") if secret else answer
+        # A server may echo what it was sent; the password never reaches a log or an artifact.
+        return Unreadable(masked(str(exc), password.get_secret_value()))
 
 
 @database_task("save-imap-checkpoint")

@@ -41,8 +41,3 @@ MailboxStates = Mapping[tuple[str, str], MailboxState]
 def mailbox_key(workspace_id: str, email: str) -> tuple[str, str]:
     """The key of a mailbox in MailboxStates."""
     return workspace_id, email.lower()
-
-
-def masked(answer: str, secret: str | None) -> str:
-    """The server's answer with the password replaced, should a server ever echo it."""
-    return answer.replace(secret, "***") if secret else answer

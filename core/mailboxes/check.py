@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from core.mailboxes.imap_wire import error_text, quoted
 from core.mailboxes.mailbox_file import ImapSpec, PasswordRef, SmtpSpec
+from core.mailboxes.secrets import masked
 from core.settings import SMTPSecurity
 
 DEFAULT_CHECK_TIMEOUT = 10.0
@@ -95,9 +96,7 @@ def _check(
         answer, ok = talk(secret), True
     except _RefusedError as exc:
         answer, ok = str(exc), False
-    if secret:
-        answer = answer.replace(secret, "***")
-    return CheckResult(protocol=protocol, server=server, ok=ok, answer=answer)
+    return CheckResult(protocol=protocol, server=server, ok=ok, answer=masked(answer, secret))
 
 
 def _smtp(spec: SmtpSpec, secret: str, timeout: float, context: ssl.SSLContext) -> str:

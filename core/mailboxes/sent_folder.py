@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from core.mailboxes.imap_wire import error_text, quoted
 from core.mailboxes.mailbox_file import ImapSpec
+from core.mailboxes.secrets import masked
 
 DEFAULT_IMAP_TIMEOUT = 30.0
 SENT_ATTRIBUTE = "\\sent"
@@ -113,9 +114,9 @@ def search_sent_folder(
         step = "UID FETCH"
         filed = _internal_dates(client, set(uids.values()))
     except imaplib.IMAP4.error as exc:
-        raise SentFolderError(_masked(f"{step} refused: {error_text(exc)}", secret)) from None
+        raise SentFolderError(masked(f"{step} refused: {error_text(exc)}", secret)) from None
     except (OSError, ValueError) as exc:
-        raise SentFolderError(_masked(f"{step} failed: {error_text(exc)}", secret)) from None
+        raise SentFolderError(masked(f"{step} failed: {error_text(exc)}", secret)) from None
     finally:
         if client is not None:
             with contextlib.suppress(imaplib.IMAP4.error, OSError):
@@ -164,7 +165,3 @@ def _ok(answer: tuple[str, Sequence[object]]) -> Sequence[object]:
     if status != "OK":
         raise imaplib.IMAP4.error(data[0] if data else status)
     return data
-
-
-def _masked(answer: str, secret: str) -> str:
-    return answer.replace(secret, "***") if secret else answer

@@ -1,9 +1,8 @@
 """Reading one stored mailbox's mail (tasks.mailbox_replies._read): what an unusable row says."""
 
-from pydantic import SecretStr
-
+from core.mailboxes.secrets import masked
 from db.queries.imap_checkpoints import MailboxInbox
-from tasks.mailbox_replies import Unreadable, _masked, _read
+from tasks.mailbox_replies import Unreadable, _read
 
 
 def test_stored_settings_the_mailbox_file_would_refuse_are_reported_not_raised() -> None:
@@ -21,4 +20,4 @@ def test_stored_settings_the_mailbox_file_would_refuse_are_reported_not_raised()
 
 
 def test_a_server_that_echoes_the_password_has_it_masked() -> None:
-    assert _masked("NO bad pass pw-123 for you", SecretStr("pw-123")) == "NO bad pass *** for you"
+    assert masked("NO bad pass pw-123 for you", "pw-123") == "NO bad pass *** for you"

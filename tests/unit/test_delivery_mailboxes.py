@@ -10,11 +10,12 @@ from datetime import timedelta
 import pytest
 
 from core.campaigns.sending_rules import parse_sending_rules
-from core.delivery.accounts import MAILBOX_RECHECK, MailboxState, masked
+from core.delivery.accounts import MAILBOX_RECHECK, MailboxState
 from core.delivery.lane import LaneSend, handover_guard, released
 from core.delivery.plan import Action, MailboxUsage, Usage, plan_deliveries
 from core.delivery.report import DeliveryColumn
 from core.delivery.transport import account_error
+from core.mailboxes.secrets import masked
 from core.mailboxes.warmup import Warmup
 from core.statuses import EmailSendStatus, MailboxStatus
 from tests.unit.test_delivery_plan import NOW, RULES, send
