@@ -9,12 +9,14 @@ from prefect.runtime import flow_run
 from pydantic import Field, SecretBytes
 
 from core.delivery.config import DeliveryConfig
+from core.delivery.mailbox_report import mailbox_table
 from core.delivery.reconcile import ReconcileConfig
 from core.delivery.report import (
     COLUMNS,
     DeliveryColumn,
     DeliveryReport,
     PlannedSend,
+    planned_report,
     summary_markdown,
 )
 from core.delivery.transport import TransportConfig
@@ -32,6 +34,7 @@ from tasks.delivery import (
     preview_deliveries,
     rescue_abandoned_sends,
 )
+from tasks.mailbox_report import read_mailbox_facts
 from tasks.reconcile import reconcile_unknown_sends
 
 
@@ -125,7 +128,7 @@ async def send_scheduled_emails(
             break
         report.merge(await deliver_sends(unwalked(claim), database, config, deadline=deadline))
 
-    await _publish(report, blocked, previews, cutoff=cutoff, dry_run=dry_run)
+    await _publish(report, blocked, previews, database, cutoff=cutoff, dry_run=dry_run)
     logger.info(
         "; ".join(f"{column} {report.total(column)}" for column in COLUMNS)
         + (f"; {len(blocked)} campaigns paused by their sendingRules" if blocked else "")
@@ -137,6 +140,7 @@ async def _publish(
     report: DeliveryReport,
     blocked: dict[str, tuple[str, int]],
     previews: list[PlannedSend],
+    database: DatabaseConfig,
     *,
     cutoff: datetime,
     dry_run: bool,
@@ -153,6 +157,19 @@ async def _publish(
         key="send-scheduled-emails",
         table=rows or [{"campaign_id": "(none due)"}],
         description=f"Sends per campaign and mailbox, due as of {cutoff.isoformat()}",
+    )
+    # A dry run's table is its plan's: `sent` is what would be sent.
+    per_mailbox = planned_report(previews) if dry_run else report
+    mailboxes = []
+    if per_mailbox.rows:
+        facts = await read_mailbox_facts(database, unwalked(per_mailbox))
+        mailboxes = mailbox_table(per_mailbox, facts)
+    scope = "Dry run, the plan per sending mailbox" if dry_run else "Per sending mailbox"
+    await acreate_table_artifact(
+        key="send-scheduled-emails-mailboxes",
+        table=mailboxes or [{"mailbox": "(none used)"}],
+        description=f"{scope}: sent, deferred and why, bounced; today's cap and use; 7-day"
+        " hard bounces and complaints; status and reason",
     )
     await acreate_table_artifact(
         key="send-scheduled-emails-unknown",

@@ -7,6 +7,7 @@ without a database, an SMTP server or Prefect.
 
 import hashlib
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from core.campaigns.closed_days import closed_days
 from core.campaigns.schedule import lead_zone, next_opening
 from core.campaigns.sending_rules import Mailbox, SendingRules, describe_errors, parse_sending_rules
-from core.delivery.accounts import MAILBOX_RECHECK, MailboxStates, mailbox_key
+from core.delivery.accounts import MAILBOX_RECHECK, MailboxState, MailboxStates, mailbox_key
 from core.statuses import CampaignLeadStatus, CampaignStatus
 
 # A lead in one of these has stopped: its pending sends are cancelled, never delivered.
@@ -111,18 +112,23 @@ class UsageDays:
 
 
 def usage_days(sends: list[DueSend], now: datetime) -> UsageDays:
-    """The days whose counters a plan of `sends` needs; campaigns with unusable rules have none.
+    """The days whose counters a plan of `sends` needs; campaigns with unusable rules have none."""
+    return campaign_days({send.campaignId: send.sendingRules for send in sends}, now)
+
+
+def campaign_days(sending_rules: Mapping[str, object], now: datetime) -> UsageDays:
+    """The days of each campaign's counters, and of its mailboxes', by its raw sendingRules.
 
     A mailbox shared by campaigns in different zones counts from the first campaign's midnight.
     """
     campaigns: dict[str, datetime] = {}
     mailboxes: dict[str, datetime] = {}
-    for send in {send.campaignId: send for send in sends}.values():
-        if delivery_rules_problem(send.sendingRules) is not None:
+    for campaign_id, raw in sending_rules.items():
+        if delivery_rules_problem(raw) is not None:
             continue
-        rules = parse_sending_rules(send.sendingRules)
+        rules = parse_sending_rules(raw)
         day = local_day_start(now, ZoneInfo(rules.timezone))
-        campaigns[send.campaignId] = day
+        campaigns[campaign_id] = day
         for mailbox in rules.sending_mailboxes():
             mailboxes.setdefault(mailbox.email.lower(), day)
     return UsageDays(campaigns, mailboxes)
@@ -180,6 +186,12 @@ def choose_mailbox(
         return used, tie
 
     return min([m for m in candidates if usable(m)] or candidates, key=load)
+
+
+def mailbox_cap(mailbox: Mailbox, rules: SendingRules, state: MailboxState | None) -> int:
+    """A mailbox's cap today: its row's warm-up cap, else its own dailyLimit in the
+    sendingRules, else the rules' mailboxDailyLimit."""
+    return state.cap if state is not None else mailbox.daily_limit or rules.mailbox_daily_limit
 
 
 def stop_reason(send: DueSend, rules: SendingRules) -> str | None:
@@ -279,7 +291,7 @@ def _decide(
         return Decision(
             send.sendId, Action.defer, f"campaign daily limit ({rules.daily_limit}) reached", reopen
         )
-    limit = state.cap if state is not None else mailbox.daily_limit or rules.mailbox_daily_limit
+    limit = mailbox_cap(mailbox, rules, state)
     if box.today >= limit:
         reopen = next_opening(next_local_day(now, campaign_zone), rules.window, zone, closed).at
         return Decision(

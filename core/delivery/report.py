@@ -9,7 +9,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from core.counting import Tally
-from core.delivery.plan import Decision, DueSend
+from core.delivery.plan import Action, Decision, DueSend
 
 
 class DeliveryColumn(StrEnum):
@@ -42,6 +42,17 @@ class DeliveryCounts(Tally):
     bounced: int = 0  # permanent for the recipient: failed, lead bounced, address suppressed
     unknown: int = 0  # may or may not have left; never resent automatically
     reasons: Counter[str] = Field(default_factory=Counter)
+
+    def reasons_of(self, column: DeliveryColumn) -> Counter[str]:
+        """Why this line's sends went to one column, and how many each time."""
+        prefix = f"{column}: "
+        return Counter(
+            {
+                reason.removeprefix(prefix): n
+                for reason, n in self.reasons.items()
+                if reason.startswith(prefix)
+            }
+        )
 
 
 class UnknownSend(BaseModel):
@@ -78,6 +89,15 @@ def planned_sends(decisions: list[Decision], sends: list[DueSend]) -> list[Plann
         )
         for d in decisions
     ]
+
+
+# A dry run's plan counted as the run would count it: `sent` is what would be sent.
+PLANNED_COLUMNS = {
+    Action.deliver: DeliveryColumn.sent,
+    Action.defer: DeliveryColumn.deferred,
+    Action.cancel: DeliveryColumn.cancelled,
+    Action.fail: DeliveryColumn.failed,
+}
 
 
 class DeliveryReport(BaseModel):
@@ -127,6 +147,15 @@ class DeliveryReport(BaseModel):
                 | {"why": why}
             )
         return rows
+
+
+def planned_report(plan: list[PlannedSend]) -> DeliveryReport:
+    """A dry run's plan as a run's report, so its tables are the ones a real run shows."""
+    report = DeliveryReport()
+    for line in plan:
+        column = PLANNED_COLUMNS[Action(line.action)]
+        report.count(line.campaign_id, line.mailbox, column, line.reason or None)
+    return report
 
 
 def summary_markdown(report: DeliveryReport, *, cutoff: str, dry_run: bool) -> str:
