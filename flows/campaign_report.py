@@ -1,5 +1,6 @@
 """The `campaign-report` flow: per campaign and step, the funnel from enrolment to sent, unique
-engagement and its rates, LLM spend per 1,000 emails and the lag from due to sent, over a window.
+engagement and its rates, LLM spend per 1,000 emails and the lag from due to sent, over a window;
+and per sending mailbox and UTC day, the deliverability rates.
 
 What every number means is in `core/analytics/campaign_report.py`; which timestamp puts each
 row in the window is in `db/queries/report.py`.
@@ -31,7 +32,8 @@ async def campaign_report(
         campaign_id: Only this campaign; empty reports every campaign.
         since: Window start (included); empty means 30 days before until.
         until: Window end (excluded); empty means the run's scheduled start.
-        output: Also write every row to this .csv or .parquet file on the worker.
+        output: Also write every row to this .csv or .parquet file on the worker, and the
+            rows per mailbox and day beside it (`NAME-mailbox-days.csv`).
     """
     logger = get_run_logger()
     database = DatabaseConfig.from_settings(run_settings())
@@ -48,8 +50,9 @@ async def campaign_report(
     report = await compute_report(unwalked(inputs), window)
     await _publish(report)
     if output:
-        written = await write_report(unwalked(report), output)
-        logger.info("wrote %d rows to %s", len(report.steps) + len(report.campaigns), written)
+        report_file, mailbox_file = await write_report(unwalked(report), output)
+        logger.info("wrote %d rows to %s", len(report.steps) + len(report.campaigns), report_file)
+        logger.info("wrote %d rows to %s", len(report.mailbox_days), mailbox_file)
     total = report.totals()
     logger.info(
         "%d campaigns, %d steps: enrolled %s, generated %s, sent %s, failed %s",
@@ -74,6 +77,11 @@ async def _publish(report: CampaignReport) -> None:
         key="campaign-report-campaigns",
         table=report.table("campaign") or [{"campaign_id": "(nothing in this window)"}],
         description=f"Per campaign, {span}; rates over sent, spend per 1,000 generated",
+    )
+    await acreate_table_artifact(
+        key="campaign-report-mailbox-days",
+        table=report.table("mailbox_day") or [{"mailbox": "(nothing sent in this window)"}],
+        description=f"Per sending mailbox and UTC day, {span}; rates over sent",
     )
     await acreate_markdown_artifact(
         key="campaign-report-summary",

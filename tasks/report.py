@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import anyio
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -19,6 +20,7 @@ from core.analytics.campaign_report import (
     ReportInputs,
     ReportWindow,
     compute_campaign_report,
+    mailbox_days_output,
     output_format,
 )
 from db.engine import DatabaseConfig
@@ -47,26 +49,31 @@ async def compute_report(inputs: ReportInputs, window: ReportWindow) -> Campaign
 
 
 @task(name="write-campaign-report", cache_policy=NO_CACHE, persist_result=False)
-async def write_report(report: CampaignReport, output: str) -> str:
-    """Write every row (steps, then each campaign's total) as CSV or parquet; returns the path."""
-    path = check_output(output)
+async def write_report(report: CampaignReport, output: str) -> tuple[str, str]:
+    """Write every row (steps, then each campaign's total) as CSV or parquet, and the rows per
+    mailbox and day to a file beside it (`mailbox_days_output`); returns both paths."""
     kind = output_format(output)
-    frame = report.frame()
+    report_path, mailbox_path = check_output(output), check_output(mailbox_days_output(output))
 
     def work() -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            if kind == "csv":
-                # Ten significant digits: no binary noise (0.1 + 0.2) in a file people read.
-                frame.to_csv(temporary, index=False, float_format="%.10g")
-            else:
-                frame.to_parquet(temporary, index=False)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        _write_atomically(report.frame(), report_path, kind)
+        _write_atomically(report.mailbox_days, mailbox_path, kind)
 
     await anyio.to_thread.run_sync(work)
-    return str(path)
+    return str(report_path), str(mailbox_path)
+
+
+def _write_atomically(frame: pd.DataFrame, path: Path, kind: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if kind == "csv":
+            # Ten significant digits: no binary noise (0.1 + 0.2) in a file people read.
+            frame.to_csv(temporary, index=False, float_format="%.10g")
+        else:
+            frame.to_parquet(temporary, index=False)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

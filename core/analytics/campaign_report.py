@@ -36,6 +36,9 @@ What each number means, for the window [since, until):
   retried a 4xx) and sent is `sentAt`, over the sends accepted in the window. It measures how
   late delivery picks up a due send, not how long a lead waits for its window. Percentiles are
   linearly interpolated (`percentile_cont`, the same as pandas' default `quantile`).
+
+Beside them, per sending mailbox and UTC day, the deliverability rates of
+`core/analytics/mailbox_days.py`.
 """
 
 import math
@@ -46,6 +49,8 @@ from typing import Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from core.analytics.mailbox_days import SEND_COLUMNS, compute_mailbox_days
 
 DEFAULT_DAYS = 30
 
@@ -105,6 +110,8 @@ INPUT_COLUMNS = {
     "sends": ("campaign_id", "step_id", *SEND_COUNTS),
     # step_id empty: the campaign's figure; campaign_id empty too: the whole report's.
     "latency": ("campaign_id", "step_id", *LATENCY),
+    # One row per send handed over in the window, with its mailbox, UTC day and what became of it.
+    "mailbox_sends": SEND_COLUMNS,
 }
 
 
@@ -156,6 +163,7 @@ class ReportInputs:
     generation: pd.DataFrame
     sends: pd.DataFrame
     latency: pd.DataFrame
+    mailbox_sends: pd.DataFrame
 
     @classmethod
     def empty(cls) -> "ReportInputs":
@@ -165,11 +173,13 @@ class ReportInputs:
 
 @dataclass
 class CampaignReport:
-    """The computed report: one row per campaign step, and one total row per campaign."""
+    """The computed report: one row per campaign step, one total row per campaign, and one row
+    per sending mailbox and UTC day."""
 
     window: ReportWindow
     steps: pd.DataFrame
     campaigns: pd.DataFrame
+    mailbox_days: pd.DataFrame
     # The whole report's due-to-sent (p50, p95) in seconds, every campaign's sends together.
     overall_latency: tuple[float | None, float | None] = (None, None)
 
@@ -182,10 +192,11 @@ class CampaignReport:
         )
         return rows.drop(columns="_total").reset_index(drop=True)[list(COLUMNS)]
 
-    def table(self, level: Literal["step", "campaign"]) -> list[dict[str, object]]:
+    def table(self, level: Literal["step", "campaign", "mailbox_day"]) -> list[dict[str, object]]:
         """Rows of one level for a table artifact: plain JSON values."""
-        frame = self.steps if level == "step" else self.campaigns
-        return [{str(k): _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+        frame = {"step": self.steps, "campaign": self.campaigns, "mailbox_day": self.mailbox_days}
+        rows = frame[level].to_dict("records")
+        return [{str(k): _plain(v) for k, v in row.items()} for row in rows]
 
     def totals(self) -> dict[str, float | int | None]:
         """Every campaign together: the counts summed, the rates and spend per 1,000 again."""
@@ -249,6 +260,7 @@ def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> Campa
         window=window,
         steps=_sorted(_derive(per_step), "step"),
         campaigns=_sorted(_derive(per_campaign)),
+        mailbox_days=compute_mailbox_days(inputs.mailbox_sends, window.since, window.until),
         overall_latency=overall_latency,
     )
 
@@ -421,6 +433,13 @@ class ReportOutputError(ValueError):
 
 
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet"}
+
+
+def mailbox_days_output(path: str) -> str:
+    """Where the per-mailbox days go beside the report's file: `report.csv` ->
+    `report-mailbox-days.csv` (their columns are not the report's)."""
+    output = PurePath(path)
+    return str(output.with_name(f"{output.stem}-mailbox-days{output.suffix}"))
 
 
 def output_format(path: str) -> str:

@@ -12,6 +12,8 @@ Which timestamp puts a row in the window [since, until), per table:
   they happened), and only those that occurred (`occurredAt`, not the ingestion time
   `createdAt`) before `until`: a report of a past window counts what had happened by its end,
   and events after `until` never change it.
+- Per mailbox and day: sends with a mailbox handed over in the window, one row each with its
+  UTC day and what became of it (events as above), grouped by pandas.
 
 `core/analytics/campaign_report.py` says what each column means. Every count is of distinct sends
 (an email opened ten times is one open). All frames are read in one REPEATABLE READ snapshot when
@@ -149,6 +151,45 @@ LATENCY = text(
     """
 ).bindparams(*_PARAMS)
 
+# One row per send with a mailbox handed over in the window that counts as sent or failed (the
+# same rules as SENDS), with its UTC day (timestamps are stored as UTC) and its events' flags.
+MAILBOX_SENDS = text(
+    f"""
+    WITH handed AS (
+        SELECT s.id, lower(s.mailbox) AS mailbox, s.status, s."sentAt" IS NOT NULL AS accepted,
+               CAST(COALESCE(s."sentAt", s."attemptedAt") AS date) AS day
+        FROM "EmailSend" s
+        WHERE s.mailbox IS NOT NULL
+          AND COALESCE(s."sentAt", s."attemptedAt") >= :since
+          AND COALESCE(s."sentAt", s."attemptedAt") < :until
+          AND {_ONE_CAMPAIGN.format(column='s."campaignId"')}
+    ),
+    engaged AS (
+        SELECT e."emailSendId" AS id,
+               bool_or(e.type = 'bounce'
+                       AND e.metadata ->> 'bounceKind' IS DISTINCT FROM 'soft') AS hard_bounced,
+               bool_or(e.type = 'bounce' AND e.metadata ->> 'bounceKind' = 'soft') AS soft_bounced,
+               bool_or(e.type = 'complaint') AS complained,
+               bool_or(e.type = 'reply') AS replied,
+               bool_or(e.type = 'open') AS opened
+        FROM "EngagementEvent" e
+        JOIN handed h ON h.id = e."emailSendId"
+        WHERE e."occurredAt" < :until
+        GROUP BY e."emailSendId"
+    )
+    SELECT h.mailbox, h.day,
+           h.accepted OR g.id IS NOT NULL AS sent,
+           NOT h.accepted AND g.id IS NULL AND h.status IN ('failed', 'unknown') AS failed,
+           COALESCE(g.hard_bounced, false) AS hard_bounced,
+           COALESCE(g.soft_bounced, false) AS soft_bounced,
+           COALESCE(g.complained, false) AS complained,
+           COALESCE(g.replied, false) AS replied,
+           COALESCE(g.opened, false) AS opened
+    FROM handed h LEFT JOIN engaged g ON g.id = h.id
+    WHERE h.accepted OR g.id IS NOT NULL OR h.status IN ('failed', 'unknown')
+    """
+).bindparams(*_PARAMS)
+
 SNAPSHOT = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 
@@ -165,6 +206,7 @@ def read_report_inputs(session: Session, window: ReportWindow) -> ReportInputs:
         "generation": GENERATION,
         "sends": SENDS,
         "latency": LATENCY,
+        "mailbox_sends": MAILBOX_SENDS,
     }
     frames: dict[str, pd.DataFrame] = {}
     for name, query in queries.items():

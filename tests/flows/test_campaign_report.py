@@ -3,7 +3,7 @@
 import asyncio
 import csv
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pandas as pd
@@ -194,3 +194,102 @@ def test_parquet_output_holds_every_row(run_settings, sessions, tmp_path):
     frame = pd.read_parquet(output)
     assert list(frame.columns) == list(COLUMNS)
     assert len(frame) == len(report.steps) + len(report.campaigns)
+
+
+def seed_mailboxes(sessions, since) -> str:
+    """Over three UTC days from `since`: Alex sends three on day 1 (a hard bounce, a soft bounce
+    opened later, one opened and replied to), nothing on day 2 and one refused on day 3; Bob
+    sends two on day 2 (one complaint). Another campaign's send from Alex must not count."""
+    with sessions.begin() as session:
+        ws = factories.workspace(session)
+        camp = factories.campaign(session, ws, steps=1, name="Deliverability")
+        other = factories.campaign(session, ws, steps=1, name="Other")
+
+        def send(campaign, mailbox, day, hour, status="sent", *events):
+            lead = factories.lead(session, ws)
+            at = since + timedelta(days=day, hours=hour)
+            accepted = {"sentAt": at} if status == "sent" else {}
+            row = factories.scheduled_send(
+                session,
+                campaign,
+                lead,
+                status=status,
+                mailbox=mailbox,
+                scheduled_for=at,
+                attemptedAt=at,
+                **accepted,
+            )
+            session.flush()
+            for n, (kind, metadata) in enumerate(events):
+                session.add(
+                    EngagementEvent(
+                        emailSendId=row.id,
+                        type=kind,
+                        occurredAt=at + timedelta(hours=n + 1),
+                        eventMetadata=metadata,
+                        dedupeKey=f"mailbox-days:{row.id}:{n}",
+                    )
+                )
+
+        alex, bob = "alex@seller.example", "Bob@Seller.example"
+        send(camp, alex, 0, 9, "failed", ("bounce", {"bounceKind": "hard"}))  # refused at handover
+        send(camp, alex, 0, 10, "sent", ("bounce", {"bounceKind": "soft"}), ("open", None))
+        send(camp, alex, 0, 11, "sent", ("open", None), ("reply", None))
+        send(camp, alex, 2, 9, "failed")  # out of retries: failed, not sent
+        send(camp, bob, 1, 9, "sent", ("complaint", None))
+        send(camp, bob, 1, 23, "sent")
+        send(other, alex, 1, 9, "sent")
+        return camp.id
+
+
+def test_per_mailbox_per_day_rates_in_an_artifact_and_beside_the_file(
+    run_settings, sessions, tmp_path
+):
+    since = datetime(2026, 2, 1, tzinfo=UTC)
+    campaign_id = seed_mailboxes(sessions, since)
+    output = tmp_path / "deliverability.csv"
+    _, artifacts, logs = asyncio.run(
+        run_report(
+            campaign_id=campaign_id,
+            since=since,
+            until=since + timedelta(days=3),
+            output=str(output),
+        )
+    )
+    rows = table(artifacts["campaign-report-mailbox-days"])
+    days = {(r["mailbox"], r["day"]): r for r in rows}
+    assert list(days) == [
+        ("alex@seller.example", "2026-02-01"),
+        ("alex@seller.example", "2026-02-02"),
+        ("alex@seller.example", "2026-02-03"),
+        ("bob@seller.example", "2026-02-01"),
+        ("bob@seller.example", "2026-02-02"),
+        ("bob@seller.example", "2026-02-03"),
+    ]
+    counts = ("sent", "failed", "hard_bounces", "soft_bounces", "complaints", "replies")
+    rates = ("hard_bounce_rate", "soft_bounce_rate", "complaint_rate", "reply_rate", "open_rate")
+
+    def pick(row, names):
+        return tuple(row[name] for name in names)
+
+    # The hard bounce refused at handover proves the send left: three sent on day 1.
+    first = days[("alex@seller.example", "2026-02-01")]
+    assert pick(first, counts) == (3, 0, 1, 1, 0, 1)
+    assert first["unique_opens"] == 2
+    assert pick(first, rates) == (0.333333, 0.333333, 0.0, 0.333333, 0.666667)
+    # A day with nothing sent, and one with only a failure: counts, and no rate.
+    for quiet in ("2026-02-02", "2026-02-03"):
+        assert days[("alex@seller.example", quiet)]["sent"] == 0
+        assert pick(days[("alex@seller.example", quiet)], rates) == (None,) * 5
+    assert days[("alex@seller.example", "2026-02-03")]["failed"] == 1
+    bob = days[("bob@seller.example", "2026-02-02")]
+    assert pick(bob, counts) == (2, 0, 0, 0, 1, 0) and bob["complaint_rate"] == 0.5
+
+    beside = tmp_path / "deliverability-mailbox-days.csv"
+    with beside.open(newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [(r["mailbox"], r["day"], r["sent"]) for r in written] == [
+        (mailbox, day, str(days[(mailbox, day)]["sent"])) for mailbox, day in days
+    ]
+    assert written[1]["hard_bounce_rate"] == "" and written[0]["open_rate"] == "0.6666666667"
+    assert any(str(beside) in line for line in logs)

@@ -17,6 +17,8 @@ from core.analytics.campaign_report import (
     output_format,
     summary_markdown,
 )
+from core.analytics.mailbox_days import COLUMNS as MAILBOX_DAY_COLUMNS
+from core.analytics.mailbox_days import SEND_COLUMNS
 
 UNTIL = datetime(2026, 3, 1, tzinfo=UTC)
 WINDOW = ReportWindow.ending(UNTIL)
@@ -70,6 +72,7 @@ def inputs() -> ReportInputs:
                 "due_to_sent_p95_s": [600.0, 600.0, 30.0, 30.0, 500.0],
             }
         ),
+        mailbox_sends=pd.DataFrame(columns=list(SEND_COLUMNS)),  # tests/unit/test_mailbox_days.py
     )
 
 
@@ -191,7 +194,8 @@ def test_an_unknown_campaign_is_an_error():
 
 def test_an_empty_database_gives_an_empty_report_and_a_summary():
     report = compute_campaign_report(ReportInputs.empty(), WINDOW)
-    assert report.steps.empty and report.campaigns.empty
+    assert report.steps.empty and report.campaigns.empty and report.mailbox_days.empty
+    assert list(report.mailbox_days.columns) == list(MAILBOX_DAY_COLUMNS)
     assert list(report.frame().columns) == list(COLUMNS)
     total = report.totals()
     assert total["sent"] == 0 and total["open_rate"] is None
