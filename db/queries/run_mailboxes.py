@@ -22,10 +22,11 @@ SENDERS = text(
 
 # Today's count is the day's `DeliveryCounter` row, the one the handover guard enforces; before
 # the day's first plan (a dry run rolls its plan back) it is what that row would start from.
-# Health counts as `mailbox list` does, on the index the caps use (the pipeline writes
-# `EmailSend.mailbox` lowercased): handovers begun in the window whatever their outcome (a 5xx
-# refusal is a send that bounced), and the mailbox's sends with a hard bounce (a bounce without
-# a kind is hard, as ingestion treats it) or a complaint that occurred in the window.
+# Health is of the mailbox's handovers begun in the window, whatever their outcome (a 5xx refusal
+# is a send that bounced), and how many of those have drawn a hard bounce (a bounce without a
+# kind is hard, as ingestion treats it) or a complaint so far: a cohort, so each mailbox costs a
+# range of the index the caps use (the pipeline writes `EmailSend.mailbox` lowercased), however
+# long its history.
 STANDINGS = text(
     """
     WITH w AS (
@@ -38,27 +39,34 @@ STANDINGS = text(
            CASE WHEN w.day IS NOT NULL THEN COALESCE(k.used, (
                SELECT count(*) FROM "EmailSend" s
                WHERE s.mailbox = w.email AND s."attemptedAt" >= w.day)) END AS used_today,
-           (SELECT count(*) FROM "EmailSend" s
-            JOIN "Campaign" c ON c.id = s."campaignId" AND c."workspaceId" = w.workspace
-            WHERE s.mailbox = w.email AND s."attemptedAt" >= :since
-              AND s.status IN ('sent', 'failed', 'unknown')) AS sends,
-           e.hard_bounces, e.complaints
+           h.sends, h.hard_bounces, h.complaints
     FROM w
     LEFT JOIN "Mailbox" m ON m."workspaceId" = w.workspace AND lower(m.email) = w.email
     LEFT JOIN "DeliveryCounter" k ON k.scope = 'mailbox' AND k.key = w.email AND k.day = w.day
     CROSS JOIN LATERAL (
-        SELECT count(DISTINCT e."emailSendId") FILTER (
-                   WHERE e.type = 'bounce'
-                     AND e.metadata ->> 'bounceKind' IS DISTINCT FROM 'soft') AS hard_bounces,
-               count(DISTINCT e."emailSendId") FILTER (WHERE e.type = 'complaint') AS complaints
+        SELECT count(*) AS sends,
+               count(*) FILTER (WHERE g.hard_bounced) AS hard_bounces,
+               count(*) FILTER (WHERE g.complained) AS complaints
         FROM "EmailSend" s
         JOIN "Campaign" c ON c.id = s."campaignId" AND c."workspaceId" = w.workspace
-        JOIN "EngagementEvent" e ON e."emailSendId" = s.id
-        WHERE s.mailbox = w.email AND s."attemptedAt" IS NOT NULL
-          AND e.type IN ('bounce', 'complaint') AND e."occurredAt" >= :since
-    ) e
+        CROSS JOIN LATERAL (
+            SELECT bool_or(e.type = 'bounce'
+                           AND e.metadata ->> 'bounceKind' IS DISTINCT FROM 'soft') AS hard_bounced,
+                   bool_or(e.type = 'complaint') AS complained
+            FROM "EngagementEvent" e
+            WHERE e."emailSendId" = s.id
+        ) g
+        WHERE s.mailbox = w.email AND s."attemptedAt" >= :since
+          AND s.status IN ('sent', 'failed', 'unknown')
+    ) h
     """
 ).bindparams(bindparam("since", type_=UTCDateTime))
+
+
+# The planner takes a JSON recordset for 100 rows, which puts this statement over
+# jit_above_cost: against 20 mailboxes and 200,000 sends, compiling it took 1.2 s and running it
+# 0.07 s. Off for this transaction only.
+NO_JIT = text("SET LOCAL jit = off")
 
 
 def read_campaign_senders(session: Session, campaign_ids: set[str]) -> dict[str, CampaignSender]:
@@ -82,6 +90,7 @@ def read_mailbox_standings(
         {"workspace": workspace, "email": email, "day": day}
         for (workspace, email), day in sorted(days.items())
     ]
+    session.execute(NO_JIT)
     answer = session.execute(STANDINGS, {"wanted": json_rows(wanted), "since": now - HEALTH_WINDOW})
     standings = {}
     for row in answer:
