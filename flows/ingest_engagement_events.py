@@ -3,8 +3,7 @@ from event files, webhooks and inbound mail (the IMAP_* inbox and every active s
 -> EngagementEvents and stopped leads.
 """
 
-import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -15,7 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from pydantic import Field
 
-from core.engagement.config import IngestionConfig
+from core.engagement.config import EVENT_CHUNK, IngestionConfig
 from core.engagement.event_files import EventFileError, read_event_file
 from core.engagement.event_records import EventFormat
 from core.engagement.events import NormalisedEvent
@@ -24,22 +23,15 @@ from core.engagement.report import (
     IngestColumn,
     IngestReport,
     MailboxOutcome,
-    MailboxRead,
     event_chunks,
 )
 from db.engine import DatabaseConfig
-from db.queries.imap_checkpoints import MailboxInbox
 from flows.cutoff import aware
 from flows.in_flight import InFlight
 from flows.settings import run_settings
 from flows.unwalked import unwalked
 from tasks.engagement import drain_webhook_inbox, ingest_chunk
-from tasks.mailbox_replies import (
-    Unreadable,
-    list_imap_mailboxes,
-    read_mailbox_mail,
-    save_checkpoint,
-)
+from tasks.mailbox_replies import catch_up_mailbox, list_imap_mailboxes
 
 # Chunks being written at once: two while the next one is read. Each has its own transaction;
 # their stop rules take turns (see db.queries.engagement).
@@ -64,7 +56,7 @@ async def ingest_engagement_events(
     since: datetime | None = None,
     until: datetime | None = None,
     dry_run: bool = False,
-    chunk_size: Annotated[int, Field(ge=1, le=50_000)] = 5000,
+    chunk_size: Annotated[int, Field(ge=1, le=50_000)] = EVENT_CHUNK,
 ) -> IngestReport:
     """Read engagement events, record each once, and stop the leads they say to stop.
 
@@ -127,7 +119,11 @@ async def ingest_engagement_events(
         # window filters events out, and those must still be read by the next run.
         keep = not dry_run and since is None and until is None
         for inbox in inboxes:
-            read = await _read_mailbox(inbox, ingest, database, keep=keep, logger=logger)
+            read = await catch_up_mailbox(inbox, ingest, database, keep=keep)
+            if read.outcome is MailboxOutcome.skipped:
+                logger.warning(
+                    "mailbox %s (workspace %s) skipped: %s", read.email, read.workspace, read.answer
+                )
             report.mailboxes.append(read)
 
     await _publish(report, dry_run=dry_run)
@@ -141,38 +137,6 @@ async def ingest_engagement_events(
         dict(report.stopped) or "none",
     )
     return report
-
-
-async def _read_mailbox(
-    inbox: MailboxInbox,
-    ingest: Callable[[Iterable[object]], Awaitable[None]],
-    database: DatabaseConfig,
-    *,
-    keep: bool,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> MailboxRead:
-    """Ingest one mailbox's new mail, then move its checkpoint; an unreadable one is reported."""
-    mail = await read_mailbox_mail(inbox)
-    if isinstance(mail, Unreadable):
-        logger.warning(
-            "mailbox %s (workspace %s) skipped: %s", inbox.email, inbox.workspace_id, mail.answer
-        )
-        return MailboxRead(
-            email=inbox.email,
-            workspace=inbox.workspace_id,
-            outcome=MailboxOutcome.skipped,
-            answer=mail.answer,
-        )
-    await ingest(mail.results)  # returns once every chunk is committed
-    if keep and mail.checkpoint != inbox.checkpoint:
-        await save_checkpoint(database, inbox, mail.checkpoint)
-    return MailboxRead(
-        email=inbox.email,
-        workspace=inbox.workspace_id,
-        outcome=MailboxOutcome.read if mail.searched else MailboxOutcome.unchanged,
-        messages=len(mail.results),
-        answer=f"UIDVALIDITY {mail.checkpoint.uid_validity}, last UID {mail.checkpoint.last_uid}",
-    )
 
 
 async def _publish(report: IngestReport, *, dry_run: bool) -> None:

@@ -1,18 +1,19 @@
-"""Prefect tasks that read the sending mailboxes' IMAP folders for ingestion: list them, read
-one's new mail, record how far it was read once its events are stored.
+"""Prefect tasks that read the sending mailboxes' IMAP folders: list them, read one's new mail,
+record how far it was read once its events are stored. Ingestion reads every mailbox this way,
+and delivery each mailbox it is about to send from (tasks.replies_first).
 """
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from core.campaigns.sending_rules import describe_errors
 from core.engagement.config import IMAPConfig, read_new_mail
 from core.engagement.inbound_sources import IMAPCheckpoint, InboundSourceError, NewMail
+from core.engagement.report import MailboxOutcome, MailboxRead
 from core.mailboxes.check import PasswordUnavailableError
 from core.mailboxes.mailbox_file import ImapSpec
 from core.mailboxes.secrets import masked
@@ -39,14 +40,9 @@ async def list_imap_mailboxes(database: DatabaseConfig) -> list[MailboxInbox]:
     return await in_transaction(database, read_imap_mailboxes, rollback=True)
 
 
-# Not retried: an unreachable mailbox is reported and skipped, and the next run tries again.
-@task(name="read-mailbox-mail", cache_policy=NO_CACHE, persist_result=False)
-async def read_mailbox_mail(inbox: MailboxInbox) -> NewMail | Unreadable:
-    """The mailbox's mail after its checkpoint, or why it could not be read."""
-    return await anyio.to_thread.run_sync(_read, inbox)
-
-
 def _read(inbox: MailboxInbox) -> NewMail | Unreadable:
+    """The mailbox's mail after its checkpoint, or why it could not be read (never retried:
+    the next read tries again)."""
     try:
         spec = ImapSpec.model_validate(inbox.imap)
     except ValidationError as exc:
@@ -73,3 +69,39 @@ async def save_checkpoint(
         return save_imap_checkpoint(session, inbox, checkpoint)
 
     return await in_transaction(database, work)
+
+
+async def catch_up_mailbox(
+    inbox: MailboxInbox,
+    ingest: Callable[[Iterable[object]], Awaitable[None]],
+    database: DatabaseConfig,
+    *,
+    keep: bool,
+) -> MailboxRead:
+    """Ingest one mailbox's new mail, then move its checkpoint; an unreadable one is `skipped`.
+
+    `ingest` returns once every event is committed, so a checkpoint never passes a message
+    whose events are not stored: a reader that starts from it (another run, another flow) has
+    nothing to miss. Two readers at once read the same messages, whose events are recorded once
+    (dedupe keys), and keep the higher UID.
+    """
+    # A plain thread, not a task run: delivery reads each mailbox before every batch, and an
+    # unchanged folder must cost its one round trip, not a handful of calls to the Prefect API.
+    mail = await anyio.to_thread.run_sync(_read, inbox)
+    if isinstance(mail, Unreadable):
+        return MailboxRead(
+            email=inbox.email,
+            workspace=inbox.workspace_id,
+            outcome=MailboxOutcome.skipped,
+            answer=mail.answer,
+        )
+    await ingest(mail.results)
+    if keep and mail.checkpoint != inbox.checkpoint:
+        await save_checkpoint(database, inbox, mail.checkpoint)
+    return MailboxRead(
+        email=inbox.email,
+        workspace=inbox.workspace_id,
+        outcome=MailboxOutcome.read if mail.searched else MailboxOutcome.unchanged,
+        messages=len(mail.results),
+        answer=f"UIDVALIDITY {mail.checkpoint.uid_validity}, last UID {mail.checkpoint.last_uid}",
+    )

@@ -10,6 +10,8 @@ from core.settings import Settings
 
 # Webhook payloads ingested per transaction when the inbox is drained.
 INBOX_BATCH = 200
+# Events per task and transaction, unless a run of `ingest-engagement-events` says otherwise.
+EVENT_CHUNK = 5000
 
 
 class IMAPConfig(BaseModel):
