@@ -1,24 +1,28 @@
 """The sending mailboxes whose IMAP folder ingestion reads, and how far each has been read."""
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
 from core.engagement.inbound_sources import IMAPCheckpoint
 
-# The stored settings in the mailbox file's shape, validated by the caller: the web app may
-# have written the row.
+# A row's IMAP settings in the mailbox file's shape (NULL without IMAP) and its checkpoint, as
+# the columns `inbox_of` reads; validated by the caller: the web app may have written the row.
+INBOX_COLUMNS = """
+    m."imapUidValidity", m."imapLastUid",
+    CASE WHEN m."imapHost" IS NOT NULL THEN jsonb_strip_nulls(jsonb_build_object(
+        'host', m."imapHost", 'port', m."imapPort", 'ssl', m."imapSsl",
+        'username', m."imapUsername", 'password', m."imapPasswordRef",
+        'folder', m."imapFolder")) END AS imap
+"""
 IMAP_MAILBOXES = text(
-    """
-    SELECT id, "workspaceId", email, "imapUidValidity", "imapLastUid",
-           jsonb_strip_nulls(jsonb_build_object(
-               'host', "imapHost", 'port', "imapPort", 'ssl', "imapSsl",
-               'username', "imapUsername", 'password', "imapPasswordRef",
-               'folder', "imapFolder")) AS imap
-    FROM "Mailbox"
-    WHERE "imapHost" IS NOT NULL
-    ORDER BY "workspaceId", lower(email)
+    f"""
+    SELECT m.id, m."workspaceId", m.email, {INBOX_COLUMNS}
+    FROM "Mailbox" m
+    WHERE m."imapHost" IS NOT NULL
+    ORDER BY m."workspaceId", lower(m.email)
     """
 )
 
@@ -56,20 +60,24 @@ def read_imap_mailboxes(session: Session) -> list[MailboxInbox]:
     A pause stops sending, not listening: a reply to a paused or disconnected mailbox must
     still stop its lead before the mailbox sends again.
     """
-    return [
-        MailboxInbox(
-            id=row.id,
-            workspace_id=row.workspaceId,
-            email=row.email,
-            imap=row.imap,
-            checkpoint=(
-                IMAPCheckpoint(row.imapUidValidity, row.imapLastUid or 0)
-                if row.imapUidValidity is not None
-                else None
-            ),
-        )
-        for row in session.execute(IMAP_MAILBOXES)
-    ]
+    return [inbox for row in session.execute(IMAP_MAILBOXES) if (inbox := inbox_of(row))]
+
+
+def inbox_of(row: Row[Any]) -> MailboxInbox | None:
+    """A row's inbox from its id, workspaceId, email and INBOX_COLUMNS; None without IMAP."""
+    if row.imap is None:
+        return None
+    return MailboxInbox(
+        id=row.id,
+        workspace_id=row.workspaceId,
+        email=row.email,
+        imap=row.imap,
+        checkpoint=(
+            IMAPCheckpoint(row.imapUidValidity, row.imapLastUid or 0)
+            if row.imapUidValidity is not None
+            else None
+        ),
+    )
 
 
 def save_imap_checkpoint(session: Session, inbox: MailboxInbox, checkpoint: IMAPCheckpoint) -> bool:

@@ -10,17 +10,19 @@ from sqlalchemy.orm import Session
 from core.mailboxes.warmup import Warmup
 from core.statuses import MailboxStatus
 from db.base import UTCDateTime
+from db.queries.imap_checkpoints import INBOX_COLUMNS, MailboxInbox, inbox_of
 from db.queries.rows import json_rows
 
 # The SMTP settings come back in the mailbox file's shape, validated by the caller: the web
 # app may have written the row.
 SENDING = text(
-    """
+    f"""
     SELECT m.id, m."workspaceId", m.email, m.status, m."statusReason", m."dailyLimit",
            m."warmupStart", m."warmupIncrement", m."warmupStartedAt",
            jsonb_build_object('host', m."smtpHost", 'port', m."smtpPort",
                               'security', m."smtpSecurity", 'username', m."smtpUsername",
-                              'password', m."smtpPasswordRef") AS smtp
+                              'password', m."smtpPasswordRef") AS smtp,
+           {INBOX_COLUMNS}
     FROM "Mailbox" m
     JOIN jsonb_to_recordset(CAST(:wanted AS jsonb)) AS w(workspace text, email text)
       ON m."workspaceId" = w.workspace AND lower(m.email) = lower(w.email)
@@ -51,6 +53,8 @@ class SendingMailbox:
     status_reason: str | None
     warmup: Warmup
     smtp: dict[str, object]
+    # Its IMAP folder and checkpoint, when it has IMAP: read for replies before it sends.
+    inbox: MailboxInbox | None = None
 
 
 def read_sending_mailboxes(session: Session, wanted: set[tuple[str, str]]) -> list[SendingMailbox]:
@@ -73,6 +77,7 @@ def read_sending_mailboxes(session: Session, wanted: set[tuple[str, str]]) -> li
                 started_at=row.warmupStartedAt.replace(tzinfo=UTC),
             ),
             smtp=row.smtp,
+            inbox=inbox_of(row),
         )
         for row in answer
     ]
