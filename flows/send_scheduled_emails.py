@@ -21,6 +21,7 @@ from core.delivery.report import (
 )
 from core.delivery.transport import TransportConfig
 from core.delivery.unsubscribe import secret_from_settings
+from core.engagement.config import IngestionConfig
 from core.settings import Settings
 from db.base import utcnow
 from db.engine import DatabaseConfig
@@ -82,6 +83,7 @@ async def send_scheduled_emails(
     settings = run_settings()
     database = DatabaseConfig.from_settings(settings)
     config = delivery_config(settings)
+    replies = IngestionConfig.from_settings(settings)  # how replies read before handover count
     # A claim must outlive the run's longest wait for a mailbox gap, plus the usual lease.
     lease = config.lease_seconds + max_wait_seconds
     worker = f"flow-run/{flow_run.id or 'local'}"
@@ -126,7 +128,9 @@ async def send_scheduled_emails(
             # Nothing is claimed, so one preview of up to max_sends is the whole plan.
             previews = await preview_deliveries(unwalked(claim), database, deadline=deadline)
             break
-        report.merge(await deliver_sends(unwalked(claim), database, config, deadline=deadline))
+        report.merge(
+            await deliver_sends(unwalked(claim), database, config, replies, deadline=deadline)
+        )
 
     await _publish(report, blocked, previews, database, cutoff=cutoff, dry_run=dry_run)
     logger.info(

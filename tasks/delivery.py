@@ -25,12 +25,14 @@ from core.delivery.report import (
     UnknownSend,
     planned_sends,
 )
+from core.engagement.config import IngestionConfig
 from core.failpoints import failpoint
 from db.base import utcnow
 from db.engine import DatabaseConfig
 from db.queries import delivery as queries
 from tasks.database import database_task, in_transaction
 from tasks.delivery_lane import Lane, plan_batch, settle
+from tasks.replies_first import read_replies_first
 from tasks.sending_accounts import SendingAccounts, resolve_sending_accounts
 
 
@@ -147,9 +149,15 @@ async def preview_deliveries(
 
 @database_task("deliver-sends", retries=0)
 async def deliver_sends(
-    claim: SendClaim, database: DatabaseConfig, config: DeliveryConfig, *, deadline: datetime
+    claim: SendClaim,
+    database: DatabaseConfig,
+    config: DeliveryConfig,
+    replies: IngestionConfig,
+    *,
+    deadline: datetime,
 ) -> DeliveryReport:
-    """Plan a claimed batch, settle what cannot go now, and deliver the rest, lane by lane.
+    """Read the mailboxes' new replies, plan a claimed batch, settle what cannot go now, and
+    deliver the rest, lane by lane.
 
     Never retried by Prefect: a half-delivered batch must not be handed over again; what it
     left claimed returns to the pool when the lease expires, and `sending` rows become unknown
@@ -161,6 +169,8 @@ async def deliver_sends(
     report = DeliveryReport()
     sends = {s.sendId: s for s in claim.sends}
     accounts = await resolve_sending_accounts(database, claim.sends, config.transport, now=utcnow())
+    # Property 16: replies that reached a mailbox stop their leads before it sends again.
+    await read_replies_first(database, replies, accounts, connections=config.max_connections)
 
     def plan(session: Session) -> list[Decision]:
         now = utcnow()

@@ -23,6 +23,7 @@ from core.mailboxes.mailbox_file import SmtpSpec
 from core.settings import TransportKind
 from core.statuses import MailboxStatus
 from db.engine import DatabaseConfig
+from db.queries.imap_checkpoints import MailboxInbox
 from db.queries.sending_mailboxes import (
     SendingMailbox,
     disconnect_mailbox,
@@ -34,11 +35,13 @@ from tasks.mailbox_passwords import resolve_password
 
 @dataclass
 class SendingAccounts:
-    """By (workspace id, lowercased address): each row's state, id and transport."""
+    """By (workspace id, lowercased address): each row's state, id and transport, and the IMAP
+    folder of each active one that has IMAP."""
 
     states: dict[tuple[str, str], MailboxState] = field(default_factory=dict)
     ids: dict[tuple[str, str], str] = field(default_factory=dict)
     transports: dict[tuple[str, str], TransportConfig] = field(default_factory=dict)
+    inboxes: dict[tuple[str, str], MailboxInbox] = field(default_factory=dict)
 
 
 def wanted_mailboxes(sends: list[DueSend]) -> set[tuple[str, str]]:
@@ -78,6 +81,8 @@ async def resolve_sending_accounts(
                 status, reason = MailboxStatus.disconnected, str(exc)
                 await _disconnect(database, row, reason, now)
         accounts.states[key] = MailboxState(status, reason, row.warmup.cap(now))
+        if row.inbox is not None and status is MailboxStatus.active:
+            accounts.inboxes[key] = row.inbox
     return accounts
 
 

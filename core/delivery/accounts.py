@@ -22,6 +22,9 @@ class MailboxState:
     status: MailboxStatus
     reason: str | None
     cap: int
+    # Why its new mail could not be read before this batch: a reply may be waiting there, so
+    # its follow-ups wait too (first emails still go: nobody can have answered those).
+    unread: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -32,6 +35,11 @@ class MailboxState:
     def hold_reason(self) -> str:
         """Why its sends wait: `mailbox disconnected: 535 5.7.8 ...`."""
         return f"mailbox {self.status}" + (f": {self.reason}" if self.reason else "")
+
+    @property
+    def unread_reason(self) -> str:
+        """Why a follow-up from it waits: `inbox not read for replies: imap.host=...`."""
+        return f"inbox not read for replies: {self.unread}"
 
 
 # By (workspace id, lowercased address): a row belongs to one workspace.

@@ -231,7 +231,8 @@ def plan_deliveries(
     (minGapSeconds plus 0..jitterSeconds) allows, inside the lead's window. A send that cannot
     go out by the deadline is deferred to the moment it can, never dropped, never earlier than
     its scheduledFor. `mailboxes` holds the sending mailboxes that have a `Mailbox` row: a
-    paused or disconnected one defers its sends, and its cap is the warm-up cap.
+    paused or disconnected one defers its sends, one whose inbox could not be read defers its
+    follow-ups, and its cap is the warm-up cap.
     """
     decisions = []
     next_free: dict[str, datetime] = {}
@@ -282,6 +283,11 @@ def _decide(
     if state is not None and not state.usable:
         return Decision(
             send.sendId, Action.defer, state.hold_reason, now + MAILBOX_RECHECK, mailbox
+        )
+    if state is not None and state.unread is not None and send.threadMessageId is not None:
+        # The lead was written to, so its answer may sit unread in this mailbox (property 16).
+        return Decision(
+            send.sendId, Action.defer, state.unread_reason, now + MAILBOX_RECHECK, mailbox
         )
     box = usage.mailboxes.setdefault(key, MailboxUsage())
     earliest = max(now, send.scheduledFor)

@@ -1,6 +1,6 @@
-"""Delivery per mailbox: a paused or disconnected `Mailbox` defers its sends, a lead already
-written to stays with its mailbox, the warm-up cap is the mailbox's cap, and a lane's login or
-server failure gives its sends back."""
+"""Delivery per mailbox: a paused or disconnected `Mailbox` defers its sends, one whose inbox
+could not be read its follow-ups, a lead already written to stays with its mailbox, the warm-up
+cap is the mailbox's cap, and a lane's login or server failure gives its sends back."""
 
 import random
 import smtplib
@@ -72,6 +72,19 @@ def test_a_lead_already_written_to_stays_with_its_mailbox_and_waits():
     assert decision.reason.startswith("mailbox disconnected: 535")
     (back,) = plan_with([written], {ALEX: ACTIVE, BOB: ACTIVE})
     assert (back.action, back.mailbox.email) == (Action.deliver, ALEX)
+
+
+def test_an_inbox_not_read_holds_follow_ups_and_lets_first_emails_go():
+    unread = MailboxState(MailboxStatus.active, None, 100, unread="imap.host=x:993: timed out")
+    follow_up = send(1, rules=TWO, mailbox=ALEX, threadMessageId="<first@seller.example>")
+    decisions = plan_with([send(0, rules=TWO), follow_up], {ALEX: unread, BOB: unread})
+    first, held = decisions
+    assert first.action is Action.deliver and first.at == NOW
+    assert (held.action, held.mailbox.email, held.at) == (Action.defer, ALEX, NOW + MAILBOX_RECHECK)
+    assert held.reason == "inbox not read for replies: imap.host=x:993: timed out"
+    # Once the inbox is read, the same follow-up goes.
+    (sent,) = plan_with([follow_up], {ALEX: ACTIVE})
+    assert sent.action is Action.deliver
 
 
 def test_when_no_mailbox_is_usable_every_send_waits():
