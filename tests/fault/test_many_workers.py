@@ -1,10 +1,11 @@
-"""Four worker processes at once over 5,000 due leads, then four delivery processes at once.
+"""Four worker processes at once over 5,000 due leads, then four delivery processes at once;
+and two delivery processes at once over eight sending mailboxes, each with its own login.
 
 Real processes against the session's Prefect API, the fake OpenAI server over HTTP and a
 loopback SMTP server: every due lead gets exactly one EmailSend for its step, none is lost or
 left claimed, no LLM call is paid twice, and every send reaches the SMTP server exactly once.
-The worker processes alone use about 60 s of CPU, so on a 2-core machine the test takes one
-to two minutes; it prints its phases' timings (pytest -s).
+The worker processes alone use about 60 s of CPU, so on a 2-core machine the first test takes
+one to two minutes; it prints its phases' timings (pytest -s).
 """
 
 import contextlib
@@ -13,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,10 +22,13 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select, text
 
+from core.mailboxes.mailbox_file import parse_mailbox_file
 from db.base import utcnow
-from db.models import CampaignLead, EmailSend, GeneratedMessage
+from db.models import CampaignLead, EmailSend, GeneratedMessage, Mailbox
+from db.queries.mailboxes import add_mailboxes
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.imap_server import LoopbackIMAP
 from tests.support.smtp_server import LoopbackSMTP
 from tests.support.start_together import GO
 
@@ -106,8 +111,10 @@ def seed(sessions, as_of) -> tuple[str, str]:
     return three.id, one.id
 
 
-def run_workers(module: str, args: list[str], env: dict[str, str], logs: Path) -> list[str]:
-    """WORKERS processes of a worker helper, released together once every one has imported
+def run_workers(
+    module: str, args: list[str], env: dict[str, str], logs: Path, *, count: int = WORKERS
+) -> list[str]:
+    """`count` processes of a worker helper, released together once every one has imported
     its code; waits for all of them and returns their output, each asserted to have exited 0.
     """
     name = module.rsplit(".", 1)[-1]
@@ -115,7 +122,7 @@ def run_workers(module: str, args: list[str], env: dict[str, str], logs: Path) -
     gate.mkdir(parents=True)
     command = [sys.executable, "-m", "tests.support.start_together", str(gate)]
     workers = []
-    for i in range(WORKERS):
+    for i in range(count):
         # A file, not a pipe: a worker blocked on a full pipe would never finish.
         with open(logs / f"{name}-{i}.log", "w") as out:
             workers.append(
@@ -129,7 +136,7 @@ def run_workers(module: str, args: list[str], env: dict[str, str], logs: Path) -
             )
     deadline = time.monotonic() + WORKER_TIMEOUT
     try:
-        while len(list(gate.glob("*.ready"))) < WORKERS:
+        while len(list(gate.glob("*.ready"))) < count:
             if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
                 break  # a worker died or hung: reported below
             time.sleep(0.02)
@@ -142,7 +149,7 @@ def run_workers(module: str, args: list[str], env: dict[str, str], logs: Path) -
             if worker.poll() is None:  # only our own children, by their pid
                 worker.kill()
                 worker.wait()
-    outputs = [(logs / f"{name}-{i}.log").read_text() for i in range(WORKERS)]
+    outputs = [(logs / f"{name}-{i}.log").read_text() for i in range(count)]
     for worker, output in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, f"{name} exited {worker.returncode}:\n{output[-3000:]}"
     return outputs
@@ -256,3 +263,75 @@ def test_four_workers_share_5000_leads_then_four_deliverers_send_each_once(
 
     timings["total"] = time.perf_counter() - started
     print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
+
+
+def test_two_deliverers_over_eight_mailboxes_send_each_once_under_its_own_login(
+    worker_env, sessions, tmp_path
+):
+    # Eight mailbox rows, each with its own SMTP login and its own IMAP folder, so both runs
+    # also read every inbox before each batch and move the same checkpoints at once.
+    boxes = {f"box{i}@seller.example": (f"box{i}", f"box{i}-pw-{i}") for i in range(8)}
+    sends = 320
+    rules = {"timezone": "UTC", "window": ALL_DAY, **LIMITS}
+    rules["mailboxes"] = [{"email": email} for email in boxes]
+    with contextlib.ExitStack() as servers:
+        smtp = servers.enter_context(LoopbackSMTP(auth=dict(boxes.values())))
+        entries, imaps = [], []
+        for email, (login, password) in boxes.items():
+            imap = servers.enter_context(LoopbackIMAP(auth=(email, password)))
+            imaps.append(imap)
+            worker_env.setenv(f"{login.upper()}_PASSWORD", password)
+            ref = f"env:{login.upper()}_PASSWORD"
+            entries.append(
+                {
+                    "email": email,
+                    "smtp": {"host": smtp.host, "port": smtp.port, "security": "none"}
+                    | {"username": login, "password": ref},
+                    "imap": {"host": imap.host, "port": imap.port, "ssl": False}
+                    | {"username": email, "password": ref},
+                    "dailyLimit": 100,
+                    "warmup": {"start": 100},
+                }
+            )
+        with sessions.begin() as session:
+            ws = factories.workspace(session)
+            camp = factories.campaign(session, ws, steps=1, sendingRules=rules)
+            for g in range(sends):
+                lead = factories.lead(session, ws, email=address(g))
+                factories.enrolment(session, camp, lead, currentStepOrder=2)
+                factories.scheduled_send(
+                    session, camp, lead, scheduled_for=utcnow() - timedelta(minutes=1)
+                )
+            document = parse_mailbox_file({"workspaceId": ws.id, "mailboxes": entries})
+            add_mailboxes(session, document, now=utcnow())
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+            "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+            "EMAIL_TRANSPORT": "smtp",
+            "SMTP_HOST": smtp.host,
+            "SMTP_PORT": str(smtp.port),
+            "SMTP_SECURITY": "none",
+            "UNSUBSCRIBE_SECRET": "fault-suite-secret-0123456789",
+            "PUBLIC_BASE_URL": "https://links.seller.example",
+        }
+        outputs = run_workers("tests.support.run_delivery", ["20"], env, tmp_path, count=2)
+        received = smtp.messages
+
+    sent = [summary(r"sent (\d+); retried", output) for output in outputs]
+    assert sum(sent) == sends and all(sent), sent  # both runs delivered, together all of it
+    assert all(imap.logins >= 2 for imap in imaps)  # each run read every inbox first
+    # Each message reached the server once, from its mailbox, under that mailbox's own login.
+    assert Counter(m.message["Message-ID"] for m in received).most_common(1)[0][1] == 1
+    assert {(m.mail_from, m.auth_login) for m in received} == {
+        (email, login) for email, (login, _) in boxes.items()
+    }
+    assert Counter(r for m in received for r in m.rcpt_tos) == {address(g): 1 for g in range(sends)}
+    with sessions() as session:
+        rows = session.execute(select(EmailSend.status, EmailSend.attempts, EmailSend.mailbox))
+        by_mailbox = Counter((status, attempts, box) for status, attempts, box in rows)
+        message_ids = session.scalars(select(EmailSend.providerMessageId)).all()
+        checkpoints = session.execute(select(Mailbox.imapUidValidity, Mailbox.imapLastUid)).all()
+    assert set(checkpoints) == {(imaps[0].uidvalidity, 0)}
+    assert by_mailbox == Counter(("sent", 1, m.mail_from) for m in received)
+    assert sorted(m.message["Message-ID"] for m in received) == sorted(message_ids)
