@@ -187,6 +187,13 @@ class GeneratedMessage(Base):
             unique=True,
             postgresql_where=text("status <> 'superseded'"),
         ),
+        # The review queue: `review list` and the campaign report's oldest pending message.
+        Index(
+            "GeneratedMessage_pending_review_idx",
+            "campaignId",
+            "createdAt",
+            postgresql_where=text("status = 'pending_review'"),
+        ),
         CheckConstraint(_in("status", GeneratedMessageStatus), name="status"),
     )
 
@@ -207,6 +214,11 @@ class GeneratedMessage(Base):
     costUsd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
     # Set when the rendered template was sent instead of LLM output, and why.
     fallbackReason: Mapped[str | None] = mapped_column(Text)
+    # Why it waits for a person (`pending_review`): the campaign's review rule, or the gate's
+    # reasons when an approved edit failed it; the person's own note (a rejection's why); when.
+    reviewReason: Mapped[str | None] = mapped_column(Text)
+    reviewNote: Mapped[str | None] = mapped_column(Text)
+    reviewedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class EmailSend(Base):
@@ -241,6 +253,12 @@ class EmailSend(Base):
             "EmailSend_sending_idx",
             "claimedUntil",
             postgresql_where=text("status = 'sending'"),
+        ),
+        # Sends awaiting review have no slot yet; each generation run releases the approved ones.
+        Index(
+            "EmailSend_awaiting_review_idx",
+            "campaignId",
+            postgresql_where=text("status = 'scheduled' AND \"scheduledFor\" IS NULL"),
         ),
         # Each run reconciles the unknown ones from their mailboxes' Sent folders, oldest first.
         Index(

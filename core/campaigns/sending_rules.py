@@ -14,6 +14,8 @@ from pydantic import (
     EmailStr,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -80,6 +82,15 @@ class GenerationFailurePolicy(StrEnum):
     hold = "hold"  # keep the lead waiting with a visible reason and retry later
 
 
+class ReviewPolicy(StrEnum):
+    """Which generated messages wait for a person's approval before they may be sent."""
+
+    none = "none"  # every message is sent as generated
+    all = "all"  # every message
+    # The first reviewCount messages of each step, then those the gate fell back on or flagged.
+    first = "first"
+
+
 class _Rules(BaseModel):
     # camelCase in JSON, like everything else the web app writes; unknown keys are typos.
     model_config = ConfigDict(
@@ -139,12 +150,34 @@ class SendingRules(_Rules):
     skip_dates: list[IsoDate] = Field(
         default_factory=list, max_length=366, description="Local dates on which nothing is sent."
     )
+    # Before `review`, whose validator checks the two together.
+    review_count: int | None = Field(
+        default=None,
+        ge=1,
+        description="With review: first, how many messages of each step need approval.",
+    )
+    review: ReviewPolicy = Field(default=ReviewPolicy.none, validate_default=True)
 
     @model_validator(mode="after")
     def _sender_is_one_shape(self) -> Self:
         if self.mailboxes and self.from_email:
             raise ValueError("give either fromEmail or mailboxes, not both")
         return self
+
+    @field_validator("review", mode="after")
+    @classmethod
+    def _review_count_goes_with_first(
+        cls, review: ReviewPolicy, info: ValidationInfo
+    ) -> ReviewPolicy:
+        # On `review` (validated even when absent), so the error names a field, not the root.
+        if "review_count" not in info.data:
+            return review  # reviewCount itself was refused, and says why
+        count = info.data["review_count"]
+        if review is ReviewPolicy.first and count is None:
+            raise ValueError("review: first needs reviewCount (how many of each step to approve)")
+        if review is not ReviewPolicy.first and count is not None:
+            raise ValueError(f"reviewCount applies only to review: first, not review: {review}")
+        return review
 
     def sending_mailboxes(self) -> list[Mailbox]:
         """The mailboxes to rotate over; a lone fromEmail is a single mailbox."""
