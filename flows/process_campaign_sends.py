@@ -31,6 +31,7 @@ from tasks.regeneration import (
     find_campaign_step,
     write_regenerated,
 )
+from tasks.review import claim_approved_sends, record_review_rejections, release_approved_sends
 
 # Batches generating at once: the next batch's LLM calls overlap the previous one's tail and
 # write, while all of them share the run's LLM concurrency limit.
@@ -47,6 +48,9 @@ async def process_campaign_sends(
     regenerate_step: Annotated[int | None, Field(ge=1)] = None,
 ) -> dict[str, CampaignCounts] | dict[str, StepCounts]:
     """Claim due leads in batches, personalise each with the LLM, schedule sends, advance leads.
+
+    First, the messages people approved in review become due sends, and their rejections are
+    recorded (`_release_reviewed`); a dry run skips that.
 
     With `regenerate_step` it claims no leads: it backfills that step of `campaign_id` instead
     (see `_regenerate_step`).
@@ -91,6 +95,18 @@ async def process_campaign_sends(
     )
     counts: dict[str, CampaignCounts] = {}
     previews: list[tuple[Claim, list[LeadOutcome]]] = []
+    if not dry_run:
+        # Before the due leads, so a lead whose approved follow-up is due at once goes today.
+        await _release_reviewed(
+            database,
+            config,
+            counts,
+            cutoff,
+            campaign_id=campaign_id,
+            batch_size=batch_size,
+            max_sends=max_leads,
+            worker=worker,
+        )
 
     async def generate_and_write(claim: Claim) -> None:
         # unwalked(): Prefect would otherwise walk every lead looking for futures (1 ms a lead).
@@ -139,7 +155,8 @@ async def process_campaign_sends(
     await _publish_counts(counts, cutoff, dry_run)
     total = totals(counts)
     logger.info(
-        "claimed %d, generated %d (%d cached), fell back %d, held %d, failed %d, scheduled %d",
+        "claimed %d, generated %d (%d cached), fell back %d, held %d, failed %d, scheduled %d "
+        "(%d awaiting review); reviewed: released %d, sent back %d, rejected %d",
         total.claimed,
         total.generated,
         total.cache_hits,
@@ -147,8 +164,41 @@ async def process_campaign_sends(
         total.held,
         total.failed,
         total.scheduled,
+        total.awaiting_review,
+        total.released,
+        total.sent_back,
+        total.rejected,
     )
     return counts
+
+
+async def _release_reviewed(
+    database: DatabaseConfig,
+    config: GenerationConfig,
+    counts: dict[str, CampaignCounts],
+    cutoff: datetime,
+    *,
+    campaign_id: str | None,
+    batch_size: int,
+    max_sends: int,
+    worker: str,
+) -> None:
+    """Review before send: the approved messages become due sends (once the gate passed their
+    text again), and the rejected ones hold their leads with the reviewer's reason."""
+    merge(counts, await record_review_rejections(database, campaign_id=campaign_id))
+    remaining = max_sends
+    while remaining > 0:
+        batch = await claim_approved_sends(
+            database,
+            config,
+            limit=min(batch_size, remaining),
+            worker=worker,
+            campaign_id=campaign_id,
+        )
+        if not batch.messages:
+            break
+        remaining -= len(batch.messages)
+        merge(counts, await release_approved_sends(database, config, batch, as_of=cutoff))
 
 
 async def _regenerate_step(

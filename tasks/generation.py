@@ -18,7 +18,9 @@ from core.generation.config import GenerationConfig
 from core.generation.due_lead import DueLead
 from core.generation.generate import (
     GenerationCache,
+    Hold,
     LeadOutcome,
+    MessageWrite,
     Prepared,
     generate_for_lead,
     plan_writes,
@@ -27,10 +29,11 @@ from core.generation.generate import (
 from core.generation.llm import Generation, Generator, OpenAIGenerator, TemplateGenerator
 from core.generation.prompt import Message
 from core.generation.report import CampaignCounts, count_batch
+from core.generation.review import first_reviewed_steps
 from db.base import utcnow
 from db.engine import DatabaseConfig
 from db.queries.claims import claim_due_leads, preview_due_leads
-from db.queries.generation import hold_leads, record_messages
+from db.queries.generation import count_step_messages, hold_leads, record_messages
 from tasks.database import database_task, in_transaction
 
 CACHE_PREFIX = "generation-"
@@ -199,32 +202,43 @@ async def write_messages(
 ) -> dict[str, CampaignCounts]:
     """Write a batch in one transaction, fenced by its claim; returns its per-campaign counts.
 
-    Every lead is either progressed or held, and both statements clear its claim.
+    Every lead is either progressed (or, awaiting review, kept at its step) or held, and both
+    statements clear its claim.
     """
-    writes, holds = plan_writes(
-        claim.leads, outcomes, as_of=as_of, max_attempts=config.max_attempts
-    )
     assert claim.token is not None
     token = claim.token
+    reviewed_steps = first_reviewed_steps(claim.leads)
     failpoint("generation.before_write")
 
-    def write(session: Session) -> tuple[set[str], set[str]]:
+    def write(session: Session) -> tuple[list[MessageWrite], list[Hold], set[str], set[str]]:
         now = utcnow()
+        # Counted in the writing transaction, so a step's first messages are those written
+        # first; two batches counting at once both count low, which only reviews more.
+        writes, holds = plan_writes(
+            claim.leads,
+            outcomes,
+            as_of=as_of,
+            max_attempts=config.max_attempts,
+            step_messages=count_step_messages(session, reviewed_steps),
+        )
         written = record_messages(session, token=token, now=now, writes=writes)
         held = hold_leads(session, token=token, now=now, holds=holds)
         # Every statement ran, the EmailSend rows included; only the commit is missing.
         failpoint("generation.after_insert")
-        return written, held
+        return writes, holds, written, held
 
-    written, held = await in_transaction(database, write)
+    writes, holds, written, held = await in_transaction(database, write)
     failpoint("generation.after_write")
     failed = {hold.campaignLeadId for hold in holds if hold.give_up} & held
     lost = len(claim.leads) - len(written) - len(held)
+    awaiting = {w.campaignLeadId for w in writes if w.reviewReason is not None} & written
     logger = get_run_logger()
     logger.info(
-        "batch of %d: %d scheduled, %d held, %d failed, %d taken over by another worker",
+        "batch of %d: %d scheduled (%d awaiting review), %d held, %d failed, "
+        "%d taken over by another worker",
         len(claim.leads),
         len(written),
+        len(awaiting),
         len(held) - len(failed),
         len(failed),
         lost,
@@ -238,4 +252,6 @@ async def write_messages(
                 hold.campaignLeadId,
                 hold.reason,
             )
-    return count_batch(claim.leads, outcomes, written=written, failed=failed)
+    return count_batch(
+        claim.leads, outcomes, written=written, failed=failed, awaiting_review=awaiting
+    )

@@ -118,14 +118,17 @@ async def write_regenerated(
         outcomes,
         unchanged=len(claim.unchanged),
         written=written,
+        kept_for_review={k.sendId for k in kept if k.for_review},
     )
     logger = get_run_logger()
     logger.info(
-        "batch of %d: %d regenerated, %d unchanged, %d held, %d changed meanwhile",
+        "batch of %d: %d regenerated, %d unchanged, %d held, %d kept for review, "
+        "%d changed meanwhile",
         claim.size,
         counts.regenerated,
         counts.unchanged,
         counts.held,
+        counts.kept_for_review,
         counts.changed,
     )
     for send in kept:

@@ -20,7 +20,7 @@ from core.campaigns.closed_days import closed_days
 from core.campaigns.schedule import lead_zone, next_opening
 from core.campaigns.sending_rules import Mailbox, SendingRules, describe_errors, parse_sending_rules
 from core.delivery.accounts import MAILBOX_RECHECK, MailboxState, MailboxStates, mailbox_key
-from core.statuses import CampaignLeadStatus, CampaignStatus
+from core.statuses import CampaignLeadStatus, CampaignStatus, GeneratedMessageStatus
 
 # A lead in one of these has stopped: its pending sends are cancelled, never delivered.
 STOPPED_LEADS = frozenset(
@@ -34,6 +34,10 @@ STOPPED_LEADS = frozenset(
 # A campaign that ended cancels its pending sends; a paused one only holds them.
 ENDED_CAMPAIGNS = frozenset(
     {CampaignStatus.completed, CampaignStatus.archived, CampaignStatus.draft}
+)
+# A message a person put back into review or rejected is never delivered; its send waits.
+UNAPPROVED_MESSAGES = frozenset(
+    {GeneratedMessageStatus.pending_review, GeneratedMessageStatus.rejected}
 )
 PAUSE_RECHECK = timedelta(hours=1)
 RETRY_BASE = timedelta(minutes=5)
@@ -56,6 +60,7 @@ class DueSend(BaseModel):
     leadCountry: Any = None  # customFields.country as the web app stored it, checked when used
     subject: str | None = None
     body: str | None = None
+    messageStatus: str | None = None  # a person may put it back into review or reject it
     scheduledFor: datetime
     attempts: int = 0
     mailbox: str | None = None  # this lead's mailbox in this campaign, once one was chosen
@@ -208,7 +213,9 @@ def stop_reason(send: DueSend, rules: SendingRules) -> str | None:
 
 
 def hold_reason(send: DueSend) -> str | None:
-    """Why this send waits without being cancelled (a pause), or None."""
+    """Why this send waits without being cancelled (a pause, a message not approved), or None."""
+    if send.messageStatus in UNAPPROVED_MESSAGES:
+        return f"message {send.messageStatus} (review before send)"
     if send.leadStatus == CampaignLeadStatus.paused:
         return "lead paused"
     if send.campaignStatus == CampaignStatus.paused:

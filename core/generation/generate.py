@@ -33,7 +33,9 @@ from core.generation.prompt import (
     generation_input_hash,
     prompt_profile,
 )
+from core.generation.review import review_reason
 from core.ids import new_id
+from core.statuses import GeneratedMessageStatus
 
 
 class OutcomeKind(StrEnum):
@@ -100,6 +102,8 @@ class LeadOutcome:
     input_hash: str | None = None
     cache_hit: bool = False
     llm_calls: int = 0
+    # What the gate found wrong with the first draft when the retry then passed.
+    flagged: str | None = None
 
 
 def sender_name(rules: SendingRules) -> str | None:
@@ -182,7 +186,13 @@ async def generate_for_lead(
         draft = normalize_draft(generation.draft)
         problems = check_draft(draft, rendered=prepared.trusted, rules=prepared.rules)
         if not problems:
-            return replace(outcome, kind=OutcomeKind.generated, draft=draft, generation=generation)
+            return replace(
+                outcome,
+                kind=OutcomeKind.generated,
+                draft=draft,
+                generation=generation,
+                flagged=retry_reason,
+            )
         retry_reason = "; ".join(problems)
     return _policy(prepared, outcome, FailureCause.quality_gate, f"quality gate: {retry_reason}")
 
@@ -203,9 +213,9 @@ def _retry_key(input_hash: str, reason: str | None) -> str:
 
 @dataclass(frozen=True)
 class Progression:
-    """Where a lead goes once its send for this step is scheduled."""
+    """Where a lead goes once its send for this step is scheduled (no slot: awaiting review)."""
 
-    scheduled_for: datetime
+    scheduled_for: datetime | None
     next_step_order: int
     next_scheduled_date: datetime | None
     completed: bool
@@ -243,10 +253,15 @@ class MessageContent:
     latencyMs: int
     costUsd: Decimal
     fallbackReason: str | None
+    status: GeneratedMessageStatus = GeneratedMessageStatus.generated
+    reviewReason: str | None = None  # set with status pending_review: why it waits for a person
 
 
-def message_content(outcome: LeadOutcome, draft: EmailDraft) -> MessageContent:
-    """The message columns of an outcome that produced `draft` (generated or fallen back)."""
+def message_content(
+    outcome: LeadOutcome, draft: EmailDraft, *, review_reason: str | None = None
+) -> MessageContent:
+    """The message columns of an outcome that produced `draft` (generated or fallen back);
+    with a review reason it is written `pending_review`."""
     generation = outcome.generation
     return MessageContent(
         subject=draft.subject,
@@ -259,19 +274,27 @@ def message_content(outcome: LeadOutcome, draft: EmailDraft) -> MessageContent:
         latencyMs=generation.latency_ms if generation else 0,
         costUsd=Decimal(str(round(generation.cost_usd, 6))) if generation else Decimal(0),
         fallbackReason=outcome.reason if outcome.kind is OutcomeKind.fallback else None,
+        status=GeneratedMessageStatus.generated
+        if review_reason is None
+        else GeneratedMessageStatus.pending_review,
+        reviewReason=review_reason,
     )
 
 
 @dataclass(frozen=True, kw_only=True)
 class MessageWrite(MessageContent):
-    """One lead's generated message, its send, and where the lead goes next."""
+    """One lead's generated message, its send, and where the lead goes next.
+
+    A message awaiting review has a send without a slot (`scheduledFor` None) and a lead that
+    stays at its step with no next date: only an approval moves them (`core.generation.review`).
+    """
 
     campaignLeadId: str
     stepOrder: int
     stepId: str
     messageId: str
     sendId: str
-    scheduledFor: datetime
+    scheduledFor: datetime | None
     nextStepOrder: int
     nextScheduledDate: datetime | None
     completed: bool
@@ -300,10 +323,20 @@ def hold_until(as_of: datetime, attempts: int, *, transient: bool) -> datetime:
 
 
 def plan_writes(
-    leads: list[DueLead], outcomes: list[LeadOutcome], *, as_of: datetime, max_attempts: int
+    leads: list[DueLead],
+    outcomes: list[LeadOutcome],
+    *,
+    as_of: datetime,
+    max_attempts: int,
+    step_messages: Mapping[str, int] | None = None,
 ) -> tuple[list[MessageWrite], list[Hold]]:
-    """Turn a batch's outcomes into the rows to write: sends with progression, or holds."""
+    """Turn a batch's outcomes into the rows to write: sends with progression, or holds.
+
+    `step_messages` counts each step's messages written before this batch (by step id), for
+    the campaigns that review the first messages of each step (`review.first_reviewed_steps`).
+    """
     by_id = {lead.campaignLeadId: lead for lead in leads}
+    earlier = dict(step_messages or {})
     writes: list[MessageWrite] = []
     holds: list[Hold] = []
     for outcome in outcomes:
@@ -316,7 +349,21 @@ def plan_writes(
             reason = outcome.reason or "no draft"
             holds.append(Hold(lead.campaignLeadId, reason, until, attempts >= max_attempts))
             continue
-        progression = plan_progression(lead, parse_sending_rules(lead.sendingRules), as_of)
+        rules = parse_sending_rules(lead.sendingRules)
+        review = review_reason(
+            rules,
+            earlier=earlier.get(lead.stepId, 0),
+            fallback=outcome.reason if outcome.kind is OutcomeKind.fallback else None,
+            flagged=outcome.flagged,
+        )
+        earlier[lead.stepId] = earlier.get(lead.stepId, 0) + 1
+        # Awaiting review: no slot and no next date, so the lead waits at its step until a
+        # person approves (core.generation.approval then plans what is planned here).
+        progression = (
+            plan_progression(lead, rules, as_of)
+            if review is None
+            else Progression(None, lead.stepOrder, None, completed=False)
+        )
         writes.append(
             MessageWrite(
                 campaignLeadId=lead.campaignLeadId,
@@ -324,7 +371,7 @@ def plan_writes(
                 stepId=lead.stepId,
                 messageId=new_id(),
                 sendId=new_id(),
-                **asdict(message_content(outcome, outcome.draft)),
+                **asdict(message_content(outcome, outcome.draft, review_reason=review)),
                 scheduledFor=progression.scheduled_for,
                 nextStepOrder=progression.next_step_order,
                 nextScheduledDate=progression.next_scheduled_date,

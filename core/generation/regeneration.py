@@ -13,6 +13,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from core.campaigns.sending_rules import parse_sending_rules
 from core.generation.due_lead import DueLead
 from core.generation.generate import (
     LeadOutcome,
@@ -22,7 +23,9 @@ from core.generation.generate import (
     message_content,
     prepare,
 )
+from core.generation.review import rewrite_review
 from core.ids import new_id
+from core.statuses import GeneratedMessageStatus
 
 
 class StepTarget(BaseModel):
@@ -57,7 +60,13 @@ class StepSend(BaseModel):
     currentMessageId: str | None = None
     currentInputHash: str | None = None
     currentFallbackReason: str | None = None
+    currentMessageStatus: str | None = None
     lead: DueLead
+
+    @property
+    def awaiting_review(self) -> bool:
+        """The send has no slot until a person approves its message (core.generation.review)."""
+        return self.scheduledFor is None
 
 
 def up_to_date(send: StepSend, *, model: str) -> bool:
@@ -87,10 +96,12 @@ class MessageRewrite(MessageContent):
 
 @dataclass(frozen=True)
 class KeptMessage:
-    """A send that could not be regenerated: it keeps its previous message, and why."""
+    """A send that could not be regenerated, or whose new message would need a review its
+    released send no longer waits for: it keeps its previous message, and why."""
 
     sendId: str
     reason: str
+    for_review: bool = False
 
 
 def plan_rewrites(
@@ -100,7 +111,9 @@ def plan_rewrites(
 
     A fallback is written like any message (the campaign's `onGenerationFailure` policy chose
     it); a held outcome writes nothing, so the send goes out with its previous message unless a
-    later backfill succeeds.
+    later backfill succeeds. Under review before send, a send awaiting review gets its new
+    message `pending_review`; a released send whose new message would need review keeps the
+    one it has, since taking its slot back could let its lead's next step overtake it.
     """
     rewrites: list[MessageRewrite] = []
     kept: list[KeptMessage] = []
@@ -108,6 +121,17 @@ def plan_rewrites(
         if outcome.kind is OutcomeKind.held or outcome.draft is None:
             kept.append(KeptMessage(send.sendId, outcome.reason or "no draft"))
             continue
-        content = message_content(outcome, outcome.draft)
+        review = rewrite_review(
+            parse_sending_rules(send.lead.sendingRules),  # prepared, so they parse
+            awaiting=send.awaiting_review,
+            reviewed_before=send.currentMessageStatus != GeneratedMessageStatus.generated,
+            fallback=outcome.reason if outcome.kind is OutcomeKind.fallback else None,
+            flagged=outcome.flagged,
+        )
+        if review is not None and not send.awaiting_review:
+            reason = f"the new draft would need review ({review}); the released message stays"
+            kept.append(KeptMessage(send.sendId, reason, for_review=True))
+            continue
+        content = message_content(outcome, outcome.draft, review_reason=review)
         rewrites.append(MessageRewrite(sendId=send.sendId, messageId=new_id(), **asdict(content)))
     return rewrites, kept

@@ -1,16 +1,36 @@
 """Counting a generation run per campaign, for the run's table artifact and summary."""
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
 from core.counting import Tally
+from core.generation.approval import ApprovedMessage
 from core.generation.due_lead import DueLead
 from core.generation.generate import LeadOutcome, OutcomeKind
 
-COLUMNS = ("claimed", "generated", "cache_hits", "fell_back", "held", "failed", "scheduled")
+COLUMNS = (
+    "claimed",
+    "generated",
+    "cache_hits",
+    "fell_back",
+    "held",
+    "failed",
+    "scheduled",
+    "awaiting_review",
+    "released",
+    "sent_back",
+    "rejected",
+)
 
 
 class CampaignCounts(Tally):
-    """One campaign's line in the run's table."""
+    """One campaign's line in the run's table.
+
+    `awaiting_review` counts the scheduled sends whose message waits for a person; `released`,
+    `sent_back` and `rejected` what the run made of the messages people reviewed: approved ones
+    given their slot, approved edits the gate refused (pending review again), rejections
+    recorded on their lead.
+    """
 
     counters = (*COLUMNS, "llm_calls")
 
@@ -22,6 +42,10 @@ class CampaignCounts(Tally):
     held: int = 0
     failed: int = 0
     scheduled: int = 0
+    awaiting_review: int = 0
+    released: int = 0
+    sent_back: int = 0
+    rejected: int = 0
     llm_calls: int = 0
 
 
@@ -31,8 +55,10 @@ def count_batch(
     *,
     written: set[str],
     failed: set[str],
+    awaiting_review: AbstractSet[str] = frozenset(),
 ) -> dict[str, CampaignCounts]:
-    """Counts per campaign for one batch; written are the leads whose send was scheduled."""
+    """Counts per campaign for one batch; written are the leads whose send was scheduled, and
+    awaiting_review those of them whose message waits for a person."""
     campaign_of = {lead.campaignLeadId: lead.campaignId for lead in leads}
     counts: dict[str, CampaignCounts] = {}
     for outcome in outcomes:
@@ -48,6 +74,20 @@ def count_batch(
         elif outcome.kind is OutcomeKind.held:
             row.held += 1
         row.scheduled += outcome.campaignLeadId in written
+        row.awaiting_review += outcome.campaignLeadId in awaiting_review
+    return counts
+
+
+def count_reviewed(
+    messages: Iterable[ApprovedMessage], *, released: AbstractSet[str], sent_back: AbstractSet[str]
+) -> dict[str, CampaignCounts]:
+    """Counts per campaign of approved messages released and sent back to review (by send id)."""
+    counts: dict[str, CampaignCounts] = {}
+    for message in messages:
+        campaign = message.lead.campaignId
+        row = counts.setdefault(campaign, CampaignCounts(campaign_id=campaign))
+        row.released += message.sendId in released
+        row.sent_back += message.sendId in sent_back
     return counts
 
 
@@ -77,7 +117,9 @@ def summary_markdown(counts: dict[str, CampaignCounts], *, as_of: str, dry_run: 
         f"Due as of **{as_of}**: claimed {total.claimed}, generated {total.generated} "
         f"({total.cache_hits} from cache, {total.llm_calls} LLM calls), fell back "
         f"{total.fell_back}, held {total.held}, failed {total.failed}, scheduled "
-        f"{total.scheduled}.",
+        f"{total.scheduled} ({total.awaiting_review} awaiting review). Reviewed messages: "
+        f"released {total.released}, sent back to review {total.sent_back}, rejected "
+        f"{total.rejected}.",
         "",
         "| campaign | " + " | ".join(COLUMNS) + " |",
         "| --- | " + " | ".join("---:" for _ in COLUMNS) + " |",

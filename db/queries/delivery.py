@@ -47,7 +47,7 @@ _DETAILS = f"""
     SELECT s.id AS "sendId", s."campaignId", cl.id AS "campaignLeadId", s."leadId",
            c."workspaceId", st."stepOrder", s."toEmail", l."firstName", l."lastName",
            l.timezone AS "leadTimezone", l."customFields" -> 'country' AS "leadCountry",
-           gm.subject, gm.body, s."scheduledFor", s.attempts,
+           gm.subject, gm.body, gm.status AS "messageStatus", s."scheduledFor", s.attempts,
            COALESCE(s.mailbox, root.mailbox) AS mailbox,
            cl.status AS "leadStatus", c.status AS "campaignStatus",
            EXISTS (SELECT 1 FROM "Suppression" x
@@ -230,6 +230,10 @@ HAND_OVER_GROUP = text(
         JOIN "Campaign" c ON c.id = s."campaignId"
         WHERE s.id = ANY(CAST(:send_ids AS text[]))
           AND s."claimToken" = :token AND s.status = 'scheduled' AND c.status = 'active'
+          -- review before send: a message pending review or rejected never goes out
+          AND NOT EXISTS (SELECT 1 FROM "GeneratedMessage" gm
+                          WHERE gm.id = s."generatedMessageId"
+                            AND gm.status IN ('pending_review', 'rejected'))
           AND NOT EXISTS (SELECT 1 FROM "CampaignLead" cl
                           WHERE cl."campaignId" = s."campaignId" AND cl."leadId" = s."leadId"
                             AND cl.status NOT IN ('active', 'completed'))

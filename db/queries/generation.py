@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from core.generation.generate import Hold, MessageWrite
+from core.generation.review import AWAITING_REVIEW
 from db.base import UTCDateTime
 from db.queries.messages import insert_messages
 from db.queries.rows import json_rows
@@ -47,15 +48,17 @@ INSERT_MESSAGES = insert_messages(
 )
 
 # The send takes the current message of its step (just inserted, or left by an earlier write)
-# and the address from the Lead row, so addresses never travel through task results.
+# and the address from the Lead row, so addresses never travel through task results. A message
+# awaiting review gets a send without a slot, which no delivery claims, and says so.
 INSERT_SENDS = text(
     """
     INSERT INTO "EmailSend" (id, "campaignId", "leadId", "stepId", "generatedMessageId",
-        "toEmail", status, "scheduledFor", "createdAt", "updatedAt")
+        "toEmail", status, "scheduledFor", "statusReason", "createdAt", "updatedAt")
     SELECT x."sendId", cl."campaignId", cl."leadId", x."stepId", gm.id, l.email, 'scheduled',
-        (x."scheduledFor" AT TIME ZONE 'UTC'), :now, :now
+        (x."scheduledFor" AT TIME ZONE 'UTC'), :awaiting || ': ' || x."reviewReason", :now, :now
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
-        "campaignLeadId" text, "sendId" text, "stepId" text, "scheduledFor" timestamptz)
+        "campaignLeadId" text, "sendId" text, "stepId" text, "scheduledFor" timestamptz,
+        "reviewReason" text)
     JOIN "CampaignLead" cl ON cl.id = x."campaignLeadId"
     JOIN "Lead" l ON l.id = cl."leadId"
     JOIN "GeneratedMessage" gm ON gm."campaignId" = cl."campaignId" AND gm."leadId" = cl."leadId"
@@ -63,7 +66,22 @@ INSERT_SENDS = text(
     ON CONFLICT ("campaignId", "leadId", "stepId") DO NOTHING
     RETURNING "EmailSend".id
     """
-).bindparams(bindparam("now", type_=UTCDateTime))
+).bindparams(bindparam("now", type_=UTCDateTime), bindparam("awaiting", value=AWAITING_REVIEW))
+
+# The current messages of each step, counted up to its reviewCount (all `review: first` needs).
+# The current-message index has the campaign first, so this reads one campaign's rows at most.
+COUNT_STEP_MESSAGES = text(
+    """
+    SELECT x."stepId",
+           (SELECT count(*) FROM (
+                SELECT 1 FROM "GeneratedMessage" gm
+                WHERE gm."campaignId" = st."campaignId" AND gm."stepId" = st.id
+                  AND gm.status <> 'superseded'
+                LIMIT x.cap) counted) AS n
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x("stepId" text, cap int)
+    JOIN "SequenceStep" st ON st.id = x."stepId"
+    """
+)
 
 HOLD = text(
     """
@@ -101,6 +119,14 @@ def record_messages(
         session.execute(INSERT_MESSAGES, {"rows": json_rows(fenced), "now": now})
         session.execute(INSERT_SENDS, {"rows": json_rows(fenced), "now": now})
     return written
+
+
+def count_step_messages(session: Session, caps: dict[str, int]) -> dict[str, int]:
+    """How many current messages each step has, counted up to its cap (step id -> count)."""
+    if not caps:
+        return {}
+    rows = json_rows([{"stepId": step, "cap": cap} for step, cap in caps.items()])
+    return {step: n for step, n in session.execute(COUNT_STEP_MESSAGES, {"rows": rows})}
 
 
 def hold_leads(session: Session, *, token: str, now: datetime, holds: list[Hold]) -> set[str]:

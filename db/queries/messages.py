@@ -16,6 +16,8 @@ CONTENT_COLUMNS = {
     "latencyMs": "int",
     "costUsd": "numeric",
     "fallbackReason": "text",
+    "status": "text",
+    "reviewReason": "text",
 }
 
 
@@ -30,9 +32,8 @@ def insert_messages(*, keys: str, join: str, owner: str, on_conflict: str = "") 
     types = ", ".join(f'"{name}" {kind}' for name, kind in CONTENT_COLUMNS.items())
     return text(
         f"""
-    INSERT INTO "GeneratedMessage" (id, "campaignId", "leadId", "stepId", status, "createdAt",
-        {columns})
-    SELECT x."messageId", {owner}, 'generated', :now, {values}
+    INSERT INTO "GeneratedMessage" (id, "campaignId", "leadId", "stepId", "createdAt", {columns})
+    SELECT x."messageId", {owner}, :now, {values}
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({keys}, "messageId" text, {types})
     {join}
     {on_conflict}

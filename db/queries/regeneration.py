@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from core.generation.due_lead import DueLead
 from core.generation.regeneration import MessageRewrite, StepSend, StepTarget
+from core.generation.review import AWAITING_REVIEW
 from core.statuses import EmailSendStatus
 from db.base import UTCDateTime
 from db.queries.claims import leased_claim
@@ -68,6 +69,7 @@ _DETAILS = """
     SELECT s.id AS "sendId", s."scheduledFor",
            s."generatedMessageId" AS "currentMessageId",
            gm."inputHash" AS "currentInputHash", gm."fallbackReason" AS "currentFallbackReason",
+           gm.status AS "currentMessageStatus",
            COALESCE(cl.id, '') AS "campaignLeadId", s."campaignId", s."leadId", c."workspaceId",
            st."stepOrder", COALESCE(s."scheduledFor", s."createdAt") AS "nextScheduledDate",
            COALESCE(cl.attempts, 0) AS attempts,
@@ -122,18 +124,21 @@ INSERT_MESSAGES = insert_messages(
     owner='s."campaignId", s."leadId", s."stepId"',
 )
 
-# The same slot: scheduledFor, mailbox, attempts and statusReason are left as they are.
+# The same slot: scheduledFor, mailbox and attempts are left as they are, and so is statusReason
+# unless the new message awaits review, which it then says.
 REPOINT = text(
     """
     UPDATE "EmailSend" s
     SET "generatedMessageId" = x."messageId",
+        "statusReason" = COALESCE(:awaiting || ': ' || x."reviewReason", s."statusReason"),
         "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL, "updatedAt" = :now
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x("sendId" text, "messageId" text)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS x("sendId" text, "messageId" text, "reviewReason" text)
     WHERE s.id = x."sendId" AND s.id = ANY(CAST(:ids AS text[]))
       AND s."claimToken" = :token AND s.status = 'scheduled'
     RETURNING s.id
     """
-).bindparams(bindparam("now", type_=UTCDateTime))
+).bindparams(bindparam("now", type_=UTCDateTime), bindparam("awaiting", value=AWAITING_REVIEW))
 
 RELEASE = text(
     """
@@ -177,6 +182,7 @@ def _step_send(row: Any) -> StepSend:
         currentMessageId=row["currentMessageId"],
         currentInputHash=row["currentInputHash"],
         currentFallbackReason=row["currentFallbackReason"],
+        currentMessageStatus=row["currentMessageStatus"],
         lead=DueLead.model_validate(row),
     )
 
@@ -238,7 +244,7 @@ def replace_messages(
     fenced_ids = [row["sendId"] for row in rows]
     session.execute(SUPERSEDE, {"ids": fenced_ids})
     session.execute(INSERT_MESSAGES, {"rows": json_rows(rows), "now": now})
-    pointers = [{"sendId": row["sendId"], "messageId": row["messageId"]} for row in rows]
+    pointers = [{key: row[key] for key in ("sendId", "messageId", "reviewReason")} for row in rows]
     params = {"rows": json_rows(pointers), "ids": fenced_ids, "token": token, "now": now}
     return set(session.scalars(REPOINT, params))
 

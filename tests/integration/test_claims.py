@@ -209,6 +209,8 @@ def test_concurrent_send_insert_race_one_commits_the_other_is_a_no_op(sessions):
         "latencyMs": 0,
         "costUsd": "0",
         "fallbackReason": None,
+        "status": "generated",
+        "reviewReason": None,
     }
     with sessions.begin() as session:
         session.execute(INSERT_MESSAGES, {"rows": json.dumps([message]), "now": NOW})
