@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from cli.context import connect, err, fail, load_yaml, out
 from cli.demo import lead_status_counts, run_delivery, run_generation, seed_demo, send_times
 from cli.mailboxes import campaign_pause, campaign_resume, mailbox_app
+from cli.review import review_app
 from core.campaigns.campaign_file import CampaignFileError, parse_campaign
 from core.campaigns.lead_import import LeadFileError, read_leads_csv
 from core.delivery.report import COLUMNS as DELIVERY_COLUMNS
@@ -40,6 +41,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(prefect_app, name="prefect")
 app.add_typer(mailbox_app, name="mailbox")
+app.add_typer(review_app, name="review")
 campaign_app.command("pause")(campaign_pause)
 campaign_app.command("resume")(campaign_resume)
 

@@ -358,7 +358,7 @@ def _money(value: object) -> str:
     return "–" if not isinstance(value, int | float) else f"${value:,.4f}"
 
 
-def _duration(seconds: object) -> str:
+def human_duration(seconds: object) -> str:
     """Seconds as a short human duration: 42 s, 7.5 min, 3.2 h, 1.5 d."""
     if not isinstance(seconds, int | float):
         return "–"
@@ -396,8 +396,8 @@ def summary_markdown(report: CampaignReport) -> str:
         f"- LLM: {total['prompt_tokens']:,} prompt + {total['completion_tokens']:,} completion "
         f"tokens, {_money(total['cost_usd'])}; per 1,000 emails "
         f"{_money(total['cost_usd_per_1000'])}",
-        f"- due to sent: p50 {_duration(total['due_to_sent_p50_s'])}, "
-        f"p95 {_duration(total['due_to_sent_p95_s'])}",
+        f"- due to sent: p50 {human_duration(total['due_to_sent_p50_s'])}, "
+        f"p95 {human_duration(total['due_to_sent_p95_s'])}",
         "",
         "Rates are over sent emails (their events before the window's end, each email counted "
         "once per event type); LLM cost is per 1,000 generated emails; due is "
@@ -419,8 +419,8 @@ def summary_markdown(report: CampaignReport) -> str:
             f"| {_pct(_plain(row['reply_rate']))} | {_pct(_plain(row['bounce_rate']))} "
             f"| {_pct(_plain(row['unsubscribe_rate']))} "
             f"| {_money(_plain(row['cost_usd_per_1000']))} "
-            f"| {_duration(_plain(row['due_to_sent_p50_s']))} "
-            f"| {_duration(_plain(row['due_to_sent_p95_s']))} |"
+            f"| {human_duration(_plain(row['due_to_sent_p50_s']))} "
+            f"| {human_duration(_plain(row['due_to_sent_p95_s']))} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -305,16 +305,21 @@ _MESSAGE = """
     JOIN "Lead" l ON l.id = gm."leadId"
     LEFT JOIN "EmailSend" s ON s."generatedMessageId" = gm.id
 """
-PENDING = text(
-    f"""
+_MESSAGE_TIMES = {"createdAt": UTCDateTime, "reviewedAt": UTCDateTime, "scheduledFor": UTCDateTime}
+PENDING = (
+    text(
+        f"""
     {_MESSAGE}
     WHERE gm.status = 'pending_review'
       AND (CAST(:campaign_id AS text) IS NULL OR gm."campaignId" = :campaign_id)
     ORDER BY gm."createdAt", gm.id
     LIMIT :limit
     """
-).bindparams(bindparam("campaign_id", type_=Text))
-ONE_MESSAGE = text(f"{_MESSAGE} WHERE gm.id = :id")
+    )
+    .bindparams(bindparam("campaign_id", type_=Text))
+    .columns(**_MESSAGE_TIMES)
+)
+ONE_MESSAGE = text(f"{_MESSAGE} WHERE gm.id = :id").columns(**_MESSAGE_TIMES)
 
 # A person's decision, taken only from the statuses given; answers each found id's status
 # before, so the command can say what became of every id it was given.
