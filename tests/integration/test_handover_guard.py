@@ -7,7 +7,7 @@ from sqlalchemy import select, update
 from core.delivery.lane import HandoverGuard
 from core.statuses import EmailSendStatus
 from db.base import utcnow
-from db.models import CampaignLead, DeliveryCounter, EmailSend
+from db.models import CampaignLead, DeliveryCounter, EmailSend, GeneratedMessage
 from db.queries.delivery import ResultRow, claim_due_sends, hand_over_group, usage_today
 from tests import factories
 
@@ -125,3 +125,33 @@ def test_without_the_days_counters_nothing_is_handed_over_but_results_are_writte
     with sessions() as session:
         status = dict(session.execute(select(EmailSend.id, EmailSend.status)).all())
     assert [status[i] for i in ids] == ["sent", "scheduled"]
+
+
+def test_a_message_pending_review_or_rejected_is_refused_and_takes_no_room(engine, sessions):
+    token, campaign_id, ids = seed(sessions, 3)
+    with sessions.begin() as session:
+        usage_today(session, campaigns={campaign_id: DAY}, mailboxes={MAILBOX: DAY})
+        # Put back into review and rejected in the web app after delivery claimed the sends.
+        for send_id, status in zip(ids, ["pending_review", "rejected"], strict=False):
+            message_id = session.get(EmailSend, send_id).generatedMessageId
+            session.execute(
+                update(GeneratedMessage)
+                .where(GeneratedMessage.id == message_id)
+                .values(status=status)
+            )
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        _, handed = hand_over_group(
+            connection,
+            guard(campaign_id, ids),
+            results=[],
+            token=token,
+            now=utcnow(),
+            lease=timedelta(60),
+        )
+    assert handed == {ids[2]}
+    with sessions() as session:
+        status = dict(session.execute(select(EmailSend.id, EmailSend.status)).all())
+        used = {c.scope: c.used for c in session.scalars(select(DeliveryCounter))}
+    assert [status[i] for i in ids] == ["scheduled", "scheduled", "sending"]
+    assert used == {"campaign": 1, "mailbox": 1}

@@ -253,3 +253,11 @@ def test_retry_backoff_doubles_with_jitter_and_is_capped():
     assert timedelta(minutes=8) <= delays[1] <= timedelta(minutes=12)
     assert all(d <= timedelta(hours=4, minutes=48) for d in delays)
     assert delays[-1] >= timedelta(hours=3, minutes=12)
+
+
+@pytest.mark.parametrize("status", ["pending_review", "rejected"])
+def test_a_message_not_approved_holds_its_send_and_an_approved_one_goes(status):
+    (held,) = plan([send(messageStatus=status)])
+    assert (held.action, held.reason) == (Action.defer, f"message {status} (review before send)")
+    assert held.at == NOW + timedelta(hours=1)
+    assert plan([send(messageStatus="approved")])[0].action is Action.deliver

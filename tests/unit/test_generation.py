@@ -137,6 +137,8 @@ def test_a_gate_failure_is_regenerated_once_with_the_reason():
     assert outcome.kind is OutcomeKind.generated and outcome.draft == GOOD
     assert "unresolved" in generator.calls[1][-1]["content"]
     assert outcome.llm_calls == 2
+    assert "unresolved" in outcome.flagged  # what review before send calls a flagged draft
+    assert run(prepare(due_lead(), model="m"), ScriptedGenerator(GOOD)).flagged is None
 
 
 def test_hold_policy_keeps_the_lead_waiting_after_llm_failure():
