@@ -1,5 +1,6 @@
-"""Prefect tasks of review before send: release the messages people approved, record the ones
-they rejected (`process-campaign-sends` runs them before claiming due leads)."""
+"""Prefect tasks of review before send: release the messages people approved and record the
+ones they rejected (`process-campaign-sends` runs them before claiming due leads), and read and
+launch a campaign for its launch review (`review-campaign-sample`)."""
 
 from datetime import datetime
 
@@ -9,10 +10,20 @@ from sqlalchemy.orm import Session
 
 from core.generation.approval import ApprovedMessage, Release, SendBack, judge_approved
 from core.generation.config import GenerationConfig
+from core.generation.due_lead import DueLead
 from core.generation.report import CampaignCounts, count_reviewed
+from core.statuses import CampaignStatus
 from db.base import utcnow
 from db.engine import DatabaseConfig
-from db.queries.review import WrittenVerdicts, claim_approved, record_rejections, write_verdicts
+from db.queries.campaigns import get_campaign
+from db.queries.mailboxes import launch_campaign
+from db.queries.review import (
+    WrittenVerdicts,
+    claim_approved,
+    record_rejections,
+    sample_leads,
+    write_verdicts,
+)
 from tasks.database import database_task, in_transaction
 
 
@@ -95,3 +106,31 @@ async def record_review_rejections(
     if recorded:
         get_run_logger().info("rejections recorded: %d", sum(recorded.values()))
     return {c: CampaignCounts(campaign_id=c, rejected=n) for c, n in recorded.items()}
+
+
+@database_task("read-sample-leads")
+async def read_sample_leads(
+    database: DatabaseConfig, *, campaign_id: str, step_order: int, limit: int
+) -> list[DueLead]:
+    """Up to limit enrolled leads of the campaign at that step, for a launch review's drafts."""
+    return await in_transaction(
+        database,
+        lambda session: sample_leads(
+            session, campaign_id=campaign_id, step_order=step_order, limit=limit, now=utcnow()
+        ),
+        rollback=True,
+    )
+
+
+@database_task("launch-campaign")
+async def launch_reviewed_campaign(
+    database: DatabaseConfig, *, campaign_id: str
+) -> tuple[CampaignStatus | None, CampaignStatus | None]:
+    """Make the campaign active if it is a draft or paused; its status before and after."""
+
+    def launch(session: Session) -> tuple[CampaignStatus | None, CampaignStatus | None]:
+        before = launch_campaign(session, campaign_id, now=utcnow())
+        campaign = get_campaign(session, campaign_id)
+        return before, CampaignStatus(campaign.status) if campaign else None
+
+    return await in_transaction(database, launch)

@@ -25,15 +25,17 @@ from core.generation.generate import (
 )
 from core.generation.review import rewrite_review
 from core.ids import new_id
-from core.statuses import GeneratedMessageStatus
+from core.statuses import CampaignStatus, GeneratedMessageStatus
 
 
 class StepTarget(BaseModel):
-    """The campaign step a backfill regenerates, as the database knows it."""
+    """The campaign step a backfill regenerates (or a launch review samples), as the database
+    knows it."""
 
     campaign_id: str
     step_order: int
     campaign_found: bool = False
+    campaign_status: CampaignStatus | None = None
     step_id: str | None = None
     step_orders: list[int] = []
 

@@ -362,3 +362,12 @@ def read_mailbox_logins(
         )
         for row in answer
     ]
+
+
+def launch_campaign(session: Session, campaign_id: str, *, now: datetime) -> CampaignStatus | None:
+    """Make a draft or paused campaign active (its launch was approved); its status before, or
+    None when there is no such id. Any other status is left alone."""
+    before = _move_campaign(session, campaign_id, CampaignStatus.draft, CampaignStatus.active, now)
+    if before is CampaignStatus.paused:
+        return resume_campaign(session, campaign_id, now=now)
+    return before

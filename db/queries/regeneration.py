@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from core.generation.due_lead import DueLead
 from core.generation.regeneration import MessageRewrite, StepSend, StepTarget
 from core.generation.review import AWAITING_REVIEW
-from core.statuses import EmailSendStatus
+from core.statuses import CampaignStatus, EmailSendStatus
 from db.base import UTCDateTime
 from db.queries.claims import leased_claim
 from db.queries.messages import insert_messages
@@ -33,7 +33,7 @@ from db.queries.rows import json_rows
 
 FIND_STEP = text(
     """
-    SELECT c.id,
+    SELECT c.id, c.status,
            (SELECT s.id FROM "SequenceStep" s
             WHERE s."campaignId" = c.id AND s."stepOrder" = :step_order) AS step_id,
            ARRAY(SELECT s."stepOrder" FROM "SequenceStep" s
@@ -170,6 +170,7 @@ def find_step(session: Session, *, campaign_id: str, step_order: int) -> StepTar
         campaign_id=campaign_id,
         step_order=step_order,
         campaign_found=True,
+        campaign_status=CampaignStatus(row.status),
         step_id=row.step_id,
         step_orders=list(row.step_orders),
     )

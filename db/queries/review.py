@@ -415,3 +415,41 @@ def decide(
 def step_pending(session: Session, message_id: str) -> list[str]:
     """Every message pending review in the same campaign step as this one (itself included)."""
     return list(session.scalars(STEP_PENDING, {"id": message_id}))
+
+
+# The launch sample -------------------------------------------------------------------------
+
+# Enrolled leads of the campaign as generation would see them at the given step, active ones
+# first, oldest enrolment first: the sample is a dry run, so nothing is claimed or written.
+SAMPLE_LEADS = (
+    text(
+        """
+    SELECT cl.id AS "campaignLeadId", cl."campaignId", cl."leadId", c."workspaceId",
+           st."stepOrder", COALESCE(cl."nextScheduledDate", :now) AS "nextScheduledDate",
+           cl.attempts, l.email, l."firstName", l."lastName", l."companyName", l.title,
+           l.industry, l."companySize", l.website, l.timezone, l."customFields",
+           c.goal, c."sendingRules",
+           st.id AS "stepId", st."subjectTemplate", st."bodyTemplate", st."aiInstructions",
+           n."delayDays" AS "nextStepDelayDays"
+    FROM "CampaignLead" cl
+    JOIN "Campaign" c ON c.id = cl."campaignId"
+    JOIN "Lead" l ON l.id = cl."leadId"
+    JOIN "SequenceStep" st ON st."campaignId" = cl."campaignId" AND st."stepOrder" = :step_order
+    LEFT JOIN "SequenceStep" n
+           ON n."campaignId" = cl."campaignId" AND n."stepOrder" = st."stepOrder" + 1
+    WHERE cl."campaignId" = :campaign_id
+    ORDER BY cl.status <> 'active', cl."createdAt", cl.id
+    LIMIT :limit
+    """
+    )
+    .bindparams(bindparam("now", type_=UTCDateTime))
+    .columns(nextScheduledDate=UTCDateTime)
+)
+
+
+def sample_leads(
+    session: Session, *, campaign_id: str, step_order: int, limit: int, now: datetime
+) -> list[DueLead]:
+    """Up to limit enrolled leads of the campaign, at the given step, for a sample of drafts."""
+    params = {"campaign_id": campaign_id, "step_order": step_order, "limit": limit, "now": now}
+    return [DueLead.model_validate(row) for row in session.execute(SAMPLE_LEADS, params).mappings()]

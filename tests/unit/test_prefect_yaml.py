@@ -1,5 +1,6 @@
-"""prefect.yaml: the four deployments, each a real flow with valid defaults, a UTC cron schedule
-and one run at a time; `campaign-pipeline serve` builds exactly the same ones from it."""
+"""prefect.yaml: the four scheduled deployments, each a real flow with valid defaults, a UTC cron
+schedule and one run at a time, and the launch review, run by hand; `campaign-pipeline serve`
+builds exactly the same ones from it."""
 
 import asyncio
 import itertools
@@ -31,6 +32,11 @@ EVERY = {
     "ingest-engagement-events": ("*/10 * * * *", timedelta(minutes=10)),
     "campaign-report": ("0 6 * * *", timedelta(days=1)),
 }
+# Run by hand, never on a schedule.
+ON_DEMAND = ("review-campaign-sample",)
+DEPLOYMENTS = (*EVERY, *ON_DEMAND)
+# What a run must be given, since the deployment cannot know it (the run form asks).
+REQUIRED = {"review-campaign-sample": {"campaign_id": "a-campaign"}}
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +55,8 @@ def flow_of(deployment: dict) -> Flow:
     return load_flow_from_entrypoint(f"{ROOT / path}:{function}")
 
 
-def test_exactly_the_four_deployments_on_one_process_pool(document):
-    assert [d["name"] for d in document["deployments"]] == list(EVERY)
+def test_exactly_these_deployments_on_one_process_pool(document):
+    assert [d["name"] for d in document["deployments"]] == list(DEPLOYMENTS)
     PrefectYamlModel.model_validate(document)  # the shape `prefect deploy` accepts
     assert {d["work_pool"]["name"] for d in document["deployments"]} == {"campaign-pipeline"}
     assert work_pool_name(read_deployments()) == "campaign-pipeline"
@@ -66,7 +72,7 @@ def test_nothing_is_built_or_pushed_and_runs_enter_the_checkout(document, tmp_pa
     assert outputs["directory"] == str(ROOT)
 
 
-@pytest.mark.parametrize("name", EVERY)
+@pytest.mark.parametrize("name", DEPLOYMENTS)
 def test_the_entrypoint_is_the_deployments_flow(document, name):
     deployment = entry(document, name)
     flow = flow_of(deployment)
@@ -74,19 +80,19 @@ def test_the_entrypoint_is_the_deployments_flow(document, name):
     assert flow.name == deployment["flow_name"] == name
 
 
-@pytest.mark.parametrize("name", EVERY)
+@pytest.mark.parametrize("name", DEPLOYMENTS)
 def test_default_parameters_fit_the_flow(document, name):
     deployment = entry(document, name)
     flow = flow_of(deployment)
     parameters = deployment["parameters"]
-    flow.validate_parameters(parameters)  # what the engine does with them at run time
+    flow.validate_parameters(REQUIRED.get(name, {}) | parameters)  # what the engine does
     schema = parameter_schema(flow).model_dump_for_openapi()
     assert set(parameters) <= set(schema["properties"])
     # what the server checks on deploy (enforce_parameter_schema) and on every run's form
     validate(parameters, schema, raise_on_error=True, ignore_required=True)
 
 
-@pytest.mark.parametrize("name", EVERY)
+@pytest.mark.parametrize("name", DEPLOYMENTS)
 def test_every_parameter_of_the_run_form_is_described_and_bounded(document, name):
     # The UI's form takes its help text from the docstring's Args section, not from Field.
     schema = parameter_schema(flow_of(entry(document, name))).model_dump_for_openapi()
@@ -118,16 +124,22 @@ def test_one_run_at_a_time_and_a_new_one_is_cancelled(document, name):
     )
 
 
-@pytest.mark.parametrize("name", EVERY)
+@pytest.mark.parametrize("name", DEPLOYMENTS)
 def test_each_deployment_is_described_and_tagged(document, name):
     deployment = entry(document, name)
     assert len(deployment["description"]) > 40
     assert deployment["tags"][0] == "campaign-pipeline" and len(deployment["tags"]) == 2
 
 
+def test_the_launch_review_runs_only_by_hand_and_queues_behind_another(document):
+    deployment = entry(document, "review-campaign-sample")
+    assert deployment["schedules"] == []
+    assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+
+
 def test_serve_builds_the_same_deployments_as_prefect_yaml(document):
     served = {d.name: d for d in build_deployments()}
-    assert list(served) == list(EVERY)
+    assert list(served) == list(DEPLOYMENTS)
     for name, deployment in served.items():
         raw = entry(document, name)
         assert deployment.flow_name == raw["flow_name"]
@@ -137,12 +149,16 @@ def test_serve_builds_the_same_deployments_as_prefect_yaml(document):
         assert deployment.tags == raw["tags"]
         assert deployment.description == " ".join(raw["description"].split())
         assert deployment.concurrency_limit == 1
+        assert deployment.work_pool_name is None  # served runs never go through a pool
+        if name in ON_DEMAND:
+            assert deployment.schedules == []
+            assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
+            continue
         assert deployment.concurrency_options.collision_strategy == "CANCEL_NEW"
         (schedule,) = deployment.schedules
         assert schedule.schedule.cron == EVERY[name][0]
         assert schedule.schedule.timezone == "UTC"
         assert schedule.active
-        assert deployment.work_pool_name is None  # served runs never go through a pool
 
 
 def test_results_are_kept_in_the_checkouts_data_directory():
