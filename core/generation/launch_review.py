@@ -58,7 +58,9 @@ def decision_markdown(
     elif before is CampaignStatus.active:
         outcome = "Approved: the campaign was already active."
     else:
-        outcome = f"Approved, but a {before} campaign cannot be launched: it was left {before}."
+        outcome = (
+            f"Approved, but the campaign is {before}, which no launch changes: it was left so."
+        )
     return (
         "\n".join(
             [

@@ -10,10 +10,11 @@ from pydantic import ValidationError
 from core.campaigns.sending_rules import describe_errors, parse_sending_rules
 from core.generation.approval import ApprovedMessage, Release, SendBack, judge_approved
 from core.generation.generate import LeadOutcome, OutcomeKind, plan_writes
+from core.generation.launch_review import decision_markdown, sample_markdown
 from core.generation.llm import Generation
 from core.generation.regeneration import StepSend, plan_rewrites
 from core.generation.review import first_reviewed_steps, review_reason, rewrite_review
-from core.statuses import GeneratedMessageStatus
+from core.statuses import CampaignStatus, GeneratedMessageStatus
 from tests.unit.test_generation import AS_OF, GOOD, due_lead
 
 ALL = parse_sending_rules({"review": "all"})
@@ -192,3 +193,43 @@ def test_a_backfill_never_takes_a_released_send_back_into_review():
     (released,) = kept
     assert released.sendId == "released" and released.for_review
     assert "the new draft would need review" in released.reason
+
+
+@pytest.mark.parametrize(
+    ("approved", "before", "after", "says"),
+    [
+        (True, "draft", "active", "Approved: the campaign is now active (it was draft)."),
+        (True, "paused", "active", "Approved: the campaign is now active (it was paused)."),
+        (True, "active", "active", "Approved: the campaign was already active."),
+        (
+            True,
+            "archived",
+            "archived",
+            "Approved, but the campaign is archived, which no launch changes",
+        ),
+        (False, "draft", "draft", "Rejected: the campaign was left draft."),
+    ],
+)
+def test_the_launch_decision_says_what_it_did(approved, before, after, says):
+    markdown = decision_markdown(
+        "c1",
+        approved=approved,
+        note="Step 1 reads\nwell",
+        before=CampaignStatus(before),
+        after=CampaignStatus(after),
+    )
+    assert says in markdown and "> Step 1 reads\n> well" in markdown
+
+
+def test_the_sample_shows_each_draft_and_why_but_no_address():
+    leads = [due_lead(campaignLeadId="cl1"), due_lead(campaignLeadId="cl2")]
+    outcomes = [
+        outcome("cl1"),
+        LeadOutcome("cl2", OutcomeKind.held, reason="template: body: {{companyName}} has no value"),
+    ]
+    markdown = sample_markdown("c1", 1, leads, outcomes)
+    assert "2 sample drafts" in markdown and "1 written by the LLM" in markdown
+    assert "## Enrolment `cl1`: generated" in markdown
+    assert f"**Subject:** {GOOD.subject}" in markdown and "> Hello Sarah" in markdown
+    assert "Why: template: body: {{companyName}} has no value" in markdown
+    assert "sarah@acme.example" not in markdown
