@@ -37,6 +37,12 @@ What each number means, for the window [since, until):
   late delivery picks up a due send, not how long a lead waits for its window. Percentiles are
   linearly interpolated (`percentile_cont`, the same as pandas' default `quantile`).
 
+- `pending_review`, `oldest_pending_review_s`: the review queue (review before send): the
+  messages waiting for a person now (`GeneratedMessage.status = 'pending_review'`) that were
+  written before `until`, whenever that was, and how long the oldest of them has waited at
+  `until`, in seconds; empty when none waits. The campaign row sums the first and takes the
+  longest wait. A campaign with a queue is in the report even when nothing else happened.
+
 Beside them, per sending mailbox and UTC day, the deliverability rates of
 `core/analytics/mailbox_days.py`.
 """
@@ -83,6 +89,7 @@ PER_1000 = {
     "cost_usd": "cost_usd_per_1000",
 }
 LATENCY = ("due_to_sent_p50_s", "due_to_sent_p95_s")
+REVIEW_QUEUE = ("pending_review", "oldest_pending_review_s")
 
 # The report's columns, in order; `step` and `enrolled` are empty where they do not apply.
 COLUMNS = (
@@ -99,6 +106,7 @@ COLUMNS = (
     "cost_usd",
     *PER_1000.values(),
     *LATENCY,
+    *REVIEW_QUEUE,
 )
 
 # The frames the report is computed from, and their columns (what db/queries/report.py reads).
@@ -110,6 +118,7 @@ INPUT_COLUMNS = {
     "sends": ("campaign_id", "step_id", *SEND_COUNTS),
     # step_id empty: the campaign's figure; campaign_id empty too: the whole report's.
     "latency": ("campaign_id", "step_id", *LATENCY),
+    "review": ("campaign_id", "step_id", *REVIEW_QUEUE),
     # One row per send handed over in the window, with its mailbox, UTC day and what became of it.
     "mailbox_sends": SEND_COLUMNS,
 }
@@ -163,6 +172,7 @@ class ReportInputs:
     generation: pd.DataFrame
     sends: pd.DataFrame
     latency: pd.DataFrame
+    review: pd.DataFrame
     mailbox_sends: pd.DataFrame
 
     @classmethod
@@ -202,7 +212,7 @@ class CampaignReport:
         """Every campaign together: the counts summed, the rates and spend per 1,000 again."""
         sums: dict[str, float | int | None] = {
             name: _number(self.campaigns[name].sum())
-            for name in ("enrolled", *GENERATION_COUNTS, "cost_usd", *SEND_COUNTS)
+            for name in ("enrolled", *GENERATION_COUNTS, "cost_usd", *SEND_COUNTS, "pending_review")
         }
         sent, generated = sums["sent"] or 0, sums["generated"] or 0
         for count, rate in RATES.items():
@@ -210,6 +220,7 @@ class CampaignReport:
         for spend, per in PER_1000.items():
             sums[per] = (sums[spend] or 0) * 1000 / generated if generated else None
         sums["due_to_sent_p50_s"], sums["due_to_sent_p95_s"] = self.overall_latency
+        sums["oldest_pending_review_s"] = _number(self.campaigns["oldest_pending_review_s"].max())
         return sums
 
 
@@ -231,12 +242,16 @@ def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> Campa
     _fill_counts(per_step)
     step_latency = inputs.latency.loc[inputs.latency["step_id"].notna(), [*keys, *LATENCY]]
     per_step = per_step.merge(_float(step_latency, LATENCY), on=keys, how="left")
+    per_step = per_step.merge(_float(inputs.review, REVIEW_QUEUE), on=keys, how="left")
+    per_step["pending_review"] = per_step["pending_review"].fillna(0).astype("int64")
     per_step["level"] = "step"
     per_step["enrolled"] = pd.Series(pd.NA, index=per_step.index, dtype="Int64")
     per_step["step"] = per_step["step"].astype("Int64")
 
-    additive = [*GENERATION_COUNTS, "cost_usd", *SEND_COUNTS]
-    summed = per_step.groupby("campaign_id", sort=False)[additive].sum().reset_index()
+    additive = [*GENERATION_COUNTS, "cost_usd", *SEND_COUNTS, "pending_review"]
+    by_campaign = per_step.groupby("campaign_id", sort=False)
+    summed = by_campaign[additive].sum().reset_index()
+    summed["oldest_pending_review_s"] = by_campaign["oldest_pending_review_s"].max().to_numpy()
     per_campaign = campaigns.merge(summed, on="campaign_id", how="left")
     enrolled = _numeric(inputs.enrolments, ["campaign_id"])
     per_campaign = per_campaign.merge(enrolled, on="campaign_id", how="left")
@@ -280,6 +295,7 @@ def _campaigns_in_report(inputs: ReportInputs, window: ReportWindow) -> pd.DataF
         return chosen.reset_index(drop=True)
     active = set(inputs.enrolments["campaign_id"])
     active |= set(inputs.generation["campaign_id"]) | set(inputs.sends["campaign_id"])
+    active |= set(inputs.review["campaign_id"])
     return campaigns.loc[campaigns["campaign_id"].isin(active)].reset_index(drop=True)
 
 
@@ -301,7 +317,7 @@ def _float(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 
 def _fill_counts(frame: pd.DataFrame) -> None:
     """Zero where a step or campaign had nothing; counts as integers, the cost as a float."""
-    for column in (*GENERATION_COUNTS, *SEND_COUNTS, "enrolled"):
+    for column in (*GENERATION_COUNTS, *SEND_COUNTS, "enrolled", "pending_review"):
         if column in frame:
             frame[column] = frame[column].fillna(0).astype("int64")
     # Summed costs are rounded back to costUsd's own precision (NUMERIC(12, 6)).
@@ -371,6 +387,11 @@ def human_duration(seconds: object) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+def _oldest(seconds: object) -> str:
+    """How long the oldest pending message has waited, when any waits."""
+    return "" if not isinstance(seconds, int | float) else f", oldest {human_duration(seconds)}"
+
+
 def _cell(text: object) -> str:
     """Text safe inside a markdown table cell."""
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
@@ -398,6 +419,8 @@ def summary_markdown(report: CampaignReport) -> str:
         f"{_money(total['cost_usd_per_1000'])}",
         f"- due to sent: p50 {human_duration(total['due_to_sent_p50_s'])}, "
         f"p95 {human_duration(total['due_to_sent_p95_s'])}",
+        f"- review queue: {total['pending_review']} pending"
+        + _oldest(total["oldest_pending_review_s"]),
         "",
         "Rates are over sent emails (their events before the window's end, each email counted "
         "once per event type); LLM cost is per 1,000 generated emails; due is "
@@ -408,8 +431,9 @@ def summary_markdown(report: CampaignReport) -> str:
     lines += [
         "",
         "| campaign | enrolled | generated | sent | open | click | reply | bounce | unsub "
-        "| LLM $ / 1,000 | due→sent p50 | p95 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| LLM $ / 1,000 | due→sent p50 | p95 | pending review |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
     ]
     for row in report.campaigns.to_dict("records"):
         name = f"{_cell(row['campaign_name'])} (`{_cell(row['campaign_id'])}`)"
@@ -420,7 +444,8 @@ def summary_markdown(report: CampaignReport) -> str:
             f"| {_pct(_plain(row['unsubscribe_rate']))} "
             f"| {_money(_plain(row['cost_usd_per_1000']))} "
             f"| {human_duration(_plain(row['due_to_sent_p50_s']))} "
-            f"| {human_duration(_plain(row['due_to_sent_p95_s']))} |"
+            f"| {human_duration(_plain(row['due_to_sent_p95_s']))} "
+            f"| {row['pending_review']}{_oldest(_plain(row['oldest_pending_review_s']))} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -12,6 +12,7 @@ Which timestamp puts a row in the window [since, until), per table:
   they happened), and only those that occurred (`occurredAt`, not the ingestion time
   `createdAt`) before `until`: a report of a past window counts what had happened by its end,
   and events after `until` never change it.
+- The review queue: messages pending review now, written (`createdAt`) before `until`.
 - Per mailbox and day: sends with a mailbox handed over in the window, one row each with its
   UTC day and what became of it (events as above), grouped by pandas.
 
@@ -151,6 +152,21 @@ LATENCY = text(
     """
 ).bindparams(*_PARAMS)
 
+# The review queue per step: messages pending review now that were written before `until`,
+# and how long the oldest has waited at `until` (the partial index on pending messages).
+REVIEW = text(
+    f"""
+    SELECT gm."campaignId" AS campaign_id, gm."stepId" AS step_id,
+           count(*) AS pending_review,
+           EXTRACT(EPOCH FROM CAST(:until AS timestamp) - min(gm."createdAt"))::float8
+               AS oldest_pending_review_s
+    FROM "GeneratedMessage" gm
+    WHERE gm.status = 'pending_review' AND gm."createdAt" < :until
+      AND {_ONE_CAMPAIGN.format(column='gm."campaignId"')}
+    GROUP BY gm."campaignId", gm."stepId"
+    """
+).bindparams(bindparam("until", type_=UTCDateTime), bindparam("campaign_id", type_=Text))
+
 # One row per send with a mailbox handed over in the window that counts as sent or failed (the
 # same rules as SENDS), with its UTC day (timestamps are stored as UTC) and its events' flags.
 MAILBOX_SENDS = text(
@@ -206,6 +222,7 @@ def read_report_inputs(session: Session, window: ReportWindow) -> ReportInputs:
         "generation": GENERATION,
         "sends": SENDS,
         "latency": LATENCY,
+        "review": REVIEW,
         "mailbox_sends": MAILBOX_SENDS,
     }
     frames: dict[str, pd.DataFrame] = {}

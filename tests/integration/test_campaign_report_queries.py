@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from core.analytics.campaign_report import ReportWindow, compute_campaign_report
-from db.models import EmailSend, EngagementEvent, GeneratedMessage, SequenceStep
+from db.models import Campaign, EmailSend, EngagementEvent, GeneratedMessage, SequenceStep
 from db.queries.report import read_report_inputs
 from tests import factories
 
@@ -321,3 +321,29 @@ def test_a_later_window_sees_the_events_it_contains(sessions, history):
 def test_an_unknown_campaign_is_an_error(sessions, history):
     with pytest.raises(ValueError, match="no campaign with id 'missing'"):
         report_for(sessions, campaign_id="missing")
+
+
+def test_the_review_queue_counts_what_waits_at_until_and_how_long(sessions, history):
+    with sessions.begin() as session:
+        h = History(session)
+        gamma = session.get(Campaign, history["gamma"])
+        steps = {
+            s.stepOrder: s.id for s in session.query(SequenceStep).filter_by(campaignId=gamma.id)
+        }
+        for created, status in [
+            (at(20, 9, month=1), "pending_review"),  # before the window: still waits
+            (at(27, 21), "pending_review"),
+            (at(27, 22), "rejected"),  # decided: not in the queue
+            (at(2, 9, month=3), "pending_review"),  # after until
+        ]:
+            h.message(gamma, steps, h.enrol(gamma, created), 2, created, status=status)
+    report = report_for(sessions)
+    rows = by_key(report.campaigns) | by_key(report.steps)
+
+    # Gamma did nothing else in February, and is in the report for its queue alone.
+    oldest = (UNTIL - at(20, 9, month=1)).total_seconds()
+    gamma_2 = rows[("Gamma", 2)]
+    assert (gamma_2["pending_review"], gamma_2["oldest_pending_review_s"]) == (2, oldest)
+    assert rows[("Gamma", None)]["pending_review"] == 2
+    assert rows[("Gamma", 1)]["pending_review"] == 0
+    assert rows[("Alpha", None)]["pending_review"] == 0

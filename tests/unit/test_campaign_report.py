@@ -72,6 +72,14 @@ def inputs() -> ReportInputs:
                 "due_to_sent_p95_s": [600.0, 600.0, 30.0, 30.0, 500.0],
             }
         ),
+        review=pd.DataFrame(
+            {
+                "campaign_id": ["c-a", "c-a"],
+                "step_id": ["a1", "a2"],
+                "pending_review": [2, 1],
+                "oldest_pending_review_s": [3600.0, 7200.0],
+            }
+        ),
         mailbox_sends=pd.DataFrame(columns=list(SEND_COLUMNS)),  # tests/unit/test_mailbox_days.py
     )
 
@@ -213,6 +221,33 @@ def test_the_summary_has_the_window_totals_and_a_line_per_campaign():
     assert "p50 45 s, p95 8.3 min" in text
     assert "| Alpha (`c-a`) | 10 | 10 | 6 | 50.0% | 16.7% | 33.3% | 16.7% | 0.0% " in text
     assert "| Beta \\| launch week (`c-b`) | 4 | 4 | 4 | 100.0% |" in text
+
+
+def test_the_review_queue_per_step_campaign_and_in_total():
+    report = compute_campaign_report(inputs(), WINDOW)
+    steps, campaigns = rows(report.steps), rows(report.campaigns)
+    queue = ("pending_review", "oldest_pending_review_s")
+    assert [steps[("c-a", 1)][c] for c in queue] == [2, 3600.0]
+    assert [steps[("c-a", 2)][c] for c in queue] == [1, 7200.0]
+    assert [campaigns[("c-a", None)][c] for c in queue] == [3, 7200.0]  # summed, longest wait
+    beta = campaigns[("c-b", None)]
+    assert beta["pending_review"] == 0 and math.isnan(beta["oldest_pending_review_s"])
+    total = report.totals()
+    assert (total["pending_review"], total["oldest_pending_review_s"]) == (3, 7200.0)
+    text = summary_markdown(report)
+    assert "- review queue: 3 pending, oldest 2.0 h" in text
+    assert "| 10.0 min | 3, oldest 2.0 h |" in text and "| 30 s | 30 s | 0 |" in text
+
+
+def test_a_campaign_whose_only_news_is_its_review_queue_is_in_the_report():
+    data = inputs()
+    data.review.loc[2] = ["c-c", "c1", 4, 60.0]
+    gamma = rows(compute_campaign_report(data, WINDOW).campaigns)[("c-c", None)]
+    assert (gamma["sent"], gamma["pending_review"], gamma["oldest_pending_review_s"]) == (
+        0,
+        4,
+        60.0,
+    )
 
 
 def test_the_window_defaults_to_30_days_and_takes_naive_times_as_utc():
