@@ -234,14 +234,14 @@ async def write_messages(
     awaiting = {w.campaignLeadId for w in writes if w.reviewReason is not None} & written
     logger = get_run_logger()
     logger.info(
-        "batch of %d: %d scheduled (%d awaiting review), %d held, %d failed, "
-        "%d taken over by another worker",
+        "batch of %d: %d scheduled, %d held, %d failed, %d taken over by another worker; "
+        "%d of the scheduled await review",
         len(claim.leads),
         len(written),
-        len(awaiting),
         len(held) - len(failed),
         len(failed),
         lost,
+        len(awaiting),
     )
     for hold in holds:
         if hold.campaignLeadId in held:
