@@ -237,7 +237,8 @@ def generation_input_hash(
     """sha256 hex of everything that shapes the output; the generation cache key.
 
     Pass as `lead_profile` every lead variable, email and custom fields included (e.g.
-    `lead_variables(...)`): a template may render any of them into the draft.
+    `lead_variables(...)`): a template may render any of them into the draft. Pass as `thread`
+    the block the model sees (`thread.prompt_thread`): it reaches the output only through it.
     """
     payload = {
         "prompt_version": PROMPT_VERSION,
