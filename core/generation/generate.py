@@ -33,6 +33,7 @@ from core.generation.prompt import (
     generation_input_hash,
     prompt_profile,
 )
+from core.generation.thread import prompt_thread
 from core.ids import new_id
 
 
@@ -71,6 +72,7 @@ class Prepared:
     rendered: EmailDraft
     trusted: EmailDraft
     profile: dict[str, str]
+    thread: list[dict[str, object]]
     input_hash: str
     sender_name: str | None
 
@@ -84,6 +86,7 @@ class Prepared:
             sender_name=self.sender_name,
             link_allowlist=self.rules.link_allowlist,
             retry_reason=retry_reason,
+            thread=self.thread,
         )
 
 
@@ -142,6 +145,8 @@ def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
     problems = check_draft(rendered, rendered=trusted, rules=rules)
     if problems:
         return held("lead data in the template: " + "; ".join(problems))
+    # What the model sees of the thread is what shapes the answer, so that is what is hashed.
+    thread = prompt_thread(lead.thread, lead_zone(lead.timezone, rules))
     key = generation_input_hash(
         lead_profile=variables,
         subject_template=lead.subjectTemplate,
@@ -151,8 +156,9 @@ def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
         sender_name=name,
         link_allowlist=rules.link_allowlist,
         model=model,
+        thread=thread,
     )
-    return Prepared(lead, rules, rendered, trusted, prompt_profile(variables), key, name)
+    return Prepared(lead, rules, rendered, trusted, prompt_profile(variables), thread, key, name)
 
 
 async def generate_for_lead(
