@@ -1,6 +1,8 @@
 """The campaign step and the lead a preview generates for, read as a run reads a due lead.
 
-Reads only: a preview is not a send, so nothing here writes, claims or locks.
+Reads only: a preview is not a send, so nothing here writes, claims or locks. The lead must
+carry what the claim (`db.queries.claims`) gives a due lead, or a preview would differ from
+what a run writes: whatever generation comes to need from the database, it needs here too.
 """
 
 from datetime import datetime

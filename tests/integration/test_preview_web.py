@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.generation.config import GenerationConfig
 from core.generation.generate import GenerationCache
 from core.generation.llm import TEMPLATE_MODEL
+from db.engine import make_engine, make_session_factory
 from tasks.generation import cache_outside_runs
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
@@ -399,3 +400,20 @@ def test_an_oversized_body_is_413_and_costs_nothing(make_client, world, llm):
     response = post(client, world.campaign_id, {"lead": {"email": "a@b.example", "note": note}})
     assert response.status_code == 413
     assert llm.stats().requests == 0
+
+
+def test_an_unreachable_database_is_a_json_503_and_costs_nothing(serve, llm, caplog):
+    engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    preview = PreviewAccess(token=SecretStr(TOKEN), per_minute=5, generation=online(llm))
+    try:
+        with (
+            caplog.at_level(logging.INFO),
+            serve(create_app(make_session_factory(engine), SECRET, preview=preview)) as client,
+        ):
+            response = post(client, "camp-1", {"leadId": "lead-1"})
+    finally:
+        engine.dispose()
+    assert response.status_code == 503
+    assert response.json() == {"error": "database unavailable"}
+    assert llm.stats().requests == 0
+    assert "Traceback" not in server_log(caplog)
