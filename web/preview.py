@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr, ValidationError
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -35,6 +36,7 @@ from db.base import utcnow
 from db.queries.preview import preview_lead
 from web.body import read_body
 from web.rate_limit import SlidingWindowLimit
+from web.redaction import error_name
 from web.webhooks import webhook_error
 
 _log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ _log = logging.getLogger(__name__)
 # A lead with a long custom note is a few KiB; the prompt keeps at most 12,000 characters of it.
 MAX_PREVIEW_BODY_BYTES = 64 * 1024
 MIN_TOKEN_LENGTH = 16
+MAX_STEP_ORDER = 2**31 - 1  # SequenceStep.stepOrder is a PostgreSQL integer
 PREVIEW_PATH = "/campaigns/{campaign_id}/steps/{step_order}/preview"
 
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="preview"'}
@@ -129,6 +132,13 @@ def log_preview(preview: StepPreview) -> None:
     )
 
 
+def _step_order(text: str) -> int | None:
+    """A path's stepOrder as the Integer column holds it, or None."""
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_STEP_ORDER:
+        return None
+    return int(text)
+
+
 def preview_routes(sessions: sessionmaker[Session], access: PreviewAccess | None) -> APIRouter:
     """POST /campaigns/{id}/steps/{stepOrder}/preview; answers 404 while `access` is None."""
     router = APIRouter()
@@ -137,8 +147,6 @@ def preview_routes(sessions: sessionmaker[Session], access: PreviewAccess | None
     @router.post(PREVIEW_PATH)
     async def preview(campaign_id: str, step_order: str, request: Request) -> JSONResponse:
         """The rendered template, the draft, the gate's verdict and the cost, for one lead."""
-        # step_order is read as text: FastAPI would otherwise answer a bad one before the token
-        # is checked, telling a stranger something about the endpoint.
         if access is None or limit is None:
             return webhook_error(404, "preview not configured")
         if not access.authorised(request.headers.get("authorization")):
@@ -152,7 +160,10 @@ def preview_routes(sessions: sessionmaker[Session], access: PreviewAccess | None
                 f"at most {limit.per_minute} previews a minute; try again in {wait} s",
                 {"Retry-After": str(wait)},
             )
-        if not step_order.isdecimal():
+        # Read as text, not typed in the signature: FastAPI would answer a bad one before the
+        # token is checked, telling a stranger something about the endpoint.
+        step = _step_order(step_order)
+        if step is None:
             return webhook_error(404, f"no step {step_order!r}: stepOrder is a whole number")
         body = await read_body(request, MAX_PREVIEW_BODY_BYTES)
         if body is None:
@@ -164,11 +175,13 @@ def preview_routes(sessions: sessionmaker[Session], access: PreviewAccess | None
                 {"error": "invalid request", "problems": describe_errors(exc)}, status_code=422
             )
         try:
-            lead = await run_in_threadpool(
-                load_preview_lead, sessions, campaign_id, int(step_order), wanted
-            )
+            lead = await run_in_threadpool(load_preview_lead, sessions, campaign_id, step, wanted)
         except PreviewNotFoundError as exc:
             return webhook_error(404, str(exc))
+        except DataError as exc:
+            # An id no text column can hold (a NUL byte): no such campaign or lead, not an outage.
+            _log.info("preview refused: id not storable (%s)", error_name(exc))
+            return webhook_error(404, "no such campaign or lead")
         result = await preview_step(lead, access.generation, access.cache())
         log_preview(result)
         return JSONResponse(result.model_dump(mode="json"))

@@ -379,6 +379,15 @@ def test_unknown_campaign_step_or_lead_is_404_saying_which(make_client, world, l
             "no step 'first': stepOrder is a whole number",
         ),
         (
+            post(client, world.campaign_id, by_id, step=2**31),
+            f"no step '{2**31}': stepOrder is a whole number",
+        ),
+        (
+            post(client, world.campaign_id, {"leadId": "bad\u0000id"}),
+            "no such campaign or lead",
+        ),
+        (post(client, "bad%00id", by_id), "no such campaign or lead"),  # a NUL in the path
+        (
             post(client, world.campaign_id, {"leadId": "no-such-lead"}),
             f"no lead with id 'no-such-lead' in the workspace of campaign {world.campaign_id}",
         ),
