@@ -146,6 +146,14 @@ class Settings(BaseSettings):
     postmark_webhook_password: SecretStr | None = Field(
         default=None, description="HTTP Basic password in Postmark's webhook URL."
     )
+    pipeline_api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of POST /campaigns/{id}/steps/{stepOrder}/preview, at least"
+        " 16 characters. Unset: the endpoint answers 404.",
+    )
+    preview_rate_per_minute: int = Field(
+        default=20, ge=1, description="Previews one token may ask for in any 60 seconds."
+    )
 
     @property
     def transport(self) -> TransportKind:

@@ -63,6 +63,17 @@ class GenerationCache(Protocol):
         ...
 
 
+class NoCache:
+    """The offline generator costs nothing, so nothing is worth storing."""
+
+    async def get(self, key: str) -> Generation | None:
+        """Never a hit."""
+        return None
+
+    async def put(self, key: str, generation: Generation) -> None:
+        """Nothing to keep."""
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A lead ready for the LLM: rules parsed, draft rendered, prompt built, key computed."""
