@@ -15,6 +15,7 @@ from core.generation.due_lead import DueLead
 from core.generation.preview import InlineLead, PreviewNotFoundError
 from db.models import Campaign, Lead, SequenceStep
 from db.queries.regeneration import find_step
+from db.queries.threads import due_leads
 
 
 def preview_lead(
@@ -51,23 +52,27 @@ def preview_lead(
             )
         fields = {name: getattr(lead, name) for name in (*LEAD_FIELDS, "customFields")}
         found_id = lead.id
-    return DueLead(
+    row = {
         # Not an enrolment: the id only labels the outcome, as in a step backfill.
-        campaignLeadId="",
-        campaignId=campaign.id,
-        leadId=found_id,
-        workspaceId=campaign.workspaceId,
-        stepOrder=step.stepOrder,
-        nextScheduledDate=now,
-        attempts=0,
-        goal=campaign.goal,
-        sendingRules=campaign.sendingRules,
-        stepId=step.id,
-        subjectTemplate=step.subjectTemplate,
-        bodyTemplate=step.bodyTemplate,
-        aiInstructions=step.aiInstructions,
+        "campaignLeadId": "",
+        "campaignId": campaign.id,
+        "leadId": found_id,
+        "workspaceId": campaign.workspaceId,
+        "stepOrder": step.stepOrder,
+        "nextScheduledDate": now,
+        "attempts": 0,
+        "goal": campaign.goal,
+        "sendingRules": campaign.sendingRules,
+        "stepId": step.id,
+        "subjectTemplate": step.subjectTemplate,
+        "bodyTemplate": step.bodyTemplate,
+        "aiInstructions": step.aiInstructions,
         **fields,
-    )
+    }
+    # A follow-up's thread is loaded as the claim loads it, so the preview writes (and caches)
+    # the email a run would write.
+    (due,) = due_leads(session, [row])
+    return due
 
 
 def _workspace_lead(

@@ -7,10 +7,11 @@ lead. Which clicks a person made, and how much of it the model sees, is decided 
 `core.generation.thread`.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import RowMapping, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.generation.due_lead import DueLead
@@ -55,7 +56,7 @@ THREADS = text(
 _THREAD = TypeAdapter(tuple[SentEmail, ...])
 
 
-def due_leads(session: Session, rows: Sequence[RowMapping]) -> list[DueLead]:
+def due_leads(session: Session, rows: Sequence[Mapping[Any, Any]]) -> list[DueLead]:
     """DueLeads from rows of their columns, follow-ups with their threads, oldest email first.
 
     One statement loads every thread of the batch; a batch with no lead past step 1 costs none.

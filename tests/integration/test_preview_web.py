@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.generation.config import GenerationConfig
 from core.generation.generate import GenerationCache
 from core.generation.llm import TEMPLATE_MODEL
+from core.generation.prompt import PROMPT_VERSION
 from db.engine import make_engine, make_session_factory
 from tasks.generation import cache_outside_runs
 from tests import factories
@@ -177,7 +178,7 @@ def test_a_preview_answers_the_template_the_draft_the_verdict_and_the_cost(
         1,
         world.lead_id,
     )
-    assert (answer["model"], answer["promptVersion"]) == (MODEL, "email-personalise-v1")
+    assert (answer["model"], answer["promptVersion"]) == (MODEL, PROMPT_VERSION)
     assert answer["offline"] is False and answer["cacheHit"] is False
     assert answer["promptTokens"] > 0 and answer["completionTokens"] > 0
     assert answer["costUsd"] > 0

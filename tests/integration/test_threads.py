@@ -2,10 +2,11 @@
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from core.generation.thread import CameBack, SentEmail, ThreadEvent
 from db.queries.claims import claim_due_leads, preview_due_leads
+from db.queries.preview import preview_lead
 from tests import factories
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
@@ -97,3 +98,20 @@ def test_a_batch_without_follow_ups_costs_no_thread_statement(sessions, engine):
     with sessions() as session:
         preview = preview_due_leads(session, as_of=NOW, now=NOW, limit=1)
     assert [lead.stepOrder for lead in preview] == [1] and len(seen) == 1
+
+
+def test_a_preview_of_a_follow_up_carries_the_thread_a_run_would_load(sessions):
+    ids = seed(sessions)
+    with sessions() as session:
+        campaign_id = session.execute(
+            text('SELECT "campaignId" FROM "CampaignLead" WHERE "leadId" = :id'), {"id": ids["ada"]}
+        ).scalar_one()
+        _, claimed = claim_due_leads(
+            session, as_of=NOW, now=NOW, limit=10, worker="w", lease=timedelta(minutes=5)
+        )
+        session.rollback()
+        previewed = preview_lead(
+            session, campaign_id=campaign_id, step_order=3, now=NOW, lead_id=ids["ada"]
+        )
+    (run,) = [lead for lead in claimed if lead.leadId == ids["ada"]]
+    assert previewed.thread == run.thread and len(previewed.thread) == 2
