@@ -54,6 +54,20 @@ def wanted_mailboxes(sends: list[DueSend]) -> set[tuple[str, str]]:
     return wanted
 
 
+def current_mailbox_states(
+    session: Session, sends: list[DueSend], now: datetime
+) -> dict[tuple[str, str], MailboxState]:
+    """The statuses and caps of the sends' mailbox rows as they are now (a lane's refused
+    handover asks: a circuit breaker or an operator may have paused one since the plan)."""
+    rows = read_sending_mailboxes(session, wanted_mailboxes(sends))
+    return {
+        mailbox_key(row.workspace_id, row.email): MailboxState(
+            row.status, row.status_reason, row.warmup.cap(now)
+        )
+        for row in rows
+    }
+
+
 async def resolve_sending_accounts(
     database: DatabaseConfig,
     sends: list[DueSend],
