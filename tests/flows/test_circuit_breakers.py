@@ -8,12 +8,17 @@ reason; what waits behind the pause is `scheduled`, never failed; a resume count
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
+from prefect.blocks.notifications import SlackWebhook
+from prefect.client.orchestration import get_client
 from prefect.events import Event
+from prefect.events.schemas.automations import AutomationCore
 from prefect.events.worker import EventsWorker
 from prefect.testing.fixtures import asserting_events_worker  # noqa: F401  (Prefect's fixture)
 from pydantic import SecretStr
@@ -352,3 +357,23 @@ def test_complaints_posted_to_the_webhook_pause_the_mailbox_before_the_next_hand
     }
     (event,) = paused_events(asserting_events_worker)
     assert (event.event, event.payload["complaints"]) == ("campaign-pipeline.mailbox.paused", 3)
+
+
+def test_the_readmes_automation_is_accepted_by_the_prefect_server(run_settings):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```yaml\n(# prefect automation create .*?)```", readme, re.DOTALL)
+    notify = SlackWebhook(url="https://hooks.slack.example/services/T0/B0/x")
+    block_id = notify.save("breaker-paused", overwrite=True)
+    document = yaml.safe_load(block.replace("00000000-0000-0000-0000-000000000000", str(block_id)))
+    automation = AutomationCore.model_validate(document)
+    assert automation.trigger.expect == {
+        "campaign-pipeline.mailbox.paused",
+        "campaign-pipeline.campaign.paused",
+    }
+
+    async def create() -> None:
+        async with get_client() as client:
+            created = await client.read_automation(await client.create_automation(automation))
+            assert created is not None and created.actions[0].block_document_id == block_id
+
+    asyncio.run(create())
