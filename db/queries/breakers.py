@@ -3,9 +3,10 @@ those that cross their lines, each once, with the figures as the reason.
 
 A window starts 7 days ago, or at the last status change when that is later: a resume starts a
 fresh one, so what tripped the breaker before it does not trip it again. A mailbox's or
-campaign's sends are its handovers in the window; its hard bounces and complaints are those
-sends' events, whenever they arrived (a DSN or a complaint comes after its send). A bounce
-without a kind is hard, as ingestion treats it.
+campaign's sends are its handovers in the window that have an outcome (a 5xx refusal is a send
+that bounced); its hard bounces and complaints are those sends' events, whenever they arrived
+(a DSN or a complaint comes after its send): a cohort, as the run's mailbox table counts it
+(db.queries.run_mailboxes). A bounce without a kind is hard, as ingestion treats it.
 """
 
 from collections.abc import Collection
@@ -21,7 +22,6 @@ from core.campaigns.sending_rules import campaign_lines
 from core.mailboxes.health import HEALTH_WINDOW, MailboxHealth, breaker_reason
 from core.statuses import CampaignStatus
 from db.base import UTCDateTime
-from db.queries.delivery import HANDED_OVER
 from db.queries.mailboxes import pause_campaign
 from db.queries.sending_mailboxes import trip_mailbox
 
@@ -30,7 +30,7 @@ from db.queries.sending_mailboxes import trip_mailbox
 # Mailboxes come first, so two transactions that pause the same rows lock them in one order.
 FIGURES = (
     text(
-        f"""
+        """
     WITH bad AS (
         SELECT DISTINCT c."workspaceId", s.mailbox, s."campaignId"
         FROM "EngagementEvent" e
@@ -58,26 +58,25 @@ FIGURES = (
     )
     SELECT t.scope, t.id, t."workspaceId", t.name, t.rules, t.start,
            count(x.id) AS sends,
-           count(x.id) FILTER (WHERE x.hard) AS hard_bounces,
-           count(x.id) FILTER (WHERE x.complaint) AS complaints
+           count(x.id) FILTER (WHERE g.hard_bounced) AS hard_bounces,
+           count(x.id) FILTER (WHERE g.complained) AS complaints
     FROM targets t
     LEFT JOIN LATERAL (
-        SELECT s.id,
-               EXISTS (SELECT 1 FROM "EngagementEvent" e
-                       WHERE e."emailSendId" = s.id AND e.type = 'bounce'
-                         AND e.metadata ->> 'bounceKind' IS DISTINCT FROM 'soft') AS hard,
-               EXISTS (SELECT 1 FROM "EngagementEvent" e
-                       WHERE e."emailSendId" = s.id AND e.type = 'complaint') AS complaint
-        FROM (
-            SELECT s.id FROM "EmailSend" s JOIN "Campaign" c ON c.id = s."campaignId"
-            WHERE t.scope = 'mailbox' AND s.mailbox = t.mailbox AND s."attemptedAt" >= t.start
-              AND s.status IN {HANDED_OVER} AND c."workspaceId" = t."workspaceId"
-            UNION ALL
-            SELECT s.id FROM "EmailSend" s
-            WHERE t.scope = 'campaign' AND s."campaignId" = t.id AND s."attemptedAt" >= t.start
-              AND s.status IN {HANDED_OVER}
-        ) s
+        SELECT s.id FROM "EmailSend" s JOIN "Campaign" c ON c.id = s."campaignId"
+        WHERE t.scope = 'mailbox' AND s.mailbox = t.mailbox AND s."attemptedAt" >= t.start
+          AND s.status IN ('sent', 'failed', 'unknown') AND c."workspaceId" = t."workspaceId"
+        UNION ALL
+        SELECT s.id FROM "EmailSend" s
+        WHERE t.scope = 'campaign' AND s."campaignId" = t.id AND s."attemptedAt" >= t.start
+          AND s.status IN ('sent', 'failed', 'unknown')
     ) x ON true
+    LEFT JOIN LATERAL (
+        SELECT bool_or(e.type = 'bounce'
+                       AND e.metadata ->> 'bounceKind' IS DISTINCT FROM 'soft') AS hard_bounced,
+               bool_or(e.type = 'complaint') AS complained
+        FROM "EngagementEvent" e
+        WHERE e."emailSendId" = x.id
+    ) g ON true
     GROUP BY t.scope, t.id, t."workspaceId", t.name, t.rules, t.start
     ORDER BY t.scope = 'campaign', t.id
     """

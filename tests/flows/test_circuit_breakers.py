@@ -18,6 +18,8 @@ import yaml
 from prefect.blocks.notifications import SlackWebhook
 from prefect.client.orchestration import get_client
 from prefect.events import Event
+from prefect.events.actions import SendNotification
+from prefect.events.clients import AssertingEventsClient
 from prefect.events.schemas.automations import AutomationCore
 from prefect.events.worker import EventsWorker
 from prefect.testing.fixtures import asserting_events_worker  # noqa: F401  (Prefect's fixture)
@@ -154,7 +156,9 @@ def statuses(sessions, campaign_id: str, mailbox_id: str | None) -> list[tuple]:
 def paused_events(worker: EventsWorker) -> list[Event]:
     """The breaker events emitted so far (Prefect's own run events left out)."""
     worker.wait_until_empty()
-    return [e for e in worker._client.events if e.event.startswith("campaign-pipeline.")]
+    client = worker._client
+    assert isinstance(client, AssertingEventsClient)
+    return [e for e in client.events if e.event.startswith("campaign-pipeline.")]
 
 
 def assert_clean(events: list[Event]) -> None:
@@ -374,6 +378,8 @@ def test_the_readmes_automation_is_accepted_by_the_prefect_server(run_settings):
     async def create() -> None:
         async with get_client() as client:
             created = await client.read_automation(await client.create_automation(automation))
-            assert created is not None and created.actions[0].block_document_id == block_id
+            assert created is not None
+            (action,) = created.actions
+            assert isinstance(action, SendNotification) and action.block_document_id == block_id
 
     asyncio.run(create())
