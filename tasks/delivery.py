@@ -219,6 +219,7 @@ def _lane(
         config=config if transport is None else config.model_copy(update={"transport": transport}),
         logger=logger,
         mailbox_id=accounts.ids.get(key),
+        mailboxes=accounts.states,
     )
 
 

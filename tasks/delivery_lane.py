@@ -129,11 +129,13 @@ class Lane:
         config: DeliveryConfig,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
         mailbox_id: str | None = None,
+        mailboxes: MailboxStates | None = None,
     ) -> None:
         self.token = token
         # The lane's `Mailbox` row, when it has one: a failed login or an unreachable server
         # disconnects it (the server's answer in `down`) and the lane gives its sends back.
         self.mailbox_id = mailbox_id
+        self.mailboxes = mailboxes or {}
         self.down: str | None = None
         # Why the lane stopped handing over, once it has: its mailbox went down, or was paused
         # (its circuit breaker tripped, here or in another lane). Its other sends wait with it.
@@ -444,7 +446,7 @@ class Lane:
                 return False
             # The statuses as they are now, not as the run found them: a breaker (in another
             # lane or run) or an operator may have paused a mailbox since, hence the refusal.
-            states = current_mailbox_states(session, [fresh], now)
+            states = current_mailbox_states(session, [fresh], now, self.mailboxes)
             own = states.get(mailbox_key(fresh.workspaceId, self.email))
             if own is not None and not own.usable:
                 self.halt = own.hold_reason
