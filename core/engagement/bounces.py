@@ -69,7 +69,7 @@ _RETURNED_MESSAGE_RE = re.compile(
 # A delay warning is soft whatever code it quotes: the server is still trying.
 _WARNING_RE = re.compile(
     r"warning message only|has been delayed|not yet been delivered|delivery attempts will "
-    r"continue|will keep trying|will be retried|message will be retried|transient non-fatal|"
+    r"continue|will keep trying|will be retried|transient non-fatal|"
     r"zustellung verz(?:ö|oe)gert|remise diff(?:é|e)r(?:é|e)e",
     re.IGNORECASE,
 )
@@ -100,6 +100,7 @@ _FAILURE_SUBJECT_RE = re.compile(
     r"zustellbar|non remis|(?:é|e)chec de (?:la )?remise|non d(?:é|e)livr(?:é|e))",
     re.IGNORECASE,
 )
+_TO_LINE_RE = re.compile(r"^to:[ \t]*(.+)$", re.IGNORECASE | re.MULTILINE)
 _ADDRESS_RE = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)+", re.ASCII)
 # A report's recipient fields read as text, the address as we sent it first.
 _RECIPIENT_FIELD_RES = tuple(
@@ -196,11 +197,11 @@ def _notice(message: EmailMessage) -> _Notice:
             if isinstance(embedded, list) and embedded and isinstance(embedded[0], Message):
                 original_to = original_to or _first_address(embedded[0].get_all("To", []))
         elif content_type == "text/rfc822-headers":
-            original_to = original_to or _header_in(part_text(part), "To")
+            original_to = original_to or _to_address_in(part_text(part))
         elif content_type == "text/plain":
-            text = part_text(part)
-            original_to = original_to or _header_in(_returned_part(text), "To")
-            texts.append(_own_words(text))
+            own_words, returned = _split_at_returned_message(part_text(part))
+            original_to = original_to or _to_address_in(returned)
+            texts.append(own_words)
     failed = _first_address(message.get_all("X-Failed-Recipients", []))
     ours = {
         address.lower()
@@ -233,20 +234,15 @@ def _parts_outside_returned_message(message: EmailMessage) -> list[Message]:
     return found
 
 
-def _own_words(text: str) -> str:
+def _split_at_returned_message(text: str) -> tuple[str, str]:
+    """(the notice's own words, the returned message quoted below them, or empty)."""
     found = _RETURNED_MESSAGE_RE.search(text)
-    return text[: found.start()] if found else text
+    return (text[: found.start()], text[found.start() :]) if found else (text, "")
 
 
-def _returned_part(text: str) -> str:
-    found = _RETURNED_MESSAGE_RE.search(text)
-    return text[found.start() :] if found else ""
-
-
-def _header_in(text: str, name: str) -> str | None:
-    """The first address of header `name` in quoted header lines."""
-    pattern = re.compile(rf"^{name}:[ \t]*(.+)$", re.IGNORECASE | re.MULTILINE)
-    found = pattern.search(text)
+def _to_address_in(headers: str) -> str | None:
+    """The first address of the To line of header lines quoted as text."""
+    found = _TO_LINE_RE.search(headers)
     return _first_address([found.group(1)]) if found else None
 
 
