@@ -19,6 +19,7 @@ import psycopg
 import core.delivery.lane
 import core.delivery.message
 import core.delivery.transport
+import core.generation.config
 import db.queries.delivery
 import tasks.database
 import tasks.delivery
@@ -28,14 +29,14 @@ from benchmarks.harness.machine import ROOT
 from core.generation.config import GenerationConfig
 from core.generation.draft import render_draft
 from core.generation.gate import check_draft
-from core.generation.generate import plan_writes, prepare
+from core.generation.generate import NoCache, plan_writes, prepare
 from core.generation.llm import OpenAIGenerator
 from core.generation.prompt import build_messages, generation_input_hash
 from db.queries.delivery import HAND_OVER_GROUP, RECORD_RESULTS
 from flows.ingest_engagement_events import EngagementSource, ingest_engagement_events
 from flows.process_campaign_sends import _publish_counts, process_campaign_sends
 from flows.send_scheduled_emails import send_scheduled_emails
-from tasks.generation import Claim, NoCache, ResultStoreCache, write_messages
+from tasks.generation import Claim, ResultStoreCache, write_messages
 from tests.support.smtp_server import LoopbackSMTP
 
 __all__ = [
@@ -81,7 +82,8 @@ GENERATION_TRANSACTION = hook(tasks.database, tasks.database.run_in_transaction)
 GENERATION_PER_LEAD = hook(tasks.generation, tasks.generation.generate_for_lead)
 # benchmarks/generation_flow.py: apply_variant, the what-ifs.
 GENERATION_CACHE = hook(tasks.generation, tasks.generation.ResultStoreCache)
-GENERATION_CLIENT = hook(tasks.generation, tasks.generation.OpenAIGenerator)
+# The client a run opens: GenerationConfig.open_generator makes it.
+GENERATION_CLIENT = hook(core.generation.config, OpenAIGenerator)
 
 # benchmarks/delivery_probe.py: Probe and ThreadProfiles, around what tasks.delivery calls.
 HAND_OVER_QUERY = hook(db.queries.delivery, db.queries.delivery.hand_over_group)

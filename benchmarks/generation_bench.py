@@ -248,7 +248,9 @@ class Bench(Parent):
         self.log(
             f"claim: execution median {c['execution_ms_median']:.2f} ms "
             f"(planning {c['planning_ms_median']:.2f} ms), claim_due_leads() median "
-            f"{c['function_ms_median']:.2f} ms over {c['runs']} runs"
+            f"{c['function_ms_median']:.2f} ms over {c['runs']} runs; threads of "
+            f"{c['follow_ups']} follow-ups ({c['sent_emails_in_threads']} sent emails): "
+            f"execution median {c['thread_execution_ms_median']} ms"
         )
         if self.args.claim_what_if:
             self.results["claim_what_if"] = claim_what_ifs(

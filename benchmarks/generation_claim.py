@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from benchmarks.generation_setup import AS_OF
 from benchmarks.harness.database import capture_statements, explain_analyze, libpq, plan_ms
+from core.generation.due_lead import DueLead
 from db.engine import make_engine
 from db.queries.claims import claim_due_leads
 
@@ -25,12 +26,14 @@ def explain_claim(url: str, runs: int, batch: int) -> dict[str, Any]:
     The statement and its parameters are captured from a real claim_due_leads() call, so the
     plan is that of the SQL the pipeline runs. Each run is its own transaction, rolled back, so
     every run claims the same 500 oldest due rows. Also times claim_due_leads() itself (query,
-    fetch and DueLead validation) the same way, on one connection, as a worker reuses one.
+    fetch, the follow-ups' thread statement and DueLead validation) the same way, on one
+    connection, as a worker reuses one, and EXPLAINs the thread statement it sent.
     """
     engine = make_engine(url)
     captured = capture_statements(engine, "SKIP LOCKED")
+    thread_statements = capture_statements(engine, "AS text) AS thread")
 
-    def claim(session: Session) -> int:
+    def claim(session: Session) -> list[DueLead]:
         _, leads = claim_due_leads(
             session,
             as_of=AS_OF,
@@ -39,44 +42,57 @@ def explain_claim(url: str, runs: int, batch: int) -> dict[str, Any]:
             worker="bench",
             lease=timedelta(minutes=10),
         )
-        return len(leads)
+        return leads
 
     function_ms: list[float] = []
-    claimed = 0
+    leads: list[DueLead] = []
     with Session(engine) as session:
         for _ in range(runs + 1):  # the first run warms the cache and is discarded
             with session.begin():
                 started = time.perf_counter()
-                claimed = claim(session)
+                leads = claim(session)
                 function_ms.append(1000 * (time.perf_counter() - started))
                 session.rollback()
-    statement, params = captured[0]
-    plans: list[str] = []
-    execution: list[float] = []
-    planning: list[float] = []
-    with engine.connect() as conn:
-        for _ in range(runs + 1):
-            with conn.begin() as tx:
-                plan = explain_analyze(conn, statement, params)
-                tx.rollback()
-            plans.append(plan)
-            execution.append(plan_ms(plan, "Execution Time"))
-            planning.append(plan_ms(plan, "Planning Time"))
+
+    def explain(captured: list[tuple[str, Any]]) -> tuple[list[str], list[float], list[float]]:
+        statement, params = captured[0]
+        plans: list[str] = []
+        execution: list[float] = []
+        planning: list[float] = []
+        with engine.connect() as conn:
+            for _ in range(runs + 1):
+                with conn.begin() as tx:
+                    plan = explain_analyze(conn, statement, params)
+                    tx.rollback()
+                plans.append(plan)
+                execution.append(plan_ms(plan, "Execution Time"))
+                planning.append(plan_ms(plan, "Planning Time"))
+        return plans[1:], execution[1:], planning[1:]
+
+    plans, execution, planning = explain(captured)
+    follow_ups = sum(lead.stepOrder > 1 for lead in leads)
+    # No follow-up in the batch, no thread statement (db.queries.threads.due_leads).
+    assert bool(thread_statements) == bool(follow_ups), "the thread statement was not captured"
+    threads = explain(thread_statements)[1] if follow_ups else []
     engine.dispose()
-    execution, planning, function_ms = execution[1:], planning[1:], function_ms[1:]
+    function_ms = function_ms[1:]
     middle = sorted(range(runs), key=lambda i: execution[i])[runs // 2]
     return {
         "runs": runs,
         "batch": batch,
-        "claimed": claimed,
+        "claimed": len(leads),
+        "follow_ups": follow_ups,
+        "sent_emails_in_threads": sum(len(lead.thread) for lead in leads),
+        "thread_execution_ms": threads,
+        "thread_execution_ms_median": statistics.median(threads) if threads else None,
         "execution_ms": execution,
         "execution_ms_median": statistics.median(execution),
         "planning_ms": planning,
         "planning_ms_median": statistics.median(planning),
         "function_ms": function_ms,
         "function_ms_median": statistics.median(function_ms),
-        "plan": plans[1:][middle],
-        "statement": statement,
+        "plan": plans[middle],
+        "statement": captured[0][0],
     }
 
 

@@ -162,7 +162,7 @@ class InProcessGenerator:
 def apply_variant(variant: str) -> None:
     """What-if runs for the bottleneck analysis; `baseline` is the code as it is.
 
-    no-result-store: the per-lead cache is tasks.generation.NoCache (no ResultStore reads or
+    no-result-store: the per-lead cache is core.generation.generate.NoCache (no ResultStore reads or
     writes). no-llm-http: OpenAIGenerator is replaced by InProcessGenerator.
     """
     if variant not in VARIANTS:

@@ -156,6 +156,7 @@ def seed_million(url: str, rows: int, campaigns: int) -> tuple[float, int]:
             """,
             {"per": per_campaign, "as_of": as_of, "last": rows - 1},
         )
+        _seed_history(conn, per_campaign, rows - 1, as_of)
         conn.execute("VACUUM ANALYZE")
         counted = conn.execute(
             """SELECT count(*) FROM "CampaignLead"
@@ -164,6 +165,57 @@ def seed_million(url: str, rows: int, campaigns: int) -> tuple[float, int]:
         )
         due = one_row(counted)[0]
     return time.perf_counter() - started, due
+
+
+# About the length of a sent email body (the demo's first step, rendered, is ~330 characters).
+_SENT_BODY = "We help teams like yours book more discovery calls without adding headcount. " * 8
+
+
+def _seed_history(conn: psycopg.Connection, per_campaign: int, last: int, as_of: datetime) -> None:
+    """What the active enrolments past step 1 were sent: one `sent` EmailSend and its message per
+    earlier step, a click on a quarter of them and an auto-reply on a tenth, which a follow-up's
+    claim loads as its thread."""
+    params = {"per": per_campaign, "last": last, "body": _SENT_BODY, "as_of": as_of}
+    earlier_steps = """
+        FROM generate_series(0, %(last)s) g, generate_series(1, g %% 3) k
+        WHERE g %% 10 >= 7
+    """
+    conn.execute(
+        f"""
+        INSERT INTO "GeneratedMessage" (id, "campaignId", "leadId", "stepId", subject, body)
+        SELECT 'bgm' || g || '-' || k, 'bc' || (g / %(per)s + 1), 'bl' || g,
+               'bc' || (g / %(per)s + 1) || '-s' || k, 'Step ' || k || ' for lead ' || g,
+               %(body)s
+        {earlier_steps}
+        """,
+        params,
+    )
+    conn.execute(
+        f"""
+        INSERT INTO "EmailSend" (id, "campaignId", "leadId", "stepId", "generatedMessageId",
+                                 "toEmail", status, "scheduledFor", "sentAt", "updatedAt")
+        SELECT 'bes' || g || '-' || k, 'bc' || (g / %(per)s + 1), 'bl' || g,
+               'bc' || (g / %(per)s + 1) || '-s' || k, 'bgm' || g || '-' || k,
+               'lead' || g || '@buyer' || (g %% 997) || '.example', 'sent',
+               CAST(%(as_of)s AS timestamp) - (4 - k) * interval '3 days',
+               CAST(%(as_of)s AS timestamp) - (4 - k) * interval '3 days', now()
+        {earlier_steps}
+        """,
+        params,
+    )
+    conn.execute(
+        """
+        INSERT INTO "EngagementEvent" (id, "emailSendId", type, "occurredAt", "dedupeKey")
+        SELECT 'bev-' || s.id || '-' || kind, s.id, kind,
+               s."sentAt" + CASE kind WHEN 'click' THEN interval '2 hours'
+                                      ELSE interval '5 minutes' END,
+               'bench:' || s.id || '-' || kind
+        FROM "EmailSend" s,
+             LATERAL (VALUES ('click', hashtext(s.id) % 4 = 0),
+                             ('auto_reply', hashtext(s.id) % 10 = 0)) AS e(kind, wanted)
+        WHERE e.wanted
+        """
+    )
 
 
 def verify_run(url: str, n: int) -> dict[str, int]:

@@ -169,7 +169,14 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> list[dict[st
                 "figure": (
                     f"{claim['execution_ms_median']:.2f} ms execution "
                     f"(+{claim['planning_ms_median']:.2f} ms planning; "
-                    f"claim_due_leads() {claim['function_ms_median']:.1f} ms)"
+                    f"claim_due_leads() {claim['function_ms_median']:.1f} ms"
+                    + (
+                        f", of which the threads of {claim['follow_ups']} follow-ups "
+                        f"{claim['thread_execution_ms_median']:.2f} ms execution"
+                        if claim.get("thread_execution_ms_median") is not None
+                        else ""
+                    )
+                    + ")"
                 ),
                 "runs": claim["runs"],
                 "all": [round(v, 2) for v in claim["execution_ms"]],

@@ -206,16 +206,23 @@ def _unusable(protocol: Protocol, exc: ValidationError) -> CheckResult:
     )
 
 
-def campaign_pause(campaign_id: Annotated[str, typer.Argument(help="Campaign id.")]) -> None:
+def campaign_pause(
+    campaign_id: Annotated[str, typer.Argument(help="Campaign id.")],
+    why: Annotated[
+        str | None, typer.Option("--why", help="The reason, kept in Campaign.statusReason.")
+    ] = None,
+) -> None:
     """Pause an active campaign: no generation, and its scheduled sends wait until resumed."""
     database = connect()
+    reason = why.strip() if why and why.strip() else None
     with unit_of_work(database.sessions) as session:
-        before = pause_campaign(session, campaign_id, now=utcnow())
+        before = pause_campaign(session, campaign_id, reason=reason, now=utcnow())
     _say_moved(campaign_id, before, CampaignStatus.active, CampaignStatus.paused, "paused")
 
 
 def campaign_resume(campaign_id: Annotated[str, typer.Argument(help="Campaign id.")]) -> None:
-    """Make a paused campaign active again; its waiting sends go out in their next window."""
+    """Make a paused campaign active again, its circuit breaker counting afresh from now; its
+    waiting sends go out in their next window."""
     database = connect()
     with unit_of_work(database.sessions) as session:
         before = resume_campaign(session, campaign_id, now=utcnow())

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from cli.context import connect, err, fail, load_yaml, out
 from cli.demo import lead_status_counts, run_delivery, run_generation, seed_demo, send_times
 from cli.mailboxes import campaign_pause, campaign_resume, mailbox_app
+from cli.preview import campaign_preview
 from cli.review import review_app
 from core.campaigns.campaign_file import CampaignFileError, parse_campaign
 from core.campaigns.lead_import import LeadFileError, read_leads_csv
@@ -44,6 +45,7 @@ app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(review_app, name="review")
 campaign_app.command("pause")(campaign_pause)
 campaign_app.command("resume")(campaign_resume)
+campaign_app.command("preview")(campaign_preview)
 
 
 @db_app.command("upgrade")
@@ -181,9 +183,18 @@ def web(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
 ) -> None:
-    """Serve the unsubscribe links (RFC 8058 one-click and a confirmation page) and /healthz."""
+    """Serve the unsubscribe links (RFC 8058 one-click and a confirmation page), the webhooks,
+    previews (with PIPELINE_API_TOKEN) and /healthz."""
+    settings = _settings()
+    previews = bool(settings.pipeline_api_token and settings.pipeline_api_token.get_secret_value())
+    generation_cache = None
+    if previews and settings.openai_api_key is not None:
+        # Previews share the flows' result storage: Prefect is imported only when they can pay.
+        from tasks.generation import cache_outside_runs
+
+        generation_cache = asyncio.run(cache_outside_runs())
     try:
-        application = make_app_from_settings()
+        application = make_app_from_settings(generation_cache)
     except OperationalError as exc:
         raise fail(f"cannot reach the database: {exc.orig}") from None
     except (DatabaseNotReadyError, ValueError, OSError) as exc:
@@ -194,9 +205,10 @@ def web(
         listener = socket.create_server((host, port), family=family)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    preview_path = ", /campaigns/{id}/steps/{stepOrder}/preview" if previews else ""
     out.print(
-        f"serving http://{host}:{port}: /unsubscribe/…, /webhooks/{{provider}}, /healthz"
-        " (Ctrl+C stops)"
+        f"serving http://{host}:{port}: /unsubscribe/…, /webhooks/{{provider}}{preview_path},"
+        " /healthz (Ctrl+C stops)"
     )
     server = uvicorn.Server(uvicorn.Config(application, log_config=log_config()))
     # uvicorn shuts down gracefully on Ctrl+C, then re-raises it; that is a normal stop here.

@@ -6,8 +6,11 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.breakers import BreakerLines
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SQLALCHEMY_DRIVER = "postgresql+psycopg"
+_LINES = BreakerLines()  # the documented defaults
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -118,6 +121,29 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8080",
         description="Where `campaign-pipeline web` is reachable; unsubscribe links point here.",
     )
+    mailbox_max_hard_bounce_rate: float = Field(
+        default=_LINES.max_hard_bounce_rate,
+        gt=0,
+        le=1,
+        description="A mailbox's hard bounces per send (0.03 is 3%) that pause it, once"
+        " MAILBOX_BREAKER_MIN_SENDS count.",
+    )
+    mailbox_breaker_min_sends: int = Field(
+        default=_LINES.min_sends,
+        ge=1,
+        description="A mailbox's sends that must count before its bounce rate can pause it.",
+    )
+    mailbox_max_complaints: int = Field(
+        default=_LINES.max_complaints,
+        ge=1,
+        description="The fewest complaints that pause a mailbox, whatever the rate.",
+    )
+    mailbox_max_complaint_rate: float = Field(
+        default=_LINES.max_complaint_rate,
+        gt=0,
+        le=1,
+        description="A mailbox's complaints per send (0.001 is 0.1%) that pause it.",
+    )
     engagement_soft_bounce_limit: int = Field(
         default=3, ge=1, description="Soft bounces of one enrolment before it becomes bounced."
     )
@@ -146,6 +172,14 @@ class Settings(BaseSettings):
     postmark_webhook_password: SecretStr | None = Field(
         default=None, description="HTTP Basic password in Postmark's webhook URL."
     )
+    pipeline_api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of POST /campaigns/{id}/steps/{stepOrder}/preview, at least"
+        " 16 characters. Unset: the endpoint answers 404.",
+    )
+    preview_rate_per_minute: int = Field(
+        default=20, ge=1, description="Previews one token may ask for in any 60 seconds."
+    )
 
     @property
     def transport(self) -> TransportKind:
@@ -153,6 +187,16 @@ class Settings(BaseSettings):
         if self.email_transport is not None:
             return self.email_transport
         return TransportKind.smtp if self.smtp_host else TransportKind.outbox
+
+    @property
+    def mailbox_breaker_lines(self) -> BreakerLines:
+        """Where every sending mailbox's circuit breaker trips."""
+        return BreakerLines(
+            max_hard_bounce_rate=self.mailbox_max_hard_bounce_rate,
+            min_sends=self.mailbox_breaker_min_sends,
+            max_complaints=self.mailbox_max_complaints,
+            max_complaint_rate=self.mailbox_max_complaint_rate,
+        )
 
     @field_validator("database_url")
     @classmethod

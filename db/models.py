@@ -117,6 +117,10 @@ class Campaign(Base):
     createdAt: Mapped[datetime] = _created()
     updatedAt: Mapped[datetime] = _updated()
     goal: Mapped[str | None] = mapped_column(Text)
+    # Why it was last paused (a circuit breaker's figures, or an operator's reason), and when
+    # its status last changed: a breaker counts only what came after a resume.
+    statusReason: Mapped[str | None] = mapped_column(Text)
+    statusChangedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SequenceStep(Base):
@@ -301,6 +305,12 @@ class EngagementEvent(Base):
     __table_args__ = (
         Index("EngagementEvent_emailSendId_idx", "emailSendId"),
         Index("EngagementEvent_dedupeKey_key", "dedupeKey", unique=True),
+        # The last days' bounces and complaints, which the circuit breakers weigh every run.
+        Index(
+            "EngagementEvent_breaker_idx",
+            "createdAt",
+            postgresql_where=text("type IN ('bounce', 'complaint')"),
+        ),
         CheckConstraint(_in("type", EngagementType), name="type"),
     )
 

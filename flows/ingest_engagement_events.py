@@ -30,6 +30,7 @@ from flows.cutoff import aware
 from flows.in_flight import InFlight
 from flows.settings import run_settings
 from flows.unwalked import unwalked
+from tasks.breakers import trip_circuit_breakers
 from tasks.engagement import drain_webhook_inbox, ingest_chunk
 from tasks.mailbox_replies import catch_up_mailbox, list_imap_mailboxes
 
@@ -125,6 +126,10 @@ async def ingest_engagement_events(
                     "mailbox %s (workspace %s) skipped: %s", read.email, read.workspace, read.answer
                 )
             report.mailboxes.append(read)
+    if not dry_run:
+        # Property 18: the bounces and complaints just recorded pause the mailboxes and
+        # campaigns they take over the line, before the next delivery run's handovers.
+        await trip_circuit_breakers(database, settings.mailbox_breaker_lines)
 
     await _publish(report, dry_run=dry_run)
     logger.info(

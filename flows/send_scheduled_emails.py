@@ -28,6 +28,7 @@ from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
 from flows.settings import run_settings
 from flows.unwalked import unwalked
+from tasks.breakers import trip_circuit_breakers
 from tasks.delivery import (
     check_sending_rules,
     claim_due_sends,
@@ -35,6 +36,7 @@ from tasks.delivery import (
     preview_deliveries,
     rescue_abandoned_sends,
 )
+from tasks.engagement import drain_webhook_inbox
 from tasks.mailbox_report import read_mailbox_facts
 from tasks.reconcile import reconcile_unknown_sends
 
@@ -50,6 +52,7 @@ def delivery_config(settings: Settings) -> DeliveryConfig:
         max_attempts=settings.max_delivery_attempts,
         handover_group=settings.delivery_handover_group,
         lease_seconds=settings.claim_lease_seconds,
+        breaker_lines=settings.mailbox_breaker_lines,
     )
 
 
@@ -105,6 +108,13 @@ async def send_scheduled_emails(
         # Property 17: unknown sends settled from their mailboxes' Sent folders, before the claim
         # so a send scheduled again goes out in this run.
         await reconcile_unknown_sends(database, ReconcileConfig.from_settings(settings))
+        # Property 18: bounces and complaints that reached the webhook inbox since the last
+        # ingestion, or were recorded any other way, pause the mailboxes and campaigns they take
+        # over the line before this run hands anything over.
+        await drain_webhook_inbox(
+            database, IngestionConfig.from_settings(settings), dry_run=False, since=None, until=None
+        )
+        await trip_circuit_breakers(database, settings.mailbox_breaker_lines)
     blocked = await check_sending_rules(
         database, cutoff=cutoff, campaign_id=campaign_id, dry_run=dry_run
     )

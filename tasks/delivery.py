@@ -30,6 +30,7 @@ from core.failpoints import failpoint
 from db.base import utcnow
 from db.engine import DatabaseConfig
 from db.queries import delivery as queries
+from tasks.breakers import announce
 from tasks.database import database_task, in_transaction
 from tasks.delivery_lane import Lane, plan_batch, settle
 from tasks.replies_first import read_replies_first
@@ -183,7 +184,11 @@ async def deliver_sends(
     decisions = await in_transaction(database, plan)
     queues = split_ungapped(mailbox_lanes(sends, decisions), config.max_connections)
     lanes = [_lane(queue, token, database, config, accounts, logger) for queue in queues]
-    await anyio.to_thread.run_sync(_run_lanes, lanes, queues, config.max_connections)
+    try:
+        await anyio.to_thread.run_sync(_run_lanes, lanes, queues, config.max_connections)
+    finally:
+        # The pauses the lanes' bounces made, announced from the task once their threads are done.
+        announce([trip for lane in lanes for trip in lane.trips], logger)
     for lane in lanes:
         report.merge(lane.report)
     failpoint("delivery.after_commit")

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from core.delivery.accounts import MailboxStates
+from core.delivery.accounts import MailboxStates, mailbox_key
 from core.delivery.config import DeliveryConfig
 from core.delivery.headers import MessageError
 from core.delivery.lane import (
@@ -45,10 +45,12 @@ from core.statuses import CampaignLeadStatus, EmailSendStatus, EngagementType
 from db.base import utcnow
 from db.engine import DatabaseConfig, sessions_for
 from db.queries import delivery as queries
+from db.queries.breakers import BreakerScope, Trip, trip_breakers
 from db.queries.delivery import ResultRow
 from db.queries.sending_mailboxes import disconnect_mailbox
 from db.queries.stops import SendStop, stop_send_recipient
 from tasks.database import run_in_transaction
+from tasks.sending_accounts import current_mailbox_states
 
 # Past this much waiting a lane commits the previous send's result instead of holding it.
 COMMIT_BEFORE_WAIT = 0.05
@@ -133,10 +135,14 @@ class Lane:
         # The lane's `Mailbox` row, when it has one: a failed login or an unreachable server
         # disconnects it (the server's answer in `down`) and the lane gives its sends back.
         self.mailbox_id = mailbox_id
-        self.mailboxes = mailboxes
+        self.mailboxes = mailboxes or {}
         self.down: str | None = None
+        # Why the lane stopped handing over, once it has: its mailbox went down, or was paused
+        # (its circuit breaker tripped, here or in another lane). Its other sends wait with it.
+        self.halt: str | None = None
+        self.trips: list[Trip] = []  # breakers this lane tripped; the task announces them
         self.email = ""
-        self.unsent: list[DueSend] = []  # refused by the guard after the mailbox went down
+        self.unsent: list[DueSend] = []  # refused by the guard after the lane halted
         self.database = database
         self.config = config
         self.secret = config.unsubscribe_secret.get_secret_value()
@@ -168,8 +174,9 @@ class Lane:
                 if self.mailbox_id is not None:
                     # Logged in before any handover, so a wrong password costs no attempt.
                     answer = transport.open()
-                    self.down = self._masked(answer) if answer is not None else None
-                while queue and self.down is None:
+                    if answer is not None:
+                        self._go_down(answer)
+                while queue and self.halt is None:
                     now = utcnow()
                     wait = (handover_due(queue[0], last_handover, now=now) - now).total_seconds()
                     if wait > COMMIT_BEFORE_WAIT:
@@ -180,7 +187,7 @@ class Lane:
                     group = next_group(queue, size=self.config.handover_group, now=utcnow())
                     if self._deliver_group(connection, transport, group):
                         last_handover = utcnow()
-                if self.down is not None:
+                if self.halt is not None:
                     self._give_back(connection, queue)
                 self._flush(connection)
         except DBAPIError:
@@ -291,9 +298,9 @@ class Lane:
                 continue
             failpoint("delivery.after_handover")
             del self.untransmitted[send.sendId]
-            if self.down is not None:
-                # The mailbox went down earlier in this group: never tried, given back.
-                (update,) = released([send], self.down, mailbox=mailbox.email, now=utcnow())
+            if self.halt is not None:
+                # The lane halted earlier in this group: never tried, given back.
+                (update,) = released([send], self.halt, mailbox=mailbox.email, now=utcnow())
                 self.pending.append(_Pending(update, send, mailbox.email, untried=True))
                 continue
             result = transport.deliver(
@@ -306,15 +313,15 @@ class Lane:
                 send, result, now=answered, max_attempts=self.config.max_attempts, rng=self.rng
             )
             if result.account_down and self.mailbox_id is not None:
-                self.down = self._masked(result.detail)
-                (update,) = released([send], self.down, mailbox=mailbox.email, now=answered)
+                halt = self._go_down(result.detail)
+                (update,) = released([send], halt, mailbox=mailbox.email, now=answered)
             if update.column is DeliveryColumn.bounced:
                 self._flush(connection)
                 self._bounce(send, mailbox.email, result.detail, update, answered)
             else:
                 self._hold(send, mailbox.email, update)
         refused = [q for q in sends if q.send.sendId not in handed]
-        if refused and self.down is not None:
+        if refused and self.halt is not None:
             self.unsent += [q.send for q in refused]  # given back with the rest of the lane
         elif refused:
             self._flush(connection)
@@ -326,35 +333,41 @@ class Lane:
                     handed.add(queued.send.sendId)
         return bool(handed)
 
+    def _go_down(self, answer: str) -> str:
+        """The mailbox's login or server failed with `answer`: the lane halts, and gives its
+        sends back once its mailbox is marked `disconnected`. Returns the sends' reason."""
+        self.down = self._masked(answer)
+        self.halt = f"mailbox disconnected: {self.down}"
+        return self.halt
+
     def _masked(self, answer: str) -> str:
         """The server's answer, with the lane's password masked should the server echo it."""
         password = self.config.transport.password
         return masked(answer, password.get_secret_value() if password else None)
 
     def _give_back(self, connection: Connection, queue: deque[LaneSend]) -> None:
-        """Mark the lane's mailbox `disconnected` with the server's answer, and give back the
-        sends it had not handed over: `scheduled` again, never failed, never attempted."""
-        assert self.mailbox_id is not None and self.down is not None
-        mailbox_id, answer = self.mailbox_id, self.down
-        now = utcnow()
-        # Lanes that share a mailbox each find it down; the first one marks it.
-        marked = run_in_transaction(
-            self.database,
-            lambda session: disconnect_mailbox(session, mailbox_id, reason=answer, now=now),
-        )
+        """Give back the sends the lane had not handed over: `scheduled` again with why it
+        halted, never failed, never attempted. A mailbox that went down is first marked
+        `disconnected` with the server's answer."""
+        assert self.halt is not None
+        halt, now = self.halt, utcnow()
+        if self.down is not None:
+            assert self.mailbox_id is not None
+            mailbox_id, answer = self.mailbox_id, self.down
+            # Lanes that share a mailbox each find it down; the first one marks it.
+            run_in_transaction(
+                self.database,
+                lambda session: disconnect_mailbox(session, mailbox_id, reason=answer, now=now),
+            )
         self._flush(connection)
         waiting = {send.sendId: send for send in self.unsent + [q.send for q in queue]}
         email = self.email
-        updates = released(list(waiting.values()), answer, mailbox=email, now=now)
+        updates = released(list(waiting.values()), halt, mailbox=email, now=now)
         queue.clear()
         self.unsent = []
         settle(connection, self.token, now, updates, self.report, waiting)
         self.logger.warning(
-            "mailbox %s %s: %s; %d sends of this run wait",
-            email,
-            "disconnected" if marked else "down",
-            answer,
-            len(updates),
+            "lane of %s halted, %s; %d sends of this run wait", email, halt, len(updates)
         )
 
     def _hold(self, send: DueSend, mailbox: str, update: SendUpdate) -> None:
@@ -372,7 +385,9 @@ class Lane:
     def _bounce(
         self, send: DueSend, mailbox: str, detail: str, update: SendUpdate, now: datetime
     ) -> None:
-        """Fail the send, record its bounce and stop its address, in one transaction."""
+        """Fail the send, record its bounce and stop its address, in one transaction, and weigh
+        its mailbox and campaign against their circuit breakers' lines in the same one, so a
+        pause commits with the bounce that caused it."""
         assert update.reason is not None
         stop = SendStop(
             send_id=send.sendId,
@@ -384,21 +399,39 @@ class Lane:
             metadata={"source": "smtp", "reply": detail},
         )
 
-        def bounce(session: Session) -> None:
+        def bounce(session: Session) -> list[Trip]:
             written = queries.record_results(
                 session, token=self.token, now=now, results=[_row(update)]
             )
-            if written:
-                stop_send_recipient(session, stop, now=now)
+            if not written:
+                return []
+            stop_send_recipient(session, stop, now=now)
+            return trip_breakers(
+                session,
+                now=now,
+                mailbox_lines=self.config.breaker_lines,
+                mailbox_ids=[self.mailbox_id] if self.mailbox_id else [],
+                campaign_ids=[send.campaignId],
+            )
 
-        run_in_transaction(self.database, bounce)
+        trips = run_in_transaction(self.database, bounce)
         self.report.count(send.campaignId, mailbox, update.column, update.report_reason)
+        self.trips += trips
+        for trip in trips:
+            if trip.scope is BreakerScope.mailbox and trip.id == self.mailbox_id:
+                # Nothing more from it; a paused campaign's sends are refused at their handover.
+                self.halt = f"mailbox paused: {trip.reason}"
 
     def _refused(self, send: DueSend, *, last_try: bool) -> bool:
         """The guard said no: find out why and write it (cancel, or defer to the next moment).
 
-        True when the send may go after all and the handover should be tried again.
+        True when the send may go after all and the handover should be tried again. A lane
+        whose mailbox was paused or disconnected meanwhile halts: the send is given back with
+        the rest of the lane, with that reason.
         """
+        if self.halt is not None:
+            self.unsent.append(send)
+            return False
         now = utcnow()
 
         def replan(session: Session) -> bool:
@@ -411,9 +444,15 @@ class Lane:
                     "stopped or changed before handover",
                 )
                 return False
+            # The statuses as they are now, not as the run found them: a breaker (in another
+            # lane or run) or an operator may have paused a mailbox since, hence the refusal.
+            states = current_mailbox_states(session, [fresh], now, self.mailboxes)
+            own = states.get(mailbox_key(fresh.workspaceId, self.email))
+            if own is not None and not own.usable:
+                self.halt = own.hold_reason
             today = usage(session, [fresh], now)
             decision = replan_refused(
-                fresh, today, last_try=last_try, now=now, rng=self.rng, mailboxes=self.mailboxes
+                fresh, today, last_try=last_try, now=now, rng=self.rng, mailboxes=states
             )
             if decision is None:
                 return True
@@ -421,7 +460,11 @@ class Lane:
             settle(session, self.token, now, updates, self.report, {send.sendId: fresh})
             return False
 
-        return run_in_transaction(self.database, replan)
+        again = run_in_transaction(self.database, replan)
+        if again and self.halt is not None:
+            self.unsent.append(send)  # it may go, but from another mailbox: in a later run
+            return False
+        return again
 
     def _account(self, written: set[str]) -> None:
         """Count the pending results the database took; the others' claim was taken over."""

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from weakref import WeakKeyDictionary
 
@@ -9,7 +10,9 @@ import anyio
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import rate_limit
-from prefect.results import ResultStore, get_result_store
+from prefect.filesystems import LocalFileSystem, WritableFileSystem
+from prefect.results import ResultStore, aget_default_result_storage, get_result_store
+from prefect.settings import get_current_settings
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -21,12 +24,13 @@ from core.generation.generate import (
     Hold,
     LeadOutcome,
     MessageWrite,
+    NoCache,
     Prepared,
     generate_for_lead,
     plan_writes,
     prepare,
 )
-from core.generation.llm import Generation, Generator, OpenAIGenerator, TemplateGenerator
+from core.generation.llm import Generation, Generator
 from core.generation.prompt import Message
 from core.generation.report import CampaignCounts, count_batch
 from core.generation.review import first_reviewed_steps
@@ -84,15 +88,23 @@ class ResultStoreCache:
         self._known[key] = generation
 
 
-class NoCache:
-    """The offline generator costs nothing, so nothing is worth storing."""
+async def cache_outside_runs() -> Callable[[], ResultStoreCache]:
+    """The flows' generation cache, for a process that is no flow run: the previews.
 
-    async def get(self, key: str) -> Generation | None:
-        """Never a hit."""
-        return None
-
-    async def put(self, key: str, generation: Generation) -> None:
-        """Nothing to keep."""
+    The result storage is resolved once, now, as a flow run resolves it: the block named by
+    PREFECT_DEFAULT_RESULT_STORAGE_BLOCK, or the Prefect server's default, or the local path.
+    Without PREFECT_API_URL there is no server to ask (a flow run would start a temporary one,
+    which has no default either), so the local path is taken at once. Each call of the result
+    gives a fresh cache over that storage: one per preview, so nothing is remembered between
+    previews but what the storage holds.
+    """
+    settings = get_current_settings()
+    storage: WritableFileSystem
+    if settings.api.url is None and settings.results.default_storage_block is None:
+        storage = LocalFileSystem(basepath=str(settings.results.local_storage_path))
+    else:
+        storage = await aget_default_result_storage()
+    return lambda: ResultStoreCache(ResultStore(result_storage=storage))
 
 
 # One limit per event loop: every batch of a run shares the same LLM slots.
@@ -160,19 +172,10 @@ async def claim_lead_batch(
 )
 async def generate_messages(leads: list[DueLead], config: GenerationConfig) -> list[LeadOutcome]:
     """Generate every lead of a batch concurrently; one lead's failure never stops the others."""
-    inner: Generator
-    cache: GenerationCache
-    key = config.api_key
-    if key is None:
-        inner, cache = TemplateGenerator(), NoCache()
-    else:
-        inner = OpenAIGenerator(
-            api_key=key,
-            base_url=config.base_url,
-            timeout=config.timeout_seconds,
-            max_retries=config.max_retries,
-        )
-        cache = ResultStoreCache(get_result_store())
+    inner = config.open_generator()
+    cache: GenerationCache = (
+        NoCache() if config.api_key is None else ResultStoreCache(get_result_store())
+    )
     generator = LimitedGenerator(inner, config)
     prepared = [prepare(lead, model=config.model) for lead in leads]
     ready = [p for p in prepared if isinstance(p, Prepared)]
@@ -187,8 +190,7 @@ async def generate_messages(leads: list[DueLead], config: GenerationConfig) -> l
             await cache.load([p.input_hash for p in ready])
         return list(await asyncio.gather(*(one(p) for p in prepared)))
     finally:
-        if isinstance(inner, OpenAIGenerator):
-            await inner.aclose()
+        await inner.aclose()
 
 
 @database_task("write-messages", retries=3, retry_delay_seconds=[1, 5, 15])

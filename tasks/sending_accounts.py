@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from core.campaigns.sending_rules import describe_errors, parse_sending_rules
-from core.delivery.accounts import MailboxState, mailbox_key
+from core.delivery.accounts import MailboxState, MailboxStates, mailbox_key
 from core.delivery.plan import DueSend, delivery_rules_problem
 from core.delivery.transport import TransportConfig
 from core.mailboxes.check import PasswordUnavailableError
@@ -52,6 +52,20 @@ def wanted_mailboxes(sends: list[DueSend]) -> set[tuple[str, str]]:
             for mailbox in parse_sending_rules(send.sendingRules).sending_mailboxes():
                 wanted.add(mailbox_key(send.workspaceId, mailbox.email))
     return wanted
+
+
+def current_mailbox_states(
+    session: Session, sends: list[DueSend], now: datetime, batch: MailboxStates
+) -> dict[tuple[str, str], MailboxState]:
+    """The statuses and caps of the sends' mailbox rows as they are now (a lane's refused
+    handover asks: a circuit breaker or an operator may have paused one since the plan), with
+    what the batch found out itself (an inbox it could not read) kept."""
+    states = {}
+    for row in read_sending_mailboxes(session, wanted_mailboxes(sends)):
+        key = mailbox_key(row.workspace_id, row.email)
+        unread = batch[key].unread if key in batch else None
+        states[key] = MailboxState(row.status, row.status_reason, row.warmup.cap(now), unread)
+    return states
 
 
 async def resolve_sending_accounts(

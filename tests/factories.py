@@ -11,6 +11,7 @@ from db.models import (
     Campaign,
     CampaignLead,
     EmailSend,
+    EngagementEvent,
     GeneratedMessage,
     Lead,
     Mailbox,
@@ -111,6 +112,23 @@ def scheduled_send(
         status=fields.pop("status", "scheduled"),
         scheduledFor=scheduled_for or utcnow(),
         **fields,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def event(
+    session: Session, send: EmailSend, kind: str, at: datetime, **metadata: Any
+) -> EngagementEvent:
+    """An engagement event on a send, as ingestion records it (metadata: url, bounceKind...)."""
+    row = EngagementEvent(
+        emailSendId=send.id,
+        type=kind,
+        occurredAt=at,
+        dedupeKey=f"test:{new_id()}",
+        source="test",
+        eventMetadata=metadata or None,
     )
     session.add(row)
     session.flush()

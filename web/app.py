@@ -1,11 +1,13 @@
-"""The web app: unsubscribe pages, engagement webhooks and a health check, made from settings.
+"""The web app: unsubscribe pages, engagement webhooks, previews and a health check, from settings.
 
-The routes live beside what they do (`web.unsubscribe`, `web.webhooks`); this module puts them
-in one app, answers database errors, and configures logging so no token reaches a log line.
+The routes live beside what they do (`web.unsubscribe`, `web.webhooks`, `web.preview`); this
+module puts them in one app, answers database errors, and configures logging so no token reaches
+a log line.
 """
 
 import copy
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,9 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from uvicorn.config import LOGGING_CONFIG
 
 from core.delivery.unsubscribe import load_secret
+from core.generation.generate import GenerationCache
 from core.settings import PROJECT_ROOT, get_settings
 from db.engine import DatabaseConfig, sessions_for
 from db.queries.health import database_answers
+from web.preview import PreviewAccess, preview_routes
 from web.redaction import error_name, redact_tokens
 from web.unsubscribe import page, unsubscribe_routes
 from web.webhooks import WebhookSecrets, webhook_error, webhook_routes
@@ -32,11 +36,12 @@ def create_app(
     sessions: sessionmaker[Session],
     secret: bytes,
     webhooks: WebhookSecrets | None = None,
+    preview: PreviewAccess | None = None,
 ) -> FastAPI:
-    """The ASGI app: unsubscribe pages, engagement webhooks and /healthz.
+    """The ASGI app: unsubscribe pages, engagement webhooks, previews and /healthz.
 
     Unsubscribe tokens are checked with `secret`; only the webhook providers `webhooks` holds
-    secrets for are served (none by default).
+    secrets for are served (none by default), and previews only with `preview` (404 without).
     """
     # A public endpoint has no use for interactive API docs.
     app = FastAPI(title="campaign-pipeline", docs_url=None, redoc_url=None, openapi_url=None)
@@ -54,6 +59,7 @@ def create_app(
 
     app.include_router(unsubscribe_routes(sessions, secret))
     app.include_router(webhook_routes(sessions, webhooks or WebhookSecrets()))
+    app.include_router(preview_routes(sessions, preview))
 
     @app.exception_handler(SQLAlchemyError)
     async def database_error(request: Request, exc: SQLAlchemyError) -> Response:
@@ -63,8 +69,9 @@ def create_app(
             redact_tokens(request.url.path),
             error_name(exc),
         )
-        if request.url.path.startswith("/webhooks/"):
-            # A 5xx makes the provider retry later, which is what an unstored event needs.
+        if request.url.path.startswith(("/webhooks/", "/campaigns/")):
+            # A 5xx makes a provider retry later, which is what an unstored event needs; an API
+            # caller gets JSON, not the unsubscribe page.
             return webhook_error(503, "database unavailable")
         return page(
             503,
@@ -99,12 +106,16 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def make_app_from_settings() -> FastAPI:
+def make_app_from_settings(
+    generation_cache: Callable[[], GenerationCache] | None = None,
+) -> FastAPI:
     """The app on the configured database and secrets (also usable as a uvicorn `--factory`).
 
-    Raises ValueError for a bad DATABASE_URL, UNSUBSCRIBE_SECRET or webhook setting, OSError when
-    the secret file cannot be kept, and DatabaseNotReadyError or OperationalError for the
-    database.
+    Previews share `generation_cache` (one per preview) when given; `campaign-pipeline web`
+    gives the flows' result storage, and without it previews cache nothing.
+    Raises ValueError for a bad DATABASE_URL, UNSUBSCRIBE_SECRET, PIPELINE_API_TOKEN or webhook
+    setting, OSError when the secret file cannot be kept, and DatabaseNotReadyError or
+    OperationalError for the database.
     """
     settings = get_settings()
     configured = settings.unsubscribe_secret
@@ -113,4 +124,7 @@ def make_app_from_settings() -> FastAPI:
         PROJECT_ROOT / ".data",
     )
     webhooks = WebhookSecrets.from_settings(settings)
-    return create_app(sessions_for(DatabaseConfig.from_settings(settings)), secret, webhooks)
+    preview = PreviewAccess.from_settings(settings, generation_cache)
+    return create_app(
+        sessions_for(DatabaseConfig.from_settings(settings)), secret, webhooks, preview
+    )

@@ -1,6 +1,8 @@
-"""The Lead columns a leads file fills and a template may use, in one place."""
+"""The Lead columns a leads file fills and a template may use, and how an address is checked."""
 
 from typing import Required, TypedDict
+
+from email_validator import EmailNotValidError, validate_email
 
 
 class LeadRow(TypedDict, total=False):
@@ -23,3 +25,15 @@ LEAD_FIELDS: tuple[str, ...] = tuple(
 )
 # Everything but the address, which identifies the lead rather than describing it.
 PROFILE_FIELDS: tuple[str, ...] = LEAD_FIELDS[1:]
+
+
+def normalise_email(value: str) -> str:
+    """A lead's address, normalised; ValueError says what is wrong (a leads file, a preview)."""
+    if not value:
+        raise ValueError("is empty; every lead needs an address")
+    if any(ch in value for ch in "\r\n\x00"):
+        raise ValueError("contains a line break or NUL character")
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not a valid address ({exc})") from None

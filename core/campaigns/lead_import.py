@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import pandas as pd
-from email_validator import EmailNotValidError, validate_email
 
-from core.campaigns.lead_fields import LEAD_FIELDS, LeadRow
+from core.campaigns.lead_fields import LEAD_FIELDS, LeadRow, normalise_email
 from core.campaigns.sending_rules import check_timezone
 
 # Headers are looked up with case, spaces, '_', '-' and '.' removed.
@@ -200,7 +199,7 @@ def _validate(frame: pd.DataFrame, custom: list[str]) -> tuple[pd.DataFrame, lis
         zip(frame["line"], frame["email"], frame["timezone"], strict=True)
     ):
         try:
-            normalised.append(_normalise_email(email))
+            normalised.append(normalise_email(email))
         except ValueError as exc:
             problems.append(RowProblem(int(line), "email", str(exc)))
             keep.iloc[index] = False
@@ -238,14 +237,3 @@ def _validate(frame: pd.DataFrame, custom: list[str]) -> tuple[pd.DataFrame, lis
     frame = frame[["line", *LEAD_FIELDS, "customFields"]].astype(object)
     frame[optional] = frame[optional].where(frame[optional] != "", None)
     return frame.reset_index(drop=True), problems
-
-
-def _normalise_email(value: str) -> str:
-    if not value:
-        raise ValueError("is empty; every lead needs an address")
-    if any(ch in value for ch in "\r\n\x00"):
-        raise ValueError("contains a line break or NUL character")
-    try:
-        return validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise ValueError(f"{value!r} is not a valid address ({exc})") from None

@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from core.breakers import BreakerLines
 from core.campaigns.countries import holiday_country
 
 
@@ -150,6 +151,9 @@ class SendingRules(_Rules):
     skip_dates: list[IsoDate] = Field(
         default_factory=list, max_length=366, description="Local dates on which nothing is sent."
     )
+    protection: BreakerLines = Field(
+        default_factory=BreakerLines, description="Where the campaign's circuit breaker trips."
+    )
     # Before `review`, whose validator checks the two together.
     review_count: int | None = Field(
         default=None,
@@ -191,6 +195,15 @@ class SendingRules(_Rules):
 def parse_sending_rules(raw: object) -> SendingRules:
     """Validate the JSON stored in `Campaign.sendingRules`; None or {} means all defaults."""
     return SendingRules.model_validate(raw or {})
+
+
+def campaign_lines(raw: object) -> BreakerLines:
+    """A campaign's breaker lines; the defaults when its rules do not validate (its sends wait
+    for the rules to be fixed, but mail it already sent still counts)."""
+    try:
+        return parse_sending_rules(raw).protection
+    except ValidationError:
+        return BreakerLines()
 
 
 def describe_errors(exc: ValidationError, prefix: str = "") -> list[str]:

@@ -1,7 +1,8 @@
 """A delivery run's configuration, built once by the flow and passed to its tasks."""
 
-from pydantic import BaseModel, ConfigDict, SecretBytes
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes
 
+from core.breakers import BreakerLines
 from core.delivery.transport import TransportConfig
 
 
@@ -18,3 +19,5 @@ class DeliveryConfig(BaseModel):
     max_attempts: int = 5
     handover_group: int = 1
     lease_seconds: int = 600
+    # Where a sending mailbox's circuit breaker trips (a campaign's are in its sendingRules).
+    breaker_lines: BreakerLines = Field(default_factory=BreakerLines)

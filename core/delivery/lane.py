@@ -259,10 +259,10 @@ def plan_updates(decisions: list[Decision]) -> list[SendUpdate]:
     return updates
 
 
-def released(sends: list[DueSend], answer: str, *, mailbox: str, now: datetime) -> list[SendUpdate]:
-    """The sends a lane gives back when its mailbox went down with the server's `answer`:
-    `scheduled` again at the recheck, never failed, on the same mailbox."""
-    reason = f"mailbox disconnected: {answer}"
+def released(sends: list[DueSend], reason: str, *, mailbox: str, now: datetime) -> list[SendUpdate]:
+    """The sends a lane gives back when its mailbox stopped (disconnected, or paused by its
+    circuit breaker), `reason` saying why: `scheduled` again at the recheck, never failed, on the
+    same mailbox."""
     return [
         SendUpdate(
             send.sendId,

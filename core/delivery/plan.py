@@ -66,6 +66,7 @@ class DueSend(BaseModel):
     mailbox: str | None = None  # this lead's mailbox in this campaign, once one was chosen
     leadStatus: str | None = None
     campaignStatus: str
+    campaignStatusReason: str | None = None  # why it was paused: a breaker's figures, say
     suppressed: bool = False
     companyReplied: bool = False
     sendingRules: dict[str, Any] = {}
@@ -219,7 +220,8 @@ def hold_reason(send: DueSend) -> str | None:
     if send.leadStatus == CampaignLeadStatus.paused:
         return "lead paused"
     if send.campaignStatus == CampaignStatus.paused:
-        return "campaign paused"
+        why = send.campaignStatusReason
+        return "campaign paused" + (f": {why}" if why else "")
     return None
 
 

@@ -42,6 +42,9 @@ class NormalisedEvent(BaseModel):
     url: str | None = None
     bounce_kind: BounceKind | None = None
     diagnostic: str | None = None
+    bounce_reader: str | None = Field(
+        default=None, description="what read a mailed bounce: rfc3464, flufl.bounce or prose"
+    )
     line: int | None = Field(default=None, description="line or record number in its source")
 
     def dedupe_key(self) -> str:
@@ -70,6 +73,7 @@ class NormalisedEvent(BaseModel):
             "url": self.url,
             "bounceKind": self.bounce_kind.value if self.bounce_kind else None,
             "diagnostic": self.diagnostic,
+            "bounceReader": self.bounce_reader,
         }
         return {key: value for key, value in found.items() if value is not None}
 

@@ -1,9 +1,14 @@
 """Inbound mail (replies and bounces) classified: what one message says happened.
 
 Every message becomes one `NormalisedEvent` (a reply, an auto-reply or a bounce), a `Malformed`
-naming why it could not be read, or None when there is nothing to record. Only headers and
-delivery reports are read; a body is never kept in any field. Reading the messages from a
-Maildir, an mbox or IMAP is `core.engagement.inbound_sources`.
+naming why it could not be read, or None when there is nothing to record. Only headers,
+delivery reports and a bounce's own words are read; a body is never kept in any field. Reading
+the messages from a Maildir, an mbox or IMAP is `core.engagement.inbound_sources`.
+
+A bounce is read by the RFC 3464 reader here first; one it cannot read, and anything from a
+mailbox that writes bounces (MAILER-DAEMON, postmaster, Exchange's system mailbox), then goes
+to flufl.bounce and the prose reader (`core.engagement.bounces`). One that none of them
+understands is Malformed with that reason, so the run's report lists it.
 """
 
 import email
@@ -14,9 +19,19 @@ import unicodedata
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from typing import TypedDict
 
+from core.engagement.bounces import (
+    BounceReader,
+    BounceReading,
+    is_failure_subject,
+    one_line_diagnostic,
+    part_text,
+    read_prose,
+    read_with_flufl,
+    writes_bounces,
+)
 from core.engagement.events import BounceKind, Malformed, NormalisedEvent
 from core.statuses import EngagementType
 
@@ -27,11 +42,7 @@ InboundResult = NormalisedEvent | Malformed | None
 
 # The provider of every inbound event; dedupe keys already stored begin with it, so it stays.
 _PROVIDER = "mailbox"
-# Diagnostics come from remote servers; a bound keeps EngagementEvent.metadata small.
-_MAX_DIAGNOSTIC = 500
 _MESSAGE_ID_RE = re.compile(r"<([^<>\s]+)>")
-# A line of a plain-text bounce that carries an SMTP reply or enhanced status code.
-_DIAGNOSTIC_LINE_RE = re.compile(r"\b[45]\d\d[ -][45]\.\d{1,3}\.\d{1,3}\b|\b[45]\.\d\.\d{1,3}\b")
 _EMBEDDED_MESSAGE_ID_RE = re.compile(
     r"^[ \t>]*Message-ID:[ \t]*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE
 )
@@ -43,13 +54,9 @@ _AUTO_REPLY_SUBJECT_RE = re.compile(
     r"i am out of the office|i'm out of the office)",
     re.IGNORECASE,
 )
-_BOUNCE_SUBJECT_RE = re.compile(
-    _SUBJECT_PREFIX + r"(?:undelivered mail returned to sender|"
-    r"delivery status notification \(failure\)|mail delivery failed|undeliverable|"
-    r"returned mail|failure notice|delivery failure)",
-    re.IGNORECASE,
-)
-_DAEMON_LOCAL_PARTS = frozenset({"mailer-daemon", "postmaster"})
+# A report that leaves out its report-type is read as a delivery report: a read receipt says
+# what it is, and a mail server that forgets the parameter is still reporting a delivery.
+_DELIVERY_REPORTS = frozenset({"delivery-status", ""})
 _AUTO_REPLY_PRECEDENCE = frozenset({"auto_reply", "bulk", "junk"})
 # Unreadable headers surface as these from the email package (including known parser bugs
 # that raise IndexError or AttributeError on hostile input) and from unknown charsets.
@@ -90,10 +97,22 @@ def _classify(message: EmailMessage, *, source: str, line: int) -> InboundResult
     base = _Origin(provider=_PROVIDER, source=source, line=line)
     own_id = _first_message_id(message.get("Message-ID"))
     if _is_delivery_report(message):
-        return _delivery_status_event(message, own_id, base)
+        try:
+            return _delivery_status_event(message, own_id, base)
+        except _UnreadableError as exc:
+            return _fallback_bounce_event(message, own_id, base, why=str(exc))
     sender = _sender(message)
-    if sender is not None and sender.partition("@")[0] in _DAEMON_LOCAL_PARTS:
-        return _plain_bounce_event(message, own_id, base)
+    if sender is not None and writes_bounces(sender):
+        # Named by its local part only: a Malformed reason never carries an address.
+        why = f"mail from {sender.partition('@')[0]}"
+        return _fallback_bounce_event(message, own_id, base, why=why)
+    if is_failure_subject(str(message.get("Subject", ""))):
+        # A mail server or gateway with a sender name of its own (MDaemon, a virus scanner,
+        # `<>`): a bounce when flufl.bounce finds the address that failed. The prose reader's
+        # looser words are kept for mail that is a bounce for sure; this may be a person's.
+        reading = read_with_flufl(message)
+        if reading is not None and reading.recipient is not None:
+            return _bounce_event(message, own_id, base, reading, _original_message_id(message))
     if message.get_content_type() == "multipart/report":
         return None  # read receipts and other reports: no person wrote these
     references = _references(message)
@@ -112,7 +131,7 @@ def _classify(message: EmailMessage, *, source: str, line: int) -> InboundResult
 
 def _is_delivery_report(message: EmailMessage) -> bool:
     report_type = str(message.get_param("report-type", "")).lower()
-    return message.get_content_type() == "multipart/report" and report_type == "delivery-status"
+    return message.get_content_type() == "multipart/report" and report_type in _DELIVERY_REPORTS
 
 
 def _delivery_status_event(
@@ -120,7 +139,8 @@ def _delivery_status_event(
 ) -> InboundResult:
     """An RFC 3464 DSN: the first failed recipient, else the first delayed one."""
     recipients = _recipient_blocks(message)
-    actions = [str(block.get("Action", "")).strip().lower() for block in recipients]
+    # `failed (Bad destination mailbox address)`: a comment may follow the action.
+    actions = [" ".join(str(block.get("Action", "")).split()[:1]).lower() for block in recipients]
     if not any(action in ("failed", "delayed") for action in actions):
         if not any(actions):
             raise _UnreadableError("message/delivery-status: no recipient with an Action field")
@@ -130,9 +150,13 @@ def _delivery_status_event(
     status = str(block.get("Status", "")).strip()
     # A failure after retries ran out (4.4.7 expired, 4.2.2 still full) stays a soft bounce.
     hard = action == "failed" and not status.startswith("4.")
-    diagnostic = _diagnostic(str(block.get("Diagnostic-Code", ""))) or status or None
+    diagnostic = one_line_diagnostic(str(block.get("Diagnostic-Code", ""))) or status or None
     message_id = _original_message_id(message)
-    recipient = _typed_address(str(block.get("Final-Recipient", "")))
+    # The address as we sent it, when the report gives it: Final-Recipient may be an alias the
+    # lead's server expanded it to, or not an internet address at all (X.400).
+    recipient = _typed_address(str(block.get("Original-Recipient", ""))) or _typed_address(
+        str(block.get("Final-Recipient", ""))
+    )
     if message_id is None and recipient is None:
         return None
     return NormalisedEvent(
@@ -143,6 +167,7 @@ def _delivery_status_event(
         email=recipient,
         bounce_kind=BounceKind.hard if hard else BounceKind.soft,
         diagnostic=diagnostic,
+        bounce_reader=BounceReader.rfc3464.value,
         **base,
     )
 
@@ -159,15 +184,25 @@ def _recipient_blocks(message: EmailMessage) -> list[Message]:
 
 
 def _original_message_id(message: EmailMessage) -> str | None:
-    """The Message-ID of the returned original (message/rfc822 or text/rfc822-headers)."""
+    """The Message-ID of the returned original: a message/rfc822 or text/rfc822-headers part,
+    else the first one quoted in a text part (plain bounces paste the original below theirs).
+    """
+    quoted = None
     for part in message.walk():
         content_type = part.get_content_type()
         if content_type == "message/rfc822":
             return _returned_message_id(part)
         if content_type == "text/rfc822-headers":
-            headers = email.message_from_string(_text(part), policy=email.policy.default)
+            headers = email.message_from_string(part_text(part), policy=email.policy.default)
             return _first_message_id(headers.get("Message-ID"))
-    return None
+        found = (
+            _EMBEDDED_MESSAGE_ID_RE.search(part_text(part))
+            if content_type == "text/plain" and quoted is None
+            else None
+        )
+        if found:
+            quoted = found.group(1)
+    return quoted
 
 
 def _returned_message_id(part: Message) -> str | None:
@@ -178,43 +213,38 @@ def _returned_message_id(part: Message) -> str | None:
     return None
 
 
-def _plain_bounce_event(message: EmailMessage, own_id: str | None, base: _Origin) -> InboundResult:
-    """A bounce in prose from MAILER-DAEMON or postmaster: hard when its subject is a failure."""
-    subject = _normalised(str(message.get("Subject", "")))
-    if not _BOUNCE_SUBJECT_RE.match(subject):
-        return None  # delay warnings and other server notices
-    message_id, diagnostic = _scan_plain_bounce(message)
-    failed = getaddresses([str(value) for value in message.get_all("X-Failed-Recipients", [])])
-    recipient = next((addr.lower() for _, addr in failed if "@" in addr), None)
-    if message_id is None and recipient is None:
-        return None
+def _fallback_bounce_event(
+    message: EmailMessage, own_id: str | None, base: _Origin, *, why: str
+) -> NormalisedEvent:
+    """A bounce the RFC 3464 reader could not read: flufl.bounce, else the prose reader."""
+    reading = read_with_flufl(message) or read_prose(message)
+    message_id = _original_message_id(message)
+    if reading is None or (reading.recipient is None and message_id is None):
+        raise _UnreadableError(
+            f"{why}: neither flufl.bounce nor the prose reader found a failed recipient"
+            " or the Message-ID of ours it returns"
+        )
+    return _bounce_event(message, own_id, base, reading, message_id)
+
+
+def _bounce_event(
+    message: EmailMessage,
+    own_id: str | None,
+    base: _Origin,
+    reading: BounceReading,
+    message_id: str | None,
+) -> NormalisedEvent:
     return NormalisedEvent(
         type=EngagementType.bounce,
         occurred_at=_occurred_at(message),
         provider_event_id=own_id,
         message_id=message_id,
-        email=recipient,
-        bounce_kind=BounceKind.hard,
-        diagnostic=diagnostic,
+        email=reading.recipient,
+        bounce_kind=reading.kind,
+        diagnostic=reading.diagnostic,
+        bounce_reader=reading.reader.value,
         **base,
     )
-
-
-def _scan_plain_bounce(message: EmailMessage) -> tuple[str | None, str | None]:
-    """(the returned original's Message-ID, the first line quoting an SMTP status)."""
-    message_id = diagnostic = None
-    for part in message.walk():
-        content_type = part.get_content_type()
-        if content_type == "message/rfc822" and message_id is None:
-            message_id = _returned_message_id(part)
-        elif content_type in ("text/plain", "text/rfc822-headers"):
-            text = _text(part)
-            if message_id is None and (found := _EMBEDDED_MESSAGE_ID_RE.search(text)):
-                message_id = found.group(1)
-            if diagnostic is None:
-                rows = (row for row in text.splitlines() if _DIAGNOSTIC_LINE_RE.search(row))
-                diagnostic = _diagnostic(next(rows, ""))
-    return message_id, diagnostic
 
 
 def _is_auto_reply(message: EmailMessage) -> bool:
@@ -287,23 +317,6 @@ def _typed_address(value: str) -> str | None:
     """`rfc822; Ada@X.com` as `ada@x.com` (the address type is dropped)."""
     address = value.rpartition(";")[2].strip().strip("<>").lower()
     return address if "@" in address else None
-
-
-def _diagnostic(value: str) -> str | None:
-    """A Diagnostic-Code without its type (`smtp;`), on one line, bounded."""
-    text = " ".join(value.split())
-    if ";" in text and " " not in text.partition(";")[0]:
-        text = text.partition(";")[2].strip()
-    return text[:_MAX_DIAGNOSTIC] or None
-
-
-def _text(part: Message) -> str:
-    """A text part's decoded content, or empty when its charset or encoding is unusable."""
-    try:
-        content = part.get_content()  # type: ignore[attr-defined]
-    except (LookupError, ValueError):
-        return ""
-    return content if isinstance(content, str) else ""
 
 
 def _normalised(text: str) -> str:

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from core.generation.llm import TEMPLATE_MODEL
+from core.generation.llm import TEMPLATE_MODEL, OpenAIGenerator, TemplateGenerator
 from core.settings import Settings
 
 
@@ -39,4 +39,15 @@ class GenerationConfig(BaseModel):
             rate_limit_name=settings.llm_rate_limit_name,
             claim_lease=timedelta(seconds=settings.claim_lease_seconds),
             max_attempts=settings.max_generation_attempts,
+        )
+
+    def open_generator(self) -> OpenAIGenerator | TemplateGenerator:
+        """The LLM client, or the offline template without a key; `aclose()` an OpenAIGenerator."""
+        if self.api_key is None:
+            return TemplateGenerator()
+        return OpenAIGenerator(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            timeout=self.timeout_seconds,
+            max_retries=self.max_retries,
         )

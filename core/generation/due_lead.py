@@ -5,6 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from core.generation.thread import SentEmail
+
 
 class DueLead(BaseModel):
     """One CampaignLead at its current step, joined with its lead, campaign and step."""
@@ -40,6 +42,9 @@ class DueLead(BaseModel):
     bodyTemplate: str | None = None
     aiInstructions: str | None = None
     nextStepDelayDays: int | None = None
+    # What earlier steps sent this lead and what came back; loaded beside the claim, so a lead
+    # at step 1 (or one whose earlier sends never went out) has none.
+    thread: tuple[SentEmail, ...] = ()
 
     @property
     def profile_fields(self) -> dict[str, str | None]:

@@ -34,6 +34,7 @@ from core.generation.prompt import (
     prompt_profile,
 )
 from core.generation.review import review_reason
+from core.generation.thread import prompt_thread
 from core.ids import new_id
 from core.statuses import GeneratedMessageStatus
 
@@ -64,6 +65,17 @@ class GenerationCache(Protocol):
         ...
 
 
+class NoCache:
+    """The offline generator costs nothing, so nothing is worth storing."""
+
+    async def get(self, key: str) -> Generation | None:
+        """Never a hit."""
+        return None
+
+    async def put(self, key: str, generation: Generation) -> None:
+        """Nothing to keep."""
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A lead ready for the LLM: rules parsed, draft rendered, prompt built, key computed."""
@@ -73,6 +85,7 @@ class Prepared:
     rendered: EmailDraft
     trusted: EmailDraft
     profile: dict[str, str]
+    thread: list[dict[str, object]]
     input_hash: str
     sender_name: str | None
 
@@ -86,6 +99,7 @@ class Prepared:
             sender_name=self.sender_name,
             link_allowlist=self.rules.link_allowlist,
             retry_reason=retry_reason,
+            thread=self.thread,
         )
 
 
@@ -146,6 +160,8 @@ def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
     problems = check_draft(rendered, rendered=trusted, rules=rules)
     if problems:
         return held("lead data in the template: " + "; ".join(problems))
+    # What the model sees of the thread is what shapes the answer, so that is what is hashed.
+    thread = prompt_thread(lead.thread, lead_zone(lead.timezone, rules))
     key = generation_input_hash(
         lead_profile=variables,
         subject_template=lead.subjectTemplate,
@@ -155,8 +171,9 @@ def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
         sender_name=name,
         link_allowlist=rules.link_allowlist,
         model=model,
+        thread=thread,
     )
-    return Prepared(lead, rules, rendered, trusted, prompt_profile(variables), key, name)
+    return Prepared(lead, rules, rendered, trusted, prompt_profile(variables), thread, key, name)
 
 
 async def generate_for_lead(

@@ -109,6 +109,9 @@ class TemplateGenerator:
             attempts=0,
         )
 
+    async def aclose(self) -> None:
+        """Nothing to close; here so every generator a config opens can be closed alike."""
+
 
 class OpenAIGenerator:
     """OpenAI (or compatible) Chat Completions with a strict JSON-schema response format.

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.generation.due_lead import DueLead
 from db.base import UTCDateTime
+from db.queries.threads import due_leads
 
 # Shared by the claim and the dry-run preview so both see the same due set and the same columns.
 _DUE = """
@@ -104,7 +105,8 @@ def claim_due_leads(
     lease: timedelta,
     campaign_id: str | None = None,
 ) -> tuple[str, list[DueLead]]:
-    """Claim up to limit due leads, oldest first; returns the claim token and the leads."""
+    """Claim up to limit due leads, oldest first, follow-ups with their threads; returns the
+    claim token and the leads."""
     token = uuid4().hex
     params = {
         "as_of": as_of,
@@ -115,8 +117,8 @@ def claim_due_leads(
         "token": token,
         "lease_until": now + lease,
     }
-    rows = session.execute(CLAIM_DUE_LEADS, params).mappings()
-    return token, [DueLead.model_validate(row) for row in rows]
+    rows = session.execute(CLAIM_DUE_LEADS, params).mappings().all()
+    return token, due_leads(session, rows)
 
 
 def preview_due_leads(
@@ -124,5 +126,5 @@ def preview_due_leads(
 ) -> list[DueLead]:
     """The leads a claim would take, without taking them (dry runs)."""
     params = {"as_of": as_of, "now": now, "limit": limit, "campaign_id": campaign_id}
-    rows = session.execute(PREVIEW_DUE_LEADS, params).mappings()
-    return [DueLead.model_validate(row) for row in rows]
+    rows = session.execute(PREVIEW_DUE_LEADS, params).mappings().all()
+    return due_leads(session, rows)

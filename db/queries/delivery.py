@@ -50,6 +50,7 @@ _DETAILS = f"""
            gm.subject, gm.body, gm.status AS "messageStatus", s."scheduledFor", s.attempts,
            COALESCE(s.mailbox, root.mailbox) AS mailbox,
            cl.status AS "leadStatus", c.status AS "campaignStatus",
+           c."statusReason" AS "campaignStatusReason",
            EXISTS (SELECT 1 FROM "Suppression" x
                    WHERE x."workspaceId" = c."workspaceId"
                      AND lower(x.email) = lower(s."toEmail")) AS suppressed,
@@ -215,11 +216,12 @@ _RESULTS = """
 # The results of the lane's previous handovers and its next group of handovers, in one
 # statement and so one transaction (the lane runs it in autocommit: one round trip per group).
 # Everything that may have changed since the plan is checked again here: stops, suppression,
-# the campaign's status, both daily caps and the gap. The caps are the day's counter rows of
-# the campaign and the mailbox, locked in that order (so overlapping runs queue on them without
-# deadlocks) and read at their latest values; the group takes what room they have left, in
-# slot order, and the rest is refused. A missing counter row (a day the plan did not prepare)
-# counts as no room.
+# the campaign's status, the status of the sending mailbox's row if it has one (a circuit
+# breaker or an operator may have paused it), both daily caps and the gap. The caps are the
+# day's counter rows of the campaign and the mailbox, locked in that order (so overlapping runs
+# queue on them without deadlocks) and read at their latest values; the group takes what room
+# they have left, in slot order, and the rest is refused. A missing counter row (a day the plan
+# did not prepare) counts as no room.
 HAND_OVER_GROUP = text(
     f"""
     WITH done AS ({_RESULTS}),
@@ -240,6 +242,9 @@ HAND_OVER_GROUP = text(
           AND NOT EXISTS (SELECT 1 FROM "Suppression" x
                           WHERE x."workspaceId" = c."workspaceId"
                             AND lower(x.email) = lower(s."toEmail"))
+          AND NOT EXISTS (SELECT 1 FROM "Mailbox" m
+                          WHERE m."workspaceId" = c."workspaceId"
+                            AND lower(m.email) = :mailbox AND m.status <> 'active')
     ), counters AS (
         SELECT k.scope, k.used, k."lastAt"
         FROM "DeliveryCounter" k

@@ -129,16 +129,18 @@ SET_MAILBOX_STATUS = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime), bindparam("reason", type_=Text))
 
+# The time of the change starts the campaign's circuit breaker afresh (see db.queries.breakers).
 SET_CAMPAIGN_STATUS = text(
     """
     WITH old AS (SELECT id, status FROM "Campaign" WHERE id = :id FOR UPDATE),
     moved AS (
-        UPDATE "Campaign" c SET status = :after, "updatedAt" = :now
+        UPDATE "Campaign" c
+        SET status = :after, "statusReason" = :reason, "statusChangedAt" = :now, "updatedAt" = :now
         FROM old WHERE c.id = old.id AND old.status = :before
     )
     SELECT status FROM old
     """
-).bindparams(bindparam("now", type_=UTCDateTime))
+).bindparams(bindparam("now", type_=UTCDateTime), bindparam("reason", type_=Text))
 
 
 @dataclass(frozen=True)
@@ -294,14 +296,22 @@ def _set_mailbox_status(
     return MailboxStatus(before) if before is not None else None
 
 
-def pause_campaign(session: Session, campaign_id: str, *, now: datetime) -> CampaignStatus | None:
-    """Pause the campaign if it is active; its status before, or None when there is no such id."""
-    return _move_campaign(session, campaign_id, CampaignStatus.active, CampaignStatus.paused, now)
+def pause_campaign(
+    session: Session, campaign_id: str, *, now: datetime, reason: str | None = None
+) -> CampaignStatus | None:
+    """Pause the campaign if it is active, with the reason; its status before, or None when there
+    is no such id."""
+    return _move_campaign(
+        session, campaign_id, CampaignStatus.active, CampaignStatus.paused, reason, now
+    )
 
 
 def resume_campaign(session: Session, campaign_id: str, *, now: datetime) -> CampaignStatus | None:
-    """Make the campaign active if it is paused; its status before, or None when unknown."""
-    return _move_campaign(session, campaign_id, CampaignStatus.paused, CampaignStatus.active, now)
+    """Make the campaign active if it is paused, clearing its reason; its status before, or None
+    when unknown."""
+    return _move_campaign(
+        session, campaign_id, CampaignStatus.paused, CampaignStatus.active, None, now
+    )
 
 
 def _move_campaign(
@@ -309,12 +319,17 @@ def _move_campaign(
     campaign_id: str,
     before: CampaignStatus,
     after: CampaignStatus,
+    reason: str | None,
     now: datetime,
 ) -> CampaignStatus | None:
-    answer = session.execute(
-        SET_CAMPAIGN_STATUS,
-        {"id": campaign_id, "before": before.value, "after": after.value, "now": now},
-    ).scalar_one_or_none()
+    params = {
+        "id": campaign_id,
+        "before": before.value,
+        "after": after.value,
+        "reason": reason,
+        "now": now,
+    }
+    answer = session.execute(SET_CAMPAIGN_STATUS, params).scalar_one_or_none()
     return CampaignStatus(answer) if answer is not None else None
 
 
@@ -367,7 +382,9 @@ def read_mailbox_logins(
 def launch_campaign(session: Session, campaign_id: str, *, now: datetime) -> CampaignStatus | None:
     """Make a draft or paused campaign active (its launch was approved); its status before, or
     None when there is no such id. Any other status is left alone."""
-    before = _move_campaign(session, campaign_id, CampaignStatus.draft, CampaignStatus.active, now)
+    before = _move_campaign(
+        session, campaign_id, CampaignStatus.draft, CampaignStatus.active, None, now
+    )
     if before is CampaignStatus.paused:
         return resume_campaign(session, campaign_id, now=now)
     return before

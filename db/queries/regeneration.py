@@ -30,6 +30,7 @@ from db.base import UTCDateTime
 from db.queries.claims import leased_claim
 from db.queries.messages import insert_messages
 from db.queries.rows import json_rows
+from db.queries.threads import due_leads
 
 FIND_STEP = text(
     """
@@ -176,7 +177,7 @@ def find_step(session: Session, *, campaign_id: str, step_order: int) -> StepTar
     )
 
 
-def _step_send(row: Any) -> StepSend:
+def _step_send(row: Any, lead: DueLead) -> StepSend:
     return StepSend(
         sendId=row["sendId"],
         scheduledFor=row["scheduledFor"],
@@ -184,7 +185,7 @@ def _step_send(row: Any) -> StepSend:
         currentInputHash=row["currentInputHash"],
         currentFallbackReason=row["currentFallbackReason"],
         currentMessageStatus=row["currentMessageStatus"],
-        lead=DueLead.model_validate(row),
+        lead=lead,
     )
 
 
@@ -212,13 +213,16 @@ def step_page(
     params: dict[str, Any] = {"page": scheduled, "now": now}
     token = None
     if worker is None:
-        rows = session.execute(PREVIEW_STEP_SENDS, params).mappings()
+        rows = session.execute(PREVIEW_STEP_SENDS, params).mappings().all()
     else:
         assert lease is not None
         token = uuid4().hex
         params |= {"worker": worker, "token": token, "lease_until": now + lease}
-        rows = session.execute(CLAIM_STEP_SENDS, params).mappings()
-    sends = [_step_send(row) for row in rows]
+        rows = session.execute(CLAIM_STEP_SENDS, params).mappings().all()
+    # The leads with their threads, as a claim loads them: the step is written anew knowing
+    # what the earlier steps said.
+    leads = due_leads(session, rows)
+    sends = [_step_send(row, lead) for row, lead in zip(rows, leads, strict=True)]
     return StepPage(
         token=token,
         sends=sends,

@@ -26,6 +26,7 @@ from db.base import UTCDateTime
 from db.queries.claims import leased_claim
 from db.queries.regeneration import release_sends
 from db.queries.rows import json_rows
+from db.queries.threads import due_leads
 
 _APPROVED = """
     SELECT s.id
@@ -227,15 +228,17 @@ def claim_approved(
         "token": token,
         "lease_until": now + lease,
     }
+    rows = session.execute(CLAIM_APPROVED, params).mappings().all()
+    # The leads with their threads, as a claim loads them, so the gate sees what generation saw.
     messages = [
         ApprovedMessage(
             sendId=row["sendId"],
             messageId=row["messageId"],
             subject=row["subject"],
             body=row["body"],
-            lead=DueLead.model_validate(row),
+            lead=lead,
         )
-        for row in session.execute(CLAIM_APPROVED, params).mappings()
+        for row, lead in zip(rows, due_leads(session, rows), strict=True)
     ]
     return ApprovedClaim(token=token, messages=messages)
 
@@ -452,4 +455,5 @@ def sample_leads(
 ) -> list[DueLead]:
     """Up to limit enrolled leads of the campaign, at the given step, for a sample of drafts."""
     params = {"campaign_id": campaign_id, "step_order": step_order, "limit": limit, "now": now}
-    return [DueLead.model_validate(row) for row in session.execute(SAMPLE_LEADS, params).mappings()]
+    # With their threads, so a follow-up's sample is written knowing what was sent before.
+    return due_leads(session, session.execute(SAMPLE_LEADS, params).mappings().all())

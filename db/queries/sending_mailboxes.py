@@ -1,5 +1,6 @@
 """The `Mailbox` rows a delivery run sends through: their SMTP login, status and warm-up, and
-marking one `disconnected` when its login or server fails."""
+marking one `disconnected` when its login or server fails, or `paused` when its circuit breaker
+trips."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,12 +31,12 @@ SENDING = text(
     """
 )
 
-# Only an active mailbox is disconnected: an operator's pause (and its reason) stays.
-DISCONNECT = text(
+# Only an active mailbox is disconnected or tripped: an operator's pause (and its reason) stays,
+# and of two runs that find the same failure, the first one marks it.
+LEAVE_ACTIVE = text(
     """
     UPDATE "Mailbox"
-    SET status = 'disconnected', "statusReason" = :reason, "statusChangedAt" = :now,
-        "updatedAt" = :now
+    SET status = :status, "statusReason" = :reason, "statusChangedAt" = :now, "updatedAt" = :now
     WHERE id = :id AND status = 'active'
     RETURNING id
     """
@@ -85,5 +86,16 @@ def read_sending_mailboxes(session: Session, wanted: set[tuple[str, str]]) -> li
 
 def disconnect_mailbox(session: Session, mailbox_id: str, *, reason: str, now: datetime) -> bool:
     """Mark an active mailbox `disconnected` with the reason; False when it was not active."""
-    found = session.execute(DISCONNECT, {"id": mailbox_id, "reason": reason, "now": now})
-    return found.first() is not None
+    return _leave_active(session, mailbox_id, MailboxStatus.disconnected, reason, now)
+
+
+def trip_mailbox(session: Session, mailbox_id: str, *, reason: str, now: datetime) -> bool:
+    """Pause an active mailbox whose breaker tripped; False when it was not active."""
+    return _leave_active(session, mailbox_id, MailboxStatus.paused, reason, now)
+
+
+def _leave_active(
+    session: Session, mailbox_id: str, status: MailboxStatus, reason: str, now: datetime
+) -> bool:
+    params = {"id": mailbox_id, "status": status.value, "reason": reason, "now": now}
+    return session.execute(LEAVE_ACTIVE, params).first() is not None

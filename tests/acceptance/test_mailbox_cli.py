@@ -130,14 +130,15 @@ def test_mailbox_commands_name_what_they_cannot_find(database_url, workspace):
 
 
 def test_campaign_pause_and_resume(database_url, workspace):
-    paused = run(database_url, "campaign", "pause", "camp-1")
+    paused = run(database_url, "campaign", "pause", "camp-1", "--why", "list check")
     assert paused.returncode == 0, paused.stderr
     assert "paused campaign camp-1" in paused.stdout
     assert "already paused" in run(database_url, "campaign", "pause", "camp-1").stdout
-    assert _rows(database_url, 'SELECT status FROM "Campaign"') == [("paused",)]
+    status = 'SELECT status, "statusReason", "statusChangedAt" IS NOT NULL FROM "Campaign"'
+    assert _rows(database_url, status) == [("paused", "list check", True)]
     resumed = run(database_url, "campaign", "resume", "camp-1")
     assert "resumed campaign camp-1" in resumed.stdout
-    assert _rows(database_url, 'SELECT status FROM "Campaign"') == [("active",)]
+    assert _rows(database_url, status) == [("active", None, True)]
     missing = run(database_url, "campaign", "resume", "nope")
     assert missing.returncode == 1 and "no campaign with id 'nope'" in missing.stderr
 

@@ -1,6 +1,8 @@
 """`process-campaign-sends` end to end under the Prefect harness, on real PostgreSQL."""
 
 import asyncio
+import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from datetime import UTC, datetime, timedelta
@@ -12,6 +14,7 @@ from sqlalchemy import func, select
 
 from core.generation.config import GenerationConfig
 from core.generation.llm import TEMPLATE_MODEL
+from core.generation.prompt import PROMPT_VERSION
 from core.settings import sqlalchemy_url
 from db.base import utcnow
 from db.engine import DatabaseConfig
@@ -95,6 +98,71 @@ def test_llm_run_is_cached_so_a_rerun_makes_no_llm_call(run_settings, sessions):
     assert {m.model for m in messages} == {"gpt-4o-mini"}
     assert all(m.body.startswith(PERSONAL_LINE) for m in messages)
     assert all(m.promptTokens > 0 and m.inputHash for m in messages)
+
+
+def seed_follow_up(sessions) -> tuple[str, EmailSend]:
+    """One lead due at step 2, whose step 1 went out on Sunday 22 November, 10:00 in New York."""
+    with sessions.begin() as session:
+        ws = factories.workspace(session)
+        camp = factories.campaign(session, ws, steps=2, sendingRules=RULES, goal="Book calls")
+        lead = factories.lead(session, ws, email="ann@buyer.example")
+        factories.enrolment(
+            session, camp, lead, due=AS_OF - timedelta(minutes=5), currentStepOrder=2
+        )
+        first = factories.scheduled_send(
+            session,
+            camp,
+            lead,
+            step=1,
+            subject="Cutting onboarding time at Acme",
+            body="Hi Sarah,\n\nWe cut onboarding from weeks to days.\n\nAlex",
+            status="sent",
+            sentAt=AS_OF - timedelta(days=3),
+        )
+        return camp.id, first
+
+
+def sent_thread(request) -> list[dict]:
+    [block] = re.findall(r"<thread>(.*?)</thread>", request.body["messages"][1]["content"])
+    return json.loads(block)
+
+
+def test_a_follow_up_knows_its_thread_and_is_cached_by_it(run_settings, sessions):
+    campaign_id, first = seed_follow_up(sessions)
+    with FakeOpenAI(latency_ms=0) as server:
+        run_settings.update(openai_api_key="sk-test-not-real", openai_base_url=server.base_url)
+        assert run(dry_run=True)[campaign_id].generated == 1
+        [request] = server.request_log()
+        assert sent_thread(request) == [
+            {
+                "step": 1,
+                "sentOn": "2026-11-22",
+                "subject": "Cutting onboarding time at Acme",
+                "body": "Hi Sarah,\n\nWe cut onboarding from weeks to days.\n\nAlex",
+            }
+        ]
+        assert "Follow up on what was said" in request.body["messages"][0]["content"]
+        # The same thread in another run: the answer comes from the cache.
+        assert run(dry_run=True)[campaign_id].cache_hits == 1
+        assert server.stats().requests == 1
+        # Ann clicked a link of the first email: the thread changed, so the email is written anew.
+        with sessions.begin() as session:
+            clicked = AS_OF - timedelta(days=1)
+            factories.event(session, first, "click", clicked, url="https://seller.example/demo")
+        assert run(dry_run=True)[campaign_id].cache_hits == 0
+        assert server.stats().requests == 2
+        assert sent_thread(server.request_log()[1])[0]["cameBack"] == [
+            {"kind": "click", "on": "2026-11-24"}
+        ]
+        counts = run()
+        assert server.stats().requests == 2
+    assert (counts[campaign_id].cache_hits, counts[campaign_id].scheduled) == (1, 1)
+    with sessions() as session:
+        [message] = session.scalars(
+            select(GeneratedMessage).where(GeneratedMessage.id != first.generatedMessageId)
+        ).all()
+    assert message.body.startswith(PERSONAL_LINE)
+    assert message.promptVersion == PROMPT_VERSION
 
 
 def test_dry_run_changes_nothing_and_publishes_previews(run_settings, sessions):

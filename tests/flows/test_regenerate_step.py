@@ -5,6 +5,7 @@ analyst changes step 2's instructions and regenerates its not-yet-sent messages.
 """
 
 import asyncio
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
@@ -205,6 +206,21 @@ def test_changed_instructions_miss_the_cache_and_a_rerun_changes_nothing(llm, se
     assert llm.stats().requests == 8  # the instructions are part of the cache key
     current = [m for m in messages(sessions).values() if m.status == "generated" and m.inputHash]
     assert len(current) == 4 and all(NEW in m.body for m in current)
+
+
+def test_a_backfill_writes_the_step_knowing_what_step_1_said(llm, sessions):
+    campaign_id = seed(sessions, scheduled=1, sent=0, delivery_claimed=0)
+    assert run(campaign_id=campaign_id, regenerate_step=2)[campaign_id].regenerated == 1
+    [request] = llm.request_log()
+    [thread] = re.findall(r"<thread>(.*?)</thread>", request.body["messages"][1]["content"])
+    assert json.loads(thread) == [
+        {
+            "step": 1,
+            "sentOn": "2026-11-20",
+            "subject": "First touch",
+            "body": "Hi there,\n\nWorth a chat?\n\nAlex",
+        }
+    ]
 
 
 def test_dry_run_writes_nothing_holds_nothing_and_primes_the_cache(llm, sessions):

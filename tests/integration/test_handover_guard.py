@@ -7,7 +7,14 @@ from sqlalchemy import select, update
 from core.delivery.lane import HandoverGuard
 from core.statuses import EmailSendStatus
 from db.base import utcnow
-from db.models import CampaignLead, DeliveryCounter, EmailSend, GeneratedMessage
+from db.models import (
+    Campaign,
+    CampaignLead,
+    DeliveryCounter,
+    EmailSend,
+    GeneratedMessage,
+    Mailbox,
+)
 from db.queries.delivery import ResultRow, claim_due_sends, hand_over_group, usage_today
 from tests import factories
 
@@ -93,6 +100,41 @@ def test_a_stopped_lead_is_refused_and_takes_no_room(engine, sessions):
             "campaign": 2,
             "mailbox": 2,
         }
+
+
+def test_a_paused_mailbox_row_is_refused_and_takes_no_room(engine, sessions):
+    token, campaign_id, ids = seed(sessions, 2)
+    with sessions.begin() as session:
+        usage_today(session, campaigns={campaign_id: DAY}, mailboxes={MAILBOX: DAY})
+        workspace_id = session.get(Campaign, campaign_id).workspaceId
+        row = factories.mailbox(session, workspace_id, "Alex@Seller.example")
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        _, handed = hand_over_group(
+            connection,
+            guard(campaign_id, ids[:1]),
+            results=[],
+            token=token,
+            now=utcnow(),
+            lease=timedelta(60),
+        )
+        assert handed == {ids[0]}
+        # A circuit breaker (another lane, another run) pauses the mailbox after the plan.
+        connection.execute(update(Mailbox).where(Mailbox.id == row.id).values(status="paused"))
+        _, handed = hand_over_group(
+            connection,
+            guard(campaign_id, ids[1:]),
+            results=[],
+            token=token,
+            now=utcnow(),
+            lease=timedelta(60),
+        )
+    assert handed == set()
+    with sessions() as session:
+        status = dict(session.execute(select(EmailSend.id, EmailSend.status)).all())
+        used = {c.scope: c.used for c in session.scalars(select(DeliveryCounter))}
+    assert [status[i] for i in ids] == ["sending", "scheduled"]
+    assert used == {"campaign": 1, "mailbox": 1}
 
 
 def test_without_the_days_counters_nothing_is_handed_over_but_results_are_written(engine, sessions):

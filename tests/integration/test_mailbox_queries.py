@@ -228,11 +228,21 @@ def test_campaign_pause_and_resume_move_only_between_active_and_paused(sessions)
         ws = factories.workspace(session)
         camp = factories.campaign(session, ws, steps=1)
         draft = factories.campaign(session, ws, steps=1, status="draft")
-        assert pause_campaign(session, camp.id, now=NOW) is CampaignStatus.active
-        assert pause_campaign(session, camp.id, now=NOW) is CampaignStatus.paused
-        assert session.scalar(select(Campaign.status).where(Campaign.id == camp.id)) == "paused"
-        assert resume_campaign(session, camp.id, now=NOW) is CampaignStatus.paused
-        assert session.scalar(select(Campaign.status).where(Campaign.id == camp.id)) == "active"
+        assert pause_campaign(session, camp.id, reason="list check", now=NOW) is (
+            CampaignStatus.active
+        )
+        later = NOW + timedelta(hours=1)
+        assert pause_campaign(session, camp.id, reason="again", now=later) is CampaignStatus.paused
+        session.refresh(camp)
+        assert (camp.status, camp.statusReason, camp.statusChangedAt) == (
+            "paused",
+            "list check",
+            NOW,
+        )
+        assert resume_campaign(session, camp.id, now=later) is CampaignStatus.paused
+        session.refresh(camp)
+        # The resume's time is where the campaign's circuit breaker starts counting again.
+        assert (camp.status, camp.statusReason, camp.statusChangedAt) == ("active", None, later)
         assert resume_campaign(session, draft.id, now=NOW) is CampaignStatus.draft
         assert pause_campaign(session, draft.id, now=NOW) is CampaignStatus.draft
         assert session.scalar(select(Campaign.status).where(Campaign.id == draft.id)) == "draft"

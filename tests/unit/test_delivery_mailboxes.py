@@ -124,14 +124,15 @@ def test_the_handover_guard_checks_the_warm_up_cap():
 
 
 def test_released_sends_are_scheduled_again_at_the_recheck_never_failed():
-    updates = released([send(1), send(2)], "535 5.7.8 no", mailbox="Alex@Seller.example", now=NOW)
+    reason = "mailbox disconnected: 535 5.7.8 no"
+    updates = released([send(1), send(2)], reason, mailbox="Alex@Seller.example", now=NOW)
     assert [u.send_id for u in updates] == ["s001", "s002"]
     for update in updates:
         assert (update.status, update.column) == (
             EmailSendStatus.scheduled,
             DeliveryColumn.deferred,
         )
-        assert update.reason == "mailbox disconnected: 535 5.7.8 no"
+        assert update.reason == reason
         assert (update.at, update.mailbox) == (NOW + MAILBOX_RECHECK, ALEX)
 
 

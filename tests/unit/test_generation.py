@@ -21,6 +21,7 @@ from core.generation.generate import (
     prepare,
 )
 from core.generation.llm import Generation, LLMRejectedError, LLMTransientError
+from core.generation.thread import CameBack, SentEmail, ThreadEvent
 
 AS_OF = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # Wednesday 10:00 in New York
 
@@ -167,6 +168,35 @@ def test_a_cached_generation_is_never_paid_for_again():
     second = run(prepared, ScriptedGenerator(), cache)  # would raise if it were called
     assert (first.cache_hit, first.llm_calls) == (False, 1)
     assert (second.cache_hit, second.llm_calls, second.draft) == (True, 0, GOOD)
+
+
+def test_a_follow_up_is_prompted_with_its_thread_and_keyed_by_what_the_model_sees():
+    sent = AS_OF - timedelta(days=3)
+    first = SentEmail(stepOrder=1, sentAt=sent, subject="Idea for Acme", body="We cut costs.")
+    lead = due_lead(stepOrder=2, thread=(first,))
+    prepared = prepare(lead, model="m")
+    assert isinstance(prepared, Prepared)
+    user = prepared.messages()[1]["content"]
+    # Sent at 10:00 in New York, the lead's campaign zone.
+    assert user.endswith(
+        '<thread>[{"body": "We cut costs.", "sentOn": "2026-11-22", "step": 1, '
+        '"subject": "Idea for Acme"}]</thread>'
+    )
+    assert prepared.input_hash != prepare(due_lead(stepOrder=2), model="m").input_hash
+
+    def key(*events: ThreadEvent) -> str:
+        with_events = first.model_copy(update={"events": events})
+        prepared = prepare(due_lead(stepOrder=2, thread=(with_events,)), model="m")
+        assert isinstance(prepared, Prepared)
+        return prepared.input_hash
+
+    # A scanner's click at delivery changes nothing the model sees, so the cache still holds.
+    assert key(ThreadEvent(kind=CameBack.click, occurredAt=sent + timedelta(seconds=3))) == (
+        prepared.input_hash
+    )
+    assert key(ThreadEvent(kind=CameBack.click, occurredAt=sent + timedelta(days=1))) != (
+        prepared.input_hash
+    )
 
 
 def test_progression_follows_the_window_and_the_next_delay():

@@ -1,11 +1,14 @@
 """Inbound mail: every fixture message classified, Maildir and mbox read read-only."""
 
+import email
+import email.policy
 import shutil
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from core.engagement.bounces import read_with_flufl
 from core.engagement.events import BounceKind, Malformed, NormalisedEvent
 from core.engagement.inbound import classify_message
 from core.engagement.inbound_sources import InboundSourceError, read_mail_path
@@ -349,17 +352,56 @@ def test_a_successful_delivery_report_is_nothing_to_record() -> None:
     assert classify(dsn(recipient("ada@lead.example", "delivered", "2.0.0"))) is None
 
 
-def test_a_dsn_without_actions_is_malformed() -> None:
-    found = classify(dsn("Final-Recipient: rfc822; ada@lead.example"))
-    assert isinstance(found, Malformed)
-    assert found.reason == "message/delivery-status: no recipient with an Action field"
+UNREAD = (
+    ": neither flufl.bounce nor the prose reader found a failed recipient or the Message-ID of"
+    " ours it returns"
+)
 
 
-def test_a_dsn_without_its_report_part_is_malformed() -> None:
+def test_a_dsn_without_actions_falls_back_to_the_prose_reader() -> None:
+    # No Action, no Status: its failure subject makes it hard, as a plain bounce's does.
+    found = event(classify(dsn("Final-Recipient: rfc822; ada@lead.example")))
+    assert (found.type, found.email, found.bounce_kind) == (BOUNCE, "ada@lead.example", HARD)
+    assert found.event_metadata()["bounceReader"] == "prose"
+
+
+def test_a_mislabelled_status_part_is_still_read() -> None:
+    raw = dsn(
+        recipient("gone@lead.example", "failed", "5.1.1", "550 5.1.1 no such user"),
+        original=ORIGINAL,
+    ).replace(b"Content-Type: message/delivery-status", b"Content-Type: text/plain")
+    found = event(classify(raw))
+    assert (found.email, found.bounce_kind, found.message_id) == (
+        "gone@lead.example",
+        HARD,
+        "<ours@seller.example>",
+    )
+    assert found.diagnostic == "550 5.1.1 no such user"
+    assert found.bounce_reader in ("flufl.bounce", "prose")
+
+
+def test_a_report_nobody_can_read_is_malformed_with_each_readers_reason() -> None:
     raw = dsn().replace(b"message/delivery-status", b"text/plain")
     found = classify(raw)
     assert isinstance(found, Malformed)
-    assert found.reason == "multipart/report: no message/delivery-status part"
+    assert found.reason == "multipart/report: no message/delivery-status part" + UNREAD
+
+
+def test_an_action_with_a_comment_is_read() -> None:
+    block = recipient("gone@lead.example", "failed (Bad destination mailbox address)", "5.1.1")
+    found = event(classify(dsn(block, original=ORIGINAL)))
+    assert (found.email, found.bounce_kind, found.bounce_reader) == (
+        "gone@lead.example",
+        HARD,
+        "rfc3464",
+    )
+
+
+def test_the_original_recipient_is_the_address_we_sent_to() -> None:
+    block = "Original-Recipient: rfc822; ada@lead.example\n" + recipient(
+        "ada.lovelace@mail.lead.example", "failed", "5.1.1"
+    )
+    assert event(classify(dsn(block))).email == "ada@lead.example"
 
 
 def test_read_receipts_are_nothing_to_record() -> None:
@@ -369,14 +411,65 @@ def test_read_receipts_are_nothing_to_record() -> None:
     assert classify(raw) is None
 
 
-def test_server_notices_that_are_not_failures_are_nothing_to_record() -> None:
-    raw = message("From: postmaster@lead.example", "Subject: Delivery delayed: Quick idea")
-    assert classify(raw) is None
+@pytest.mark.parametrize(
+    "headers",
+    [
+        ("From: postmaster@lead.example", "Subject: Delivery delayed: Quick idea"),
+        ("From: MAILER-DAEMON@mx.lead.example", "Subject: failure notice"),
+        ("From: MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@lead.example",),
+    ],
+)
+def test_mail_from_a_bounce_writer_that_no_reader_understands_is_malformed(
+    headers: tuple[str, ...],
+) -> None:
+    found = classify(message(*headers))
+    assert isinstance(found, Malformed)
+    sender = headers[0].removeprefix("From: ").partition("@")[0]
+    assert (found.reason, found.line) == (f"mail from {sender.lower()}" + UNREAD, 7)
 
 
-def test_a_plain_bounce_without_any_link_is_nothing_to_record() -> None:
-    raw = message("From: MAILER-DAEMON@mx.lead.example", "Subject: failure notice")
-    assert classify(raw) is None
+PROSE_BOUNCE = (
+    "A message that you sent could not be delivered to one or more of its\n"
+    "recipients. The following address(es) failed:\n\n"
+    "  gone@lead.example\n    550 5.1.1 User unknown\n"
+)
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["MDaemon@mx.lead.example", "Symantec_AntiVirus_for_SMTP_Gateways@lead.example", "<>"],
+)
+def test_a_failure_notice_from_another_sender_is_a_bounce_when_flufl_bounce_reads_it(
+    sender: str,
+) -> None:
+    raw = message(f"From: {sender}", "Subject: Delivery failure", body=PROSE_BOUNCE)
+    found = event(classify(raw))
+    assert (found.type, found.email, found.bounce_kind) == (BOUNCE, "gone@lead.example", HARD)
+
+
+def test_a_flufl_bounce_detector_that_raises_leaves_the_message_to_the_others() -> None:
+    # flufl.bounce 6.0.0's Yale detector raises IndexError on a message without From.
+    raw = message("From: -", "Subject: Delivery failure", f"In-Reply-To: {ABC}", body=PROSE_BOUNCE)
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert read_with_flufl(parsed) is None
+    assert event(classify(raw)).type == REPLY
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Re: Undeliverable: Quick idea", "Fwd: Delivery failure", "Quick idea, failed?"],
+)
+def test_a_persons_message_about_a_failure_stays_a_reply(subject: str) -> None:
+    raw = message(f"Subject: {subject}", f"In-Reply-To: {ABC}", body=PROSE_BOUNCE)
+    assert event(classify(raw)).type == REPLY
+
+
+def test_a_failure_subject_without_a_failed_address_stays_a_reply() -> None:
+    raw = message("Subject: Delivery failure of our order", f"In-Reply-To: {ABC}")
+    assert event(classify(raw)).type == REPLY
+    # The prose reader's looser words do not turn a person's message into a bounce.
+    words = "Failed to open it: file not found. Ask bob@elsewhere.example.\n"
+    assert event(classify(message("Subject: Failed to open", body=words))).type == REPLY
 
 
 def _name(suffix: str) -> str:
