@@ -8,7 +8,15 @@ from core.delivery.lane import HandoverGuard
 from core.statuses import EmailSendStatus
 from db.base import utcnow
 from db.models import Campaign, CampaignLead, DeliveryCounter, EmailSend, Mailbox
-from db.queries.delivery import ResultRow, claim_due_sends, hand_over_group, usage_today
+from db.queries.delivery import (
+    CampaignRoom,
+    ResultRow,
+    claim_due_sends,
+    hand_over_group,
+    release_campaign_room,
+    reserve_campaign_room,
+    usage_today,
+)
 from tests import factories
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
@@ -160,3 +168,70 @@ def test_without_the_days_counters_nothing_is_handed_over_but_results_are_writte
     with sessions() as session:
         status = dict(session.execute(select(EmailSend.id, EmailSend.status)).all())
     assert [status[i] for i in ids] == ["sent", "scheduled"]
+
+
+def counters(sessions) -> dict[str, int]:
+    with sessions() as session:
+        return {c.scope: c.used for c in session.scalars(select(DeliveryCounter))}
+
+
+def test_reserved_room_is_taken_under_the_cap_and_spent_without_the_campaigns_counter(
+    engine, sessions
+):
+    token, campaign_id, ids = seed(sessions, 3)
+    with sessions.begin() as session:
+        usage_today(session, campaigns={campaign_id: DAY}, mailboxes={MAILBOX: DAY})
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        granted = reserve_campaign_room(
+            connection,
+            [
+                CampaignRoom(campaign_id, DAY, 3, limit=2),
+                CampaignRoom(campaign_id, DAY + timedelta(1), 1, limit=5),  # no counter row yet
+            ],
+        )
+        assert granted == [2, 0]
+        assert counters(sessions) == {"campaign": 2, "mailbox": 0}
+        _, handed = hand_over_group(
+            connection,
+            guard(campaign_id, ids[:2], campaign_limit=2),
+            results=[],
+            token=token,
+            now=utcnow(),
+            lease=timedelta(60),
+            campaign_reserved=2,
+        )
+        assert handed == set(ids[:2])
+        assert counters(sessions) == {"campaign": 2, "mailbox": 2}
+        # Another lane or run without a reservation finds the cap taken.
+        _, handed = hand_over_group(
+            connection,
+            guard(campaign_id, ids[2:], campaign_limit=2),
+            results=[],
+            token=token,
+            now=utcnow(),
+            lease=timedelta(60),
+        )
+    assert handed == set()
+    assert counters(sessions) == {"campaign": 2, "mailbox": 2}
+
+
+def test_a_group_takes_no_more_than_the_reserved_room_and_the_rest_goes_back(engine, sessions):
+    token, campaign_id, ids = seed(sessions, 3)
+    with sessions.begin() as session:
+        usage_today(session, campaigns={campaign_id: DAY}, mailboxes={MAILBOX: DAY})
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        assert reserve_campaign_room(connection, [CampaignRoom(campaign_id, DAY, 5, 100)]) == [5]
+        _, handed = hand_over_group(
+            connection,
+            guard(campaign_id, ids),
+            results=[],
+            token=token,
+            now=utcnow(),
+            lease=timedelta(60),
+            campaign_reserved=1,
+        )
+        assert handed == {ids[0]}
+        release_campaign_room(connection, [CampaignRoom(campaign_id, DAY, 4)])
+    assert counters(sessions) == {"campaign": 1, "mailbox": 1}
