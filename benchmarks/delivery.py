@@ -103,6 +103,7 @@ class Bench(Parent):
             "prefect_server_pid": self.prefect_server_pid,
             "postmaster_pid": self.postmaster_pid,
             "passwords": {account.variable: account.password for account in logins},
+            "probe": not self.args.no_probe,
             **extra,
         }
         result = self.child("flow", spec, label)
@@ -250,6 +251,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup-sends", type=int, default=300, help="discarded first run")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare smtplib runs")
+    parser.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="measured flow runs without the timing wrappers (no breakdown, no overhead)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="one more 1-mailbox run under cProfile"
     )

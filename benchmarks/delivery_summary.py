@@ -91,6 +91,8 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 ratio = f"{key} / bare ({name})"
                 summary["ratios"][ratio] = median(rates) / bare["median"]
                 summary["ratio_targets"][ratio] = ratio_target(bare)
+        if any(r["probe"] is None for r in group):
+            continue  # --no-probe: nothing was timed inside the run
         names = {name for r in group for name in r["probe"]["us_per_send"]}
         breakdown = {
             name: median([r["probe"]["us_per_send"].get(name, 0.0) for r in group])
@@ -167,29 +169,10 @@ def print_summary(results: dict[str, Any], args: argparse.Namespace) -> None:
         if target is not None:
             verdict = f">= {100 * target:.0f}%: {'PASS' if ratio >= target else 'FAIL'}"
         print(f"  {key:56} {100 * ratio:5.0f}%  {verdict}")
+    print_cpu(s)
     keys = list(s["breakdown_us_per_send"])
-    if not keys:
-        return
-    print("\nwhere the time goes, µs per sent message (lane figures are thread-seconds: with")
-    print("several lanes they add up to more than the wall time)")
-    print(f"  {'':46}" + "".join(f"{k:>14}" for k in keys))
-    shown = set()
-    for name, depth in BREAKDOWN_ORDER:
-        values = [s["breakdown_us_per_send"][k].get(name) for k in keys]
-        if all(v is None for v in values):
-            continue
-        shown.add(name)
-        cells = "".join(f"{v:14.1f}" if v is not None else f"{'-':>14}" for v in values)
-        print(f"  {'  ' * depth + name:46}{cells}")
-    for name in sorted({n for k in keys for n in s["breakdown_us_per_send"][k]} - shown):
-        values = [s["breakdown_us_per_send"][k].get(name) for k in keys]
-        cells = "".join(f"{v:14.1f}" if v is not None else f"{'-':>14}" for v in values)
-        print(f"  {'  ' + name:46}{cells}")
-    print(f"  {'CPU ms/send:':46}")
-    for what in ("flow_process", "smtp_server", "postgres", "prefect_api"):
-        values = [s["flow"][k]["cpu_ms_per_send"][what] for k in keys]
-        cells = "".join(f"{v:14.3f}" if v is not None else f"{'-':>14}" for v in values)
-        print(f"  {'  ' + what:46}{cells}")
+    if keys:
+        print_breakdown(s, keys)
     explain = results.get("hand_over_explain")
     if explain:
         print(
@@ -205,3 +188,38 @@ def print_summary(results: dict[str, Any], args: argparse.Namespace) -> None:
     if profile:
         print(f"\ncProfile of one 1-mailbox run, all threads merged ({profile['file']}):")
         print(profile["cumulative"])
+
+
+def print_breakdown(s: dict[str, Any], keys: list[str]) -> None:
+    """Where the time goes, per variant, from the probe's figures."""
+    print("\nwhere the time goes, µs per sent message (lane figures are thread-seconds: with")
+    print("several lanes they add up to more than the wall time)")
+    print(f"  {'':46}" + "".join(f"{k:>14}" for k in keys))
+    shown = set()
+    for name, depth in BREAKDOWN_ORDER:
+        values = [s["breakdown_us_per_send"][k].get(name) for k in keys]
+        if all(v is None for v in values):
+            continue
+        shown.add(name)
+        cells = "".join(f"{v:14.1f}" if v is not None else f"{'-':>14}" for v in values)
+        print(f"  {'  ' * depth + name:46}{cells}")
+    for name in sorted({n for k in keys for n in s["breakdown_us_per_send"][k]} - shown):
+        values = [s["breakdown_us_per_send"][k].get(name) for k in keys]
+        cells = "".join(f"{v:14.1f}" if v is not None else f"{'-':>14}" for v in values)
+        print(f"  {'  ' + name:46}{cells}")
+
+
+def print_cpu(s: dict[str, Any]) -> None:
+    """CPU per message of each process, for the flow and each bare row that measured it: on a
+    machine this small the rates follow it."""
+    rows = [(f"flow, {key}", flow["cpu_ms_per_send"]) for key, flow in s["flow"].items()]
+    rows += [
+        (f"bare {name}", row["cpu_ms_per_send"])
+        for name, row in s["bare"].items()
+        if "cpu_ms_per_send" in row
+    ]
+    names = ("flow_process", "smtp_server", "postgres", "prefect_api")
+    print("\nCPU ms per message: the client (flow or bare process), SMTP server, PostgreSQL, API")
+    for label, cpu in rows:
+        cells = "".join(f"{cpu[n]:8.3f}" if cpu.get(n) is not None else f"{'-':>8}" for n in names)
+        print(f"  {label:46}{cells}")
