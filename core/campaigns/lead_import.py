@@ -200,7 +200,7 @@ def _validate(frame: pd.DataFrame, custom: list[str]) -> tuple[pd.DataFrame, lis
         zip(frame["line"], frame["email"], frame["timezone"], strict=True)
     ):
         try:
-            normalised.append(_normalise_email(email))
+            normalised.append(normalise_email(email))
         except ValueError as exc:
             problems.append(RowProblem(int(line), "email", str(exc)))
             keep.iloc[index] = False
@@ -240,7 +240,9 @@ def _validate(frame: pd.DataFrame, custom: list[str]) -> tuple[pd.DataFrame, lis
     return frame.reset_index(drop=True), problems
 
 
-def _normalise_email(value: str) -> str:
+def normalise_email(value: str) -> str:
+    """The address as leads are stored (email-validator's normal form); ValueError says why not,
+    quoting the value."""
     if not value:
         raise ValueError("is empty; every lead needs an address")
     if any(ch in value for ch in "\r\n\x00"):

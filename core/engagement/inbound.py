@@ -1,9 +1,10 @@
 """Inbound mail (replies and bounces) classified: what one message says happened.
 
 Every message becomes one `NormalisedEvent` (a reply, an auto-reply or a bounce), a `Malformed`
-naming why it could not be read, or None when there is nothing to record. Only headers and
-delivery reports are read; a body is never kept in any field. Reading the messages from a
-Maildir, an mbox or IMAP is `core.engagement.inbound_sources`.
+naming why it could not be read, or None when there is nothing to record. Headers and delivery
+reports decide; a reply or auto-reply also carries its subject and new text (quoted thread and
+signature stripped) for its classification, which is never stored. Reading the messages from
+a Maildir, an mbox or IMAP is `core.engagement.inbound_sources`.
 """
 
 import email
@@ -18,6 +19,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import TypedDict
 
 from core.engagement.events import BounceKind, Malformed, NormalisedEvent
+from core.replies.reply_text import reply_content
 from core.statuses import EngagementType
 
 __all__ = ["InboundResult", "classify_message"]
@@ -99,13 +101,16 @@ def _classify(message: EmailMessage, *, source: str, line: int) -> InboundResult
     references = _references(message)
     if sender is None and not references:
         return None
-    kind = EngagementType.auto_reply if _is_auto_reply(message) else EngagementType.reply
+    automatic = _has_auto_reply_headers(message)
+    auto_subject = bool(_AUTO_REPLY_SUBJECT_RE.match(_normalised(str(message.get("Subject", "")))))
+    kind = EngagementType.auto_reply if automatic or auto_subject else EngagementType.reply
     return NormalisedEvent(
         type=kind,
         occurred_at=_occurred_at(message),
         provider_event_id=own_id,
         references=references,
         email=sender,
+        reply=reply_content(message, automatic=automatic),
         **base,
     )
 
@@ -217,8 +222,8 @@ def _scan_plain_bounce(message: EmailMessage) -> tuple[str | None, str | None]:
     return message_id, diagnostic
 
 
-def _is_auto_reply(message: EmailMessage) -> bool:
-    """RFC 3834 and the vendor headers, then the subjects responders use by default."""
+def _has_auto_reply_headers(message: EmailMessage) -> bool:
+    """RFC 3834 and the vendor headers that say no person wrote the message."""
     auto_submitted = str(message.get("Auto-Submitted", "")).split(";")[0].strip().lower()
     if auto_submitted and auto_submitted != "no":
         return True
@@ -229,9 +234,7 @@ def _is_auto_reply(message: EmailMessage) -> bool:
     # Exchange marks its out-of-office replies "All" (which includes OOF) so no other
     # responder answers them in turn.
     suppress = str(message.get("X-Auto-Response-Suppress", "")).upper().split(",")
-    if {"OOF", "ALL"} & {token.strip() for token in suppress}:
-        return True
-    return bool(_AUTO_REPLY_SUBJECT_RE.match(_normalised(str(message.get("Subject", "")))))
+    return bool({"OOF", "ALL"} & {token.strip() for token in suppress})
 
 
 def _references(message: EmailMessage) -> tuple[str, ...]:
