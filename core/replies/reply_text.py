@@ -33,7 +33,13 @@ __all__ = [
 LANGUAGES = ("en", "fr", "de", "es")
 # A reply's own words come first and are short; a body is cut before parsing, so a forwarded
 # archive costs the regular expressions a bounded amount of work.
-_PARSE_CHARS = 20_000
+_PARSE_CHARS = 10_000
+# mail-parser-reply's header patterns cost the square of a line's length or worse (a 10,000
+# character line of "On On On …" took 4 s), so the parser sees no line longer than this: a longer
+# one is split at a space, each continuation marked with a word joiner (not whitespace, so no
+# header or signature pattern can start there), and joined again after parsing.
+_LINE_CHARS = 400
+_CONTINUED = "\u2060"
 _HTML_CHARS = 200_000
 # What the classifier sees at most: a long reply's first 4,000 characters say what it wants.
 NEW_TEXT_CHARS = 4_000
@@ -78,14 +84,29 @@ class ReplyContent(BaseModel):
 def new_text(body: str) -> str:
     """The newest part of a plain-text body: no quoted thread, no signature, at most
     `NEW_TEXT_CHARS` characters."""
-    text = body.replace("\r\n", "\n")[:_PARSE_CHARS]
+    text = _short_lines(body.replace("\r\n", "\n").replace(_CONTINUED, "")[:_PARSE_CHARS])
     replies = EmailReplyParser(languages=list(LANGUAGES)).read(text).replies
     # The parser skips an empty part, so a body that starts with a quote header (a bare forward)
     # has the quoted message first: its header says it is not new.
     newest = replies[0].body if replies and not replies[0].headers else ""
+    newest = newest.replace("\n" + _CONTINUED, "").replace(_CONTINUED, "")
     newest = _QUOTE_HEADER.split(newest, maxsplit=1)[0]
     lines = [line for line in newest.split("\n") if not line.lstrip().startswith(">")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()[:NEW_TEXT_CHARS]
+
+
+def _short_lines(text: str) -> str:
+    """`text` with every line longer than `_LINE_CHARS` split, continuations marked."""
+    lines = []
+    for line in text.split("\n"):
+        while len(line) > _LINE_CHARS:
+            # Past the continuation mark and its space, or the line would never get shorter.
+            cut = line.rfind(" ", 2, _LINE_CHARS)
+            cut = cut if cut > 2 else _LINE_CHARS
+            lines.append(line[:cut])
+            line = _CONTINUED + line[cut:]
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def reply_content(message: EmailMessage, *, automatic: bool) -> ReplyContent:

@@ -3,6 +3,7 @@ stripped; never in a dump of its event; bounded."""
 
 import email
 import email.policy
+import time
 from email.message import EmailMessage
 
 import pytest
@@ -68,6 +69,20 @@ def test_new_text_keeps_only_the_senders_own_words(body, expected):
 def test_new_text_is_bounded_however_long_the_body():
     text = new_text("word " * 50_000)
     assert 0 < len(text) <= NEW_TEXT_CHARS
+
+
+@pytest.mark.parametrize("line", ["On " * 6000 + "wrote:", "Le " * 6000, "Am " * 6000])
+def test_a_hostile_line_costs_milliseconds_not_seconds(line):
+    # Unsplit, mail-parser-reply's header patterns took 4 s on the first of these.
+    started = time.perf_counter()
+    new_text(line)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_long_paragraph_split_for_the_parser_comes_back_whole():
+    # 390 characters, then "Thanks," where the split for the parser falls: not a signature.
+    paragraph = "x" * 389 + " Thanks, we will call you on Monday. " + "y" * 500
+    assert new_text(f"{paragraph}\n\nBest regards,\nAda") == paragraph.strip()
 
 
 def _message(raw: bytes) -> EmailMessage:
