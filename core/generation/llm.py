@@ -7,6 +7,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 import openai
 import pydantic
 from openai import AsyncOpenAI
+from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, SecretStr
 
 from core.generation.draft import EmailDraft
@@ -33,13 +34,18 @@ OutputT = TypeVar("OutputT", bound=BaseModel)
 
 
 def structured_format(output: type[BaseModel]) -> dict[str, Any]:
-    """The strict JSON-schema response format of a pydantic model (named after the model)."""
+    """The strict JSON-schema response format of a pydantic model (named after the model).
+
+    The schema is the one the SDK's own `parse()` sends (`to_strict_json_schema`): the API
+    refuses pydantic's plain schema when a `$ref` has siblings, as an enum field with a
+    description does.
+    """
     return {
         "type": "json_schema",
         "json_schema": {
             "name": output.__name__,
             "strict": True,
-            "schema": output.model_json_schema(),
+            "schema": to_strict_json_schema(output),
         },
     }
 

@@ -16,6 +16,7 @@ from core.replies.actions import (
     resume_at,
 )
 from core.replies.intent import Intent, IntentAnswer, ReplyIntent
+from core.replies.prompt import RESPONSE_FORMAT
 from core.statuses import EngagementType
 
 WEEKDAYS = {"start": "09:00", "end": "17:00", "days": ["mon", "tue", "wed", "thu", "fri"]}
@@ -211,7 +212,15 @@ def test_an_answer_confidence_out_of_bounds_is_refused(confidence):
         ReplyIntent.from_answer(_answer(confidence=confidence), received=date(2026, 12, 2))
 
 
-def test_the_answer_schema_is_strict():
-    schema = IntentAnswer.model_json_schema()
+def test_the_answer_schema_is_strict_and_has_no_ref_with_siblings():
+    schema = RESPONSE_FORMAT["json_schema"]["schema"]
+    assert RESPONSE_FORMAT["json_schema"] | {"schema": None} == {
+        "name": "IntentAnswer",
+        "strict": True,
+        "schema": None,
+    }
     assert schema["additionalProperties"] is False
     assert set(schema["required"]) == set(schema["properties"])
+    # The API refuses a `$ref` beside a description: the intent's enum is inlined.
+    assert "$ref" not in schema["properties"]["intent"]
+    assert schema["properties"]["intent"]["enum"] == [intent.value for intent in Intent]
