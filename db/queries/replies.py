@@ -236,7 +236,8 @@ def act_on_replies(
     }
     rows = [_classification_row(r, decisions[r.event_id]) for r in replies]
     fresh = set(session.scalars(CLASSIFY, {"rows": json_rows(rows), "now": now}))
-    # Oldest first, so of two replies of one lead in a chunk the later one decides.
+    # In order of arrival; stops come after every reschedule, so a reply that stops the lead
+    # wins over an absence in the same chunk, whichever came first.
     acting = sorted((r for r in replies if r.event_id in fresh), key=lambda r: r.occurred_at)
     if not acting:
         return outcome
@@ -252,10 +253,8 @@ def act_on_replies(
         decision = decisions[reply.event_id]
         intent = reply.classification.intent
         outcome.intents[intent.intent.value] += 1
-        where = context.get(reply.send_id)
-        if where is None:  # the send was deleted meanwhile: nothing left to act on
-            done[reply.event_id] = _Done(ReplyAction.recorded, "its send no longer exists")
-            continue
+        # The event's send row is locked by its new event's foreign key: it is there.
+        where = context[reply.send_id]
         if decision.action is ReplyAction.rescheduled:
             done[reply.event_id] = _reschedule(session, reply, where, policy=policy, now=now)
             outcome.rescheduled += done[reply.event_id].action is ReplyAction.rescheduled

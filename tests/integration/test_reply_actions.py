@@ -1,6 +1,6 @@
 """Acting on classified replies on real PostgreSQL: one classification row per event, and only a
 row inserted now acts; a reschedule takes a claimed follow-up and a claimed lead away from the
-runs that hold them; the stop of a later reply wins over an earlier absence."""
+runs that hold them; a stop wins over an absence read with it."""
 
 from datetime import timedelta
 
@@ -114,18 +114,22 @@ def test_a_reschedule_takes_the_claims_of_the_runs_holding_the_lead(sessions):
         assert enrolment.nextScheduledDate > send.scheduledFor
 
 
-def test_a_later_reply_that_stops_wins_over_an_earlier_absence_in_one_chunk(sessions):
+@pytest.mark.parametrize("absence_first", [True, False])
+def test_a_stop_wins_over_an_absence_in_one_chunk(sessions, absence_first):
     ids = seed(sessions, leads=("sarah@acme.example",))
     _, follow_up, *_ = ids["sarah@acme.example"]
     absent = _reply_event("sarah@acme.example", 1, text="Out of office.")
-    answer = _reply_event("sarah@acme.example", 2, text="Back: let's talk!")
-    answer = answer.model_copy(update={"occurred_at": AT + timedelta(hours=1)})
+    answer = _reply_event("sarah@acme.example", 2, text="Let's talk!")
+    later = timedelta(hours=1)
+    if absence_first:
+        answer = answer.model_copy(update={"occurred_at": AT + later})
+    else:
+        absent = absent.model_copy(update={"occurred_at": AT + later})
     classified = {
         absent.dedupe_key(): _llm(Intent.out_of_office),
         answer.dedupe_key(): _llm(Intent.interested),
     }
     with sessions.begin() as session:
-        # Newest first in the input: the order of arrival decides, not the order read.
         result = ingest_events(
             session, [answer, absent], now=utcnow(), soft_bounce_limit=3, classified=classified
         )
