@@ -32,7 +32,7 @@ from tasks.replies import INTERESTED_EVENT
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.reply_corpus import CorpusReply, corpus_responder, load_corpus
-from tests.support.run_records import emitted_events, run_with_artifacts
+from tests.support.run_records import emitted_events, run_logs, run_with_artifacts
 
 pytestmark = pytest.mark.flows
 
@@ -180,9 +180,15 @@ def test_the_corpus_through_the_rules_acts_once(run_settings, sessions, tmp_path
 def test_the_corpus_through_the_llm_acts_once(run_settings, sessions, tmp_path, llm):
     enrolments = seed(sessions, CORPUS)
     folder = maildir(tmp_path, {reply.file: reply.raw for reply in CORPUS})
-    report, _, _ = ingest(folder)
+    report, artifacts, run_id = ingest(folder)
     assert llm.stats().requests == len(CORPUS)
     assert report.referred == 3
+    # What the replies say stays out of the run's records: no text, no address.
+    records = [log.message for log in asyncio.run(run_logs(run_id))]
+    records += [str(artifact.data) for artifact in artifacts.values()]
+    for reply in CORPUS:
+        assert not any(reply.match in record for record in records), reply.file
+    assert not any("@" in record for record in records)
     with sessions() as session:
         for reply in CORPUS:
             row = classification_of(session, enrolments[reply.file])
