@@ -33,7 +33,16 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import make_url  # noqa: E402
 
-from benchmarks.delivery_setup import explain_hand_over, pg_settings, seed_sends, status_counts  # noqa: E402
+from benchmarks.delivery_setup import (  # noqa: E402
+    MAILBOXES,
+    Account,
+    accounts,
+    explain_hand_over,
+    pg_settings,
+    seed_sends,
+    sent_per_mailbox,
+    status_counts,
+)
 from benchmarks.delivery_summary import print_summary, summarise, variant_key  # noqa: E402
 from benchmarks.harness.machine import code_version, load_triple  # noqa: E402
 from benchmarks.harness.parent import (  # noqa: E402
@@ -44,6 +53,10 @@ from benchmarks.harness.parent import (  # noqa: E402
     write_json,
 )
 from benchmarks.harness.servers import SMTPServerProcess  # noqa: E402
+
+# With --accounts, the runs over the same logins: the durable loop (the target's measure),
+# then smtplib alone building each message, then prebuilt bytes (the ceiling).
+LOGIN_MODES = ("durable", "build", "prebuilt")
 
 
 class Bench(Parent):
@@ -57,6 +70,10 @@ class Bench(Parent):
             args, db_name=f"cp_bench_delivery_{os.getpid()}", logs_prefix="cp-bench-delivery-"
         )
         self.smtp: SMTPServerProcess | None = None
+        # --accounts: every sending mailbox a Mailbox row with its own login, which the SMTP
+        # server then requires; the most any variant uses.
+        most = max(mailboxes for mailboxes, _ in args.variant)
+        self.logins: list[Account] = accounts(most) if args.accounts else []
 
     def child(self, mode: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
         """One child, after the machine settles; keeps its result under `label`."""
@@ -71,7 +88,8 @@ class Bench(Parent):
         smtp = self.smtp
         assert smtp is not None, "run() starts the SMTP server before measure()"
         code = code_version()
-        seeded = seed_sends(self.url, n, mailboxes)
+        logins = self.logins[:mailboxes]
+        seeded = seed_sends(self.url, n, mailboxes, logins=logins, smtp_port=smtp.port)
         accepted0 = smtp.accepted()
         spec = {
             "database_url": self.url,
@@ -84,12 +102,16 @@ class Bench(Parent):
             "batch_size": self.args.batch_size,
             "prefect_server_pid": self.prefect_server_pid,
             "postmaster_pid": self.postmaster_pid,
+            "passwords": {account.variable: account.password for account in logins},
+            "probe": not self.args.no_probe,
             **extra,
         }
         result = self.child("flow", spec, label)
         result["seed_seconds"] = round(seeded, 2)
         result["smtp_accepted"] = smtp.accepted() - accepted0
         result["statuses"], result["not_sent_reasons"] = status_counts(self.url)
+        result["accounts"] = bool(logins)
+        result["sent_per_mailbox"] = sent_per_mailbox(self.url)
         result["code"] = code_version()
         result["code_changed_during_run"] = result["code"] != code
         result["complete"] = result["statuses"] == {"sent": n} and result["smtp_accepted"] == n
@@ -115,16 +137,57 @@ class Bench(Parent):
         )
         return result
 
+    def logins_run(self, mode: str, mailboxes: int, connections: int, label: str) -> dict[str, Any]:
+        """smtplib over the variant's logins with its concurrency: `durable` on freshly seeded
+        sends of the same database (checked all `sent` after), `build` and `prebuilt` without
+        a database."""
+        smtp = self.smtp
+        assert smtp is not None, "run() starts the SMTP server before measure()"
+        logins = self.logins[:mailboxes]
+        if mode == "durable":
+            seed_sends(self.url, self.args.sends, mailboxes, logins=logins, smtp_port=smtp.port)
+        accepted0 = smtp.accepted()
+        spec = {
+            "mode": mode,
+            "database_url": self.url,
+            "smtp_port": smtp.port,
+            "smtp_pid": smtp.pid,
+            "postmaster_pid": self.postmaster_pid,
+            "n": self.args.sends,
+            "connections": connections,
+            "logins": [(account.email, account.password) for account in logins],
+        }
+        result = self.child("logins", spec, label)
+        result["smtp_accepted"] = smtp.accepted() - accepted0
+        complete = result["smtp_accepted"] == self.args.sends and not result["refused"]
+        if mode == "durable":
+            result["statuses"], result["not_sent_reasons"] = status_counts(self.url)
+            complete = complete and result["statuses"] == {"sent": self.args.sends}
+        result["complete"] = complete
+        cpu = result["cpu_ms_per_send"]
+        self.log(
+            f"{label}: {result['msgs_per_s']:.0f} msgs/s over {result['lanes']} lanes;"
+            f" CPU ms/send client {cpu['flow_process']}, smtp {cpu['smtp_server']},"
+            f" pg {cpu['postgres']}; machine {result['machine_busy_pct']}% busy"
+            + ("" if complete else " INCOMPLETE")
+        )
+        return result
+
     def measure(self) -> None:
         args = self.args
-        self.flow_run(1, 1, args.warmup_sends, "warm-up (discarded)")
+        first_mailboxes, first_connections = args.variant[0]
+        self.flow_run(first_mailboxes, first_connections, args.warmup_sends, "warm-up (discarded)")
         for r in range(args.repeats):
             for mailboxes, connections in args.variant:
-                label = f"flow {variant_key(mailboxes, connections)} #{r + 1}"
-                self.flow_run(mailboxes, connections, args.sends, label)
+                key = variant_key(mailboxes, connections)
+                self.flow_run(mailboxes, connections, args.sends, f"flow {key} #{r + 1}")
                 if (mailboxes, connections) == args.variant[0] and r == args.repeats - 1:
                     self.results["hand_over_explain"] = explain_hand_over(self.url)
-            if not args.no_bare:
+                if args.accounts and not args.no_bare:
+                    for mode in LOGIN_MODES:
+                        label = f"bare {mode} {key} #{r + 1}"
+                        self.logins_run(mode, mailboxes, connections, label)
+            if not args.no_bare and not args.accounts:
                 self.bare_run("prebuilt", f"bare (a) prebuilt bytes #{r + 1}")
                 self.bare_run("build", f"bare (b) build_message per message #{r + 1}")
         if args.profile:
@@ -142,9 +205,13 @@ class Bench(Parent):
         self.results["code_at_start"] = code_version()
         with self.database():
             self.results["postgres_settings"] = pg_settings(self.url)
-            self.smtp = SMTPServerProcess(self.child_script)
+            logins = {account.email: account.password for account in self.logins}
+            self.smtp = SMTPServerProcess(self.child_script, logins)
             try:
-                self.log(f"SMTP server pid {self.smtp.pid} on 127.0.0.1:{self.smtp.port}")
+                self.log(
+                    f"SMTP server pid {self.smtp.pid} on 127.0.0.1:{self.smtp.port}"
+                    + (f", AUTH required, {len(logins)} logins" if logins else "")
+                )
                 with self.prefect_api():
                     self.measure()
             finally:
@@ -172,33 +239,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--handover-group",
         type=int,
-        default=10,
-        help="DELIVERY_HANDOVER_GROUP: sends per handover commit (the setting defaults to 1;"
-        " 10 here, as in the recorded figures)",
+        help="DELIVERY_HANDOVER_GROUP: sends per handover commit; 1 with --accounts (the"
+        " setting's default, issue 13), else 10 (as in the issue-11 figures)",
+    )
+    parser.add_argument(
+        "--accounts",
+        action="store_true",
+        help="every sending mailbox a Mailbox row with its own AUTH login on the SMTP server"
+        " (which then requires AUTH); the bare runs become the durable loop, smtplib and"
+        " prebuilt bytes over the same logins with each variant's concurrency",
     )
     parser.add_argument("--warmup-sends", type=int, default=300, help="discarded first run")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare smtplib runs")
+    parser.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="measured flow runs without the timing wrappers (no breakdown, no overhead)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="one more 1-mailbox run under cProfile"
     )
     add_output_arguments(parser)
     parser.add_argument("--child-flow", help=argparse.SUPPRESS)
     parser.add_argument("--child-bare", help=argparse.SUPPRESS)
-    parser.add_argument("--child-smtp", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-logins", help=argparse.SUPPRESS)
+    parser.add_argument("--child-smtp", metavar="LOGINS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.variant = [
         tuple(int(part) for part in v.split(":")) for v in (args.variant or ["1:1", "4:4"])
     ]
+    if any(not 1 <= mailboxes <= len(MAILBOXES) for mailboxes, _ in args.variant):
+        parser.error(f"a variant has 1 to {len(MAILBOXES)} mailboxes")
+    if args.handover_group is None:
+        args.handover_group = 1 if args.accounts else 10
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # A child imports only what its mode needs (Prefect and the flows are heavy).
-    if args.child_smtp:
+    if args.child_smtp is not None:
         from benchmarks.harness.servers import serve_smtp
 
-        serve_smtp()
+        serve_smtp(json.loads(args.child_smtp))
         return
     if args.child_flow:
         from benchmarks.delivery_children import child_flow
@@ -209,6 +292,11 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks.delivery_children import child_bare
 
         emit(child_bare(json.loads(args.child_bare)))
+        return
+    if args.child_logins:
+        from benchmarks.delivery_children import child_logins
+
+        emit(child_logins(json.loads(args.child_logins)))
         return
     start_parent()
     started = time.perf_counter()

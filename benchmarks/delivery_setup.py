@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -23,19 +25,23 @@ from benchmarks.harness.database import (
 )
 from benchmarks.harness.machine import median
 from core.delivery.lane import HandoverGuard
+from core.mailboxes.mailbox_file import parse_mailbox_file
 from db.base import utcnow
-from db.engine import make_engine
+from db.engine import DatabaseConfig, make_engine, sessions_for, unit_of_work
 from db.queries.delivery import hand_over_group, usage_today
+from db.queries.mailboxes import add_mailboxes
 
 SECRET = "bench-unsubscribe-secret-0123456789"
 PUBLIC_BASE_URL = "https://app.sender.example"
 CAMPAIGN = "bc1"
+WORKSPACE = "bench-ws"
 SENDER_NAME = "Sam Carter"
 MAILBOXES = (
     "sam@sender.example",
     "alex@sender.example",
     "kim@sender.example",
     "lee@sender.example",
+    *(f"box{i}@sender.example" for i in range(4, 32)),
 )
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -43,6 +49,57 @@ FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Zoë
 LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson")
 COMPANY = ("Northwind", "Globex", "Initech", "Umbrella", "Hooli", "Stark")
 TOPIC = ("outbound pipeline", "sales onboarding", "renewal forecasts", "lead routing", "no-shows")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A sending mailbox's own login on the loopback server, as `--accounts` gives each one.
+
+    The `Mailbox` row holds only the reference `env:<variable>`; the password reaches the flow's
+    child process as that environment variable, and the SMTP server as its login table.
+    """
+
+    email: str
+    variable: str
+    password: str
+
+    @property
+    def reference(self) -> str:
+        return f"env:{self.variable}"
+
+
+def accounts(mailboxes: int) -> list[Account]:
+    """The first `mailboxes` senders, each with its own login and password."""
+    return [
+        Account(email, f"BENCH_SMTP_PASSWORD_{i}", f"bench-pw-{i}-{email}")
+        for i, email in enumerate(MAILBOXES[:mailboxes])
+    ]
+
+
+def add_mailbox_rows(url: str, logins: list[Account], smtp_port: int) -> None:
+    """A `Mailbox` row per login, through the product's own `mailbox add` path, pointing at the
+    loopback server without TLS; warm-up and daily limit out of reach, so only the pipeline's
+    own cost sets the rate."""
+    entries = [
+        {
+            "email": account.email,
+            "name": SENDER_NAME,
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": smtp_port,
+                "security": "none",
+                "username": account.email,
+                "password": account.reference,
+            },
+            "dailyLimit": 1_000_000,
+            # Warmed up long ago: the cap is min(dailyLimit, start + increment x days).
+            "warmup": {"start": 1_000_000, "increment": 0, "startedAt": "2020-01-01"},
+        }
+        for account in logins
+    ]
+    document = parse_mailbox_file({"workspaceId": WORKSPACE, "mailboxes": entries})
+    with unit_of_work(sessions_for(DatabaseConfig(url=SecretStr(url)))) as session:
+        add_mailboxes(session, document, now=datetime.now(UTC))
 
 
 def sending_rules(mailboxes: int) -> dict[str, Any]:
@@ -97,22 +154,25 @@ def send_id(i: int) -> str:
     return f"bs{i:06d}"
 
 
-def seed_sends(url: str, n: int, mailboxes: int) -> float:
-    """Empty the database, then one campaign with n sends due a minute ago; returns seconds."""
+def seed_sends(
+    url: str, n: int, mailboxes: int, *, logins: list[Account] | None = None, smtp_port: int = 0
+) -> float:
+    """Empty the database, then one campaign with n sends due a minute ago, and with `logins`
+    a `Mailbox` row for each sending mailbox; returns seconds."""
     started = time.perf_counter()
     now = datetime.now(UTC).replace(tzinfo=None)
     due = now - timedelta(minutes=1)
     with psycopg.connect(libpq(url), autocommit=True) as conn:
         conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
         conn.execute(
-            """INSERT INTO "Workspace" (id, name, "updatedAt") VALUES ('bench-ws', 'Bench', %s)""",
-            [now],
+            """INSERT INTO "Workspace" (id, name, "updatedAt") VALUES (%s, 'Bench', %s)""",
+            [WORKSPACE, now],
         )
         conn.execute(
             """INSERT INTO "Campaign" (id, "workspaceId", name, status, "sendingRules",
                                        "updatedAt")
-               VALUES (%s, 'bench-ws', 'Delivery bench', 'active', %s, %s)""",
-            [CAMPAIGN, json.dumps(sending_rules(mailboxes)), now],
+               VALUES (%s, %s, 'Delivery bench', 'active', %s, %s)""",
+            [CAMPAIGN, WORKSPACE, json.dumps(sending_rules(mailboxes)), now],
         )
         conn.execute(
             """INSERT INTO "SequenceStep" (id, "campaignId", "stepOrder", "delayDays",
@@ -124,7 +184,7 @@ def seed_sends(url: str, n: int, mailboxes: int) -> float:
         copies = {
             '"Lead" (id, "workspaceId", email, "firstName", "lastName", "companyName",'
             ' "updatedAt")': (
-                (f"bl{i}", "bench-ws", r["email"], r["first"], r["last"], r["company"], now)
+                (f"bl{i}", WORKSPACE, r["email"], r["first"], r["last"], r["company"], now)
                 for i, r in enumerate(rows)
             ),
             '"CampaignLead" (id, "campaignId", "leadId", status, "currentStepOrder",'
@@ -155,6 +215,9 @@ def seed_sends(url: str, n: int, mailboxes: int) -> float:
                 with cur.copy(f"COPY {table} FROM STDIN") as copy:
                     for row in values:
                         copy.write_row(row)
+    if logins:
+        add_mailbox_rows(url, logins, smtp_port)
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
     return time.perf_counter() - started
 
@@ -168,6 +231,16 @@ def status_counts(url: str) -> tuple[dict[str, int], dict[str, int]]:
                WHERE status <> 'sent' GROUP BY 1 ORDER BY 2 DESC LIMIT 10"""
         ).fetchall()
     return dict(rows), dict(reasons)
+
+
+def sent_per_mailbox(url: str) -> dict[str, int]:
+    """Sent messages by the mailbox they went from: how evenly the plan spread the lanes."""
+    with psycopg.connect(libpq(url)) as conn:
+        rows = conn.execute(
+            """SELECT mailbox, count(*) FROM "EmailSend" WHERE status = 'sent'
+               GROUP BY mailbox ORDER BY mailbox"""
+        ).fetchall()
+    return {mailbox or "-": count for mailbox, count in rows}
 
 
 def pg_settings(url: str) -> dict[str, str]:

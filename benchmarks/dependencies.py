@@ -119,6 +119,23 @@ DELIVERY_TIMED: tuple[tuple[Hook, str, bool], ...] = (
         False,
     ),
     (hook(psycopg.Connection, psycopg.Connection.commit), "COMMIT", True),
+    # --accounts: each lane logs in to its own mailbox before its first handover, and takes
+    # its sends' room in the campaign's cap up front (and gives back what it did not use).
+    (
+        hook(core.delivery.transport.SMTPTransport, core.delivery.transport.SMTPTransport.open),
+        "SMTPTransport.open (connect, AUTH)",
+        False,
+    ),
+    (
+        hook(db.queries.delivery, db.queries.delivery.reserve_campaign_room),
+        "reserve campaign room",
+        False,
+    ),
+    (
+        hook(db.queries.delivery, db.queries.delivery.release_campaign_room),
+        "release campaign room",
+        False,
+    ),
 )
 # The delivery probe tells statements apart by these fragments of their SQL.
 HAND_OVER_SQL = "SET status = 'sending'"

@@ -147,6 +147,20 @@ class Settings(BaseSettings):
     engagement_soft_bounce_limit: int = Field(
         default=3, ge=1, description="Soft bounces of one enrolment before it becomes bounced."
     )
+    reply_intent_min_confidence: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="A reply classified with less confidence stops its lead as `replied`,"
+        " whatever its intent.",
+    )
+    reply_default_pause_days: int = Field(
+        default=7,
+        ge=1,
+        le=365,
+        description="How long an out-of-office or not-now reply without a return date pauses"
+        " the lead's follow-up.",
+    )
     imap_host: str | None = Field(
         default=None, description="The IMAP inbox replies and bounces reach. Unset: no IMAP source."
     )

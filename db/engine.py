@@ -78,12 +78,23 @@ def _migrate_once(url: str) -> None:
     upgrade(url)
 
 
+# A delivery lane holds one connection for its whole run and may take a second for a bounce or
+# a refusal, and up to SMTP_MAX_CONNECTIONS (at most 64) lanes run at once. With a fixed overflow
+# of 5, lanes past the tenth waited for a free connection, and one waiting past the pool's
+# timeout failed. Overflow connections are opened only when asked for and closed when returned.
+LANE_OVERFLOW = 2 * 64
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine with pre-ping, so a restarted PostgreSQL costs one failed checkout, not a run."""
     # hide_parameters: a failed statement's error (a run's state, its ERROR log) would otherwise
     # carry the rows it wrote, with addresses, subjects and bodies.
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size + LANE_OVERFLOW,
+        pool_pre_ping=True,
+        hide_parameters=True,
     )
 
 

@@ -4,7 +4,7 @@ The Alembic revisions are the source of truth for DDL; `tests/integration/test_m
 proves these models and `alembic upgrade head` describe the same schema.
 """
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -13,6 +13,8 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -30,6 +32,8 @@ from core.mailboxes.warmup import (
     DEFAULT_WARMUP_INCREMENT,
     DEFAULT_WARMUP_START,
 )
+from core.replies.actions import ReplyAction
+from core.replies.intent import ClassificationMethod, Intent
 from core.settings import SMTPSecurity
 from core.statuses import (
     CampaignLeadStatus,
@@ -466,3 +470,42 @@ class Mailbox(Base):
     statusChangedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
     createdAt: Mapped[datetime] = _created()
     updatedAt: Mapped[datetime] = _updated()
+
+
+class ReplyClassification(Base):
+    """What a reply (or auto-reply) event says and what it did: one row per event, written in the
+    transaction that records the event, so a reply ingested again is never acted on twice."""
+
+    __tablename__ = "ReplyClassification"
+    __table_args__ = (
+        Index("ReplyClassification_engagementEventId_key", "engagementEventId", unique=True),
+        CheckConstraint(_in("intent", Intent), name="intent"),
+        CheckConstraint(_in("method", ClassificationMethod), name="method"),
+        CheckConstraint(_in("action", ReplyAction), name="action"),
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    engagementEventId: Mapped[str] = mapped_column(Text, _fk("EngagementEvent.id"), nullable=False)
+    intent: Mapped[str] = mapped_column(Text, nullable=False)
+    confidence: Mapped[float] = mapped_column(Float, nullable=False)
+    returnDate: Mapped[date | None] = mapped_column(Date)
+    referralEmail: Mapped[str | None] = mapped_column(Text)
+    referralName: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text, nullable=False)
+    method: Mapped[str] = mapped_column(Text, nullable=False)
+    # The audit of an LLM classification, as GeneratedMessage keeps it for a draft.
+    model: Mapped[str | None] = mapped_column(Text)
+    promptVersion: Mapped[str | None] = mapped_column(Text)
+    inputHash: Mapped[str | None] = mapped_column(Text)
+    promptTokens: Mapped[int | None] = mapped_column(Integer)
+    completionTokens: Mapped[int | None] = mapped_column(Integer)
+    latencyMs: Mapped[int | None] = mapped_column(Integer)
+    costUsd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    # Why the rules answered although an LLM is configured (its error).
+    note: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text, nullable=False)
+    actionDetail: Mapped[str | None] = mapped_column(Text)
+    resumeAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    referralLeadId: Mapped[str | None] = mapped_column(Text, _fk("Lead.id", "SET NULL"))
+    createdAt: Mapped[datetime] = _created()

@@ -2,19 +2,22 @@
 
 Per send, `sending` is committed before the transport is called; the result is committed with
 the next group's handover, in the same single statement (one round trip and one commit per
-group), or at once when the lane must wait. What to do at each step is decided in
-core.delivery.lane; this module only orders the reads, writes and transport calls.
+group), or at once when the lane must wait. A lane without gaps first reserves its sends' room
+in their campaigns' daily caps, so its handovers lock only its mailbox's counter. What to do at
+each step is decided in core.delivery.lane; this module only orders the reads, writes and
+transport calls.
 """
 
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -36,7 +39,14 @@ from core.delivery.lane import (
     unbuildable,
     verdict_update,
 )
-from core.delivery.plan import Decision, DueSend, Usage, plan_deliveries, usage_days
+from core.delivery.plan import (
+    Decision,
+    DueSend,
+    Usage,
+    local_day_start,
+    plan_deliveries,
+    usage_days,
+)
 from core.delivery.report import DeliveryColumn, DeliveryReport, UnknownSend
 from core.delivery.transport import DeliveryVerdict, Transport, open_transport
 from core.failpoints import failpoint
@@ -46,7 +56,7 @@ from db.base import utcnow
 from db.engine import DatabaseConfig, sessions_for
 from db.queries import delivery as queries
 from db.queries.breakers import BreakerScope, Trip, trip_breakers
-from db.queries.delivery import ResultRow
+from db.queries.delivery import CampaignRoom, ResultRow
 from db.queries.sending_mailboxes import disconnect_mailbox
 from db.queries.stops import SendStop, stop_send_recipient
 from tasks.database import run_in_transaction
@@ -154,6 +164,9 @@ class Lane:
         # Sends this lane set `sending` (or may have: a handover whose answer was lost) and has
         # not passed to the transport yet, by id.
         self.untransmitted: dict[str, DueSend] = {}
+        # Room the lane holds in its campaigns' caps and has not handed over yet, by (campaign,
+        # local day as the guard counts it); only positive counts are kept.
+        self.reserved: dict[tuple[str, datetime], int] = {}
         self.rng = random.Random()
         engine = sessions_for(database).kw["bind"]
         assert isinstance(engine, Engine)
@@ -176,6 +189,8 @@ class Lane:
                     answer = transport.open()
                     if answer is not None:
                         self._go_down(answer)
+                if self.halt is None:
+                    self._reserve(connection, lane)
                 while queue and self.halt is None:
                     now = utcnow()
                     wait = (handover_due(queue[0], last_handover, now=now) - now).total_seconds()
@@ -190,6 +205,7 @@ class Lane:
                 if self.halt is not None:
                     self._give_back(connection, queue)
                 self._flush(connection)
+                self._release(connection)
         except DBAPIError:
             self._salvage()
             raise
@@ -211,7 +227,7 @@ class Lane:
             ResultRow(send_id, EmailSendStatus.scheduled, NOT_TRANSMITTED)
             for send_id in self.untransmitted
         ]
-        if not rows:
+        if not rows and not self.reserved:
             return
         for delay in SALVAGE_DELAYS:
             time.sleep(delay)
@@ -220,6 +236,7 @@ class Lane:
                     written = queries.record_results(
                         connection, token=self.token, now=utcnow(), results=rows
                     )
+                    self._release(connection)
             except DBAPIError:
                 continue
             released = written.intersection(self.untransmitted)
@@ -237,6 +254,43 @@ class Lane:
             " become unknown at the next rescue",
             len(rows),
         )
+
+    def _reserve(self, connection: Connection, lane: list[LaneSend]) -> None:
+        """Take room in the campaigns' daily caps for the lane's sends, in one statement.
+
+        Otherwise every handover locks its campaign's counter row and holds it through its
+        commit, so the lanes of one campaign hand over one at a time, whatever
+        SMTP_MAX_CONNECTIONS says. A handover spends this room without that lock (the mailbox's
+        row is still locked and counted at each one); the lane gives back what it did not hand
+        over when it ends, and a lane that dies keeps it until the day is over, which errs
+        towards sending less. Sends paced by a gap go one at a time anyway and reserve nothing;
+        a handover past the room, or on another day (the lane crossed midnight), locks and
+        counts the campaign's row as before.
+        """
+        now = utcnow()
+        wanted: Counter[tuple[str, datetime]] = Counter()
+        limits: dict[str, int] = {}
+        for queued in lane:
+            rules = queued.rules
+            if rules.min_gap_seconds or rules.jitter_seconds:
+                continue
+            # The day handover_guard counts the campaign's cap in.
+            wanted[queued.send.campaignId, local_day_start(now, ZoneInfo(rules.timezone))] += 1
+            limits[queued.send.campaignId] = rules.daily_limit
+        # One send gains nothing from a reservation and would cost two statements.
+        rooms = [CampaignRoom(c, day, n, limits[c]) for (c, day), n in wanted.items() if n > 1]
+        granted = queries.reserve_campaign_room(connection, rooms)
+        self.reserved = {
+            (room.campaign_id, room.day): got
+            for room, got in zip(rooms, granted, strict=True)
+            if got
+        }
+
+    def _release(self, connection: Connection) -> None:
+        """Give back the room the lane reserved and did not hand over."""
+        unused = [CampaignRoom(c, day, n) for (c, day), n in self.reserved.items()]
+        queries.release_campaign_room(connection, unused)
+        self.reserved = {}
 
     @contextmanager
     def _autocommit(self) -> Iterator[Connection]:
@@ -280,8 +334,14 @@ class Lane:
             return False
         message_ids = {i: str(message["Message-ID"]) for i, message in messages.items()}
         guard = handover_guard(sends, message_ids, now=now)
-        # Until the answer arrives, any of the group may be `sending`.
+        # Until the answer arrives, any of the group may be `sending`, and may have spent the
+        # lane's reserved room: a lost answer must not give back room a handover used.
         self.untransmitted = {q.send.sendId: q.send for q in sends}
+        room_key = (guard.campaign_id, guard.day)
+        reserved = self.reserved.pop(room_key, None)
+        spent = min(reserved, len(sends)) if reserved is not None else 0
+        if reserved is not None and reserved > spent:
+            self.reserved[room_key] = reserved - spent
         written, handed = queries.hand_over_group(
             connection,
             guard,
@@ -289,7 +349,10 @@ class Lane:
             token=self.token,
             now=now,
             lease=self.lease,
+            campaign_reserved=reserved,
         )
+        if spent > len(handed):
+            self.reserved[room_key] = self.reserved.get(room_key, 0) + spent - len(handed)
         self._account(written)
         self.untransmitted = {i: s for i, s in self.untransmitted.items() if i in handed}
         for queued in sends:

@@ -1,7 +1,8 @@
 """Prefect tasks of `ingest-engagement-events`: ingest a chunk, drain the webhook inbox.
 
 Ingestion is idempotent (every event has a dedupe key), so each task may be retried freely.
-A dry run does the same work in a transaction that is rolled back, so its counts are exact.
+A dry run does the same work in a transaction that is rolled back, so its counts are exact (its
+replies are classified too, and the answers cached, but no event is announced).
 """
 
 from datetime import datetime
@@ -18,6 +19,7 @@ from db.base import utcnow
 from db.engine import DatabaseConfig
 from db.queries.engagement import IngestResult, claim_inbox, ingest_events, mark_inbox
 from tasks.database import database_task, in_transaction
+from tasks.replies import announce_interest, classify_new_replies
 
 
 def _report(result: IngestResult) -> IngestReport:
@@ -26,6 +28,9 @@ def _report(result: IngestResult) -> IngestReport:
         report.count(source, kind, outcome, n)
     report.stopped.update(result.stopped)
     report.cancelled = result.cancelled
+    report.intents.update(result.replies.intents)
+    report.reply_actions.update(result.replies.actions)
+    report.referred = result.replies.referred
     return report
 
 
@@ -37,14 +42,24 @@ async def ingest_chunk(
     *,
     dry_run: bool,
 ) -> IngestReport:
-    """Record a chunk of events and apply their stop rules, in one transaction."""
+    """Record a chunk of events and apply their stop rules and reply intents, in one
+    transaction; the LLM classifies the chunk's new replies first, when a key is set."""
+    classified = await classify_new_replies(database, config.intent, events)
 
     def work(session: Session) -> IngestResult:
         return ingest_events(
-            session, events, now=utcnow(), soft_bounce_limit=config.soft_bounce_limit
+            session,
+            events,
+            now=utcnow(),
+            soft_bounce_limit=config.soft_bounce_limit,
+            policy=config.intent.policy,
+            classified=classified,
         )
 
-    return _report(await in_transaction(database, work, rollback=dry_run))
+    result = await in_transaction(database, work, rollback=dry_run)
+    if not dry_run:
+        announce_interest(result.replies.interested)
+    return _report(result)
 
 
 @database_task("drain-webhook-inbox")
@@ -83,8 +98,14 @@ async def drain_webhook_inbox(
             ):
                 events.extend(chunk)
             done[inbox_id] = None
+        # Provider events carry no reply text, so the rules classify their replies (`other`:
+        # a reply stops its lead, as it always did).
         result = ingest_events(
-            session, events, now=utcnow(), soft_bounce_limit=config.soft_bounce_limit
+            session,
+            events,
+            now=utcnow(),
+            soft_bounce_limit=config.soft_bounce_limit,
+            policy=config.intent.policy,
         )
         mark_inbox(session, done, now=utcnow())
         report.merge(_report(result))

@@ -2,8 +2,10 @@
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Generic, TypeVar
 from weakref import WeakKeyDictionary
 
 import anyio
@@ -41,6 +43,7 @@ from db.queries.generation import count_step_messages, hold_leads, record_messag
 from tasks.database import database_task, in_transaction
 
 CACHE_PREFIX = "generation-"
+Answer = TypeVar("Answer")
 
 
 class Claim(BaseModel):
@@ -50,42 +53,51 @@ class Claim(BaseModel):
     leads: list[DueLead]
 
 
-class ResultStoreCache:
-    """Finished generations in Prefect's result storage, keyed by the content hash.
+class StoredAnswers(Generic[Answer]):
+    """Finished LLM answers in Prefect's result storage, keyed by their content hash.
 
-    One lookup of every lead's key per batch, from one worker thread; each answer is written
-    the moment it arrives, synchronously (about 0.3 ms), so a worker killed mid-batch loses no
+    One lookup of every key per batch, from one worker thread; each answer is written the
+    moment it arrives, synchronously (about 0.3 ms), so a worker killed mid-batch loses no
     finished work. A thread hop per call cost four times that in CPU and GIL contention.
     """
 
-    def __init__(self, store: ResultStore) -> None:
+    def __init__(self, store: ResultStore, *, prefix: str, kind: type[Answer]) -> None:
         self._store = store
-        self._known: dict[str, Generation | None] = {}
+        self._prefix = prefix  # one prefix per kind of answer, so their keys never meet
+        self._kind = kind
+        self._known: dict[str, Answer | None] = {}
 
     async def load(self, keys: list[str]) -> None:
         """Look every key up at once; later gets for these keys need no I/O."""
         self._known.update(await anyio.to_thread.run_sync(self._read_all, keys))
 
-    def _read_all(self, keys: list[str]) -> dict[str, Generation | None]:
-        found: dict[str, Generation | None] = {}
+    def _read_all(self, keys: list[str]) -> dict[str, Answer | None]:
+        found: dict[str, Answer | None] = {}
         for key in keys:
             stored = None
-            if self._store.exists(CACHE_PREFIX + key):
-                result = self._store.read(CACHE_PREFIX + key).result
-                stored = result if isinstance(result, Generation) else None
+            if self._store.exists(self._prefix + key):
+                result = self._store.read(self._prefix + key).result
+                stored = result if isinstance(result, self._kind) else None
             found[key] = stored
         return found
 
-    async def get(self, key: str) -> Generation | None:
-        """A stored generation, or None (a key not loaded yet is looked up now)."""
+    async def get(self, key: str) -> Answer | None:
+        """A stored answer, or None (a key not loaded yet is looked up now)."""
         if key not in self._known:
             await self.load([key])
         return self._known[key]
 
-    async def put(self, key: str, generation: Generation) -> None:
-        """Persist a generation so no retry or re-run pays for it again."""
-        self._store.write(obj=generation, key=CACHE_PREFIX + key)
-        self._known[key] = generation
+    async def put(self, key: str, answer: Answer) -> None:
+        """Persist an answer so no retry or re-run pays for it again."""
+        self._store.write(obj=answer, key=self._prefix + key)
+        self._known[key] = answer
+
+
+class ResultStoreCache(StoredAnswers[Generation]):
+    """Finished generations in Prefect's result storage, keyed by the content hash."""
+
+    def __init__(self, store: ResultStore) -> None:
+        super().__init__(store, prefix=CACHE_PREFIX, kind=Generation)
 
 
 async def cache_outside_runs() -> Callable[[], ResultStoreCache]:
@@ -111,20 +123,34 @@ async def cache_outside_runs() -> Callable[[], ResultStoreCache]:
 _slots: "WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = WeakKeyDictionary()
 
 
+class LLMSlots:
+    """A slot (and a rate-limit token, if configured) for each real LLM call of a run, whatever
+    it asks: drafts and reply classifications share `LLM_MAX_CONCURRENCY` and the rate limit."""
+
+    def __init__(self, config: GenerationConfig) -> None:
+        self._rate_limit = config.rate_limit_name
+        loop = asyncio.get_running_loop()
+        self._slots = _slots.setdefault(loop, asyncio.Semaphore(config.max_concurrency))
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Wait for a slot and a rate-limit token; the call runs inside."""
+        async with self._slots:
+            if self._rate_limit:
+                await rate_limit(self._rate_limit, strict=False)
+            yield
+
+
 class LimitedGenerator:
     """Holds a slot (and a rate-limit token, if configured) for each real LLM call."""
 
     def __init__(self, inner: Generator, config: GenerationConfig) -> None:
         self._inner = inner
-        self._rate_limit = config.rate_limit_name
-        loop = asyncio.get_running_loop()
-        self._slots = _slots.setdefault(loop, asyncio.Semaphore(config.max_concurrency))
+        self._slots = LLMSlots(config)
 
     async def generate(self, messages: list[Message], *, model: str) -> Generation:
         """One call, within the concurrency and rate limits."""
-        async with self._slots:
-            if self._rate_limit:
-                await rate_limit(self._rate_limit, strict=False)
+        async with self._slots.held():
             return await self._inner.generate(messages, model=model)
 
 

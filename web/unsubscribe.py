@@ -19,11 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from core.delivery.unsubscribe import verify_token
-from core.statuses import CampaignLeadStatus, EngagementType
 from db.base import utcnow
 from db.engine import unit_of_work
-from db.queries.stops import SendStop, stop_send_recipient
-from db.queries.unsubscribe import send_exists, send_recipient
+from db.queries.unsubscribe import send_exists, unsubscribe_recipient
 from web.body import read_body
 
 _log = logging.getLogger(__name__)
@@ -31,7 +29,6 @@ _log = logging.getLogger(__name__)
 # A one-click body is 26 bytes and the form's is empty: a body this large is no unsubscribe.
 MAX_BODY_BYTES = 64 * 1024
 ONE_CLICK_FIELD = ("List-Unsubscribe", "One-Click")
-UNSUBSCRIBE_REASON = "unsubscribed"
 
 
 class UnsubscribeSource(StrEnum):
@@ -106,21 +103,11 @@ def unsubscribe(sessions: sessionmaker[Session], send_id: str, source: Unsubscri
     cancels their scheduled sends and records one unsubscribe event for the send. Each step is
     idempotent, so a repeated request changes nothing.
     """
-    now = utcnow()
     with unit_of_work(sessions) as session:
-        recipient = send_recipient(session, send_id)
-        if recipient is None:
-            return False
-        stop = SendStop(
-            send_id=send_id,
-            workspace_id=recipient.workspace_id,
-            email=recipient.email,
-            event=EngagementType.unsubscribe,
-            status=CampaignLeadStatus.unsubscribed,
-            reason=UNSUBSCRIBE_REASON,
-            metadata={"source": source.value},
-        )
-        result, recorded = stop_send_recipient(session, stop, now=now)
+        done = unsubscribe_recipient(session, send_id, source=source.value, now=utcnow())
+    if done is None:
+        return False
+    result, recorded = done
     _log.info(
         "unsubscribe via send %s (%s): suppressed %s, %d enrolments stopped, "
         "%d sends cancelled, event %s",

@@ -19,6 +19,7 @@ TABLES = (
     '"SequenceStep"',
     '"Suppression"',
     '"Lead"',
+    '"Mailbox"',
     '"Campaign"',
     '"Workspace"',
 )

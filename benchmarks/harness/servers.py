@@ -19,10 +19,10 @@ def fake_openai(latency_ms: float) -> FakeOpenAI:
     return FakeOpenAI(latency_ms=latency_ms, process=True, record_bodies=False)
 
 
-def serve_smtp() -> None:
-    """The child side: LoopbackSMTP without recording; stdin `count` -> messages accepted so
-    far, EOF -> stop."""
-    with LoopbackSMTP(keep_messages=False) as server:
+def serve_smtp(logins: dict[str, str] | None = None) -> None:
+    """The child side: LoopbackSMTP without recording, requiring AUTH when given `logins`
+    ({user: password}); stdin `count` -> messages accepted so far, EOF -> stop."""
+    with LoopbackSMTP(keep_messages=False, auth=logins or None) as server:
         print(json.dumps({"port": server.port, "pid": os.getpid()}), flush=True)
         for line in sys.stdin:
             if line.strip() == "count":
@@ -33,10 +33,11 @@ def serve_smtp() -> None:
 
 
 class SMTPServerProcess:
-    """The parent side: `script --child-smtp` runs `serve_smtp` for the whole invocation."""
+    """The parent side: `script --child-smtp LOGINS` runs `serve_smtp` for the whole invocation
+    (LOGINS: JSON {user: password}, `{}` for a server without AUTH)."""
 
-    def __init__(self, script: Path) -> None:
-        argv = [sys.executable, str(script), "--child-smtp"]
+    def __init__(self, script: Path, logins: dict[str, str] | None = None) -> None:
+        argv = [sys.executable, str(script), "--child-smtp", json.dumps(logins or {})]
         self.process = subprocess.Popen(
             argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )

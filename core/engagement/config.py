@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from core.engagement.inbound_sources import IMAPCheckpoint, IMAPSource, NewMail, SettingNames
 from core.mailboxes.mailbox_file import ImapSpec
+from core.replies.config import ReplyIntentConfig
 from core.settings import Settings
 
 # Webhook payloads ingested per transaction when the inbox is drained.
@@ -79,18 +80,21 @@ def read_new_mail(imap: IMAPConfig, checkpoint: IMAPCheckpoint | None) -> NewMai
 
 
 class IngestionConfig(BaseModel):
-    """How a run ingests: when soft bounces stop a lead, the IMAP folder, the inbox batch."""
+    """How a run ingests: when soft bounces stop a lead, the IMAP folder, the inbox batch, and
+    how replies are classified and acted on."""
 
     model_config = ConfigDict(frozen=True)
 
     soft_bounce_limit: int = Field(ge=1)
     imap: IMAPConfig = IMAPConfig()
     inbox_batch: int = Field(default=INBOX_BATCH, ge=1)
+    intent: ReplyIntentConfig
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "IngestionConfig":
-        """ENGAGEMENT_SOFT_BOUNCE_LIMIT and the IMAP_* settings."""
+        """ENGAGEMENT_SOFT_BOUNCE_LIMIT, the IMAP_* settings and reply classification's."""
         return cls(
             soft_bounce_limit=settings.engagement_soft_bounce_limit,
             imap=IMAPConfig.from_settings(settings),
+            intent=ReplyIntentConfig.from_settings(settings),
         )

@@ -7,12 +7,12 @@ sends and applies the stop rules.
 
 import hashlib
 import json
-import re
 from enum import StrEnum
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from core.replies.reply_text import ReplyContent, without_addresses
 from core.statuses import EngagementType
 
 
@@ -46,6 +46,10 @@ class NormalisedEvent(BaseModel):
         default=None, description="what read a mailed bounce: rfc3464, flufl.bounce or prose"
     )
     line: int | None = Field(default=None, description="line or record number in its source")
+    # Inbound replies and auto-replies only: what their classification reads. Never stored,
+    # dumped or shown (no repr: a traceback or a log line never carries it), and not part of
+    # the dedupe key (the same message read again is the same event).
+    reply: ReplyContent | None = Field(default=None, exclude=True, repr=False)
 
     def dedupe_key(self) -> str:
         """The provider's own event id when it has one, else a hash of what the event says."""
@@ -78,10 +82,6 @@ class NormalisedEvent(BaseModel):
         return {key: value for key, value in found.items() if value is not None}
 
 
-# Anything around an @ up to a space, quote, bracket or separator: generous on purpose.
-_ADDRESS = re.compile(r"[^\s'\"<>()\[\],;:]+@[^\s'\"<>()\[\],;:]+")
-
-
 class Malformed(BaseModel):
     """A record that could not be read, with where it was and why."""
 
@@ -97,4 +97,4 @@ class Malformed(BaseModel):
         # A reason may quote the value it refused (`type: unknown type '...'`); when that is an
         # address, as in a record with its fields swapped, it must not reach the run's
         # malformed-records artifact or its logs.
-        return _ADDRESS.sub("<address>", reason) if "@" in reason else reason
+        return without_addresses(reason)

@@ -1,9 +1,10 @@
 """Inbound mail (replies and bounces) classified: what one message says happened.
 
 Every message becomes one `NormalisedEvent` (a reply, an auto-reply or a bounce), a `Malformed`
-naming why it could not be read, or None when there is nothing to record. Only headers,
-delivery reports and a bounce's own words are read; a body is never kept in any field. Reading
-the messages from a Maildir, an mbox or IMAP is `core.engagement.inbound_sources`.
+naming why it could not be read, or None when there is nothing to record. Headers, delivery
+reports and a bounce's own words decide; a reply or auto-reply also carries its subject and new
+text (quoted thread and signature stripped) for its classification, which is never stored.
+Reading the messages from a Maildir, an mbox or IMAP is `core.engagement.inbound_sources`.
 
 A bounce is read by the RFC 3464 reader here first; one it cannot read, and anything from a
 mailbox that writes bounces (MAILER-DAEMON, postmaster, Exchange's system mailbox), then goes
@@ -33,6 +34,7 @@ from core.engagement.bounces import (
     writes_bounces,
 )
 from core.engagement.events import BounceKind, Malformed, NormalisedEvent
+from core.replies.reply_text import reply_content
 from core.statuses import EngagementType
 
 __all__ = ["InboundResult", "classify_message"]
@@ -118,13 +120,16 @@ def _classify(message: EmailMessage, *, source: str, line: int) -> InboundResult
     references = _references(message)
     if sender is None and not references:
         return None
-    kind = EngagementType.auto_reply if _is_auto_reply(message) else EngagementType.reply
+    automatic = _has_auto_reply_headers(message)
+    auto_subject = bool(_AUTO_REPLY_SUBJECT_RE.match(_normalised(str(message.get("Subject", "")))))
+    kind = EngagementType.auto_reply if automatic or auto_subject else EngagementType.reply
     return NormalisedEvent(
         type=kind,
         occurred_at=_occurred_at(message),
         provider_event_id=own_id,
         references=references,
         email=sender,
+        reply=reply_content(message, automatic=automatic),
         **base,
     )
 
@@ -247,8 +252,8 @@ def _bounce_event(
     )
 
 
-def _is_auto_reply(message: EmailMessage) -> bool:
-    """RFC 3834 and the vendor headers, then the subjects responders use by default."""
+def _has_auto_reply_headers(message: EmailMessage) -> bool:
+    """RFC 3834 and the vendor headers that say no person wrote the message."""
     auto_submitted = str(message.get("Auto-Submitted", "")).split(";")[0].strip().lower()
     if auto_submitted and auto_submitted != "no":
         return True
@@ -259,9 +264,7 @@ def _is_auto_reply(message: EmailMessage) -> bool:
     # Exchange marks its out-of-office replies "All" (which includes OOF) so no other
     # responder answers them in turn.
     suppress = str(message.get("X-Auto-Response-Suppress", "")).upper().split(",")
-    if {"OOF", "ALL"} & {token.strip() for token in suppress}:
-        return True
-    return bool(_AUTO_REPLY_SUBJECT_RE.match(_normalised(str(message.get("Subject", "")))))
+    return bool({"OOF", "ALL"} & {token.strip() for token in suppress})
 
 
 def _references(message: EmailMessage) -> tuple[str, ...]:

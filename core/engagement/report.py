@@ -64,6 +64,10 @@ class IngestReport(BaseModel):
     stopped: Counter[str] = Field(default_factory=Counter)
     cancelled: int = 0
     mailboxes: list[MailboxRead] = Field(default_factory=list)
+    # New replies and auto-replies by intent, what they did, and leads enrolled by referral.
+    intents: Counter[str] = Field(default_factory=Counter)
+    reply_actions: Counter[str] = Field(default_factory=Counter)
+    referred: int = 0
 
     def count(self, source: str, kind: str, column: IngestColumn, n: int) -> None:
         """Add n events to a column of their (source, type) line."""
@@ -88,6 +92,9 @@ class IngestReport(BaseModel):
         self.ignored.update(other.ignored)
         self.stopped.update(other.stopped)
         self.cancelled += other.cancelled
+        self.intents.update(other.intents)
+        self.reply_actions.update(other.reply_actions)
+        self.referred += other.referred
 
     def total(self, column: IngestColumn) -> int:
         """One column summed over every line."""
@@ -123,6 +130,12 @@ class IngestReport(BaseModel):
         if self.stopped:
             lines += ["", "## Enrolments stopped, by rule", ""]
             lines += [f"- {rule}: {n}" for rule, n in sorted(self.stopped.items())]
+        if self.intents:
+            lines += ["", "## New replies, by intent", ""]
+            lines += [f"- {intent}: {n}" for intent, n in sorted(self.intents.items())]
+            lines += ["", "## What they did", ""]
+            lines += [f"- {action}: {n}" for action, n in sorted(self.reply_actions.items())]
+            lines.append(f"- leads enrolled by referral: {self.referred}")
         return "\n".join(lines) + "\n"
 
 

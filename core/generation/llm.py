@@ -2,12 +2,13 @@
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import openai
 import pydantic
 from openai import AsyncOpenAI
-from pydantic import SecretStr
+from openai.lib._pydantic import to_strict_json_schema
+from pydantic import BaseModel, SecretStr
 
 from core.generation.draft import EmailDraft
 from core.generation.prompt import Message, extract_draft
@@ -29,12 +30,29 @@ PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
     "gpt-5": (1.25, 10.00),
 }
 
+OutputT = TypeVar("OutputT", bound=BaseModel)
+
+
+def structured_format(output: type[BaseModel]) -> dict[str, Any]:
+    """The strict JSON-schema response format of a pydantic model (named after the model).
+
+    The schema is the one the SDK's own `parse()` sends (`to_strict_json_schema`): the API
+    refuses pydantic's plain schema when a `$ref` has siblings, as an enum field with a
+    description does.
+    """
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": output.__name__,
+            "strict": True,
+            "schema": to_strict_json_schema(output),
+        },
+    }
+
+
 # The strict structured-output format, computed once: the SDK's parse() would rebuild it on
 # every call, which doubled the client's CPU per request (about 270 against 510 req/s here).
-RESPONSE_FORMAT: dict[str, Any] = {
-    "type": "json_schema",
-    "json_schema": {"name": "EmailDraft", "strict": True, "schema": EmailDraft.model_json_schema()},
-}
+RESPONSE_FORMAT: dict[str, Any] = structured_format(EmailDraft)
 
 # Statuses the client retries itself; seeing one here means the retries ran out.
 _TRANSIENT_STATUSES = frozenset({408, 409, 429})
@@ -58,7 +76,20 @@ class LLMRejectedError(LLMError):
 
 
 class LLMOutputError(LLMError):
-    """A response arrived but holds no usable EmailDraft (bad JSON, wrong shape, refusal…)."""
+    """A response arrived but holds no usable output (bad JSON, wrong shape, refusal…)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion(Generic[OutputT]):
+    """One structured answer of the model and what it cost."""
+
+    output: OutputT
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+    cost_usd: float
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +150,9 @@ class OpenAIGenerator:
     Wire shape, which the fake test server relies on: `POST {base_url}/chat/completions` with
     JSON `{"model", "messages", "stream": false, "response_format": {"type": "json_schema",
     "json_schema": {"name": "EmailDraft", "strict": true, "schema": {…}}}}` and a Bearer key;
-    the answer's `choices[0].message.content` must be the JSON of an EmailDraft, and `usage`
-    gives token counts. Each attempt carries the `x-stainless-retry-count` header (0, 1, …).
+    the answer's `choices[0].message.content` must be the JSON of an EmailDraft (of the model
+    `complete` names, e.g. a reply's `IntentAnswer`), and `usage` gives token counts. Each
+    attempt carries the `x-stainless-retry-count` header (0, 1, …).
 
     Retries are the openai client's own: `max_retries` more attempts after the first on
     408/409/429/5xx, timeouts and connection errors, exponential backoff (0.5 s doubling up to
@@ -160,6 +192,29 @@ class OpenAIGenerator:
 
     async def generate(self, messages: list[Message], *, model: str) -> Generation:
         """One call; raises LLMTransientError, LLMRejectedError or LLMOutputError."""
+        done = await self.complete(
+            messages, model=model, output=EmailDraft, response_format=RESPONSE_FORMAT
+        )
+        return Generation(
+            draft=done.output,
+            model=done.model,
+            prompt_tokens=done.prompt_tokens,
+            completion_tokens=done.completion_tokens,
+            latency_ms=done.latency_ms,
+            cost_usd=done.cost_usd,
+            attempts=done.attempts,
+        )
+
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        model: str,
+        output: type[OutputT],
+        response_format: dict[str, Any],
+    ) -> Completion[OutputT]:
+        """One call answered as `output` (`response_format` is its `structured_format`);
+        raises LLMTransientError, LLMRejectedError or LLMOutputError."""
         extra: dict[str, Any] = {}
         if self._max_completion_tokens is not None:
             extra["max_completion_tokens"] = self._max_completion_tokens
@@ -169,7 +224,7 @@ class OpenAIGenerator:
             raw = await self._client.chat.completions.with_raw_response.create(
                 model=model,
                 messages=cast(Any, messages),
-                response_format=cast(Any, RESPONSE_FORMAT),
+                response_format=cast(Any, response_format),
                 **extra,
             )
         except openai.APIError as exc:
@@ -181,12 +236,12 @@ class OpenAIGenerator:
         latency_ms = round((time.monotonic() - started) * 1000)
         # retries_taken counts the retries before this response; the first try makes it +1.
         attempts = raw.retries_taken + 1
-        result = _read(raw, requested_model=model, attempts=attempts)
+        result = _read(raw, output, requested_model=model, attempts=attempts)
         if isinstance(result, LLMError):
             raise result
-        draft, used_model, prompt_tokens, completion_tokens = result
-        return Generation(
-            draft=draft,
+        parsed, used_model, prompt_tokens, completion_tokens = result
+        return Completion(
+            output=parsed,
             model=used_model,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -197,8 +252,8 @@ class OpenAIGenerator:
 
 
 def _read(
-    raw: Any, *, requested_model: str, attempts: int
-) -> tuple[EmailDraft, str, int, int] | LLMError:
+    raw: Any, output: type[OutputT], *, requested_model: str, attempts: int
+) -> tuple[OutputT, str, int, int] | LLMError:
     try:
         completion = raw.parse()
         choice = completion.choices[0]
@@ -215,15 +270,15 @@ def _read(
     if message.refusal:
         return LLMOutputError("the model refused", attempts=attempts)
     try:
-        draft = EmailDraft.model_validate_json(message.content or "")
+        parsed = output.model_validate_json(message.content or "")
     except pydantic.ValidationError:
         # ValidationError's text quotes the output, which may contain lead data: drop it.
-        return LLMOutputError("output is not a valid EmailDraft", attempts=attempts)
+        return LLMOutputError(f"output is not a valid {output.__name__}", attempts=attempts)
     prompt_tokens = usage.prompt_tokens if usage else 0
     completion_tokens = usage.completion_tokens if usage else 0
     # The API reports the snapshot that answered (e.g. gpt-4o-mini-2024-07-18); keep that.
     used_model = reported_model if isinstance(reported_model, str) else ""
-    return draft, used_model or requested_model, prompt_tokens, completion_tokens
+    return parsed, used_model or requested_model, prompt_tokens, completion_tokens
 
 
 def _classify(exc: openai.APIError) -> LLMError:

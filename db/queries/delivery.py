@@ -221,10 +221,15 @@ _RESULTS = """
 # day's counter rows of the campaign and the mailbox, locked in that order (so overlapping runs
 # queue on them without deadlocks) and read at their latest values; the group takes what room
 # they have left, in slot order, and the rest is refused. A missing counter row (a day the plan
-# did not prepare) counts as no room.
+# did not prepare) counts as no room. A lane that reserved room in the campaign's cap
+# (RESERVE_CAMPAIGN_ROOM) passes what it has left as :campaign_reserved: the campaign's row is
+# then neither locked nor counted again, only the mailbox's. That parameter is read through a
+# row (`reservation`), never compared directly: a planner that could fold it would plan the
+# statement again at every handover rather than keep the prepared statement's generic plan.
 HAND_OVER_GROUP = text(
     f"""
     WITH done AS ({_RESULTS}),
+    reservation AS MATERIALIZED (SELECT CAST(:campaign_reserved AS int) AS room),
     sendable AS (
         SELECT x.id, x.ord, x.message_id
         FROM jsonb_to_recordset(CAST(:sends AS jsonb)) AS x(id text, ord int, message_id text)
@@ -248,14 +253,17 @@ HAND_OVER_GROUP = text(
     ), counters AS (
         SELECT k.scope, k.used, k."lastAt"
         FROM "DeliveryCounter" k
-        WHERE k.day = :day AND ((k.scope = 'campaign' AND k.key = :campaign_id)
-                                OR (k.scope = 'mailbox' AND k.key = :mailbox))
+        WHERE k.day = :day
+          AND ((k.scope = 'campaign' AND k.key = :campaign_id
+                AND (SELECT room FROM reservation) IS NULL)
+               OR (k.scope = 'mailbox' AND k.key = :mailbox))
         ORDER BY k.scope
         FOR UPDATE
     ), room AS (
         SELECT LEAST(
             (SELECT count(*) FROM sendable),
-            COALESCE((SELECT :campaign_limit - used FROM counters WHERE scope = 'campaign'), 0),
+            COALESCE((SELECT room FROM reservation),
+                     (SELECT :campaign_limit - used FROM counters WHERE scope = 'campaign'), 0),
             COALESCE((SELECT CASE WHEN CAST(:gap_since AS timestamp) IS NOT NULL
                                        AND "lastAt" > :gap_since THEN 0
                                   ELSE :mailbox_limit - used END
@@ -265,6 +273,7 @@ HAND_OVER_GROUP = text(
         UPDATE "DeliveryCounter" k SET used = k.used + r.n
         FROM room r
         WHERE k.scope = 'campaign' AND k.key = :campaign_id AND k.day = :day AND r.n > 0
+          AND (SELECT room FROM reservation) IS NULL
         RETURNING k.used
     ), mailbox_cap AS (
         UPDATE "DeliveryCounter" k SET used = k.used + r.n, "lastAt" = :now
@@ -292,6 +301,51 @@ HAND_OVER_GROUP = text(
 )
 
 RECORD_RESULTS = text(_RESULTS).bindparams(bindparam("now", type_=UTCDateTime))
+
+# Room in campaigns' daily caps taken for a lane's sends before its first handover, so that
+# the lanes of one campaign do not queue on its counter row, one commit at a time. Each
+# (campaign, day) gets what it asks for or what is left under its cap; the rows are locked in
+# key order (two lanes never deadlock), and a day without its counter row gets nothing.
+RESERVE_CAMPAIGN_ROOM = text(
+    """
+    WITH wanted AS (
+        SELECT x.ord, x.key, (x.day AT TIME ZONE 'UTC') AS day, x.want, x.cap
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+             AS x(ord int, key text, day timestamptz, want int, cap int)
+    ), locked AS (
+        SELECT w.ord, k.key, k.day, LEAST(w.want, GREATEST(w.cap - k.used, 0)) AS granted
+        FROM "DeliveryCounter" k
+        JOIN wanted w ON k.scope = 'campaign' AND k.key = w.key AND k.day = w.day
+        ORDER BY k.key, k.day
+        FOR UPDATE OF k
+    ), taken AS (
+        UPDATE "DeliveryCounter" k SET used = k.used + l.granted
+        FROM locked l
+        WHERE k.scope = 'campaign' AND k.key = l.key AND k.day = l.day AND l.granted > 0
+    )
+    SELECT ord, granted FROM locked
+    """
+)
+
+# What a lane reserved and did not hand over goes back to the caps, in the same lock order.
+RELEASE_CAMPAIGN_ROOM = text(
+    """
+    WITH unused AS (
+        SELECT x.key, (x.day AT TIME ZONE 'UTC') AS day, x.unused
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(key text, day timestamptz, unused int)
+        WHERE x.unused > 0
+    ), locked AS (
+        SELECT k.key, k.day, u.unused
+        FROM "DeliveryCounter" k
+        JOIN unused u ON k.scope = 'campaign' AND k.key = u.key AND k.day = u.day
+        ORDER BY k.key, k.day
+        FOR UPDATE OF k
+    )
+    UPDATE "DeliveryCounter" k SET used = GREATEST(k.used - l.unused, 0)
+    FROM locked l
+    WHERE k.scope = 'campaign' AND k.key = l.key AND k.day = l.day
+    """
+)
 
 
 @dataclass(frozen=True)
@@ -436,12 +490,15 @@ def hand_over_group(
     token: str,
     now: datetime,
     lease: timedelta,
+    campaign_reserved: int | None = None,
 ) -> tuple[set[str], set[str]]:
     """Write earlier results and set `sending` on the sends of a group that may still go out.
 
     One statement: on a connection in autocommit it is its own transaction and one round trip.
     Returns the result rows written (the others were taken over) and the sends that are ours
-    to deliver now.
+    to deliver now. With `campaign_reserved` (room the caller holds in the campaign's cap for
+    `guard.day`, see `reserve_campaign_room`) the group takes at most that and the campaign's
+    counter is left alone; the caller deducts what was handed over.
     """
     sends = [
         {"id": send_id, "ord": i, "message_id": message_id}
@@ -458,6 +515,7 @@ def hand_over_group(
         "day": guard.day,
         "mailbox_limit": guard.mailbox_limit,
         "campaign_limit": guard.campaign_limit,
+        "campaign_reserved": campaign_reserved,
         # No gap, no check: parallel connections of one mailbox stamp overlapping instants.
         "gap_since": now - guard.min_gap if guard.min_gap else None,
     }
@@ -473,3 +531,33 @@ def record_results(
         return set()
     params = _result_params(results) | {"token": token, "now": now}
     return set(session.scalars(RECORD_RESULTS, params))
+
+
+@dataclass(frozen=True)
+class CampaignRoom:
+    """Room in one campaign's cap for one of its local days: wanted, then granted or unused."""
+
+    campaign_id: str
+    day: datetime
+    sends: int
+    limit: int = 0
+
+
+def reserve_campaign_room(connection: Connection, wanted: list[CampaignRoom]) -> list[int]:
+    """Take room in the campaigns' daily caps; returns what each entry got, in order."""
+    if not wanted:
+        return []
+    rows = [
+        {"ord": i, "key": w.campaign_id, "day": w.day, "want": w.sends, "cap": w.limit}
+        for i, w in enumerate(wanted)
+    ]
+    answer = connection.execute(RESERVE_CAMPAIGN_ROOM, {"rows": json_rows(rows)})
+    granted: dict[int, int] = {ord_: got for ord_, got in answer}
+    return [granted.get(i, 0) for i in range(len(wanted))]
+
+
+def release_campaign_room(connection: Connection, unused: list[CampaignRoom]) -> None:
+    """Give back room taken by `reserve_campaign_room` and not handed over."""
+    rows = [{"key": u.campaign_id, "day": u.day, "unused": u.sends} for u in unused if u.sends]
+    if rows:
+        connection.execute(RELEASE_CAMPAIGN_ROOM, {"rows": json_rows(rows)})

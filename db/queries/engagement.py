@@ -1,12 +1,14 @@
 """Ingesting engagement events in bulk: match to sends, deduplicate, quarantine, stop leads.
 
 A chunk of events costs a handful of set-based statements over a JSON array, whatever its size.
-Stop rules run only for events inserted now (`RETURNING` of the deduplicating insert), in the
-same transaction, so ingesting the same input twice changes nothing the second time. Chunks may
-be written concurrently; their stop rules take turns.
+Stop rules and reply intents run only for events inserted now (`RETURNING` of the deduplicating
+insert), in the same transaction, so ingesting the same input twice changes nothing the second
+time, and no reply is ever recorded without its decision. Chunks may be written concurrently;
+their stop rules take turns.
 """
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,11 +20,17 @@ from sqlalchemy.orm import Session
 from core.engagement.events import BounceKind, NormalisedEvent
 from core.engagement.report import IngestColumn
 from core.ids import ordered_id_prefix
+from core.replies.config import ReplyPolicy
+from core.replies.intent import Classification
+from core.replies.rules import classify_by_rules
 from core.statuses import CampaignLeadStatus, EngagementType
 from db.base import UTCDateTime
 from db.models import EngagementInbox
+from db.queries.replies import NewReply, ReplyOutcome, act_on_replies
 from db.queries.rows import json_rows
 from db.queries.stops import AddressStop, cancel_for_enrolments, stop_addresses
+
+DEFAULT_POLICY = ReplyPolicy()
 
 # One statement per chunk: match each event to its send, record the matched ones once, quarantine
 # the rest once, and answer with counts per (source, type, bounce kind, outcome) plus the send
@@ -35,8 +43,7 @@ from db.queries.stops import AddressStop, cancel_for_enrolments, stop_addresses
 # the row's position (32 hex digits, like new_id()): ascending keys append to the primary key's
 # B-tree instead of splitting random pages. Rows go in by dedupe key, so two chunks in flight
 # that share keys wait for each other in one order and never deadlock.
-INGEST = text(
-    """
+_MATCHED = """
     WITH event AS MATERIALIZED (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
             n int, "sendId" text, "messageId" text, refs text[], email text, type text,
@@ -63,7 +70,11 @@ INGEST = text(
               AND s.status IN ('sent', 'unknown', 'failed')
             ORDER BY s."attemptedAt" DESC NULLS LAST LIMIT 1
         ) by_address ON true
-    ),
+    )
+"""
+INGEST = text(
+    _MATCHED
+    + """,
     recorded AS (
         INSERT INTO "EngagementEvent" (id, "emailSendId", type, "occurredAt", metadata,
                                        "createdAt", "dedupeKey", source)
@@ -72,7 +83,7 @@ INGEST = text(
         FROM matched m WHERE m.send IS NOT NULL
         ORDER BY m."dedupeKey"
         ON CONFLICT ("dedupeKey") DO NOTHING
-        RETURNING "dedupeKey"
+        RETURNING id, "dedupeKey"
     ),
     quarantined AS (
         INSERT INTO "EngagementQuarantine" (id, "dedupeKey", source, type, "occurredAt",
@@ -91,7 +102,10 @@ INGEST = text(
                 ELSE 'duplicate' END AS outcome,
            count(*) AS n,
            array_agg(m.send) FILTER (WHERE r."dedupeKey" IS NOT NULL AND m.type = ANY(:stopping))
-               AS sends
+               AS sends,
+           jsonb_agg(jsonb_build_object('key', m."dedupeKey", 'event', r.id, 'send', m.send))
+               FILTER (WHERE r."dedupeKey" IS NOT NULL AND m.type = ANY(:classified))
+               AS replies
     FROM matched m
     LEFT JOIN recorded r ON r."dedupeKey" = m."dedupeKey"
     LEFT JOIN quarantined q ON q."dedupeKey" = m."dedupeKey"
@@ -99,51 +113,16 @@ INGEST = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
-# A reply stops its own enrolment, a completed one included, and one an earlier colleague's reply
-# stopped becomes replied too (it did reply); with stopOnCompanyReply, every
-# other enrolment of the campaign at the same email domain stops too. Colleagues are found from
-# the domain (an index on Lead) rather than by reading the campaign's enrolments; a lead who
-# replied in this chunk is never also stopped as a colleague.
-STOP_REPLIED = text(
+# Which events would be recorded now: matched to a send and not ingested before. Replies among
+# them are worth an LLM call; one to no send of ours, or one already acted on, is not.
+NEW_MATCHED = text(
+    _MATCHED
+    + """
+    SELECT m."dedupeKey" FROM matched m
+    WHERE m.send IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM "EngagementEvent" e WHERE e."dedupeKey" = m."dedupeKey")
     """
-    WITH replied AS (
-        SELECT DISTINCT s."campaignId", s."leadId", c."workspaceId",
-               split_part(lower(s."toEmail"), '@', 2) AS domain,
-               c."sendingRules" -> 'stopOnCompanyReply' = 'true'::jsonb AS company
-        FROM "EmailSend" s JOIN "Campaign" c ON c.id = s."campaignId"
-        WHERE s.id = ANY(:send_ids)
-    ),
-    own AS (
-        UPDATE "CampaignLead" cl
-        SET status = 'replied', "stopReason" = 'replied', "nextScheduledDate" = NULL,
-            "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL, "updatedAt" = :now
-        FROM replied r
-        WHERE cl."campaignId" = r."campaignId" AND cl."leadId" = r."leadId"
-          AND (cl.status IN ('active', 'paused', 'completed')
-               OR cl."stopReason" = 'company_replied')
-        RETURNING cl.id, 'replied' AS rule
-    ),
-    colleague AS (
-        SELECT DISTINCT r."campaignId", l.id AS "leadId"
-        FROM replied r
-        JOIN "Lead" l ON l."workspaceId" = r."workspaceId"
-                     AND split_part(lower(l.email), '@', 2) = r.domain
-        WHERE r.company
-          AND NOT EXISTS (SELECT 1 FROM replied o
-                          WHERE o."campaignId" = r."campaignId" AND o."leadId" = l.id)
-    ),
-    colleagues AS (
-        UPDATE "CampaignLead" cl
-        SET status = 'stopped', "stopReason" = 'company_replied', "nextScheduledDate" = NULL,
-            "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL, "updatedAt" = :now
-        FROM colleague m
-        WHERE cl."campaignId" = m."campaignId" AND cl."leadId" = m."leadId"
-          AND cl.status IN ('active', 'paused')
-        RETURNING cl.id, 'company_replied' AS rule
-    )
-    SELECT id, rule FROM own UNION ALL SELECT id, rule FROM colleagues
-    """
-).bindparams(bindparam("now", type_=UTCDateTime))
+)
 
 # A soft bounce counts on its enrolment, once per message (a provider retrying one message
 # reports every deferral): a message whose soft bounce another chunk recorded (ids outside this
@@ -192,34 +171,59 @@ _ADDRESS_RULES = {
     EngagementType.bounce: (CampaignLeadStatus.bounced, "bounced"),
 }
 
-# Event types whose new events can stop a lead; the rest (opens, clicks, auto-replies) are counted.
-STOPPING_TYPES = [EngagementType.reply, *_ADDRESS_RULES]
+# Event types whose new events stop a lead by rule; replies and auto-replies act by their
+# intent (db.queries.replies), opens and clicks are counted.
+STOPPING_TYPES = list(_ADDRESS_RULES)
+# Event types classified by intent.
+CLASSIFIED_TYPES = [EngagementType.reply, EngagementType.auto_reply]
 
 
 @dataclass
 class IngestResult:
-    """What one chunk did: events per (source, type, outcome), and the stops by rule."""
+    """What one chunk did: events per (source, type, outcome), the stops by rule, and what its
+    replies said and did."""
 
     outcomes: Counter[tuple[str, str, IngestColumn]] = field(default_factory=Counter)
-    # Enrolments stopped per rule: replied, company_replied, soft_bounces, bounced,
-    # unsubscribed, complaint.
+    # Enrolments stopped per rule: replied (or the reply's intent: interested, meeting_request,
+    # not_interested, referral), company_replied, soft_bounces, bounced, unsubscribed, complaint.
     stopped: Counter[str] = field(default_factory=Counter)
     cancelled: int = 0
+    replies: ReplyOutcome = field(default_factory=ReplyOutcome)
 
 
 @dataclass
 class _NewStops:
-    """The sends of this chunk's new events that stop leads, by rule."""
+    """The sends of this chunk's new events that stop leads by rule, and its new replies."""
 
-    replies: list[str] = field(default_factory=list)
     soft_bounces: list[str] = field(default_factory=list)
     by_address: dict[str, tuple[CampaignLeadStatus, str]] = field(default_factory=dict)
+    replies: list[NewReply] = field(default_factory=list)
+
+
+def new_matched_keys(session: Session, events: list[NormalisedEvent]) -> set[str]:
+    """The dedupe keys of the events that ingesting them now would record (matched to a send of
+    ours, not recorded before): the replies among them are the ones worth classifying."""
+    keyed = {event.dedupe_key(): event for event in events}
+    if not keyed:
+        return set()
+    return set(session.scalars(NEW_MATCHED, {"rows": json_rows(_event_rows(keyed))}))
 
 
 def ingest_events(
-    session: Session, events: list[NormalisedEvent], *, now: datetime, soft_bounce_limit: int
+    session: Session,
+    events: list[NormalisedEvent],
+    *,
+    now: datetime,
+    soft_bounce_limit: int,
+    policy: ReplyPolicy = DEFAULT_POLICY,
+    classified: Mapping[str, Classification] | None = None,
 ) -> IngestResult:
-    """Record a chunk of events and apply the stop rules of those new to the database."""
+    """Record a chunk of events and apply the stop rules and reply intents of those new.
+
+    `classified` holds the classifications already made (by dedupe key, an LLM's); a new reply
+    or auto-reply without one is classified by the rules here, so every one recorded is decided
+    in the same transaction.
+    """
     result = IngestResult()
     keyed: dict[str, NormalisedEvent] = {}
     for event in events:
@@ -231,7 +235,49 @@ def ingest_events(
             keyed[key] = event
     if not keyed:
         return result
-    rows = [
+    id_prefix = ordered_id_prefix()
+    params = {
+        "rows": json_rows(_event_rows(keyed)),
+        "now": now,
+        "id_prefix": id_prefix,
+        "stopping": [kind.value for kind in STOPPING_TYPES],
+        "classified": [kind.value for kind in CLASSIFIED_TYPES],
+    }
+    stops = _NewStops()
+    # Sorted, so that a send with two address-wide events in one chunk always takes the same rule.
+    answer = sorted(session.execute(INGEST, params), key=lambda row: tuple(map(str, row[:4])))
+    for source, kind, bounce, outcome, n, sends, replies in answer:
+        # The statement's outcome column spells IngestColumn's values.
+        result.outcomes[(source, kind, IngestColumn(outcome))] += n
+        stops.replies += [_new_reply(keyed[r["key"]], r, classified or {}) for r in replies or ()]
+        if not sends:
+            continue
+        if bounce == BounceKind.soft:
+            stops.soft_bounces += sends
+        elif kind in _ADDRESS_RULES:
+            stops.by_address |= dict.fromkeys(sends, _ADDRESS_RULES[kind])
+    if stops.replies or stops.soft_bounces or stops.by_address:
+        # One chunk at a time applies stops (chunks in flight, overlapping runs): two chunks
+        # locking the same enrolments in opposite orders would deadlock, and a soft bounce
+        # counts only against chunks committed before it.
+        session.execute(STOPS_ONE_AT_A_TIME)
+        result.replies = act_on_replies(session, stops.replies, policy=policy, now=now)
+        result.stopped.update(result.replies.stopped)
+        result.cancelled += result.replies.cancelled
+        _apply_stops(
+            session,
+            stops,
+            result,
+            now=now,
+            soft_bounce_limit=soft_bounce_limit,
+            id_prefix=id_prefix,
+        )
+    return result
+
+
+def _event_rows(keyed: Mapping[str, NormalisedEvent]) -> list[dict[str, Any]]:
+    """The events as the statements' JSON rows (never a reply's text)."""
+    return [
         {
             "n": n,
             "sendId": e.send_id,
@@ -247,41 +293,24 @@ def ingest_events(
         }
         for n, (key, e) in enumerate(keyed.items())
     ]
-    id_prefix = ordered_id_prefix()
-    params = {
-        "rows": json_rows(rows),
-        "now": now,
-        "id_prefix": id_prefix,
-        "stopping": [kind.value for kind in STOPPING_TYPES],
-    }
-    stops = _NewStops()
-    # Sorted, so that a send with two address-wide events in one chunk always takes the same rule.
-    answer = sorted(session.execute(INGEST, params), key=lambda row: tuple(map(str, row[:4])))
-    for source, kind, bounce, outcome, n, sends in answer:
-        # The statement's outcome column spells IngestColumn's values.
-        result.outcomes[(source, kind, IngestColumn(outcome))] += n
-        if not sends:
-            continue
-        if kind == EngagementType.reply:
-            stops.replies += sends
-        elif bounce == BounceKind.soft:
-            stops.soft_bounces += sends
-        elif kind in _ADDRESS_RULES:
-            stops.by_address |= dict.fromkeys(sends, _ADDRESS_RULES[kind])
-    if stops.replies or stops.soft_bounces or stops.by_address:
-        # One chunk at a time applies stops (chunks in flight, overlapping runs): two chunks
-        # locking the same enrolments in opposite orders would deadlock, and a soft bounce
-        # counts only against chunks committed before it.
-        session.execute(STOPS_ONE_AT_A_TIME)
-        _apply_stops(
-            session,
-            stops,
-            result,
-            now=now,
-            soft_bounce_limit=soft_bounce_limit,
-            id_prefix=id_prefix,
-        )
-    return result
+
+
+def _new_reply(
+    event: NormalisedEvent, recorded: Mapping[str, str], classified: Mapping[str, Classification]
+) -> NewReply:
+    """A reply recorded now, with its classification: the one made before, else the rules'."""
+    received = event.occurred_at.date()
+    classification = classified.get(recorded["key"]) or classify_by_rules(
+        event.reply, received=received
+    )
+    return NewReply(
+        event_id=recorded["event"],
+        send_id=recorded["send"],
+        type=event.type,
+        occurred_at=event.occurred_at,
+        classification=classification,
+        text=event.reply.text if event.reply else "",
+    )
 
 
 def _apply_stops(
@@ -293,12 +322,8 @@ def _apply_stops(
     soft_bounce_limit: int,
     id_prefix: str,
 ) -> None:
-    replies, soft, by_address = new.replies, new.soft_bounces, new.by_address
+    soft, by_address = new.soft_bounces, new.by_address
     enrolments: list[str] = []
-    if replies:
-        for enrolment, rule in session.execute(STOP_REPLIED, {"send_ids": replies, "now": now}):
-            result.stopped[rule] += 1
-            enrolments.append(enrolment)
     if soft:
         params = {"send_ids": soft, "limit": soft_bounce_limit, "now": now, "id_prefix": id_prefix}
         for enrolment, stopped in session.execute(COUNT_SOFT_BOUNCES, params):

@@ -46,18 +46,7 @@ def upsert_leads(session: Session, workspace_id: str, leads: Sequence[LeadRow]) 
         first.setdefault(lead["email"].lower(), lead)
     unique = list(first.values())
     for chunk in _chunks(unique):
-        rows = [
-            {
-                "id": new_id(),
-                "workspaceId": workspace_id,
-                "email": lead["email"],
-                **{column: lead.get(column) for column in PROFILE_FIELDS},
-                "customFields": lead.get("customFields") or {},
-                "createdAt": now,
-                "updatedAt": now,
-            }
-            for lead in chunk
-        ]
+        rows = [_lead_values(workspace_id, lead, now) for lead in chunk]
         statement = insert(Lead).values(rows)
         excluded = statement.excluded
         upsert = statement.on_conflict_do_update(
@@ -74,6 +63,30 @@ def upsert_leads(session: Session, workspace_id: str, leads: Sequence[LeadRow]) 
         for lead_id, email in session.execute(upsert):
             ids[email.lower()] = lead_id
     return ids
+
+
+def insert_new_lead(session: Session, workspace_id: str, lead: LeadRow) -> str | None:
+    """Create a lead unless its address (in any case) is already one of the workspace's; the
+    new lead's id, or None. Unlike `upsert_leads`, an existing lead is left exactly as it is."""
+    statement = (
+        insert(Lead)
+        .values(_lead_values(workspace_id, lead, utcnow()))
+        .on_conflict_do_nothing(index_elements=[Lead.workspaceId, func.lower(Lead.email)])
+        .returning(Lead.id)
+    )
+    return session.scalar(statement)
+
+
+def _lead_values(workspace_id: str, lead: LeadRow, now: datetime) -> dict[str, object]:
+    return {
+        "id": new_id(),
+        "workspaceId": workspace_id,
+        "email": lead["email"],
+        **{column: lead.get(column) for column in PROFILE_FIELDS},
+        "customFields": lead.get("customFields") or {},
+        "createdAt": now,
+        "updatedAt": now,
+    }
 
 
 def enrol_leads(

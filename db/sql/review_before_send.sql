@@ -2,8 +2,8 @@
 -- why it waits (`reviewReason`), what the person said (`reviewNote`) and when (`reviewedAt`); two
 -- partial indexes find the sends awaiting review and the messages pending it, which every
 -- generation run, `review list` and the campaign report read.
--- Run after circuit_breakers.sql; `alembic upgrade review_before_send` makes the same change. Three
--- nullable columns and two indexes: the web app's inserts are unaffected.
+-- Run after reply_classifications.sql; `alembic upgrade review_before_send` makes the same
+-- change. Three nullable columns and two indexes: the web app's inserts are unaffected.
 BEGIN;
 
 ALTER TABLE "GeneratedMessage" ADD COLUMN "reviewReason" TEXT;

@@ -27,6 +27,7 @@ from flows.ingest_engagement_events import ingest_engagement_events
 from flows.send_scheduled_emails import send_scheduled_emails
 from tasks import mailbox_replies
 from tests import factories
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.imap_server import LoopbackIMAP
 from tests.support.run_records import run_artifacts, run_logs, run_with_artifacts
 from tests.support.smtp_server import LoopbackSMTP
@@ -296,3 +297,64 @@ def test_delivery_and_ingestion_reading_one_inbox_at_once_record_each_reply_once
     )
     assert {(s.status, s.statusReason) for s in follow_ups} == {("cancelled", "replied")}
     assert checkpoint(sessions) == (100, 2)
+
+
+def _answer(sender: str, to_message_id: str, body: str, *, auto: bool = False) -> bytes:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ALEX
+    message["Subject"] = "Re: Quick question"
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = f"<answer-{abs(hash(body))}@lead.example>"
+    message["In-Reply-To"] = to_message_id
+    if auto:
+        message["Auto-Submitted"] = "auto-replied"
+    message.set_content(body)
+    return message.as_bytes()
+
+
+def test_an_absence_read_before_handover_moves_the_follow_up_instead(smtp, imap, sessions):
+    ids = seed(sessions, smtp, imap)
+    back = (utcnow() + timedelta(days=5)).date()
+    notice = f"I am out of the office until {back.isoformat()}."
+    notice_mail = _answer("ada@lead.example", "<abc123@seller.example>", notice, auto=True)
+    imap.add("INBOX", notice_mail, utcnow())
+    deliver()
+
+    # Ada's follow-up was claimed before the inbox was read: it waits for her return instead.
+    assert smtp.deliveries("ada@lead.example") == 0
+    assert smtp.deliveries("bea@lead.example") == smtp.deliveries("new0@lead.example") == 1
+    with sessions() as session:
+        follow_up = session.get(EmailSend, ids[("ada@lead.example", 2)])
+        assert follow_up.status == "scheduled" and follow_up.attempts == 0
+        # Every hour of every day is in this campaign's window: the day after her return.
+        assert follow_up.scheduledFor.date() == back + timedelta(days=1)
+        assert follow_up.claimToken is None
+        ada = session.scalars(
+            select(CampaignLead).join(Lead).where(Lead.email == "ada@lead.example")
+        ).one()
+        assert ada.status == "active"
+    # The next run leaves it waiting.
+    deliver()
+    assert smtp.deliveries("ada@lead.example") == 0
+
+
+def test_a_meeting_request_read_before_handover_stops_the_follow_up(
+    smtp, imap, sessions, run_settings
+):
+    with FakeOpenAI() as llm:
+        run_settings.update(openai_api_key="sk-test", openai_base_url=llm.base_url)
+        ids = seed(sessions, smtp, imap)
+        body = "Sure, call me on Thursday. [intent:meeting_request]"
+        imap.add("INBOX", _answer("ada@lead.example", "<abc123@seller.example>", body), utcnow())
+        report, _, _ = deliver()
+        assert llm.stats().requests == 1
+
+    assert smtp.deliveries("ada@lead.example") == 0 and report.total("cancelled") == 1
+    with sessions() as session:
+        follow_up = session.get(EmailSend, ids[("ada@lead.example", 2)])
+        assert (follow_up.status, follow_up.statusReason) == ("cancelled", "meeting_request")
+        ada = session.scalars(
+            select(CampaignLead).join(Lead).where(Lead.email == "ada@lead.example")
+        ).one()
+        assert (ada.status, ada.stopReason) == ("replied", "meeting_request")

@@ -15,7 +15,14 @@ from core.campaigns.schedule import next_window_opening
 from core.campaigns.sending_rules import parse_sending_rules
 from core.delivery.plan import next_local_day
 from db.base import utcnow
-from db.models import Campaign, CampaignLead, EmailSend, EngagementEvent, Suppression
+from db.models import (
+    Campaign,
+    CampaignLead,
+    DeliveryCounter,
+    EmailSend,
+    EngagementEvent,
+    Suppression,
+)
 from flows.send_scheduled_emails import send_scheduled_emails
 from tests import factories
 from tests.support.run_records import run_with_artifacts
@@ -155,6 +162,31 @@ def test_a_stop_between_generation_and_send_cancels_the_send(smtp, sessions):
     assert after[ids[1]].statusReason == "lead unsubscribed"
     assert "suppression" in after[ids[2]].statusReason
     assert [m.rcpt_tos for m in smtp.messages] == [(after[ids[3]].toEmail,)]
+
+
+def test_the_caps_count_only_what_was_handed_over(smtp, sessions, run_settings):
+    """A lane reserves its sends' room in the campaign's cap before its first handover and
+    gives back what it did not hand over: here the send of a lead who replied mid-lane."""
+    run_settings.update(smtp_max_connections="1")  # one lane for the four sends
+    _campaign_id, ids = seed(sessions, 4)
+    late = sends(sessions)[ids[-1]]
+
+    def reply_during_the_first_message(_raw: bytes) -> None:
+        smtp.on_accept = None
+        with sessions.begin() as session:
+            session.execute(
+                update(CampaignLead)
+                .where(CampaignLead.leadId == late.leadId)
+                .values(status="replied")
+            )
+
+    smtp.on_accept = reply_during_the_first_message
+    report = run()
+    assert report.total("sent") == 3 and report.total("cancelled") == 1
+    assert sends(sessions)[ids[-1]].status == "cancelled"
+    with sessions() as session:
+        used = {c.scope: c.used for c in session.scalars(select(DeliveryCounter))}
+    assert used == {"campaign": 3, "mailbox": 3}
 
 
 def test_an_ended_campaign_cancels_and_a_paused_one_holds(smtp, sessions):

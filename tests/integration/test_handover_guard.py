@@ -15,7 +15,15 @@ from db.models import (
     GeneratedMessage,
     Mailbox,
 )
-from db.queries.delivery import ResultRow, claim_due_sends, hand_over_group, usage_today
+from db.queries.delivery import (
+    CampaignRoom,
+    ResultRow,
+    claim_due_sends,
+    hand_over_group,
+    release_campaign_room,
+    reserve_campaign_room,
+    usage_today,
+)
 from tests import factories
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
@@ -169,6 +177,73 @@ def test_without_the_days_counters_nothing_is_handed_over_but_results_are_writte
     assert [status[i] for i in ids] == ["sent", "scheduled"]
 
 
+def counters(sessions) -> dict[str, int]:
+    with sessions() as session:
+        return {c.scope: c.used for c in session.scalars(select(DeliveryCounter))}
+
+
+def test_reserved_room_is_taken_under_the_cap_and_spent_without_the_campaigns_counter(
+    engine, sessions
+):
+    token, campaign_id, ids = seed(sessions, 3)
+    with sessions.begin() as session:
+        usage_today(session, campaigns={campaign_id: DAY}, mailboxes={MAILBOX: DAY})
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        granted = reserve_campaign_room(
+            connection,
+            [
+                CampaignRoom(campaign_id, DAY, 3, limit=2),
+                CampaignRoom(campaign_id, DAY + timedelta(1), 1, limit=5),  # no counter row yet
+            ],
+        )
+        assert granted == [2, 0]
+        assert counters(sessions) == {"campaign": 2, "mailbox": 0}
+        _, handed = hand_over_group(
+            connection,
+            guard(campaign_id, ids[:2], campaign_limit=2),
+            results=[],
+            token=token,
+            now=utcnow(),
+            lease=timedelta(60),
+            campaign_reserved=2,
+        )
+        assert handed == set(ids[:2])
+        assert counters(sessions) == {"campaign": 2, "mailbox": 2}
+        # Another lane or run without a reservation finds the cap taken.
+        _, handed = hand_over_group(
+            connection,
+            guard(campaign_id, ids[2:], campaign_limit=2),
+            results=[],
+            token=token,
+            now=utcnow(),
+            lease=timedelta(60),
+        )
+    assert handed == set()
+    assert counters(sessions) == {"campaign": 2, "mailbox": 2}
+
+
+def test_a_group_takes_no_more_than_the_reserved_room_and_the_rest_goes_back(engine, sessions):
+    token, campaign_id, ids = seed(sessions, 3)
+    with sessions.begin() as session:
+        usage_today(session, campaigns={campaign_id: DAY}, mailboxes={MAILBOX: DAY})
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        assert reserve_campaign_room(connection, [CampaignRoom(campaign_id, DAY, 5, 100)]) == [5]
+        _, handed = hand_over_group(
+            connection,
+            guard(campaign_id, ids),
+            results=[],
+            token=token,
+            now=utcnow(),
+            lease=timedelta(60),
+            campaign_reserved=1,
+        )
+        assert handed == {ids[0]}
+        release_campaign_room(connection, [CampaignRoom(campaign_id, DAY, 4)])
+    assert counters(sessions) == {"campaign": 1, "mailbox": 1}
+
+
 def test_a_message_pending_review_or_rejected_is_refused_and_takes_no_room(engine, sessions):
     token, campaign_id, ids = seed(sessions, 3)
     with sessions.begin() as session:
@@ -194,6 +269,5 @@ def test_a_message_pending_review_or_rejected_is_refused_and_takes_no_room(engin
     assert handed == {ids[2]}
     with sessions() as session:
         status = dict(session.execute(select(EmailSend.id, EmailSend.status)).all())
-        used = {c.scope: c.used for c in session.scalars(select(DeliveryCounter))}
     assert [status[i] for i in ids] == ["scheduled", "scheduled", "sending"]
-    assert used == {"campaign": 1, "mailbox": 1}
+    assert counters(sessions) == {"campaign": 1, "mailbox": 1}

@@ -10,6 +10,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, make_url, text
 
 import db.models  # noqa: F401  (registers the tables on Base.metadata)
+from core.replies.actions import ReplyAction
+from core.replies.intent import ClassificationMethod, Intent
 from core.statuses import (
     CampaignLeadStatus,
     CampaignStatus,
@@ -150,6 +152,9 @@ def test_status_checks_allow_exactly_the_core_values(database_url):
         "EmailSend_status_check": EmailSendStatus,
         "EngagementEvent_type_check": EngagementType,
         "Mailbox_status_check": MailboxStatus,
+        "ReplyClassification_intent_check": Intent,
+        "ReplyClassification_method_check": ClassificationMethod,
+        "ReplyClassification_action_check": ReplyAction,
     }
     with engine.connect() as conn:
         for name, values in expected.items():

@@ -141,7 +141,8 @@ def test_the_sample_takes_active_enrolments_first_at_the_asked_step(sessions):
         camp = factories.campaign(session, ws, status="draft")
         for i, status in enumerate(["replied", "active", "active"]):
             lead = factories.lead(session, ws, email=f"lead{i}@buyer.example")
-            factories.enrolment(session, camp, lead, status=status)
+            enrolled = utcnow() - timedelta(minutes=10 - i)  # oldest first
+            factories.enrolment(session, camp, lead, status=status, createdAt=enrolled)
         campaign_id = camp.id
     with sessions() as session:
         leads = sample_leads(session, campaign_id=campaign_id, step_order=2, limit=2, now=utcnow())

@@ -34,6 +34,7 @@ GENERIC_DRAFT = {
 }
 _SUBJECT = re.compile(r"<draft_subject>(.*?)</draft_subject>", re.DOTALL)
 _BODY = re.compile(r"<draft_body>(.*?)</draft_body>", re.DOTALL)
+_INTENT_MARKER = re.compile(r"\[intent:([a-z_]+)\]")
 
 _ERRORS: dict[Fault, tuple[str, str, str | None, str | None]] = {
     Fault.RATE_LIMIT: (
@@ -89,8 +90,34 @@ def draft_from_request(request: dict[str, Any]) -> tuple[str, str] | None:
     return subject.group(1).strip(), body.group(1).strip()
 
 
+def schema_name(request: dict[str, Any]) -> str | None:
+    """The name of the structured-output schema a request asks for (EmailDraft, IntentAnswer)."""
+    response_format = request.get("response_format")
+    if not isinstance(response_format, dict):
+        return None
+    schema = response_format.get("json_schema")
+    return schema.get("name") if isinstance(schema, dict) else None
+
+
+def intent_answer(request: dict[str, Any]) -> dict[str, Any]:
+    """A reply classification: the intent a `[intent:NAME]` marker in the reply names, else
+    `other`, with confidence 0.9 and nothing else found."""
+    marker = _INTENT_MARKER.search(user_text(request))
+    return {
+        "intent": marker.group(1) if marker else "other",
+        "confidence": 0.9,
+        "return_date": None,
+        "referral_email": None,
+        "referral_name": None,
+        "summary": "Classified by the fake server.",
+    }
+
+
 def default_responder(request: dict[str, Any]) -> dict[str, Any]:
-    """Echo the draft with one personalised sentence prepended to the body."""
+    """Echo the draft with one personalised sentence prepended to the body; a classification
+    request gets `intent_answer`."""
+    if schema_name(request) == "IntentAnswer":
+        return intent_answer(request)
     draft = draft_from_request(request)
     if draft is None:
         return dict(GENERIC_DRAFT)

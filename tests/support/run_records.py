@@ -1,4 +1,4 @@
-"""What flow runs left on the Prefect server: their artifacts and their logs.
+"""What flow runs left on the Prefect server: their artifacts, their logs and their events.
 
 Always read page by page, and filtered by the runs when any are named. The session's one
 harness server holds the records of every flow test before this one, and a read without a limit
@@ -6,6 +6,8 @@ returns only the server's default page of 200, so a run's own artifact can fall 
 suite has grown.
 """
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from uuid import UUID
@@ -21,6 +23,7 @@ from prefect.client.schemas.objects import Artifact, Log
 from prefect.logging.handlers import APILogHandler
 
 PAGE = 200
+EVENTS = 50  # the most events /events/filter answers at once
 
 T = TypeVar("T")
 
@@ -71,3 +74,21 @@ async def run_with_artifacts(
     result = await state.aresult()
     run_id = state.state_details.flow_run_id
     return result, {a.key: a for a in await run_artifacts(run_id) if a.key}, run_id
+
+
+async def emitted_events(
+    event: str, *, resource_ids: set[str], expected: int, within: float = 20.0
+) -> list[dict[str, Any]]:
+    """The events named `event` about these resources, once `expected` of them have reached the
+    server's store (events travel on their own socket and are stored in the background), or
+    what is there after `within` seconds."""
+    deadline = time.monotonic() + within
+    query = {"filter": {"event": {"name": [event]}, "resource": {"id": sorted(resource_ids)}}}
+    async with get_client() as client:
+        while True:
+            answer = await client._client.post("/events/filter", json=query | {"limit": EVENTS})
+            answer.raise_for_status()
+            found: list[dict[str, Any]] = answer.json()["events"]
+            if len(found) >= expected or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.25)

@@ -74,3 +74,14 @@ def test_the_naive_baseline_child_never_imports_prefect():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_bare_loop_over_the_logins_lays_out_its_lanes_as_the_flow_does():
+    from benchmarks.delivery_children import login_lanes
+
+    lanes = login_lanes(100, 20, 20)  # one lane per mailbox, as many as connections
+    assert [mailbox for mailbox, _ in lanes] == list(range(20))
+    assert lanes[3][1] == list(range(3, 100, 20))
+    split = login_lanes(10, 1, 4)  # spare connections split a mailbox (split_ungapped)
+    assert [mailbox for mailbox, _ in split] == [0, 0, 0, 0]
+    assert sorted(i for _, sends in split for i in sends) == list(range(10))

@@ -6,7 +6,7 @@ generation run, `review list` and the campaign report read.
 Plain-SQL twin: db/sql/review_before_send.sql.
 
 Revision ID: review_before_send
-Revises: circuit_breakers
+Revises: reply_classifications
 Create Date: 2026-12-07
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 
 revision: str = "review_before_send"
-down_revision: str | None = "circuit_breakers"
+down_revision: str | None = "reply_classifications"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
