@@ -166,7 +166,7 @@ def auto_select(
     over any number of looks. `min_lift` is the lift the test is tuned to see soonest (the
     mixing scale of the mSPRT).
     """
-    _check(counts, metric=metric, level=level, power=0.5, min_lift=min_lift)
+    _check(counts, metric=metric, level=level, min_lift=min_lift)
     if min_sends_per_variant < 1:
         raise ValueError(f"min_sends_per_variant must be at least 1, not {min_sends_per_variant}")
     if len(counts) < 2 or any(v.sends < min_sends_per_variant for v in counts):
@@ -211,12 +211,11 @@ def wilson_interval(successes: int, sends: int, *, level: float) -> tuple[float,
     return low, high
 
 
-def _check(
-    counts: Sequence[VariantCounts], *, metric: str, level: float, power: float, min_lift: float
-) -> None:
+def _check(counts: Sequence[VariantCounts], *, metric: str, **fractions: float) -> None:
+    """Refuse bad input by the variant and field: unknown metric, bad counts, odd fractions."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
-    for name, value in (("level", level), ("power", power), ("min_lift", min_lift)):
+    for name, value in fractions.items():
         if not 0 < value < 1:
             raise ValueError(f"{name} must be between 0 and 1 (exclusive), not {value}")
     seen: set[str] = set()

@@ -340,3 +340,5 @@ def test_auto_select_declines_without_two_variants_or_any_evidence():
     assert auto_select(nothing, level=LEVEL, min_sends_per_variant=1) is None
     with pytest.raises(ValueError, match="min_sends_per_variant must be at least 1, not 0"):
         auto_select(nothing, level=LEVEL, min_sends_per_variant=0)
+    with pytest.raises(ValueError, match="level must be between 0 and 1"):
+        auto_select(nothing, level=0, min_sends_per_variant=1)
