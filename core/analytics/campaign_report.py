@@ -48,7 +48,7 @@ Beside them, per sending mailbox and UTC day, the deliverability rates of
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 from typing import Literal
@@ -56,7 +56,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from core.analytics.mailbox_days import SEND_COLUMNS, compute_mailbox_days
+from core.analytics.mailbox_days import SEND_COLUMNS, compute_mailbox_days, window_days
 
 DEFAULT_DAYS = 30
 
@@ -121,7 +121,11 @@ INPUT_COLUMNS = {
     "review": ("campaign_id", "step_id", *REVIEW_QUEUE),
     # One row per send handed over in the window, with its mailbox, UTC day and what became of it.
     "mailbox_sends": SEND_COLUMNS,
+    # Per campaign and UTC day: sent sends on their handover's day, replies on their first's.
+    "daily": ("campaign_id", "day", "sent", "replies"),
 }
+# Per campaign and UTC day of the window, zeros included: the report's `daily` frame.
+DAILY_COLUMNS = ("campaign_id", "campaign_name", "day", "sent", "replies")
 
 
 class ReportWindow(BaseModel):
@@ -174,6 +178,9 @@ class ReportInputs:
     latency: pd.DataFrame
     review: pd.DataFrame
     mailbox_sends: pd.DataFrame
+    daily: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(INPUT_COLUMNS["daily"]))
+    )
 
     @classmethod
     def empty(cls) -> "ReportInputs":
@@ -192,6 +199,8 @@ class CampaignReport:
     mailbox_days: pd.DataFrame
     # The whole report's due-to-sent (p50, p95) in seconds, every campaign's sends together.
     overall_latency: tuple[float | None, float | None] = (None, None)
+    # Per campaign and UTC day of the window (DAILY_COLUMNS): sends and replies over time.
+    daily: pd.DataFrame = field(default_factory=lambda: compute_daily(None, None, []))
 
     def frame(self) -> pd.DataFrame:
         """Every row for the output file: each campaign's steps, then its total row."""
@@ -277,7 +286,31 @@ def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> Campa
         campaigns=_sorted(_derive(per_campaign)),
         mailbox_days=compute_mailbox_days(inputs.mailbox_sends, window.since, window.until),
         overall_latency=overall_latency,
+        daily=compute_daily(inputs.daily, campaigns, window_days(window.since, window.until)),
     )
+
+
+def compute_daily(
+    daily: pd.DataFrame | None, campaigns: pd.DataFrame | None, days: list[str]
+) -> pd.DataFrame:
+    """One row per campaign of the report and UTC day of the window, zeros included, by
+    campaign name: how many of its emails were sent that day, and how many first replies came."""
+    if daily is None or campaigns is None or campaigns.empty:
+        return pd.DataFrame(
+            {
+                name: pd.Series(dtype="int64" if name in ("sent", "replies") else "object")
+                for name in DAILY_COLUMNS
+            }
+        )
+    counts = daily.assign(day=pd.to_datetime(daily["day"]).dt.strftime("%Y-%m-%d"))
+    counts = counts.groupby(["campaign_id", "day"])[["sent", "replies"]].sum()
+    ordered = campaigns.sort_values(["campaign_name", "campaign_id"], kind="stable")
+    grid = pd.MultiIndex.from_product(
+        [ordered["campaign_id"].tolist(), days], names=["campaign_id", "day"]
+    )
+    rows = counts.reindex(grid, fill_value=0).astype("int64").reset_index()
+    rows = rows.merge(ordered[["campaign_id", "campaign_name"]], on="campaign_id", how="left")
+    return rows[list(DAILY_COLUMNS)]
 
 
 def _sorted(frame: pd.DataFrame, *then: str) -> pd.DataFrame:
@@ -397,8 +430,23 @@ def _cell(text: object) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
-def summary_markdown(report: CampaignReport) -> str:
-    """The report's markdown artifact: the window, totals, then one line per campaign."""
+def headline(total: dict[str, float | int | None]) -> list[tuple[str, str]]:
+    """The numbers an analyst reads first, as (label, text), from `CampaignReport.totals`:
+    sent, and of the sent the reply, positive reply (when the report has it), bounce and
+    unsubscribe rates."""
+    numbers = [("sent", f"{total['sent'] or 0:,}"), ("reply rate", _pct(total["reply_rate"]))]
+    if "positive_reply_rate" in total:
+        numbers.append(("positive reply rate", _pct(total["positive_reply_rate"])))
+    numbers += [
+        ("bounce rate", _pct(total["bounce_rate"])),
+        ("unsubscribe rate", _pct(total["unsubscribe_rate"])),
+    ]
+    return numbers
+
+
+def summary_markdown(report: CampaignReport, charts: str | None = None) -> str:
+    """The report's markdown artifact: the window, the headline numbers, a link to the charts
+    (the HTML file's URI, when one was written), the totals, then one line per campaign."""
     window = report.window
     total = report.totals()
     scope = f"campaign `{_cell(window.campaign_id)}`" if window.campaign_id else "all campaigns"
@@ -407,6 +455,12 @@ def summary_markdown(report: CampaignReport) -> str:
         "",
         f"From **{window.since.isoformat()}** to **{window.until.isoformat()}** "
         f"(until excluded), {scope}: {len(report.campaigns)} campaign(s).",
+        "",
+        " · ".join(f"{label} **{value}**" for label, value in headline(total)),
+        "",
+        f"Charts: [{PurePath(charts).name}]({charts})"
+        if charts
+        else "Charts: none written (run with `output` to write them beside the file).",
         "",
         f"- enrolled {total['enrolled']}, generated {total['generated']}, "
         f"scheduled {total['scheduled']}, sent {total['sent']}, failed {total['failed']}",
@@ -465,6 +519,12 @@ def mailbox_days_output(path: str) -> str:
     `report-mailbox-days.csv` (their columns are not the report's)."""
     output = PurePath(path)
     return str(output.with_name(f"{output.stem}-mailbox-days{output.suffix}"))
+
+
+def charts_output(path: str) -> str:
+    """Where the HTML page of charts goes beside the report's file: `report.csv` ->
+    `report.html`."""
+    return str(PurePath(path).with_suffix(".html"))
 
 
 def output_format(path: str) -> str:

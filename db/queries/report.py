@@ -13,6 +13,8 @@ Which timestamp puts a row in the window [since, until), per table:
   `createdAt`) before `until`: a report of a past window counts what had happened by its end,
   and events after `until` never change it.
 - The review queue: messages pending review now, written (`createdAt`) before `until`.
+- Per campaign and day: the sent sends on their handover's UTC day, their replies on the UTC day
+  the first reply occurred.
 - Per mailbox and day: sends with a mailbox handed over in the window, one row each with its
   UTC day and what became of it (events as above), grouped by pandas.
 
@@ -82,7 +84,7 @@ GENERATION = text(
 _WINDOW_SENDS = """
     WITH window_sends AS (
         SELECT s.id, s."campaignId", s."stepId", s.status, s."scheduledFor", s."sentAt",
-               s."createdAt" >= :since AND s."createdAt" < :until AS created,
+               s."attemptedAt", s."createdAt" >= :since AND s."createdAt" < :until AS created,
                COALESCE(s."sentAt", s."attemptedAt") >= :since
                    AND COALESCE(s."sentAt", s."attemptedAt") < :until AS handed
         FROM "EmailSend" s
@@ -206,6 +208,39 @@ MAILBOX_SENDS = text(
     """
 ).bindparams(*_PARAMS)
 
+# Per campaign and UTC day: the sends of the window that count as sent (the same rules as SENDS),
+# on the day of their handover, and their replies (before `until`) on the day the first one
+# occurred; each side sums to SENDS' `sent` and `replies`.
+DAILY = text(
+    _WINDOW_SENDS.format(one_campaign=_ONE_CAMPAIGN.format(column='s."campaignId"'))
+    + """,
+    engaged AS (
+        SELECT e."emailSendId" AS id,
+               min(e."occurredAt") FILTER (WHERE e.type = 'reply') AS replied_at
+        FROM "EngagementEvent" e
+        JOIN window_sends w ON w.id = e."emailSendId" AND w.handed
+        WHERE e."occurredAt" < :until
+        GROUP BY e."emailSendId"
+    ),
+    sent AS (
+        SELECT w."campaignId",
+               CAST(COALESCE(w."sentAt", w."attemptedAt") AS date) AS sent_day,
+               CAST(g.replied_at AS date) AS reply_day
+        FROM window_sends w LEFT JOIN engaged g ON g.id = w.id
+        WHERE w.handed AND (w."sentAt" IS NOT NULL OR g.id IS NOT NULL)
+    ),
+    tallies AS (
+        SELECT "campaignId", sent_day AS day, 1 AS sent, 0 AS replies FROM sent
+        UNION ALL
+        SELECT "campaignId", reply_day, 0, 1 FROM sent WHERE reply_day IS NOT NULL
+    )
+    SELECT "campaignId" AS campaign_id, day, sum(sent)::bigint AS sent,
+           sum(replies)::bigint AS replies
+    FROM tallies
+    GROUP BY "campaignId", day
+    """
+).bindparams(*_PARAMS)
+
 SNAPSHOT = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 
@@ -224,6 +259,7 @@ def read_report_inputs(session: Session, window: ReportWindow) -> ReportInputs:
         "latency": LATENCY,
         "review": REVIEW,
         "mailbox_sends": MAILBOX_SENDS,
+        "daily": DAILY,
     }
     frames: dict[str, pd.DataFrame] = {}
     for name, query in queries.items():

@@ -18,6 +18,7 @@ import pytest
 from core.analytics.campaign_report import ReportWindow, compute_campaign_report
 from db.models import Campaign, EmailSend, EngagementEvent, GeneratedMessage, SequenceStep
 from db.queries.report import read_report_inputs
+from db.reporting import load_report
 from tests import factories
 
 SINCE = datetime(2026, 2, 1, tzinfo=UTC)
@@ -347,3 +348,34 @@ def test_the_review_queue_counts_what_waits_at_until_and_how_long(sessions, hist
     assert rows[("Gamma", None)]["pending_review"] == 2
     assert rows[("Gamma", 1)]["pending_review"] == 0
     assert rows[("Alpha", None)]["pending_review"] == 0
+
+
+def test_sends_per_handover_day_and_replies_per_first_reply_day(sessions, history):
+    report = report_for(sessions)
+    daily = report.daily.loc[(report.daily["sent"] > 0) | (report.daily["replies"] > 0)]
+    assert [
+        tuple(row) for row in daily[["campaign_name", "day", "sent", "replies"]].to_numpy()
+    ] == [
+        ("Alpha", "2026-02-01", 1, 0),  # l5's step 2, two minutes after since
+        ("Alpha", "2026-02-02", 1, 0),
+        ("Alpha", "2026-02-03", 1, 1),  # s2 left, and s1's reply came
+        ("Alpha", "2026-02-04", 1, 0),  # refused at handover with a bounce: it left
+        ("Beta", "2026-02-10", 1, 0),  # its reply came in March: not in the window
+        ("Beta", "2026-02-11", 1, 0),  # an unknown handover an open proves
+    ]
+    # Every day of February for both campaigns, and the funnel's sent and replies in total.
+    assert len(report.daily) == 2 * 28
+    totals = report.daily.groupby("campaign_name")[["sent", "replies"]].sum()
+    campaigns = report.campaigns.set_index("campaign_name")[["sent", "replies"]]
+    assert totals.to_dict("index") == campaigns.to_dict("index")
+
+
+def test_load_report_gives_the_flows_frames(sessions, history, database_url):
+    frames = load_report(since=SINCE, until=UNTIL, database_url=database_url)
+    report = report_for(sessions)
+    for name in ("steps", "campaigns", "daily", "mailbox_days"):
+        pd.testing.assert_frame_equal(getattr(frames, name), getattr(report, name), obj=name)
+    assert frames.totals == report.totals() and frames.variants.empty
+    alpha = load_report(history["alpha"], since=SINCE, until=UNTIL, database_url=database_url)
+    assert alpha.campaigns["campaign_name"].tolist() == ["Alpha"]
+    assert alpha.window == ReportWindow(since=SINCE, until=UNTIL, campaign_id=history["alpha"])
