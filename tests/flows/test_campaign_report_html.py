@@ -1,8 +1,6 @@
 """The HTML report in a real headless Chromium: the flow writes it beside its file, and every
 chart renders from the file alone (no request leaves the page) with the expected series."""
 
-import asyncio
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ from playwright.sync_api import Browser, ConsoleMessage
 from core.analytics.campaign_report import compute_campaign_report
 from core.analytics.charts import report_html
 from core.analytics.report_frames import report_frames
-from tests.flows.test_campaign_report import run_report, seed_mailboxes
+from tests.flows.test_campaign_report import deliverability_report
 from tests.support.browser import chromium
 from tests.unit.test_campaign_report import WINDOW
 from tests.unit.test_report_charts import VARIANTS_FRAME, with_days_and_mailboxes
@@ -60,17 +58,7 @@ def by_id(rendered: list[dict]) -> dict[str, dict[str, dict]]:
 
 @pytest.mark.slow  # a flow run, then a browser: about 8 s
 def test_the_flows_html_report_renders_every_chart_offline(run_settings, sessions, tmp_path):
-    since = datetime(2026, 2, 1, tzinfo=UTC)
-    campaign_id = seed_mailboxes(sessions, since)
-    output = tmp_path / "deliverability.csv"
-    _, artifacts, _ = asyncio.run(
-        run_report(
-            campaign_id=campaign_id,
-            since=since,
-            until=since + timedelta(days=3),
-            output=str(output),
-        )
-    )
+    artifacts, _ = deliverability_report(sessions, tmp_path / "deliverability.csv")
     page = tmp_path / "deliverability.html"
     summary = artifacts["campaign-report-summary"].data
     assert f"Charts: [deliverability.html]({page.as_uri()})" in summary
