@@ -21,6 +21,8 @@ What each number means, for the window [since, until):
   `complaints`: how many of the `sent` sends have at least one event of that type that occurred
   (`occurredAt`) before `until`, however late after the window's start. Each send counts once
   per type, so ten opens of one email are one unique open. `auto_reply` is not a reply.
+- `positive_replies`: of those, the sent sends with a reply classified `interested` or
+  `meeting_request` (`POSITIVE_INTENTS`, `ReplyClassification.intent`).
 - `*_rate`: that count divided by `sent` (so every rate is between 0 and 1: the denominator is
   the window's sends, and only their events count); empty when nothing was sent. The click rate
   is over sent, not over opens.
@@ -57,8 +59,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from core.analytics.mailbox_days import SEND_COLUMNS, compute_mailbox_days, window_days
+from core.replies.intent import Intent
 
 DEFAULT_DAYS = 30
+# A reply is positive when its classification says the lead wants to talk; a referral points
+# elsewhere and is not counted.
+POSITIVE_INTENTS = (Intent.interested, Intent.meeting_request)
 
 # Counted per (campaign, step) in SQL; campaign rows sum them.
 GENERATION_COUNTS = ("generated", "prompt_tokens", "completion_tokens")
@@ -69,6 +75,7 @@ SEND_COUNTS = (
     "unique_opens",
     "unique_clicks",
     "replies",
+    "positive_replies",
     "bounces",
     "unsubscribes",
     "complaints",
@@ -78,6 +85,7 @@ RATES = {
     "unique_opens": "open_rate",
     "unique_clicks": "click_rate",
     "replies": "reply_rate",
+    "positive_replies": "positive_reply_rate",
     "bounces": "bounce_rate",
     "unsubscribes": "unsubscribe_rate",
     "complaints": "complaint_rate",
@@ -432,16 +440,14 @@ def _cell(text: object) -> str:
 
 def headline(total: dict[str, float | int | None]) -> list[tuple[str, str]]:
     """The numbers an analyst reads first, as (label, text), from `CampaignReport.totals`:
-    sent, and of the sent the reply, positive reply (when the report has it), bounce and
-    unsubscribe rates."""
-    numbers = [("sent", f"{total['sent'] or 0:,}"), ("reply rate", _pct(total["reply_rate"]))]
-    if "positive_reply_rate" in total:
-        numbers.append(("positive reply rate", _pct(total["positive_reply_rate"])))
-    numbers += [
+    sent, and of the sent the reply, positive reply, bounce and unsubscribe rates."""
+    return [
+        ("sent", f"{total['sent'] or 0:,}"),
+        ("reply rate", _pct(total["reply_rate"])),
+        ("positive reply rate", _pct(total["positive_reply_rate"])),
         ("bounce rate", _pct(total["bounce_rate"])),
         ("unsubscribe rate", _pct(total["unsubscribe_rate"])),
     ]
-    return numbers
 
 
 def summary_markdown(report: CampaignReport, charts: str | None = None) -> str:
@@ -465,7 +471,8 @@ def summary_markdown(report: CampaignReport, charts: str | None = None) -> str:
         f"- enrolled {total['enrolled']}, generated {total['generated']}, "
         f"scheduled {total['scheduled']}, sent {total['sent']}, failed {total['failed']}",
         f"- of the sent: opened {_pct(total['open_rate'])}, clicked {_pct(total['click_rate'])}, "
-        f"replied {_pct(total['reply_rate'])}, bounced {_pct(total['bounce_rate'])}, "
+        f"replied {_pct(total['reply_rate'])} (positive {_pct(total['positive_reply_rate'])}), "
+        f"bounced {_pct(total['bounce_rate'])}, "
         f"unsubscribed {_pct(total['unsubscribe_rate'])}, "
         f"complained {_pct(total['complaint_rate'])}",
         f"- LLM: {total['prompt_tokens']:,} prompt + {total['completion_tokens']:,} completion "

@@ -5,8 +5,8 @@ attachment; nothing is fetched. Each chart is a `<div>` with a fixed id (`FUNNEL
 `VARIANTS`, `MAILBOXES`) and traces named as below, which the browser test reads back:
 
 - funnel: one trace per campaign and step, `"<campaign> · step N"`, over the stages sent,
-  opened, clicked, replied (and positive replies when the report has them). Opens and clicks are
-  every recorded one, as in the report: machine opens (scanners, privacy proxies) included.
+  opened, clicked, replied, positive replies. Opens and clicks are every recorded one, as in the
+  report: machine opens (scanners, privacy proxies) included.
 - daily: `sent` and `replies`, every campaign of the report together, per UTC day.
 - variants (only when the report has variant rows): one trace per campaign and step, a bar per
   variant with its reply rate and the confidence interval as error bars.
@@ -26,7 +26,7 @@ from core.analytics.campaign_report import headline
 from core.analytics.report_frames import ReportFrames
 
 FUNNEL, DAILY, VARIANTS, MAILBOXES = "funnel", "daily", "variants", "mailboxes"
-# Stage label -> the steps frame's count column; a stage whose column is missing is left out.
+# Stage label -> the steps frame's count column.
 FUNNEL_STAGES = {
     "sent": "sent",
     "opened": "unique_opens",
@@ -47,14 +47,13 @@ def _step_name(campaign: object, step: object) -> str:
 
 def funnel_figure(steps: pd.DataFrame) -> go.Figure:
     """The funnel of every campaign step with anything sent."""
-    stages = {label: column for label, column in FUNNEL_STAGES.items() if column in steps}
     figure = go.Figure()
     for values in steps.loc[steps["sent"] > 0].to_dict("records"):
         figure.add_trace(
             go.Funnel(
                 name=_step_name(values["campaign_name"], values["step"]),
-                y=list(stages),
-                x=[int(values[column]) for column in stages.values()],
+                y=list(FUNNEL_STAGES),
+                x=[int(values[column]) for column in FUNNEL_STAGES.values()],
                 textinfo="value+percent initial",
             )
         )

@@ -8,6 +8,7 @@ Which timestamp puts a row in the window [since, until), per table:
 - `EmailSend`: `createdAt` for `scheduled`; the handover, `COALESCE("sentAt", "attemptedAt")`,
   for `sent` and `failed`, the engagement counts and the delivery lag. `attemptedAt` covers a
   send refused at handover, which has no `sentAt`; `sentAt` alone covers rows the web app wrote.
+- `ReplyClassification`: a reply is positive when its intent is in `POSITIVE_INTENTS`.
 - `EngagementEvent`: only events of the window's handed-over sends (whenever after `since`
   they happened), and only those that occurred (`occurredAt`, not the ingestion time
   `createdAt`) before `until`: a report of a past window counts what had happened by its end,
@@ -29,7 +30,12 @@ import pandas as pd
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.orm import Session
 
-from core.analytics.campaign_report import INPUT_COLUMNS, ReportInputs, ReportWindow
+from core.analytics.campaign_report import (
+    INPUT_COLUMNS,
+    POSITIVE_INTENTS,
+    ReportInputs,
+    ReportWindow,
+)
 from db.base import UTCDateTime
 
 _PARAMS = (
@@ -95,19 +101,24 @@ _WINDOW_SENDS = """
     )
 """
 
+# The intents that make a reply positive, as SQL literals (constants of the Intent enum).
+_POSITIVE = ", ".join(f"'{intent}'" for intent in POSITIVE_INTENTS)
+
 SENDS = text(
     _WINDOW_SENDS.format(one_campaign=_ONE_CAMPAIGN.format(column='s."campaignId"'))
-    + """,
+    + f""",
     engaged AS (
         SELECT e."emailSendId" AS id,
                bool_or(e.type = 'open') AS opened,
                bool_or(e.type = 'click') AS clicked,
                bool_or(e.type = 'reply') AS replied,
+               bool_or(e.type = 'reply' AND rc.intent IN ({_POSITIVE})) AS positively_replied,
                bool_or(e.type = 'bounce') AS bounced,
                bool_or(e.type = 'unsubscribe') AS unsubscribed,
                bool_or(e.type = 'complaint') AS complained
         FROM "EngagementEvent" e
         JOIN window_sends w ON w.id = e."emailSendId" AND w.handed
+        LEFT JOIN "ReplyClassification" rc ON rc."engagementEventId" = e.id
         WHERE e."occurredAt" < :until
         GROUP BY e."emailSendId"
     ),
@@ -116,7 +127,8 @@ SENDS = text(
                w.handed AND (w."sentAt" IS NOT NULL OR g.id IS NOT NULL) AS sent,
                w.handed AND w."sentAt" IS NULL AND g.id IS NULL
                    AND w.status IN ('failed', 'unknown') AS failed,
-               g.opened, g.clicked, g.replied, g.bounced, g.unsubscribed, g.complained
+               g.opened, g.clicked, g.replied, g.positively_replied, g.bounced,
+               g.unsubscribed, g.complained
         FROM window_sends w LEFT JOIN engaged g ON g.id = w.id
     )
     SELECT "campaignId" AS campaign_id, "stepId" AS step_id,
@@ -126,6 +138,7 @@ SENDS = text(
            count(*) FILTER (WHERE sent AND opened) AS unique_opens,
            count(*) FILTER (WHERE sent AND clicked) AS unique_clicks,
            count(*) FILTER (WHERE sent AND replied) AS replies,
+           count(*) FILTER (WHERE sent AND positively_replied) AS positive_replies,
            count(*) FILTER (WHERE sent AND bounced) AS bounces,
            count(*) FILTER (WHERE sent AND unsubscribed) AS unsubscribes,
            count(*) FILTER (WHERE sent AND complained) AS complaints

@@ -62,7 +62,10 @@ def test_the_flows_html_report_renders_every_chart_offline(run_settings, session
     page = tmp_path / "deliverability.html"
     summary = artifacts["campaign-report-summary"].data
     assert f"Charts: [deliverability.html]({page.as_uri()})" in summary
-    assert "sent **5** · reply rate **20.0%** · bounce rate **40.0%**" in summary
+    assert (
+        "sent **5** · reply rate **20.0%** · positive reply rate **0.0%** · bounce rate **40.0%**"
+        in summary
+    )
 
     with chromium() as browser:
         rendered = open_report(browser, page, charts=3)
@@ -70,8 +73,8 @@ def test_the_flows_html_report_renders_every_chart_offline(run_settings, session
     assert all(chart["drawn"] >= len(chart["traces"]) > 0 for chart in rendered)
     charts = by_id(rendered)
     funnel = charts["funnel"]["Deliverability · step 1"]
-    assert funnel["y"] == ["sent", "opened", "clicked", "replied"]
-    assert funnel["x"] == [5, 2, 0, 1]
+    assert funnel["y"] == ["sent", "opened", "clicked", "replied", "positive replies"]
+    assert funnel["x"] == [5, 2, 0, 1, 0]
     assert charts["daily"]["sent"]["x"] == ["2026-02-01", "2026-02-02", "2026-02-03"]
     assert charts["daily"]["sent"]["y"] == [3, 2, 0]
     assert charts["daily"]["replies"]["y"] == [1, 0, 0]

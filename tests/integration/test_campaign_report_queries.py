@@ -14,9 +14,17 @@ from decimal import Decimal
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from core.analytics.campaign_report import ReportWindow, compute_campaign_report
-from db.models import Campaign, EmailSend, EngagementEvent, GeneratedMessage, SequenceStep
+from db.models import (
+    Campaign,
+    EmailSend,
+    EngagementEvent,
+    GeneratedMessage,
+    ReplyClassification,
+    SequenceStep,
+)
 from db.queries.report import read_report_inputs
 from db.reporting import load_report
 from tests import factories
@@ -94,6 +102,23 @@ class History:
         )
         self.session.flush()
 
+    def classify(self, send, intent):
+        """Classify the send's reply as the reply flow does."""
+        (reply,) = self.session.scalars(
+            select(EngagementEvent).filter_by(emailSendId=send.id, type="reply")
+        )
+        self.session.add(
+            ReplyClassification(
+                engagementEventId=reply.id,
+                intent=intent,
+                confidence=0.9,
+                summary="",
+                method="llm",
+                action="stopped",
+            )
+        )
+        self.session.flush()
+
 
 @pytest.fixture
 def history(sessions):
@@ -117,6 +142,7 @@ def history(sessions):
             h.event(s1, "open", at(2, 11, minute))
         h.event(s1, "click", at(2, 11, 8))
         h.event(s1, "reply", at(3, 9))
+        h.classify(s1, "meeting_request")
         s2 = h.send(
             alpha, a, l2, 1, m[l2.id], at(2, 8), "sent", scheduledFor=at(3), sentAt=at(3, 9, 10)
         )
@@ -154,6 +180,7 @@ def history(sessions):
         h.event(s6, "open", at(10, 13))
         h.event(s6, "complaint", at(10, 14))
         h.event(s6, "reply", at(5, month=3))  # after until
+        h.classify(s6, "interested")
         s7 = h.send(beta, b, l7, 1, m7, at(10), "unknown", scheduledFor=at(11), attemptedAt=at(11))
         h.event(s7, "open", at(12))
         m62 = h.message(beta, b, l6, 2, at(20))
@@ -191,6 +218,7 @@ COUNTS = (
     "unique_opens",
     "unique_clicks",
     "replies",
+    "positive_replies",
     "bounces",
     "unsubscribes",
     "complaints",
@@ -206,32 +234,38 @@ def counts(row):
 EXPECTED = {
     ("Alpha", 1): dict(
         enrolled=None, generated=4, scheduled=4, sent=3, failed=1, unique_opens=2,
-        unique_clicks=1, replies=1, bounces=1, unsubscribes=1, complaints=0,
+        unique_clicks=1, replies=1, positive_replies=1,
+        bounces=1, unsubscribes=1, complaints=0,
         prompt_tokens=4900, completion_tokens=950,
     ),
     ("Alpha", 2): dict(
         enrolled=None, generated=1, scheduled=1, sent=1, failed=0, unique_opens=0,
-        unique_clicks=0, replies=0, bounces=0, unsubscribes=0, complaints=0,
+        unique_clicks=0, replies=0, positive_replies=0,
+        bounces=0, unsubscribes=0, complaints=0,
         prompt_tokens=1500, completion_tokens=300,
     ),
     ("Beta", 1): dict(
         enrolled=None, generated=2, scheduled=2, sent=2, failed=0, unique_opens=2,
-        unique_clicks=0, replies=0, bounces=0, unsubscribes=0, complaints=1,
+        unique_clicks=0, replies=0, positive_replies=0,
+        bounces=0, unsubscribes=0, complaints=1,
         prompt_tokens=0, completion_tokens=0,
     ),
     ("Beta", 2): dict(
         enrolled=None, generated=1, scheduled=1, sent=0, failed=0, unique_opens=0,
-        unique_clicks=0, replies=0, bounces=0, unsubscribes=0, complaints=0,
+        unique_clicks=0, replies=0, positive_replies=0,
+        bounces=0, unsubscribes=0, complaints=0,
         prompt_tokens=0, completion_tokens=0,
     ),
     ("Alpha", None): dict(
         enrolled=4, generated=5, scheduled=5, sent=4, failed=1, unique_opens=2,
-        unique_clicks=1, replies=1, bounces=1, unsubscribes=1, complaints=0,
+        unique_clicks=1, replies=1, positive_replies=1,
+        bounces=1, unsubscribes=1, complaints=0,
         prompt_tokens=6400, completion_tokens=1250,
     ),
     ("Beta", None): dict(
         enrolled=2, generated=3, scheduled=3, sent=2, failed=0, unique_opens=2,
-        unique_clicks=0, replies=0, bounces=0, unsubscribes=0, complaints=1,
+        unique_clicks=0, replies=0, positive_replies=0,
+        bounces=0, unsubscribes=0, complaints=1,
         prompt_tokens=0, completion_tokens=0,
     ),
 }  # fmt: skip

@@ -92,9 +92,10 @@ def test_the_charts_and_their_series():
     funnel = traces(figures[FUNNEL])
     # Alpha's step 2 sent nothing: no funnel of its own.
     assert list(funnel) == ["Alpha · step 1", "Beta · step 1"]
-    assert list(funnel["Alpha · step 1"].y) == ["sent", "opened", "clicked", "replied"]
-    assert list(funnel["Alpha · step 1"].x) == [6, 3, 1, 2]
-    assert list(funnel["Beta · step 1"].x) == [4, 4, 2, 1]
+    stages = ["sent", "opened", "clicked", "replied", "positive replies"]
+    assert list(funnel["Alpha · step 1"].y) == stages
+    assert list(funnel["Alpha · step 1"].x) == [6, 3, 1, 2, 1]
+    assert list(funnel["Beta · step 1"].x) == [4, 4, 2, 1, 0]
 
     daily = traces(figures[DAILY])
     assert list(daily) == ["sent", "replies"]
@@ -144,9 +145,10 @@ def test_the_page_is_self_contained_with_the_headline_numbers():
     # A campaign name is a label, never markup, and never ends the script early.
     assert "<b>Alpha</b>" not in page and '</script>"' not in page
     assert page.count("</script>") == page.count("<script")
-    # sent 10, replied 3 of them, bounced 1, unsubscribed 1.
+    # sent 10, replied 3 of them (one positively), bounced 1, unsubscribed 1.
     assert "sent: <strong>10</strong>" in page
     assert "reply rate: <strong>30.0%</strong>" in page
+    assert "positive reply rate: <strong>10.0%</strong>" in page
     assert "bounce rate: <strong>10.0%</strong>" in page
     assert "unsubscribe rate: <strong>10.0%</strong>" in page
 
@@ -156,11 +158,12 @@ def test_the_summary_links_the_charts_and_leads_with_the_headline():
     assert headline(report.totals()) == [
         ("sent", "10"),
         ("reply rate", "30.0%"),
+        ("positive reply rate", "10.0%"),
         ("bounce rate", "10.0%"),
         ("unsubscribe rate", "10.0%"),
     ]
     linked = summary_markdown(report, "file:///srv/reports/nov.html")
-    assert "sent **10** · reply rate **30.0%** · bounce rate **10.0%**" in linked
+    assert "sent **10** · reply rate **30.0%** · positive reply rate **10.0%**" in linked
     assert "Charts: [nov.html](file:///srv/reports/nov.html)" in linked
     assert "Charts: none written" in summary_markdown(report)
 
