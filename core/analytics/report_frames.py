@@ -7,7 +7,8 @@ numbers.
 - `daily`: per campaign and UTC day of the window, the emails sent that day and the first
   replies that came that day (`DAILY_COLUMNS`).
 - `variants`: per campaign, step and A/B variant, sends, replies and the reply rate with its
-  confidence interval (`VARIANT_COLUMNS`); empty until the report reads variants.
+  confidence interval (`VARIANT_COLUMNS`, `variant_rows` from an experiments verdict); empty
+  until the report reads variants.
 - `totals`: every campaign together (`CampaignReport.totals`).
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from core.analytics.campaign_report import CampaignReport, ReportWindow
+from core.analytics.experiments import REPLY_RATE, ExperimentVerdict
 
 # Per campaign, step and variant: the variant's reply rate and its confidence interval (0 to 1).
 VARIANT_COLUMNS = (
@@ -28,6 +30,19 @@ VARIANT_COLUMNS = (
     "ciLow",
     "ciHigh",
 )
+
+
+def variant_rows(campaign_id: str, step_order: int, verdict: ExperimentVerdict) -> pd.DataFrame:
+    """One step's variants as VARIANT_COLUMNS rows, from `compare_variants`' verdict on the
+    reply rate (its Wilson interval as ciLow, ciHigh); a variant with no sends has no rate."""
+    if verdict.metric != REPLY_RATE:
+        raise ValueError(f"the variants chart shows the {REPLY_RATE}, not the {verdict.metric}")
+    rows = [
+        (campaign_id, step_order, v.key, v.sends, v.successes, v.rate, v.ci_low, v.ci_high)
+        for v in verdict.variants
+    ]
+    frame = pd.DataFrame(rows, columns=list(VARIANT_COLUMNS))
+    return frame.astype({name: _variant_dtype(name) for name in VARIANT_COLUMNS})
 
 
 def empty_variants() -> pd.DataFrame:

@@ -23,8 +23,15 @@ from core.analytics.charts import (
     report_figures,
     report_html,
 )
+from core.analytics.experiments import (
+    POSITIVE_REPLY_RATE,
+    REPLY_RATE,
+    VariantCounts,
+    compare_variants,
+    wilson_interval,
+)
 from core.analytics.mailbox_days import SEND_COLUMNS
-from core.analytics.report_frames import VARIANT_COLUMNS, report_frames
+from core.analytics.report_frames import VARIANT_COLUMNS, report_frames, variant_rows
 from tests.unit.test_campaign_report import WINDOW, inputs
 
 # Alpha step 1 has two variants, Beta step 1 one; rates and intervals as experiments.py gives.
@@ -174,3 +181,25 @@ def test_the_summary_links_the_charts_and_leads_with_the_headline():
 )
 def test_the_charts_go_beside_the_output(path, page):
     assert charts_output(path) == page
+
+
+def test_an_experiments_verdict_becomes_the_charts_rows():
+    counts = [VariantCounts("A", 200, 10), VariantCounts("B", 200, 30), VariantCounts("C", 0, 0)]
+    verdict = compare_variants(counts, metric=REPLY_RATE)
+    rows = variant_rows("c-a", 1, verdict)
+    assert list(rows.columns) == list(VARIANT_COLUMNS)
+    assert rows[["variantKey", "sends", "replies"]].to_numpy().tolist() == [
+        ["A", 200, 10],
+        ["B", 200, 30],
+        ["C", 0, 0],
+    ]
+    assert rows["rate"].tolist()[:2] == [0.05, 0.15] and pd.isna(rows["rate"].iloc[2])
+    assert (rows.loc[1, "ciLow"], rows.loc[1, "ciHigh"]) == wilson_interval(30, 200, level=0.05)
+
+    report = compute_campaign_report(inputs(), WINDOW)
+    chart = traces(report_figures(report_frames(report, rows))[VARIANTS])["Alpha · step 1"]
+    assert list(chart.x) == ["A", "B", "C"] and list(chart.y)[:2] == [0.05, 0.15]
+
+    positive = compare_variants(counts, metric=POSITIVE_REPLY_RATE)
+    with pytest.raises(ValueError, match="shows the reply rate, not the positive-reply rate"):
+        variant_rows("c-a", 1, positive)
