@@ -1,6 +1,6 @@
 """The campaign report's HTML page: Plotly charts of `ReportFrames`, one self-contained file.
 
-plotly.js is inlined once in the page (about 4.7 MB), so the file opens offline and from a mail
+plotly.js is inlined once in the page (about 4.8 MB), so the file opens offline and from a mail
 attachment; nothing is fetched. Each chart is a `<div>` with a fixed id (`FUNNEL`, `DAILY`,
 `VARIANTS`, `MAILBOXES`) and traces named as below, which the browser test reads back:
 
