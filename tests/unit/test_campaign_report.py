@@ -59,6 +59,7 @@ def inputs() -> ReportInputs:
                 "unique_opens": [3, 0, 4],
                 "unique_clicks": [1, 0, 2],
                 "replies": [2, 0, 1],
+                "positive_replies": [1, 0, 0],
                 "bounces": [1, 0, 0],
                 "unsubscribes": [0, 0, 1],
                 "complaints": [0, 0, 1],
@@ -216,7 +217,7 @@ def test_the_summary_has_the_window_totals_and_a_line_per_campaign():
     text = summary_markdown(compute_campaign_report(data, WINDOW))
     assert "From **2026-01-30T00:00:00+00:00** to **2026-03-01T00:00:00+00:00**" in text
     assert "- enrolled 14, generated 14, scheduled 14, sent 10, failed 1" in text
-    assert "opened 70.0%, clicked 30.0%, replied 30.0%, bounced 10.0%" in text
+    assert "opened 70.0%, clicked 30.0%, replied 30.0% (positive 10.0%), bounced 10.0%" in text
     assert "per 1,000 emails $1.8571" in text
     assert "p50 45 s, p95 8.3 min" in text
     assert "| Alpha (`c-a`) | 10 | 10 | 6 | 50.0% | 16.7% | 33.3% | 16.7% | 0.0% " in text
