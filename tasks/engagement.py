@@ -54,6 +54,7 @@ async def ingest_chunk(
             soft_bounce_limit=config.soft_bounce_limit,
             policy=config.intent.policy,
             classified=classified,
+            machine_rules=config.machine,
         )
 
     result = await in_transaction(database, work, rollback=dry_run)
@@ -106,6 +107,7 @@ async def drain_webhook_inbox(
             now=utcnow(),
             soft_bounce_limit=config.soft_bounce_limit,
             policy=config.intent.policy,
+            machine_rules=config.machine,
         )
         mark_inbox(session, done, now=utcnow())
         report.merge(_report(result))

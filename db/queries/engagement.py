@@ -10,7 +10,7 @@ their stop rules take turns.
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -18,6 +18,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.engagement.events import BounceKind, NormalisedEvent
+from core.engagement.machine import (
+    DEFAULT_RULES,
+    MachineRules,
+    RecordedClick,
+    classify_engagement,
+)
 from core.engagement.report import IngestColumn
 from core.ids import ordered_id_prefix
 from core.replies.config import ReplyPolicy
@@ -47,7 +53,8 @@ _MATCHED = """
     WITH event AS MATERIALIZED (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
             n int, "sendId" text, "messageId" text, refs text[], email text, type text,
-            bounce text, "occurredAt" timestamptz, metadata jsonb, "dedupeKey" text, source text)
+            bounce text, "occurredAt" timestamptz, metadata jsonb, "dedupeKey" text, source text,
+            "isMachine" boolean, "machineReason" text)
     ),
     matched AS MATERIALIZED (
         SELECT e.*, COALESCE(by_id.id, by_message.id, by_reference.id, by_address.id) AS send
@@ -77,9 +84,11 @@ INGEST = text(
     + """,
     recorded AS (
         INSERT INTO "EngagementEvent" (id, "emailSendId", type, "occurredAt", metadata,
-                                       "createdAt", "dedupeKey", source)
+                                       "createdAt", "dedupeKey", source, "isMachine",
+                                       "machineReason")
         SELECT :id_prefix || lpad(to_hex(m.n), 6, '0'), m.send, m.type,
-               (m."occurredAt" AT TIME ZONE 'UTC'), m.metadata, :now, m."dedupeKey", m.source
+               (m."occurredAt" AT TIME ZONE 'UTC'), m.metadata, :now, m."dedupeKey", m.source,
+               m."isMachine", m."machineReason"
         FROM matched m WHERE m.send IS NOT NULL
         ORDER BY m."dedupeKey"
         ON CONFLICT ("dedupeKey") DO NOTHING
@@ -105,7 +114,9 @@ INGEST = text(
                AS sends,
            jsonb_agg(jsonb_build_object('key', m."dedupeKey", 'event', r.id, 'send', m.send))
                FILTER (WHERE r."dedupeKey" IS NOT NULL AND m.type = ANY(:classified))
-               AS replies
+               AS replies,
+           array_agg(DISTINCT m.send) FILTER (WHERE r."dedupeKey" IS NOT NULL AND m.type = 'click')
+               AS clicked
     FROM matched m
     LEFT JOIN recorded r ON r."dedupeKey" = m."dedupeKey"
     LEFT JOIN quarantined q ON q."dedupeKey" = m."dedupeKey"
@@ -149,6 +160,31 @@ COUNT_SOFT_BOUNCES = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
+# Held by the transaction classifying a chunk's clicks by timing until it commits, so that two
+# chunks holding clicks of one email each see the other's: the later one marks both.
+MACHINE_CLICKS_ONE_AT_A_TIME = text(
+    "SELECT pg_advisory_xact_lock(hashtext('campaign-pipeline:machine-clicks'))"
+)
+
+# Every click of the given sends, with the send's handover time (when it was delivered to the
+# mail server).
+EMAIL_CLICKS = text(
+    """
+    SELECT e.id, e."emailSendId", e."occurredAt", e.metadata ->> 'url', e."isMachine",
+           COALESCE(s."sentAt", s."attemptedAt")
+    FROM "EngagementEvent" e JOIN "EmailSend" s ON s.id = e."emailSendId"
+    WHERE e."emailSendId" = ANY(CAST(:send_ids AS text[])) AND e.type = 'click'
+    ORDER BY e."emailSendId", e."occurredAt"
+    """
+)
+MARK_MACHINE = text(
+    """
+    UPDATE "EngagementEvent" e SET "isMachine" = true, "machineReason" = x.reason
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id text, reason text)
+    WHERE e.id = x.id AND NOT e."isMachine"
+    """
+)
+
 # Held by the transaction applying a chunk's stop rules until it commits.
 STOPS_ONE_AT_A_TIME = text(
     "SELECT pg_advisory_xact_lock(hashtext('campaign-pipeline:engagement-stops'))"
@@ -172,7 +208,7 @@ _ADDRESS_RULES = {
 }
 
 # Event types whose new events stop a lead by rule; replies and auto-replies act by their
-# intent (db.queries.replies), opens and clicks are counted.
+# intent (db.queries.replies), opens and clicks are counted (a machine's apart).
 STOPPING_TYPES = list(_ADDRESS_RULES)
 # Event types classified by intent.
 CLASSIFIED_TYPES = [EngagementType.reply, EngagementType.auto_reply]
@@ -189,6 +225,8 @@ class IngestResult:
     stopped: Counter[str] = field(default_factory=Counter)
     cancelled: int = 0
     replies: ReplyOutcome = field(default_factory=ReplyOutcome)
+    # Clicks marked as a machine's by timing (their email's send time, its other clicks).
+    machine_clicks: int = 0
 
 
 @dataclass
@@ -217,12 +255,15 @@ def ingest_events(
     soft_bounce_limit: int,
     policy: ReplyPolicy = DEFAULT_POLICY,
     classified: Mapping[str, Classification] | None = None,
+    machine_rules: MachineRules = DEFAULT_RULES,
 ) -> IngestResult:
     """Record a chunk of events and apply the stop rules and reply intents of those new.
 
     `classified` holds the classifications already made (by dedupe key, an LLM's); a new reply
     or auto-reply without one is classified by the rules here, so every one recorded is decided
-    in the same transaction.
+    in the same transaction. Each open and click is recorded with its machine verdict by what
+    it says (provider flag, user agent, address); then the clicks of every email with a new
+    one are classified again by timing, with all of that email's clicks.
     """
     result = IngestResult()
     keyed: dict[str, NormalisedEvent] = {}
@@ -237,7 +278,7 @@ def ingest_events(
         return result
     id_prefix = ordered_id_prefix()
     params = {
-        "rows": json_rows(_event_rows(keyed)),
+        "rows": json_rows(_event_rows(keyed, machine_rules)),
         "now": now,
         "id_prefix": id_prefix,
         "stopping": [kind.value for kind in STOPPING_TYPES],
@@ -246,7 +287,9 @@ def ingest_events(
     stops = _NewStops()
     # Sorted, so that a send with two address-wide events in one chunk always takes the same rule.
     answer = sorted(session.execute(INGEST, params), key=lambda row: tuple(map(str, row[:4])))
-    for source, kind, bounce, outcome, n, sends, replies in answer:
+    clicked: set[str] = set()
+    for source, kind, bounce, outcome, n, sends, replies, clicks in answer:
+        clicked.update(clicks or ())
         # The statement's outcome column spells IngestColumn's values.
         result.outcomes[(source, kind, IngestColumn(outcome))] += n
         stops.replies += [_new_reply(keyed[r["key"]], r, classified or {}) for r in replies or ()]
@@ -256,6 +299,8 @@ def ingest_events(
             stops.soft_bounces += sends
         elif kind in _ADDRESS_RULES:
             stops.by_address |= dict.fromkeys(sends, _ADDRESS_RULES[kind])
+    if clicked:
+        result.machine_clicks = mark_machine_clicks(session, sorted(clicked), machine_rules)
     if stops.replies or stops.soft_bounces or stops.by_address:
         # One chunk at a time applies stops (chunks in flight, overlapping runs): two chunks
         # locking the same enrolments in opposite orders would deadlock, and a soft bounce
@@ -275,8 +320,43 @@ def ingest_events(
     return result
 
 
-def _event_rows(keyed: Mapping[str, NormalisedEvent]) -> list[dict[str, Any]]:
-    """The events as the statements' JSON rows (never a reply's text)."""
+def mark_machine_clicks(session: Session, send_ids: list[str], rules: MachineRules) -> int:
+    """Mark the clicks of these sends that the timing rules take for a machine's; how many.
+
+    Every click of each send is read again, whichever chunk recorded it, so the verdict is the
+    same whatever order the clicks arrived in; a click already marked stays as it is.
+    """
+    session.execute(MACHINE_CLICKS_ONE_AT_A_TIME)
+    by_send: dict[str, list[tuple[str, RecordedClick, bool]]] = {}
+    delivered: dict[str, datetime | None] = {}
+    for event_id, send_id, occurred_at, url, is_machine, sent_at in session.execute(
+        EMAIL_CLICKS, {"send_ids": send_ids}
+    ):
+        click = RecordedClick(occurred_at=occurred_at.replace(tzinfo=UTC), url=url)
+        by_send.setdefault(send_id, []).append((event_id, click, is_machine))
+        delivered[send_id] = sent_at.replace(tzinfo=UTC) if sent_at else None
+    marked = []
+    for send_id, clicks in by_send.items():
+        siblings = [click for _, click, _ in clicks]
+        for event_id, click, is_machine in clicks:
+            if is_machine:
+                continue
+            verdict = classify_engagement(
+                click, delivered_at=delivered[send_id], sibling_clicks=siblings, rules=rules
+            )
+            if verdict.reason:
+                marked.append({"id": event_id, "reason": verdict.reason.value})
+    if marked:
+        session.execute(MARK_MACHINE, {"rows": json_rows(marked)})
+    return len(marked)
+
+
+def _event_rows(
+    keyed: Mapping[str, NormalisedEvent], rules: MachineRules = DEFAULT_RULES
+) -> list[dict[str, Any]]:
+    """The events as the statements' JSON rows (never a reply's text, user agent or address),
+    each with its machine verdict by what it says."""
+    verdicts = {key: classify_engagement(e, rules=rules) for key, e in keyed.items()}
     return [
         {
             "n": n,
@@ -290,6 +370,8 @@ def _event_rows(keyed: Mapping[str, NormalisedEvent]) -> list[dict[str, Any]]:
             "metadata": e.event_metadata(),
             "dedupeKey": key,
             "source": e.source,
+            "isMachine": verdicts[key].is_machine,
+            "machineReason": verdicts[key].reason,
         }
         for n, (key, e) in enumerate(keyed.items())
     ]

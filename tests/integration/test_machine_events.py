@@ -1,0 +1,122 @@
+"""Machine opens and clicks on real PostgreSQL: provider exports classified as their manifest
+says, whatever order and chunks they arrive in, and a sweep split across chunks in flight."""
+
+import json
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from core.engagement.event_files import read_event_file
+from core.engagement.events import NormalisedEvent
+from core.statuses import EngagementType
+from db.base import utcnow
+from db.models import EngagementEvent
+from db.queries.engagement import ingest_events
+from tests import factories
+
+MACHINE = Path(__file__).resolve().parents[1] / "fixtures" / "events" / "machine"
+MANIFEST = json.loads((MACHINE / "expected.json").read_text())
+
+
+def seed_sends(sessions) -> None:
+    """The three sends the exports are about, sent when the manifest says."""
+    with sessions.begin() as session:
+        ws = factories.workspace(session)
+        camp = factories.campaign(session, ws)
+        for name, send in MANIFEST["sends"].items():
+            lead = factories.lead(session, ws, email=f"{Path(name).stem}@lead.example")
+            factories.enrolment(session, camp, lead)
+            sent_at = datetime.fromisoformat(send["sentAt"])
+            factories.scheduled_send(
+                session, camp, lead, id=send["sendId"], status="sent", sentAt=sent_at,
+                attemptedAt=sent_at, scheduled_for=sent_at,
+            )  # fmt: skip
+
+
+def exported_events() -> dict[tuple[str, int | None], NormalisedEvent]:
+    """Every stored kind of event in the exports, by (file, line)."""
+    found = {}
+    for name in MANIFEST["sends"]:
+        for record in read_event_file(MACHINE / name):
+            assert not hasattr(record, "reason") or "is not stored" in record.reason, record
+            if isinstance(record, NormalisedEvent):
+                found[(name, record.line)] = record
+    return found
+
+
+def ingest(sessions, events):
+    with sessions.begin() as session:
+        return ingest_events(session, events, now=utcnow(), soft_bounce_limit=3)
+
+
+def stored(sessions) -> dict[str, tuple[bool, str | None]]:
+    with sessions() as session:
+        rows = session.execute(
+            select(
+                EngagementEvent.dedupeKey, EngagementEvent.isMachine, EngagementEvent.machineReason
+            )
+        )
+        return {key: (is_machine, reason) for key, is_machine, reason in rows}
+
+
+def expected(events) -> dict[str, tuple[bool, str | None]]:
+    return {
+        events[(row["file"], row["line"])].dedupe_key(): (row["isMachine"], row["machineReason"])
+        for row in MANIFEST["events"]
+    }
+
+
+def test_provider_exports_are_classified_as_the_manifest_says_in_any_order(sessions):
+    seed_sends(sessions)
+    events = exported_events()
+    # Newest first, one chunk per event: each burst click arrives after the others committed,
+    # and the too-soon click after everything else of its email.
+    for event in sorted(events.values(), key=lambda e: e.occurred_at, reverse=True):
+        ingest(sessions, [event])
+    assert stored(sessions) == expected(events)
+
+    again = ingest(sessions, list(events.values()))
+    assert {outcome for (_, _, outcome) in again.outcomes} == {"duplicate"}
+    assert again.machine_clicks == 0
+    assert stored(sessions) == expected(events)
+
+
+def test_provider_exports_in_one_chunk_match_the_manifest(sessions):
+    seed_sends(sessions)
+    events = exported_events()
+    result = ingest(sessions, list(events.values()))
+    assert stored(sessions) == expected(events)
+    # The too-soon click and the three of the sweep were marked by timing.
+    assert result.machine_clicks == 4
+
+
+def test_machine_sweep_split_across_concurrent_chunks_marks_both_clicks(sessions):
+    seed_sends(sessions)
+    send = MANIFEST["sends"]["postmark.json"]
+    swept = datetime.fromisoformat(send["sentAt"]) + timedelta(minutes=5)
+
+    def click(url: str, offset_ms: int) -> NormalisedEvent:
+        return NormalisedEvent(
+            type=EngagementType.click,
+            occurred_at=swept + timedelta(milliseconds=offset_ms),
+            provider="generic",
+            source="test",
+            send_id=send["sendId"],
+            url=url,
+        )
+
+    first = sessions()
+    first.begin()
+    ingest_events(first, [click("https://a.example/1", 0)], now=utcnow(), soft_bounce_limit=3)
+    # The second chunk's classification waits for the first to commit, then sees its click.
+    second = threading.Thread(target=ingest, args=(sessions, [click("https://a.example/2", 400)]))
+    second.start()
+    second.join(timeout=0.5)
+    assert second.is_alive()
+    first.commit()
+    first.close()
+    second.join(timeout=10)
+    assert not second.is_alive()
+    assert sorted(stored(sessions).values()) == [(True, "all-links-same-second")] * 2
