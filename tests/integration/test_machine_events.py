@@ -1,19 +1,26 @@
 """Machine opens and clicks on real PostgreSQL: provider exports classified as their manifest
-says, whatever order and chunks they arrive in, and a sweep split across chunks in flight."""
+says, whatever order and chunks they arrive in, a sweep split across chunks in flight, and the
+report's human counts with the machines' beside them."""
 
 import json
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 
+from core.analytics.campaign_report import (
+    ReportWindow,
+    compute_campaign_report,
+    summary_markdown,
+)
 from core.engagement.event_files import read_event_file
 from core.engagement.events import NormalisedEvent
 from core.statuses import EngagementType
 from db.base import utcnow
-from db.models import EngagementEvent
+from db.models import Campaign, EngagementEvent, Workspace
 from db.queries.engagement import ingest_events
+from db.queries.report import read_report_inputs
 from tests import factories
 
 MACHINE = Path(__file__).resolve().parents[1] / "fixtures" / "events" / "machine"
@@ -120,3 +127,43 @@ def test_machine_sweep_split_across_concurrent_chunks_marks_both_clicks(sessions
     second.join(timeout=10)
     assert not second.is_alive()
     assert sorted(stored(sessions).values()) == [(True, "all-links-same-second")] * 2
+
+
+def test_the_report_counts_people_and_puts_machines_beside_them(sessions):
+    seed_sends(sessions)
+    ingest(sessions, list(exported_events().values()))
+    # A fourth email, opened and clicked by machines only: Apple's prefetch and a link scanner.
+    sent_at = datetime(2025, 3, 4, 12, 0, tzinfo=UTC)
+    with sessions.begin() as session:
+        camp = session.scalars(select(Campaign)).one()
+        lead = factories.lead(session, session.get_one(Workspace, camp.workspaceId))
+        factories.enrolment(session, camp, lead)
+        machines_only = factories.scheduled_send(
+            session, camp, lead, status="sent", sentAt=sent_at, attemptedAt=sent_at
+        )
+    ingest(
+        sessions,
+        [
+            NormalisedEvent(
+                type=kind,
+                occurred_at=sent_at + timedelta(seconds=3),
+                provider="generic",
+                source="test",
+                send_id=machines_only.id,
+                user_agent="Mozilla/5.0",
+                url="https://acme-sales.com/pricing",
+            )
+            for kind in (EngagementType.open, EngagementType.click)
+        ],
+    )
+    window = ReportWindow(
+        since=datetime(2025, 3, 1, tzinfo=UTC), until=datetime(2025, 4, 1, tzinfo=UTC)
+    )
+    with sessions() as session:
+        report = compute_campaign_report(read_report_inputs(session, window), window)
+    (row,) = report.table("campaign")
+    # Each of the three exports' emails was opened and clicked by a person as well as machines.
+    assert (row["sent"], row["unique_opens"], row["unique_clicks"]) == (4, 3, 3)
+    assert (row["machine_opens"], row["machine_clicks"]) == (1, 1)
+    assert row["open_rate"] == row["click_rate"] == 0.75
+    assert "opened by machines only 1, clicked by machines only 1" in summary_markdown(report)
