@@ -31,6 +31,7 @@ def _report(result: IngestResult) -> IngestReport:
     report.intents.update(result.replies.intents)
     report.reply_actions.update(result.replies.actions)
     report.referred = result.replies.referred
+    report.machine.update(result.machine)
     return report
 
 

@@ -105,7 +105,7 @@ INGEST = text(
         ON CONFLICT ("dedupeKey") DO NOTHING
         RETURNING "dedupeKey"
     )
-    SELECT m.source, m.type, m.bounce,
+    SELECT m.source, m.type, m.bounce, m."machineReason",
            CASE WHEN r."dedupeKey" IS NOT NULL THEN 'new'
                 WHEN q."dedupeKey" IS NOT NULL THEN 'quarantined'
                 ELSE 'duplicate' END AS outcome,
@@ -120,7 +120,7 @@ INGEST = text(
     FROM matched m
     LEFT JOIN recorded r ON r."dedupeKey" = m."dedupeKey"
     LEFT JOIN quarantined q ON q."dedupeKey" = m."dedupeKey"
-    GROUP BY 1, 2, 3, 4
+    GROUP BY 1, 2, 3, 4, 5
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
@@ -225,8 +225,9 @@ class IngestResult:
     stopped: Counter[str] = field(default_factory=Counter)
     cancelled: int = 0
     replies: ReplyOutcome = field(default_factory=ReplyOutcome)
-    # Clicks marked as a machine's by timing (their email's send time, its other clicks).
-    machine_clicks: int = 0
+    # Opens and clicks taken for a machine's, by rule: the new ones by what they say, and the
+    # clicks (of this chunk or earlier) marked by timing.
+    machine: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -286,10 +287,12 @@ def ingest_events(
     }
     stops = _NewStops()
     # Sorted, so that a send with two address-wide events in one chunk always takes the same rule.
-    answer = sorted(session.execute(INGEST, params), key=lambda row: tuple(map(str, row[:4])))
+    answer = sorted(session.execute(INGEST, params), key=lambda row: tuple(map(str, row[:5])))
     clicked: set[str] = set()
-    for source, kind, bounce, outcome, n, sends, replies, clicks in answer:
+    for source, kind, bounce, machine, outcome, n, sends, replies, clicks in answer:
         clicked.update(clicks or ())
+        if machine and outcome == IngestColumn.new:
+            result.machine[machine] += n
         # The statement's outcome column spells IngestColumn's values.
         result.outcomes[(source, kind, IngestColumn(outcome))] += n
         stops.replies += [_new_reply(keyed[r["key"]], r, classified or {}) for r in replies or ()]
@@ -300,7 +303,7 @@ def ingest_events(
         elif kind in _ADDRESS_RULES:
             stops.by_address |= dict.fromkeys(sends, _ADDRESS_RULES[kind])
     if clicked:
-        result.machine_clicks = mark_machine_clicks(session, sorted(clicked), machine_rules)
+        result.machine.update(mark_machine_clicks(session, sorted(clicked), machine_rules))
     if stops.replies or stops.soft_bounces or stops.by_address:
         # One chunk at a time applies stops (chunks in flight, overlapping runs): two chunks
         # locking the same enrolments in opposite orders would deadlock, and a soft bounce
@@ -320,8 +323,9 @@ def ingest_events(
     return result
 
 
-def mark_machine_clicks(session: Session, send_ids: list[str], rules: MachineRules) -> int:
-    """Mark the clicks of these sends that the timing rules take for a machine's; how many.
+def mark_machine_clicks(session: Session, send_ids: list[str], rules: MachineRules) -> Counter[str]:
+    """Mark the clicks of these sends that the timing rules take for a machine's; how many, by
+    rule.
 
     Every click of each send is read again, whichever chunk recorded it, so the verdict is the
     same whatever order the clicks arrived in; a click already marked stays as it is.
@@ -348,7 +352,7 @@ def mark_machine_clicks(session: Session, send_ids: list[str], rules: MachineRul
                 marked.append({"id": event_id, "reason": verdict.reason.value})
     if marked:
         session.execute(MARK_MACHINE, {"rows": json_rows(marked)})
-    return len(marked)
+    return Counter(row["reason"] for row in marked)
 
 
 def _event_rows(

@@ -14,6 +14,7 @@ from core.engagement.machine import (
     RecordedClick,
     classify_engagement,
 )
+from core.engagement.report import IngestReport
 from core.settings import Settings
 from core.statuses import EngagementType
 
@@ -171,3 +172,14 @@ def test_user_agents_and_addresses_are_never_shown_stored_or_keyed():
         "source", "provider"
     }  # fmt: skip
     assert opened.dedupe_key() == plain.dedupe_key()
+
+
+def test_a_runs_summary_counts_machines_by_rule_across_chunks():
+    run, chunk = IngestReport(), IngestReport()
+    run.machine["apple-mpp"] = 2
+    chunk.machine.update({"apple-mpp": 1, "all-links-same-second": 3})
+    run.merge(chunk)
+    summary = run.summary_markdown(dry_run=False)
+    assert "## Opens and clicks taken for a machine's, by rule" in summary
+    assert "- all-links-same-second: 3\n- apple-mpp: 3\n" in summary
+    assert "machine" not in IngestReport().summary_markdown(dry_run=False)
