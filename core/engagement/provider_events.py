@@ -294,6 +294,12 @@ def parse_mailgun(record: Mapping[str, Any], source: str, line: int) -> ParsedRe
         diagnostic=diagnostic,
         user_agent=text_field(client.get("user-agent"), "client-info.user-agent"),
         ip=text_field(data.get("ip"), "ip"),
-        # `apple`, `gmail` or `generic`; empty when Mailgun saw no bot.
-        provider_machine=bool(text_field(client.get("bot"), "client-info.bot")),
+        provider_machine=_mailgun_bot(client.get("bot")),
     )
+
+
+def _mailgun_bot(value: Any) -> bool:
+    """`client-info.bot`: `apple`, `gmail` or `generic` when Mailgun saw a bot, empty when not."""
+    if isinstance(value, bool):
+        return value
+    return bool(text_field(value, "client-info.bot"))

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from core.engagement.event_files import read_event_file
-from core.engagement.events import NormalisedEvent
+from core.engagement.event_files import parse_record, read_event_file
+from core.engagement.event_records import EventFormat
+from core.engagement.events import Malformed, NormalisedEvent
 from core.engagement.machine import (
     MachineReason,
     MachineRules,
@@ -183,3 +184,30 @@ def test_a_runs_summary_counts_machines_by_rule_across_chunks():
     assert "## Opens and clicks taken for a machine's, by rule" in summary
     assert "- all-links-same-second: 3\n- apple-mpp: 3\n" in summary
     assert "machine" not in IngestReport().summary_markdown(dry_run=False)
+
+
+@pytest.mark.parametrize(
+    ("bot", "flagged"),
+    [("apple", True), ("generic", True), ("", False), (None, False), (True, True)],
+)
+def test_mailguns_bot_field_flags_any_bot_it_names(bot, flagged):
+    record = {
+        "event": "opened",
+        "timestamp": 1741082405.1,
+        "recipient": "lee@contoso.example",
+        "client-info": {"user-agent": "Mozilla/5.0", "bot": bot},
+    }
+    opened = parse_record(record, EventFormat.mailgun, source="test", line=1)
+    assert isinstance(opened, NormalisedEvent) and opened.provider_machine is flagged
+
+
+def test_a_flag_that_is_not_true_or_false_names_its_field():
+    record = {
+        "event": "open",
+        "sg_event_id": "x1",
+        "timestamp": 1741078804,
+        "email": "sam@northwind.io",
+        "sg_machine_open": "yes",
+    }
+    refused = parse_record(record, EventFormat.sendgrid, source="test", line=4)
+    assert refused == Malformed(source="test", line=4, reason="sg_machine_open: not true or false")
