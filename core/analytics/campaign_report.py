@@ -20,9 +20,14 @@ What each number means, for the window [since, until):
 - `unique_opens`, `unique_clicks`, `replies`, `bounces` (hard or soft), `unsubscribes`,
   `complaints`: how many of the `sent` sends have at least one event of that type that occurred
   (`occurredAt`) before `until`, however late after the window's start. Each send counts once
-  per type, so ten opens of one email are one unique open. `auto_reply` is not a reply.
+  per type, so ten opens of one email are one unique open. `auto_reply` is not a reply. Opens
+  and clicks are a person's only (`EngagementEvent.isMachine` false; `core.engagement.machine`
+  says which a machine made).
 - `positive_replies`: of those, the sent sends with a reply classified `interested` or
   `meeting_request` (`POSITIVE_INTENTS`, `ReplyClassification.intent`).
+- `machine_opens`, `machine_clicks`: the `sent` sends opened (clicked) by machines only, such
+  as Apple Mail Privacy Protection's prefetch or a link scanner, and by no person: beside the
+  rates, not in them, so `unique_opens + machine_opens` is every send with any open.
 - `*_rate`: that count divided by `sent` (so every rate is between 0 and 1: the denominator is
   the window's sends, and only their events count); empty when nothing was sent. The click rate
   is over sent, not over opens.
@@ -74,6 +79,8 @@ SEND_COUNTS = (
     "failed",
     "unique_opens",
     "unique_clicks",
+    "machine_opens",
+    "machine_clicks",
     "replies",
     "positive_replies",
     "bounces",
@@ -475,6 +482,9 @@ def summary_markdown(report: CampaignReport, charts: str | None = None) -> str:
         f"bounced {_pct(total['bounce_rate'])}, "
         f"unsubscribed {_pct(total['unsubscribe_rate'])}, "
         f"complained {_pct(total['complaint_rate'])}",
+        f"- opened by machines only {total['machine_opens']}, clicked by machines only "
+        f"{total['machine_clicks']} (Apple Mail Privacy Protection, link scanners: not in the "
+        "rates)",
         f"- LLM: {total['prompt_tokens']:,} prompt + {total['completion_tokens']:,} completion "
         f"tokens, {_money(total['cost_usd'])}; per 1,000 emails "
         f"{_money(total['cost_usd_per_1000'])}",

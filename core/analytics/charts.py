@@ -5,8 +5,8 @@ attachment; nothing is fetched. Each chart is a `<div>` with a fixed id (`FUNNEL
 `VARIANTS`, `MAILBOXES`) and traces named as below, which the browser test reads back:
 
 - funnel: one trace per campaign and step, `"<campaign> · step N"`, over the stages sent,
-  opened, clicked, replied, positive replies. Opens and clicks are every recorded one, as in the
-  report: machine opens (scanners, privacy proxies) included.
+  opened, clicked, replied, positive replies. Opens and clicks are a person's only, as in the
+  report: machine ones (scanners, privacy proxies) are its `machine_*` columns, not charted.
 - daily: `sent` and `replies`, every campaign of the report together, per UTC day.
 - variants (only when the report has variant rows): one trace per campaign and step, a bar per
   variant with its reply rate and the confidence interval as error bars.

@@ -9,7 +9,8 @@ Which timestamp puts a row in the window [since, until), per table:
   for `sent` and `failed`, the engagement counts and the delivery lag. `attemptedAt` covers a
   send refused at handover, which has no `sentAt`; `sentAt` alone covers rows the web app wrote.
 - `ReplyClassification`: a reply is positive when its intent is in `POSITIVE_INTENTS`.
-- `EngagementEvent`: only events of the window's handed-over sends (whenever after `since`
+- `EngagementEvent`: opens and clicks count only when a person made them (`NOT "isMachine"`),
+  and the machines' apart; only events of the window's handed-over sends (whenever after `since`
   they happened), and only those that occurred (`occurredAt`, not the ingestion time
   `createdAt`) before `until`: a report of a past window counts what had happened by its end,
   and events after `until` never change it.
@@ -109,8 +110,10 @@ SENDS = text(
     + f""",
     engaged AS (
         SELECT e."emailSendId" AS id,
-               bool_or(e.type = 'open') AS opened,
-               bool_or(e.type = 'click') AS clicked,
+               bool_or(e.type = 'open' AND NOT e."isMachine") AS opened,
+               bool_or(e.type = 'open' AND e."isMachine") AS machine_opened,
+               bool_or(e.type = 'click' AND NOT e."isMachine") AS clicked,
+               bool_or(e.type = 'click' AND e."isMachine") AS machine_clicked,
                bool_or(e.type = 'reply') AS replied,
                bool_or(e.type = 'reply' AND rc.intent IN ({_POSITIVE})) AS positively_replied,
                bool_or(e.type = 'bounce') AS bounced,
@@ -127,8 +130,8 @@ SENDS = text(
                w.handed AND (w."sentAt" IS NOT NULL OR g.id IS NOT NULL) AS sent,
                w.handed AND w."sentAt" IS NULL AND g.id IS NULL
                    AND w.status IN ('failed', 'unknown') AS failed,
-               g.opened, g.clicked, g.replied, g.positively_replied, g.bounced,
-               g.unsubscribed, g.complained
+               g.opened, g.machine_opened, g.clicked, g.machine_clicked,
+               g.replied, g.positively_replied, g.bounced, g.unsubscribed, g.complained
         FROM window_sends w LEFT JOIN engaged g ON g.id = w.id
     )
     SELECT "campaignId" AS campaign_id, "stepId" AS step_id,
@@ -137,6 +140,10 @@ SENDS = text(
            count(*) FILTER (WHERE failed) AS failed,
            count(*) FILTER (WHERE sent AND opened) AS unique_opens,
            count(*) FILTER (WHERE sent AND clicked) AS unique_clicks,
+           count(*) FILTER (WHERE sent AND machine_opened AND opened IS NOT TRUE)
+               AS machine_opens,
+           count(*) FILTER (WHERE sent AND machine_clicked AND clicked IS NOT TRUE)
+               AS machine_clicks,
            count(*) FILTER (WHERE sent AND replied) AS replies,
            count(*) FILTER (WHERE sent AND positively_replied) AS positive_replies,
            count(*) FILTER (WHERE sent AND bounced) AS bounces,
@@ -202,7 +209,7 @@ MAILBOX_SENDS = text(
                bool_or(e.type = 'bounce' AND e.metadata ->> 'bounceKind' = 'soft') AS soft_bounced,
                bool_or(e.type = 'complaint') AS complained,
                bool_or(e.type = 'reply') AS replied,
-               bool_or(e.type = 'open') AS opened
+               bool_or(e.type = 'open' AND NOT e."isMachine") AS opened
         FROM "EngagementEvent" e
         JOIN handed h ON h.id = e."emailSendId"
         WHERE e."occurredAt" < :until
