@@ -8,12 +8,14 @@ mailbox and the campaign, whose row locks keep two overlapping runs from both ta
 slot of a cap.
 """
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Connection, Text, bindparam, text
+from sqlalchemy import Connection, RowMapping, Text, bindparam, text
 from sqlalchemy.orm import Session
 
 from core.delivery.lane import HandoverGuard, SendUpdate
@@ -60,7 +62,7 @@ _DETAILS = f"""
                   AND o."leadId" <> s."leadId"
                   AND split_part(lower(ol.email), '@', 2)
                       = split_part(lower(s."toEmail"), '@', 2))) AS "companyReplied",
-           c."sendingRules",
+           c."sendingRules"::text AS "sendingRules",
            root."providerMessageId" AS "threadMessageId", root.subject AS "threadSubject"
     FROM {{source}} s
     JOIN "Campaign" c ON c.id = s."campaignId"
@@ -377,6 +379,19 @@ def _due_params(
     }
 
 
+def _due_sends(rows: Iterable[RowMapping]) -> list[DueSend]:
+    """The sends of `_DETAILS` rows, each campaign's sendingRules decoded once, not once a send:
+    decoding them row by row was a tenth of the delivery flow's own CPU with 20 mailboxes."""
+    rules: dict[str, Any] = {}
+    sends = []
+    for row in rows:
+        raw = row["sendingRules"]
+        if raw is not None and raw not in rules:
+            rules[raw] = json.loads(raw)
+        sends.append(DueSend.model_validate({**row, "sendingRules": rules.get(raw)}))
+    return sends
+
+
 def claim_due_sends(
     session: Session,
     *,
@@ -393,7 +408,7 @@ def claim_due_sends(
     params = _due_params(cutoff, now, limit, campaign_id, blocked)
     params |= {"worker": worker, "token": token, "lease_until": now + lease}
     rows = session.execute(CLAIM_DUE_SENDS, params).mappings()
-    return token, [DueSend.model_validate(row) for row in rows]
+    return token, _due_sends(rows)
 
 
 def preview_due_sends(
@@ -407,15 +422,13 @@ def preview_due_sends(
 ) -> list[DueSend]:
     """The sends a claim would take, without taking them (dry runs)."""
     params = _due_params(cutoff, now, limit, campaign_id, blocked)
-    return [
-        DueSend.model_validate(row) for row in session.execute(PREVIEW_DUE_SENDS, params).mappings()
-    ]
+    return _due_sends(session.execute(PREVIEW_DUE_SENDS, params).mappings())
 
 
 def reload_send(session: Session, *, send_id: str, token: str) -> DueSend | None:
     """A claimed send as it is now, or None when it is no longer ours or no longer scheduled."""
     row = session.execute(ONE_SEND, {"id": send_id, "token": token}).mappings().first()
-    return DueSend.model_validate(row) if row else None
+    return _due_sends([row])[0] if row else None
 
 
 def rescue_abandoned_sends(session: Session, *, now: datetime) -> list[UnknownSend]:
