@@ -10,6 +10,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -62,13 +63,18 @@ class StepSpec(_File):
 
     @field_validator("variants")
     @classmethod
-    def _variants_can_be_assigned(cls, variants: list[VariantSpec]) -> list[VariantSpec]:
+    def _variants_can_be_assigned(
+        cls, variants: list[VariantSpec], info: ValidationInfo
+    ) -> list[VariantSpec]:
+        # The error's path holds the step's place in the file; its stepOrder says which it is.
+        step = f"step {info.data['stepOrder']}" if "stepOrder" in info.data else "this step"
         keys = [variant.key for variant in variants]
         repeated = sorted({key for key in keys if keys.count(key) > 1})
         if repeated:
-            raise ValueError(f"variant keys must be unique; repeated: {', '.join(repeated)}")
+            repeats = ", ".join(repeated)
+            raise ValueError(f"{step}: variant keys must be unique; repeated: {repeats}")
         if variants and not any(variant.weight > 0 for variant in variants):
-            raise ValueError("at least one variant needs a weight above 0")
+            raise ValueError(f"{step}: at least one variant needs a weight above 0")
         return sorted(variants, key=lambda variant: variant.key)
 
 
