@@ -1,6 +1,7 @@
 """The `campaign-report` flow: per campaign and step, the funnel from enrolment to sent, unique
 engagement and its rates, LLM spend per 1,000 emails and the lag from due to sent, over a window;
-and per sending mailbox and UTC day, the deliverability rates.
+per sending mailbox and UTC day, the deliverability rates; and per step A/B variant, what each
+sent and got back.
 
 What every number means is in `core/analytics/campaign_report.py`; which timestamp puts each
 row in the window is in `db/queries/report.py`.
@@ -33,7 +34,8 @@ async def campaign_report(
         since: Window start (included); empty means 30 days before until.
         until: Window end (excluded); empty means the run's scheduled start.
         output: Also write every row to this .csv or .parquet file on the worker, and the
-            rows per mailbox and day beside it (`NAME-mailbox-days.csv`).
+            rows per mailbox and day (`NAME-mailbox-days.csv`) and per step variant
+            (`NAME-variants.csv`) beside it.
     """
     logger = get_run_logger()
     database = DatabaseConfig.from_settings(run_settings())
@@ -50,9 +52,10 @@ async def campaign_report(
     report = await compute_report(unwalked(inputs), window)
     await _publish(report)
     if output:
-        report_file, mailbox_file = await write_report(unwalked(report), output)
+        report_file, mailbox_file, variants_file = await write_report(unwalked(report), output)
         logger.info("wrote %d rows to %s", len(report.steps) + len(report.campaigns), report_file)
         logger.info("wrote %d rows to %s", len(report.mailbox_days), mailbox_file)
+        logger.info("wrote %d rows to %s", len(report.variants), variants_file)
     total = report.totals()
     logger.info(
         "%d campaigns, %d steps: enrolled %s, generated %s, sent %s, failed %s",
@@ -82,6 +85,11 @@ async def _publish(report: CampaignReport) -> None:
         key="campaign-report-mailbox-days",
         table=report.table("mailbox_day") or [{"mailbox": "(nothing sent in this window)"}],
         description=f"Per sending mailbox and UTC day, {span}; rates over sent",
+    )
+    await acreate_table_artifact(
+        key="campaign-report-variants",
+        table=report.table("variant") or [{"campaign_id": "(no step variant sent)"}],
+        description=f"Per campaign step and A/B variant, {span}; rates over sent",
     )
     await acreate_markdown_artifact(
         key="campaign-report-summary",

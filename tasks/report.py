@@ -22,6 +22,7 @@ from core.analytics.campaign_report import (
     compute_campaign_report,
     mailbox_days_output,
     output_format,
+    variants_output,
 )
 from db.engine import DatabaseConfig
 from db.queries.report import read_report_inputs
@@ -49,18 +50,21 @@ async def compute_report(inputs: ReportInputs, window: ReportWindow) -> Campaign
 
 
 @task(name="write-campaign-report", cache_policy=NO_CACHE, persist_result=False)
-async def write_report(report: CampaignReport, output: str) -> tuple[str, str]:
-    """Write every row (steps, then each campaign's total) as CSV or parquet, and the rows per
-    mailbox and day to a file beside it (`mailbox_days_output`); returns both paths."""
+async def write_report(report: CampaignReport, output: str) -> tuple[str, str, str]:
+    """Write every row (steps, then each campaign's total) as CSV or parquet, and beside it the
+    rows per mailbox and day (`mailbox_days_output`) and per step variant (`variants_output`);
+    returns the three paths."""
     kind = output_format(output)
     report_path, mailbox_path = check_output(output), check_output(mailbox_days_output(output))
+    variants_path = check_output(variants_output(output))
 
     def work() -> None:
         _write_atomically(report.frame(), report_path, kind)
         _write_atomically(report.mailbox_days, mailbox_path, kind)
+        _write_atomically(report.variants, variants_path, kind)
 
     await anyio.to_thread.run_sync(work)
-    return str(report_path), str(mailbox_path)
+    return str(report_path), str(mailbox_path), str(variants_path)
 
 
 def _write_atomically(frame: pd.DataFrame, path: Path, kind: str) -> None:

@@ -44,11 +44,12 @@ What each number means, for the window [since, until):
   longest wait. A campaign with a queue is in the report even when nothing else happened.
 
 Beside them, per sending mailbox and UTC day, the deliverability rates of
-`core/analytics/mailbox_days.py`.
+`core/analytics/mailbox_days.py`, and per step and A/B variant, the counts of
+`core/analytics/variant_report.py`.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 from typing import Literal
@@ -57,6 +58,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from core.analytics.mailbox_days import SEND_COLUMNS, compute_mailbox_days
+from core.analytics.variant_report import SEND_COLUMNS as VARIANT_SEND_COLUMNS
+from core.analytics.variant_report import compute_variant_rows, empty_rows
 
 DEFAULT_DAYS = 30
 
@@ -121,7 +124,13 @@ INPUT_COLUMNS = {
     "review": ("campaign_id", "step_id", *REVIEW_QUEUE),
     # One row per send handed over in the window, with its mailbox, UTC day and what became of it.
     "mailbox_sends": SEND_COLUMNS,
+    # One row per (campaign, step, variant) that sent in the window.
+    "variant_sends": VARIANT_SEND_COLUMNS,
 }
+
+
+def _empty(name: str) -> pd.DataFrame:
+    return pd.DataFrame(columns=list(INPUT_COLUMNS[name]))
 
 
 class ReportWindow(BaseModel):
@@ -174,17 +183,18 @@ class ReportInputs:
     latency: pd.DataFrame
     review: pd.DataFrame
     mailbox_sends: pd.DataFrame
+    variant_sends: pd.DataFrame = field(default_factory=lambda: _empty("variant_sends"))
 
     @classmethod
     def empty(cls) -> "ReportInputs":
         """No campaigns and nothing in the window."""
-        return cls(**{name: pd.DataFrame(columns=list(c)) for name, c in INPUT_COLUMNS.items()})
+        return cls(**{name: _empty(name) for name in INPUT_COLUMNS})
 
 
 @dataclass
 class CampaignReport:
-    """The computed report: one row per campaign step, one total row per campaign, and one row
-    per sending mailbox and UTC day."""
+    """The computed report: one row per campaign step, one total row per campaign, one row
+    per sending mailbox and UTC day, and one per step variant."""
 
     window: ReportWindow
     steps: pd.DataFrame
@@ -192,6 +202,7 @@ class CampaignReport:
     mailbox_days: pd.DataFrame
     # The whole report's due-to-sent (p50, p95) in seconds, every campaign's sends together.
     overall_latency: tuple[float | None, float | None] = (None, None)
+    variants: pd.DataFrame = field(default_factory=empty_rows)
 
     def frame(self) -> pd.DataFrame:
         """Every row for the output file: each campaign's steps, then its total row."""
@@ -202,9 +213,16 @@ class CampaignReport:
         )
         return rows.drop(columns="_total").reset_index(drop=True)[list(COLUMNS)]
 
-    def table(self, level: Literal["step", "campaign", "mailbox_day"]) -> list[dict[str, object]]:
+    def table(
+        self, level: Literal["step", "campaign", "mailbox_day", "variant"]
+    ) -> list[dict[str, object]]:
         """Rows of one level for a table artifact: plain JSON values."""
-        frame = {"step": self.steps, "campaign": self.campaigns, "mailbox_day": self.mailbox_days}
+        frame = {
+            "step": self.steps,
+            "campaign": self.campaigns,
+            "mailbox_day": self.mailbox_days,
+            "variant": self.variants,
+        }
         rows = frame[level].to_dict("records")
         return [{str(k): _plain(v) for k, v in row.items()} for row in rows]
 
@@ -277,6 +295,10 @@ def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> Campa
         campaigns=_sorted(_derive(per_campaign)),
         mailbox_days=compute_mailbox_days(inputs.mailbox_sends, window.since, window.until),
         overall_latency=overall_latency,
+        variants=compute_variant_rows(
+            inputs.variant_sends,
+            per_step[["campaign_id", "campaign_name", "step_id", "step"]],
+        ),
     )
 
 
@@ -447,7 +469,31 @@ def summary_markdown(report: CampaignReport) -> str:
             f"| {human_duration(_plain(row['due_to_sent_p95_s']))} "
             f"| {row['pending_review']}{_oldest(_plain(row['oldest_pending_review_s']))} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *_variant_lines(report.variants)]) + "\n"
+
+
+def _variant_lines(variants: pd.DataFrame) -> list[str]:
+    """The A/B section: one table row per step variant that sent; none without variants."""
+    if variants.empty:
+        return []
+    lines = [
+        "",
+        "## A/B variants",
+        "",
+        "| campaign | step | variant | sent | replies | positive | unsub | bounce | clicks "
+        "| reply | positive | compared on |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in variants.to_dict("records"):
+        lines.append(
+            f"| {_cell(row['campaign_name'])} | {row['step']} | {_cell(row['variant'])} "
+            f"| {row['sent']} | {row['replies']} | {row['positive_replies']} "
+            f"| {row['unsubscribes']} | {row['bounces']} | {row['unique_clicks']} "
+            f"| {_pct(_plain(row['reply_rate']))} | {_pct(_plain(row['positive_reply_rate']))} "
+            f"| {row['metric']} |"
+        )
+    lines += ["", "Clicks count every click event: machine clicks are not told apart yet."]
+    return lines
 
 
 # The output file ---------------------------------------------------------------------------
@@ -463,8 +509,17 @@ OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet"}
 def mailbox_days_output(path: str) -> str:
     """Where the per-mailbox days go beside the report's file: `report.csv` ->
     `report-mailbox-days.csv` (their columns are not the report's)."""
+    return _beside(path, "mailbox-days")
+
+
+def variants_output(path: str) -> str:
+    """Where the per-variant rows go beside the report's file: `report-variants.csv`."""
+    return _beside(path, "variants")
+
+
+def _beside(path: str, name: str) -> str:
     output = PurePath(path)
-    return str(output.with_name(f"{output.stem}-mailbox-days{output.suffix}"))
+    return str(output.with_name(f"{output.stem}-{name}{output.suffix}"))
 
 
 def output_format(path: str) -> str:

@@ -29,6 +29,10 @@ class Intent(StrEnum):
     other = "other"
 
 
+# The replies an A/B test counts as positive (core.analytics.variant_report).
+POSITIVE_INTENTS = (Intent.interested, Intent.meeting_request)
+
+
 class ClassificationMethod(StrEnum):
     llm = "llm"  # structured output of the configured model
     rules = "rules"  # no key, or the LLM failed: headers, phrases and dates only

@@ -28,6 +28,7 @@ from sqlalchemy import Text, bindparam, text
 from sqlalchemy.orm import Session
 
 from core.analytics.campaign_report import INPUT_COLUMNS, ReportInputs, ReportWindow
+from core.replies.intent import POSITIVE_INTENTS
 from db.base import UTCDateTime
 
 _PARAMS = (
@@ -82,6 +83,7 @@ GENERATION = text(
 _WINDOW_SENDS = """
     WITH window_sends AS (
         SELECT s.id, s."campaignId", s."stepId", s.status, s."scheduledFor", s."sentAt",
+               s."variantKey",
                s."createdAt" >= :since AND s."createdAt" < :until AS created,
                COALESCE(s."sentAt", s."attemptedAt") >= :since
                    AND COALESCE(s."sentAt", s."attemptedAt") < :until AS handed
@@ -131,6 +133,51 @@ SENDS = text(
     GROUP BY "campaignId", "stepId"
     """
 ).bindparams(*_PARAMS)
+
+# Per step variant, the window's sends of the steps with variants, counted as SENDS counts them,
+# plus the replies classified (ReplyClassification) and those classified positive, and the
+# campaign's `sendingRules.abTest`, which says what the test compares. Clicks are every click
+# event: machine clicks (link scanners) are not told apart yet.
+VARIANT_SENDS = text(
+    _WINDOW_SENDS.format(one_campaign=_ONE_CAMPAIGN.format(column='s."campaignId"'))
+    + """,
+    engaged AS (
+        SELECT e."emailSendId" AS id,
+               bool_or(e.type = 'click') AS clicked,
+               bool_or(e.type = 'reply') AS replied,
+               bool_or(rc.id IS NOT NULL) AS classified,
+               bool_or(rc.intent = ANY(CAST(:positive AS text[]))) AS positive,
+               bool_or(e.type = 'bounce') AS bounced,
+               bool_or(e.type = 'unsubscribe') AS unsubscribed
+        FROM "EngagementEvent" e
+        JOIN window_sends w
+          ON w.id = e."emailSendId" AND w.handed AND w."variantKey" IS NOT NULL
+        LEFT JOIN "ReplyClassification" rc
+          ON rc."engagementEventId" = e.id AND e.type = 'reply'
+        WHERE e."occurredAt" < :until
+        GROUP BY e."emailSendId"
+    ),
+    flagged AS (
+        SELECT w."campaignId", w."stepId", w."variantKey",
+               w.handed AND (w."sentAt" IS NOT NULL OR g.id IS NOT NULL) AS sent,
+               g.clicked, g.replied, g.classified, g.positive, g.bounced, g.unsubscribed
+        FROM window_sends w LEFT JOIN engaged g ON g.id = w.id
+        WHERE w."variantKey" IS NOT NULL
+    )
+    SELECT f."campaignId" AS campaign_id, f."stepId" AS step_id, f."variantKey" AS variant,
+           c."sendingRules" -> 'abTest' AS ab_test,
+           count(*) FILTER (WHERE sent) AS sent,
+           count(*) FILTER (WHERE sent AND replied) AS replies,
+           count(*) FILTER (WHERE sent AND classified) AS classified_replies,
+           count(*) FILTER (WHERE sent AND positive) AS positive_replies,
+           count(*) FILTER (WHERE sent AND unsubscribed) AS unsubscribes,
+           count(*) FILTER (WHERE sent AND bounced) AS bounces,
+           count(*) FILTER (WHERE sent AND clicked) AS unique_clicks
+    FROM flagged f
+    JOIN "Campaign" c ON c.id = f."campaignId"
+    GROUP BY f."campaignId", f."stepId", f."variantKey", c."sendingRules" -> 'abTest'
+    """
+).bindparams(*_PARAMS, bindparam("positive", value=[i.value for i in POSITIVE_INTENTS]))
 
 # Seconds from due (scheduledFor) to sent (sentAt) of the sends accepted in the window, per
 # step, per campaign (step_id NULL) and for the whole report (campaign_id NULL too).
@@ -224,10 +271,11 @@ def read_report_inputs(session: Session, window: ReportWindow) -> ReportInputs:
         "latency": LATENCY,
         "review": REVIEW,
         "mailbox_sends": MAILBOX_SENDS,
+        "variant_sends": VARIANT_SENDS,
     }
     frames: dict[str, pd.DataFrame] = {}
     for name, query in queries.items():
-        wanted = {key: params[key] for key in query.compile().params}
+        wanted = {key: params[key] for key in query.compile().params if key in params}
         frame = pd.read_sql(query, connection, params=wanted)
         frames[name] = frame[list(INPUT_COLUMNS[name])]
     return ReportInputs(**frames)
