@@ -481,17 +481,23 @@ def _variant_lines(variants: pd.DataFrame) -> list[str]:
         "## A/B variants",
         "",
         "| campaign | step | variant | sent | replies | positive | unsub | bounce | clicks "
-        "| reply | positive | compared on |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| reply | positive | compared on | p vs best |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
+    verdicts: dict[tuple[str, str, int], str] = {}
     for row in variants.to_dict("records"):
+        p_value = _plain(row["p_value"])
         lines.append(
             f"| {_cell(row['campaign_name'])} | {row['step']} | {_cell(row['variant'])} "
             f"| {row['sent']} | {row['replies']} | {row['positive_replies']} "
             f"| {row['unsubscribes']} | {row['bounces']} | {row['unique_clicks']} "
             f"| {_pct(_plain(row['reply_rate']))} | {_pct(_plain(row['positive_reply_rate']))} "
-            f"| {row['metric']} |"
+            f"| {row['metric']} | {'–' if p_value is None else f'{p_value:.3g}'} |"
         )
+        step = (str(row["campaign_id"]), str(row["campaign_name"]), int(row["step"]))
+        verdicts[step] = str(row["verdict"])
+    lines.append("")
+    lines += [f"- {_cell(name)}, step {step}: {text}" for (_, name, step), text in verdicts.items()]
     lines += ["", "Clicks count every click event: machine clicks are not told apart yet."]
     return lines
 

@@ -78,8 +78,13 @@ def test_each_step_variant_gets_its_counts_and_rates(sessions):
     assert (round(b["reply_rate"], 6), round(b["positive_reply_rate"], 6)) == (0.666667, 0.333333)
     # A reply was classified, so the step compares positive replies.
     assert {r["metric"] for r in rows} == {"positive_reply_rate"}
+    # B is the best on positive replies; A is compared with it. Far too few sends to tell.
+    assert (a["rate"], round(b["rate"], 6), b["p_value"]) == (0.0, 0.333333, None)
+    assert 0 < a["p_value"] <= 1
+    assert a["verdict"] == b["verdict"] and a["verdict"].startswith("no winner yet: about ")
     summary = summary_markdown(computed)
     assert "## A/B variants" in summary and "| Variants | 1 | B | 3 | 2 | 1 |" in summary
+    assert f"- Variants, step 1: {a['verdict']}" in summary
 
 
 def test_without_a_classified_reply_replies_are_compared(sessions):
