@@ -81,6 +81,16 @@ class VariantTally:
         return VariantCounts(self.key, self.sent, successes)
 
 
+@dataclass(frozen=True)
+class StepTest:
+    """A step's A/B test as autoSelect sees it: its campaign's rules and every live variant's
+    tally over all time."""
+
+    step_id: str
+    rules: ABTest
+    tallies: tuple[VariantTally, ...]
+
+
 def ab_test(raw: object) -> ABTest:
     """A campaign's `sendingRules.abTest`; the defaults when it does not validate (the report
     still shows its counts, and generation says what is wrong with the rules)."""

@@ -4,7 +4,7 @@ and send record it, and neither a rerun nor a step backfill moves it to another 
 import asyncio
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from core.campaigns.campaign_file import parse_campaign
 from core.campaigns.variants import StepVariant, assign_variant
@@ -36,6 +36,24 @@ CAMPAIGN = {
         {"stepOrder": 2, "delayDays": 3, "subjectTemplate": "Re", "bodyTemplate": "Again"},
     ],
 }
+
+
+# Set-based, as 2,000 sends one by one would take most of the test's time.
+_EARLIER = "FROM unnest(ARRAY['A', 'B']) k, generate_series(1, 1000) n"
+EARLIER_SENDS = (
+    f"""INSERT INTO "Lead" (id, "workspaceId", email, "updatedAt")
+        SELECT 'lead-' || k || n, 'w-ab', k || n || '@earlier.example', now() {_EARLIER}""",
+    f"""INSERT INTO "GeneratedMessage" (id, "campaignId", "leadId", "stepId", subject, body,
+            "variantKey")
+        SELECT 'gm-' || k || n, 'camp-ab', 'lead-' || k || n, :step_id, 's', 'b', k {_EARLIER}""",
+    f"""INSERT INTO "EmailSend" (id, "campaignId", "leadId", "stepId", "generatedMessageId",
+            "toEmail", status, "sentAt", "variantKey", "updatedAt")
+        SELECT 'es-' || k || n, 'camp-ab', 'lead-' || k || n, :step_id, 'gm-' || k || n,
+               k || n || '@earlier.example', 'sent', now(), k, now() {_EARLIER}""",
+    f"""INSERT INTO "EngagementEvent" (id, "emailSendId", type, "occurredAt", "dedupeKey")
+        SELECT 'ev-' || k || n, 'es-' || k || n, 'reply', now(), 'test:' || k || n {_EARLIER}
+        WHERE n <= CASE k WHEN 'A' THEN 20 ELSE 200 END""",
+)
 
 
 @pytest.fixture
@@ -121,3 +139,36 @@ def test_each_lead_is_written_in_its_variant_and_keeps_it(llm, sessions):
             )
         ).all()
     assert dict(history) == expected  # the superseded messages were in the same variants
+
+
+def test_auto_select_records_the_winner_and_later_leads_all_get_it(llm, sessions):
+    rules = {**CAMPAIGN["sendingRules"], "abTest": {"autoSelect": True, "minSendsPerVariant": 1000}}
+    with sessions.begin() as session:
+        camp = create_campaign(session, parse_campaign({**CAMPAIGN, "sendingRules": rules}))
+        ws = session.get(Workspace, "w-ab")
+        step_id = session.scalars(select(SequenceStepVariant.stepId)).first()
+        # Earlier leads: 1,000 sends per variant, B replied to 200 times, A to 20.
+        for statement in EARLIER_SENDS:
+            session.execute(text(statement), {"step_id": step_id})
+        for i in range(6):
+            factories.enrolment(
+                session, camp, factories.lead(session, ws, email=f"new{i}@buyer.example")
+            )
+
+    asyncio.run(process_campaign_sends(campaign_id="camp-ab"))
+
+    with sessions() as session:
+        step = session.scalars(select(SequenceStep).where(SequenceStep.stepOrder == 1)).one()
+        new = session.scalars(
+            select(GeneratedMessage.variantKey)
+            .join(EmailSend, EmailSend.generatedMessageId == GeneratedMessage.id)
+            .where(EmailSend.toEmail.like("new%"))
+        ).all()
+    assert step.variantWinner == "B" and step.variantWinnerAt is not None
+    figures = step.variantWinnerFigures
+    assert figures is not None and figures["winner"] == "B" and figures["metric"] == "reply rate"
+    assert [(v["key"], v["sends"], v["successes"]) for v in figures["variants"]] == [
+        ("A", 1000, 20),
+        ("B", 1000, 200),
+    ]
+    assert new == ["B"] * 6
