@@ -22,8 +22,9 @@ that recorded a variant (`EmailSend.variantKey`), so a step without variants has
 The same tallies, counted over all time, decide `abTest.autoSelect` (`step_auto_selection`).
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
@@ -72,6 +73,17 @@ class VariantTally:
     replies: int
     positive_replies: int
     classified_replies: int
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> "VariantTally":
+        """From a row of its counts, the variant's key in `variant`."""
+        return cls(
+            key=str(row["variant"]),
+            sent=int(row["sent"]),
+            replies=int(row["replies"]),
+            positive_replies=int(row["positive_replies"]),
+            classified_replies=int(row["classified_replies"]),
+        )
 
     def counts(self, metric: ABMetric) -> VariantCounts:
         """Sends and successes of `metric`."""
@@ -149,16 +161,7 @@ def compute_variant_rows(sends: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFra
 
 def _judged(step: pd.DataFrame) -> pd.DataFrame:
     """One step's rows with its verdict's columns."""
-    tallies = [
-        VariantTally(
-            key=row["variant"],
-            sent=row["sent"],
-            replies=row["replies"],
-            positive_replies=row["positive_replies"],
-            classified_replies=row["classified_replies"],
-        )
-        for row in step.to_dict("records")
-    ]
+    tallies = [VariantTally.of(row) for row in step.to_dict("records")]
     rules = ab_test(step["ab_test"].iloc[0])
     verdict = step_verdict(rules, tallies)
     results = {result.key: result for result in verdict.variants}

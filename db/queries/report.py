@@ -23,8 +23,10 @@ EngagementEvent scans filter on expressions no index covers: a report over a mon
 once, which is fine for a periodic report and is never on the sending path.
 """
 
+from typing import Any
+
 import pandas as pd
-from sqlalchemy import Text, bindparam, text
+from sqlalchemy import BindParameter, Text, bindparam, text
 from sqlalchemy.orm import Session
 
 from core.analytics.campaign_report import INPUT_COLUMNS, ReportInputs, ReportWindow
@@ -95,7 +97,9 @@ _WINDOW_SENDS = """
     )
 """
 
-SENDS = text(
+# Each window send with its flags: sent, failed, and which events of each type it has (a reply
+# classified at all, and classified positive, from ReplyClassification).
+_FLAGGED_SENDS = (
     _WINDOW_SENDS.format(one_campaign=_ONE_CAMPAIGN.format(column='s."campaignId"'))
     + """,
     engaged AS (
@@ -103,22 +107,37 @@ SENDS = text(
                bool_or(e.type = 'open') AS opened,
                bool_or(e.type = 'click') AS clicked,
                bool_or(e.type = 'reply') AS replied,
+               bool_or(rc.id IS NOT NULL) AS classified,
+               bool_or(rc.intent = ANY(CAST(:positive AS text[]))) AS positive,
                bool_or(e.type = 'bounce') AS bounced,
                bool_or(e.type = 'unsubscribe') AS unsubscribed,
                bool_or(e.type = 'complaint') AS complained
         FROM "EngagementEvent" e
         JOIN window_sends w ON w.id = e."emailSendId" AND w.handed
+        LEFT JOIN "ReplyClassification" rc
+               ON rc."engagementEventId" = e.id AND e.type = 'reply'
         WHERE e."occurredAt" < :until
         GROUP BY e."emailSendId"
     ),
     flagged AS (
-        SELECT w."campaignId", w."stepId", w.created, w.status,
+        SELECT w."campaignId", w."stepId", w."variantKey", w.created, w.status,
                w.handed AND (w."sentAt" IS NOT NULL OR g.id IS NOT NULL) AS sent,
                w.handed AND w."sentAt" IS NULL AND g.id IS NULL
                    AND w.status IN ('failed', 'unknown') AS failed,
-               g.opened, g.clicked, g.replied, g.bounced, g.unsubscribed, g.complained
+               g.opened, g.clicked, g.replied, g.classified, g.positive, g.bounced,
+               g.unsubscribed, g.complained
         FROM window_sends w LEFT JOIN engaged g ON g.id = w.id
     )
+"""
+)
+_FLAGGED_PARAMS: tuple[BindParameter[Any], ...] = (
+    *_PARAMS,
+    bindparam("positive", value=[intent.value for intent in POSITIVE_INTENTS]),
+)
+
+SENDS = text(
+    _FLAGGED_SENDS
+    + """
     SELECT "campaignId" AS campaign_id, "stepId" AS step_id,
            count(*) FILTER (WHERE created) AS scheduled,
            count(*) FILTER (WHERE sent) AS sent,
@@ -132,38 +151,15 @@ SENDS = text(
     FROM flagged
     GROUP BY "campaignId", "stepId"
     """
-).bindparams(*_PARAMS)
+).bindparams(*_FLAGGED_PARAMS)
 
-# Per step variant, the window's sends of the steps with variants, counted as SENDS counts them,
-# plus the replies classified (ReplyClassification) and those classified positive, and the
-# campaign's `sendingRules.abTest`, which says what the test compares. Clicks are every click
-# event: machine clicks (link scanners) are not told apart yet.
+# Per step variant, the window's sends that recorded one, counted as SENDS counts them, plus
+# the replies classified and those classified positive, and the campaign's
+# `sendingRules.abTest`, which says what the test compares. Clicks are every click event:
+# machine clicks (link scanners) are not told apart yet.
 VARIANT_SENDS = text(
-    _WINDOW_SENDS.format(one_campaign=_ONE_CAMPAIGN.format(column='s."campaignId"'))
-    + """,
-    engaged AS (
-        SELECT e."emailSendId" AS id,
-               bool_or(e.type = 'click') AS clicked,
-               bool_or(e.type = 'reply') AS replied,
-               bool_or(rc.id IS NOT NULL) AS classified,
-               bool_or(rc.intent = ANY(CAST(:positive AS text[]))) AS positive,
-               bool_or(e.type = 'bounce') AS bounced,
-               bool_or(e.type = 'unsubscribe') AS unsubscribed
-        FROM "EngagementEvent" e
-        JOIN window_sends w
-          ON w.id = e."emailSendId" AND w.handed AND w."variantKey" IS NOT NULL
-        LEFT JOIN "ReplyClassification" rc
-          ON rc."engagementEventId" = e.id AND e.type = 'reply'
-        WHERE e."occurredAt" < :until
-        GROUP BY e."emailSendId"
-    ),
-    flagged AS (
-        SELECT w."campaignId", w."stepId", w."variantKey",
-               w.handed AND (w."sentAt" IS NOT NULL OR g.id IS NOT NULL) AS sent,
-               g.clicked, g.replied, g.classified, g.positive, g.bounced, g.unsubscribed
-        FROM window_sends w LEFT JOIN engaged g ON g.id = w.id
-        WHERE w."variantKey" IS NOT NULL
-    )
+    _FLAGGED_SENDS
+    + """
     SELECT f."campaignId" AS campaign_id, f."stepId" AS step_id, f."variantKey" AS variant,
            c."sendingRules" -> 'abTest' AS ab_test,
            count(*) FILTER (WHERE sent) AS sent,
@@ -175,9 +171,10 @@ VARIANT_SENDS = text(
            count(*) FILTER (WHERE sent AND clicked) AS unique_clicks
     FROM flagged f
     JOIN "Campaign" c ON c.id = f."campaignId"
+    WHERE f."variantKey" IS NOT NULL
     GROUP BY f."campaignId", f."stepId", f."variantKey", c."sendingRules" -> 'abTest'
     """
-).bindparams(*_PARAMS, bindparam("positive", value=[i.value for i in POSITIVE_INTENTS]))
+).bindparams(*_FLAGGED_PARAMS)
 
 # Seconds from due (scheduledFor) to sent (sentAt) of the sends accepted in the window, per
 # step, per campaign (step_id NULL) and for the whole report (campaign_id NULL too).

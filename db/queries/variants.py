@@ -43,7 +43,7 @@ _VARIANTS = TypeAdapter(tuple[StepVariant, ...])
 # positive. The unique (campaignId, leadId, stepId) index leads every send lookup.
 STEP_TESTS = text(
     """
-    SELECT st.id AS step_id, c."sendingRules" -> 'abTest' AS ab_test, v.key,
+    SELECT st.id AS step_id, c."sendingRules" -> 'abTest' AS ab_test, v.key AS variant,
            count(s.id) AS sent,
            count(s.id) FILTER (WHERE r.replied) AS replies,
            count(s.id) FILTER (WHERE r.positive) AS positive_replies,
@@ -103,21 +103,12 @@ def step_variants(session: Session, step_ids: Collection[str]) -> dict[str, dict
 
 def step_tests(session: Session, *, campaign_id: str | None) -> list[StepTest]:
     """The A/B tests autoSelect is to judge now (see STEP_TESTS)."""
-    rows = session.execute(STEP_TESTS, {"campaign_id": campaign_id}).all()
+    rows = session.execute(STEP_TESTS, {"campaign_id": campaign_id}).mappings().all()
     tests = []
-    for step_id, step_rows in groupby(rows, key=lambda row: row.step_id):
+    for step_id, step_rows in groupby(rows, key=lambda row: row["step_id"]):
         variants = list(step_rows)
-        tallies = tuple(
-            VariantTally(
-                key=row.key,
-                sent=row.sent,
-                replies=row.replies,
-                positive_replies=row.positive_replies,
-                classified_replies=row.classified_replies,
-            )
-            for row in variants
-        )
-        tests.append(StepTest(step_id, ab_test(variants[0].ab_test), tallies))
+        tallies = tuple(VariantTally.of(row) for row in variants)
+        tests.append(StepTest(step_id, ab_test(variants[0]["ab_test"]), tallies))
     return tests
 
 
