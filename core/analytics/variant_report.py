@@ -7,8 +7,8 @@ that recorded a variant (`EmailSend.variantKey`), so a step without variants has
 - `sent`, `replies`, `bounces`, `unsubscribes`: as in the campaign report.
 - `positive_replies`: sent sends with a reply classified `interested` or `meeting_request`
   (`ReplyClassification`, `core/replies`).
-- `unique_clicks`: sent sends with a click. Every click event counts for now: link scanners'
-  machine clicks are not told apart yet.
+- `unique_clicks`: sent sends with a human click (`EngagementEvent.isMachine` false): link
+  scanners' clicks are left out.
 - `reply_rate`, `positive_reply_rate`: over `sent`; empty when nothing was sent.
 - `metric`: what the step's test compares, never opens (privacy proxies open every email): the
   campaign's `sendingRules.abTest.metric`, else the positive-reply rate when any of the step's

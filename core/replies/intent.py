@@ -29,7 +29,8 @@ class Intent(StrEnum):
     other = "other"
 
 
-# The replies an A/B test counts as positive (core.analytics.variant_report).
+# A reply is positive when its classification says the lead wants to talk (the campaign
+# report's positive replies, an A/B test's metric); a referral points elsewhere and is not one.
 POSITIVE_INTENTS = (Intent.interested, Intent.meeting_request)
 
 

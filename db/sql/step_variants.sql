@@ -2,7 +2,7 @@
 -- and body templates and AI instructions that override the step's, and a weight), the variant each
 -- message and send was written from (`variantKey`), and a step's A/B test winner once
 -- `sendingRules.abTest.autoSelect` chose one (`variantWinner`, when, and the figures).
--- Run after review_before_send.sql; `alembic upgrade step_variants` makes the same change. A new
+-- Run after machine_events.sql; `alembic upgrade step_variants` makes the same change. A new
 -- table and nullable columns: the web app's inserts are unaffected.
 BEGIN;
 

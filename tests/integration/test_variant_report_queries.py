@@ -42,7 +42,14 @@ def seed(sessions, *, ab_test: dict | None = None, classify: bool = True) -> str
         sent("A", 5, "reply", month=1)  # before the window
         interested = sent("B", 2, "reply")
         sent("B", 3, "reply")  # not classified
-        sent("B", 4, "unsubscribe")
+        unsubscribed = sent("B", 4, "unsubscribe")
+        # A link scanner's click is not a person's: never counted.
+        session.add(
+            EngagementEvent(
+                emailSendId=unsubscribed.id, type="click", occurredAt=at(4, 11),
+                dedupeKey="test:machine", isMachine=True, machineReason="scanner-user-agent",
+            )
+        )  # fmt: skip
         sent(None, 4, "reply", step=2)  # a step without variants: no row
         if classify:
             reply = session.scalar(

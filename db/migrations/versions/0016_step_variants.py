@@ -6,7 +6,7 @@ message and send was written from (`variantKey`), and a step's A/B test winner o
 Plain-SQL twin: db/sql/step_variants.sql.
 
 Revision ID: step_variants
-Revises: review_before_send
+Revises: machine_events
 Create Date: 2026-12-05
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 
 revision: str = "step_variants"
-down_revision: str | None = "review_before_send"
+down_revision: str | None = "machine_events"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
