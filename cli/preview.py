@@ -65,7 +65,8 @@ def show(preview: StepPreview, address: str) -> None:
     """The preview, section by section, in the order the endpoint's answer has them."""
     out.print(
         f"campaign {preview.campaignId}, step {preview.stepOrder},"
-        f" lead {address} (id {preview.leadId})",
+        f" lead {address} (id {preview.leadId})"
+        + (f", variant {preview.variantKey}" if preview.variantKey else ""),
         markup=False,
     )
     out.print()

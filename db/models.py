@@ -144,6 +144,31 @@ class SequenceStep(Base):
     bodyTemplate: Mapped[str] = mapped_column(Text, nullable=False)
     createdAt: Mapped[datetime] = _created()
     aiInstructions: Mapped[str | None] = mapped_column(Text)
+    # The A/B test's winner once `sendingRules.abTest.autoSelect` chose one (every later lead
+    # gets it), when, and the figures it was chosen on (`core.campaigns.variants`).
+    variantWinner: Mapped[str | None] = mapped_column(Text)
+    variantWinnerAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    variantWinnerFigures: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class SequenceStepVariant(Base):
+    """One A/B variant of a step: its templates and instructions override the step's."""
+
+    __tablename__ = "SequenceStepVariant"
+    __table_args__ = (
+        Index("SequenceStepVariant_stepId_key_key", "stepId", "key", unique=True),
+        CheckConstraint("weight >= 0", name="weight"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    stepId: Mapped[str] = mapped_column(Text, _fk("SequenceStep.id"), nullable=False)
+    key: Mapped[str] = mapped_column(Text, nullable=False)
+    subjectTemplate: Mapped[str | None] = mapped_column(Text)
+    bodyTemplate: Mapped[str | None] = mapped_column(Text)
+    aiInstructions: Mapped[str | None] = mapped_column(Text)
+    weight: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1", default=1)
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
 
 
 class CampaignLead(Base):
@@ -228,6 +253,8 @@ class GeneratedMessage(Base):
     reviewReason: Mapped[str | None] = mapped_column(Text)
     reviewNote: Mapped[str | None] = mapped_column(Text)
     reviewedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The step variant it was written from (`SequenceStepVariant.key`); null for a step without.
+    variantKey: Mapped[str | None] = mapped_column(Text)
 
 
 class EmailSend(Base):
@@ -303,6 +330,8 @@ class EmailSend(Base):
     mailbox: Mapped[str | None] = mapped_column(Text)
     # When the handover to the transport began (status became `sending`).
     attemptedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Its message's step variant, copied when the send is written, so the report needs no join.
+    variantKey: Mapped[str | None] = mapped_column(Text)
 
 
 class EngagementEvent(Base):

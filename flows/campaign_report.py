@@ -1,7 +1,7 @@
 """The `campaign-report` flow: per campaign and step, the funnel from enrolment to sent, unique
 engagement and its rates, LLM spend per 1,000 emails and the lag from due to sent, over a window;
-and per sending mailbox and UTC day, the deliverability rates; with an output file, an HTML page
-of charts beside it.
+per sending mailbox and UTC day, the deliverability rates; per step A/B variant, what each sent
+and got back; with an output file, an HTML page of charts beside it.
 
 What every number means is in `core/analytics/campaign_report.py`; which timestamp puts each
 row in the window is in `db/queries/report.py`.
@@ -34,8 +34,9 @@ async def campaign_report(
         since: Window start (included); empty means 30 days before until.
         until: Window end (excluded); empty means the run's scheduled start.
         output: Also write every row to this .csv or .parquet file on the worker, the rows
-            per mailbox and day beside it (`NAME-mailbox-days.csv`), and the charts
-            (`NAME.html`, linked from the summary artifact).
+            per mailbox and day (`NAME-mailbox-days.csv`) and per step variant
+            (`NAME-variants.csv`) beside it, and the charts (`NAME.html`, linked from the
+            summary artifact).
     """
     logger = get_run_logger()
     database = DatabaseConfig.from_settings(run_settings())
@@ -52,9 +53,10 @@ async def campaign_report(
     report = await compute_report(unwalked(inputs), window)
     charts = None
     if output:
-        report_file, mailbox_file = await write_report(unwalked(report), output)
+        report_file, mailbox_file, variants_file = await write_report(unwalked(report), output)
         logger.info("wrote %d rows to %s", len(report.steps) + len(report.campaigns), report_file)
         logger.info("wrote %d rows to %s", len(report.mailbox_days), mailbox_file)
+        logger.info("wrote %d rows to %s", len(report.variants), variants_file)
         charts = await write_charts(unwalked(report), output)
         logger.info("wrote the charts to %s", charts)
     await _publish(report, charts)
@@ -87,6 +89,11 @@ async def _publish(report: CampaignReport, charts: str | None) -> None:
         key="campaign-report-mailbox-days",
         table=report.table("mailbox_day") or [{"mailbox": "(nothing sent in this window)"}],
         description=f"Per sending mailbox and UTC day, {span}; rates over sent",
+    )
+    await acreate_table_artifact(
+        key="campaign-report-variants",
+        table=report.table("variant") or [{"campaign_id": "(no step variant sent)"}],
+        description=f"Per campaign step and A/B variant, {span}; rates over sent",
     )
     await acreate_markdown_artifact(
         key="campaign-report-summary",

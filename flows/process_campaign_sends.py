@@ -32,6 +32,7 @@ from tasks.regeneration import (
     write_regenerated,
 )
 from tasks.review import claim_approved_sends, record_review_rejections, release_approved_sends
+from tasks.variants import select_variant_winners
 
 # Batches generating at once: the next batch's LLM calls overlap the previous one's tail and
 # write, while all of them share the run's LLM concurrency limit.
@@ -49,8 +50,9 @@ async def process_campaign_sends(
 ) -> dict[str, CampaignCounts] | dict[str, StepCounts]:
     """Claim due leads in batches, personalise each with the LLM, schedule sends, advance leads.
 
-    First, the messages people approved in review become due sends, and their rejections are
-    recorded (`_release_reviewed`); a dry run skips that.
+    First, each A/B test with `sendingRules.abTest.autoSelect` that has a winner now records it
+    (every later lead of the step gets it); then the messages people approved in review become
+    due sends, and their rejections are recorded (`_release_reviewed`); a dry run skips both.
 
     With `regenerate_step` it claims no leads: it backfills that step of `campaign_id` instead
     (see `_regenerate_step`).
@@ -96,6 +98,8 @@ async def process_campaign_sends(
     counts: dict[str, CampaignCounts] = {}
     previews: list[tuple[Claim, list[LeadOutcome]]] = []
     if not dry_run:
+        # Before the claim, so this run's leads already get a winner decided now.
+        await select_variant_winners(database, campaign_id=campaign_id)
         # Before the due leads, so a lead whose approved follow-up is due at once goes today.
         await _release_reviewed(
             database,

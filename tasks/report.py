@@ -24,6 +24,7 @@ from core.analytics.campaign_report import (
     compute_campaign_report,
     mailbox_days_output,
     output_format,
+    variants_output,
 )
 from core.analytics.charts import report_html
 from core.analytics.report_frames import report_frames
@@ -53,11 +54,13 @@ async def compute_report(inputs: ReportInputs, window: ReportWindow) -> Campaign
 
 
 @task(name="write-campaign-report", cache_policy=NO_CACHE, persist_result=False)
-async def write_report(report: CampaignReport, output: str) -> tuple[str, str]:
-    """Write every row (steps, then each campaign's total) as CSV or parquet, and the rows per
-    mailbox and day to a file beside it (`mailbox_days_output`); returns both paths."""
+async def write_report(report: CampaignReport, output: str) -> tuple[str, str, str]:
+    """Write every row (steps, then each campaign's total) as CSV or parquet, and beside it the
+    rows per mailbox and day (`mailbox_days_output`) and per step variant (`variants_output`);
+    returns the three paths."""
     kind = output_format(output)
     report_path, mailbox_path = check_output(output), check_output(mailbox_days_output(output))
+    variants_path = check_output(variants_output(output))
 
     def work() -> None:
         _write_atomically(
@@ -66,9 +69,12 @@ async def write_report(report: CampaignReport, output: str) -> tuple[str, str]:
         _write_atomically(
             mailbox_path, lambda temporary: _write_frame(report.mailbox_days, temporary, kind)
         )
+        _write_atomically(
+            variants_path, lambda temporary: _write_frame(report.variants, temporary, kind)
+        )
 
     await anyio.to_thread.run_sync(work)
-    return str(report_path), str(mailbox_path)
+    return str(report_path), str(mailbox_path), str(variants_path)
 
 
 @task(name="write-campaign-report-charts", cache_policy=NO_CACHE, persist_result=False)

@@ -24,7 +24,7 @@ What each number means, for the window [since, until):
   and clicks are a person's only (`EngagementEvent.isMachine` false; `core.engagement.machine`
   says which a machine made).
 - `positive_replies`: of those, the sent sends with a reply classified `interested` or
-  `meeting_request` (`POSITIVE_INTENTS`, `ReplyClassification.intent`).
+  `meeting_request` (`core.replies.intent.POSITIVE_INTENTS`, `ReplyClassification.intent`).
 - `machine_opens`, `machine_clicks`: the `sent` sends opened (clicked) by machines only, such
   as Apple Mail Privacy Protection's prefetch or a link scanner, and by no person: beside the
   rates, not in them, so `unique_opens + machine_opens` is every send with any open.
@@ -51,7 +51,8 @@ What each number means, for the window [since, until):
   longest wait. A campaign with a queue is in the report even when nothing else happened.
 
 Beside them, per sending mailbox and UTC day, the deliverability rates of
-`core/analytics/mailbox_days.py`.
+`core/analytics/mailbox_days.py`, and per step and A/B variant, the counts of
+`core/analytics/variant_report.py`.
 """
 
 import math
@@ -64,12 +65,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from core.analytics.mailbox_days import SEND_COLUMNS, compute_mailbox_days, window_days
-from core.replies.intent import Intent
+from core.analytics.variant_report import SEND_COLUMNS as VARIANT_SEND_COLUMNS
+from core.analytics.variant_report import compute_variant_rows, empty_rows
 
 DEFAULT_DAYS = 30
-# A reply is positive when its classification says the lead wants to talk; a referral points
-# elsewhere and is not counted.
-POSITIVE_INTENTS = (Intent.interested, Intent.meeting_request)
 
 # Counted per (campaign, step) in SQL; campaign rows sum them.
 GENERATION_COUNTS = ("generated", "prompt_tokens", "completion_tokens")
@@ -136,11 +135,17 @@ INPUT_COLUMNS = {
     "review": ("campaign_id", "step_id", *REVIEW_QUEUE),
     # One row per send handed over in the window, with its mailbox, UTC day and what became of it.
     "mailbox_sends": SEND_COLUMNS,
+    # One row per (campaign, step, variant) that sent in the window.
+    "variant_sends": VARIANT_SEND_COLUMNS,
     # Per campaign and UTC day: sent sends on their handover's day, replies on their first's.
     "daily": ("campaign_id", "day", "sent", "replies"),
 }
 # Per campaign and UTC day of the window, zeros included: the report's `daily` frame.
 DAILY_COLUMNS = ("campaign_id", "campaign_name", "day", "sent", "replies")
+
+
+def _empty(name: str) -> pd.DataFrame:
+    return pd.DataFrame(columns=list(INPUT_COLUMNS[name]))
 
 
 class ReportWindow(BaseModel):
@@ -193,6 +198,7 @@ class ReportInputs:
     latency: pd.DataFrame
     review: pd.DataFrame
     mailbox_sends: pd.DataFrame
+    variant_sends: pd.DataFrame = field(default_factory=lambda: _empty("variant_sends"))
     daily: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=list(INPUT_COLUMNS["daily"]))
     )
@@ -200,13 +206,13 @@ class ReportInputs:
     @classmethod
     def empty(cls) -> "ReportInputs":
         """No campaigns and nothing in the window."""
-        return cls(**{name: pd.DataFrame(columns=list(c)) for name, c in INPUT_COLUMNS.items()})
+        return cls(**{name: _empty(name) for name in INPUT_COLUMNS})
 
 
 @dataclass
 class CampaignReport:
-    """The computed report: one row per campaign step, one total row per campaign, and one row
-    per sending mailbox and UTC day."""
+    """The computed report: one row per campaign step, one total row per campaign, one row
+    per sending mailbox and UTC day, and one per step variant."""
 
     window: ReportWindow
     steps: pd.DataFrame
@@ -214,6 +220,7 @@ class CampaignReport:
     mailbox_days: pd.DataFrame
     # The whole report's due-to-sent (p50, p95) in seconds, every campaign's sends together.
     overall_latency: tuple[float | None, float | None] = (None, None)
+    variants: pd.DataFrame = field(default_factory=empty_rows)
     # Per campaign and UTC day of the window (DAILY_COLUMNS): sends and replies over time.
     daily: pd.DataFrame = field(default_factory=lambda: compute_daily(None, None, []))
 
@@ -226,9 +233,16 @@ class CampaignReport:
         )
         return rows.drop(columns="_total").reset_index(drop=True)[list(COLUMNS)]
 
-    def table(self, level: Literal["step", "campaign", "mailbox_day"]) -> list[dict[str, object]]:
+    def table(
+        self, level: Literal["step", "campaign", "mailbox_day", "variant"]
+    ) -> list[dict[str, object]]:
         """Rows of one level for a table artifact: plain JSON values."""
-        frame = {"step": self.steps, "campaign": self.campaigns, "mailbox_day": self.mailbox_days}
+        frame = {
+            "step": self.steps,
+            "campaign": self.campaigns,
+            "mailbox_day": self.mailbox_days,
+            "variant": self.variants,
+        }
         rows = frame[level].to_dict("records")
         return [{str(k): _plain(v) for k, v in row.items()} for row in rows]
 
@@ -301,6 +315,10 @@ def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> Campa
         campaigns=_sorted(_derive(per_campaign)),
         mailbox_days=compute_mailbox_days(inputs.mailbox_sends, window.since, window.until),
         overall_latency=overall_latency,
+        variants=compute_variant_rows(
+            inputs.variant_sends,
+            per_step[["campaign_id", "campaign_name", "step_id", "step"]],
+        ),
         daily=compute_daily(inputs.daily, campaigns, window_days(window.since, window.until)),
     )
 
@@ -518,7 +536,37 @@ def summary_markdown(report: CampaignReport, charts: str | None = None) -> str:
             f"| {human_duration(_plain(row['due_to_sent_p95_s']))} "
             f"| {row['pending_review']}{_oldest(_plain(row['oldest_pending_review_s']))} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *_variant_lines(report.variants)]) + "\n"
+
+
+def _variant_lines(variants: pd.DataFrame) -> list[str]:
+    """The A/B section: one table row per step variant that sent; none without variants."""
+    if variants.empty:
+        return []
+    lines = [
+        "",
+        "## A/B variants",
+        "",
+        "| campaign | step | variant | sent | replies | positive | unsub | bounce | clicks "
+        "| reply | positive | compared on | p vs best |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    verdicts: dict[tuple[str, str, int], str] = {}
+    for row in variants.to_dict("records"):
+        p_value = _plain(row["p_value"])
+        lines.append(
+            f"| {_cell(row['campaign_name'])} | {row['step']} | {_cell(row['variant'])} "
+            f"| {row['sent']} | {row['replies']} | {row['positive_replies']} "
+            f"| {row['unsubscribes']} | {row['bounces']} | {row['unique_clicks']} "
+            f"| {_pct(_plain(row['reply_rate']))} | {_pct(_plain(row['positive_reply_rate']))} "
+            f"| {row['metric']} | {'–' if p_value is None else f'{p_value:.3g}'} |"
+        )
+        step = (str(row["campaign_id"]), str(row["campaign_name"]), int(row["step"]))
+        verdicts[step] = str(row["verdict"])
+    lines.append("")
+    lines += [f"- {_cell(name)}, step {step}: {text}" for (_, name, step), text in verdicts.items()]
+    lines += ["", "Clicks are human clicks: those a machine made (`isMachine`) are left out."]
+    return lines
 
 
 # The output file ---------------------------------------------------------------------------
@@ -534,8 +582,17 @@ OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet"}
 def mailbox_days_output(path: str) -> str:
     """Where the per-mailbox days go beside the report's file: `report.csv` ->
     `report-mailbox-days.csv` (their columns are not the report's)."""
+    return _beside(path, "mailbox-days")
+
+
+def variants_output(path: str) -> str:
+    """Where the per-variant rows go beside the report's file: `report-variants.csv`."""
+    return _beside(path, "variants")
+
+
+def _beside(path: str, name: str) -> str:
     output = PurePath(path)
-    return str(output.with_name(f"{output.stem}-mailbox-days{output.suffix}"))
+    return str(output.with_name(f"{output.stem}-{name}{output.suffix}"))
 
 
 def charts_output(path: str) -> str:

@@ -10,11 +10,13 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
 from core.campaigns.sending_rules import SendingRules, describe_errors
 from core.campaigns.templates import check_template
+from core.campaigns.variants import VARIANT_KEY_PATTERN
 from core.statuses import CampaignStatus
 
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -30,20 +32,50 @@ class WorkspaceSpec(_File):
     name: NonBlank
 
 
+def _usable_template(template: str | None) -> str | None:
+    problems = check_template(template, "template") if template is not None else []
+    if problems:
+        raise ValueError("; ".join(problems))
+    return template
+
+
+class VariantSpec(_File):
+    """An A/B variant of its step: what it leaves out is the step's own."""
+
+    key: Annotated[str, StringConstraints(pattern=VARIANT_KEY_PATTERN)]
+    weight: int = Field(default=1, ge=0)
+    subjectTemplate: NonBlank | None = None
+    bodyTemplate: NonBlank | None = None
+    aiInstructions: str | None = None
+
+    _templates_are_usable = field_validator("subjectTemplate", "bodyTemplate")(_usable_template)
+
+
 class StepSpec(_File):
     stepOrder: int = Field(ge=1)
     delayDays: int = Field(default=0, ge=0)
     subjectTemplate: NonBlank
     bodyTemplate: NonBlank
     aiInstructions: str | None = None
+    variants: list[VariantSpec] = Field(default_factory=list)
 
-    @field_validator("subjectTemplate", "bodyTemplate")
+    _templates_are_usable = field_validator("subjectTemplate", "bodyTemplate")(_usable_template)
+
+    @field_validator("variants")
     @classmethod
-    def _template_is_usable(cls, template: str) -> str:
-        problems = check_template(template, "template")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return template
+    def _variants_can_be_assigned(
+        cls, variants: list[VariantSpec], info: ValidationInfo
+    ) -> list[VariantSpec]:
+        # The error's path holds the step's place in the file; its stepOrder says which it is.
+        step = f"step {info.data['stepOrder']}" if "stepOrder" in info.data else "this step"
+        keys = [variant.key for variant in variants]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            repeats = ", ".join(repeated)
+            raise ValueError(f"{step}: variant keys must be unique; repeated: {repeats}")
+        if variants and not any(variant.weight > 0 for variant in variants):
+            raise ValueError(f"{step}: at least one variant needs a weight above 0")
+        return sorted(variants, key=lambda variant: variant.key)
 
 
 class CampaignSpec(_File):

@@ -92,6 +92,13 @@ class ReviewPolicy(StrEnum):
     first = "first"
 
 
+class ABMetric(StrEnum):
+    """What an A/B test compares: never opens, which privacy proxies fake."""
+
+    positive_reply_rate = "positive_reply_rate"  # replies classified interested or meeting
+    reply_rate = "reply_rate"
+
+
 class _Rules(BaseModel):
     # camelCase in JSON, like everything else the web app writes; unknown keys are typos.
     model_config = ConfigDict(
@@ -122,6 +129,21 @@ class Mailbox(_Rules):
     email: EmailStr
     name: str | None = None
     daily_limit: int | None = Field(default=None, ge=1)
+
+
+class ABTest(_Rules):
+    """How a step's variants are compared (the campaign report) and whether a winner is chosen."""
+
+    auto_select: bool = Field(
+        default=False,
+        description="Once significant, with minSendsPerVariant each, later leads get the winner.",
+    )
+    level: float = Field(default=0.05, gt=0, lt=0.5, description="Two-sided significance level.")
+    min_sends_per_variant: int = Field(default=200, ge=1)
+    metric: ABMetric | None = Field(
+        default=None,
+        description="Empty: the positive-reply rate when replies are classified, else replies.",
+    )
 
 
 class SendingRules(_Rules):
@@ -161,6 +183,7 @@ class SendingRules(_Rules):
         description="With review: first, how many messages of each step need approval.",
     )
     review: ReviewPolicy = Field(default=ReviewPolicy.none, validate_default=True)
+    ab_test: ABTest = Field(default_factory=ABTest)
 
     @model_validator(mode="after")
     def _sender_is_one_shape(self) -> Self:

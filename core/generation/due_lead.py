@@ -5,6 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from core.campaigns.variants import StepVariant, choose_variant
 from core.generation.thread import SentEmail
 
 
@@ -42,9 +43,37 @@ class DueLead(BaseModel):
     bodyTemplate: str | None = None
     aiInstructions: str | None = None
     nextStepDelayDays: int | None = None
+    # The step's A/B variants and its recorded winner (`db.queries.variants`), and the variant
+    # the lead is in: pinned beforehand by a backfill (its send's), set by `in_variant`.
+    variants: tuple[StepVariant, ...] = ()
+    variantWinner: str | None = None
+    variantKey: str | None = None
     # What earlier steps sent this lead and what came back; loaded beside the claim, so a lead
     # at step 1 (or one whose earlier sends never went out) has none.
     thread: tuple[SentEmail, ...] = ()
+
+    def in_variant(self) -> "DueLead":
+        """The lead with its variant's overrides in place of the step's templates and
+        instructions, and its key; unchanged (no key) for a step without variants."""
+        if self.stepId is None:
+            return self
+        variant = choose_variant(
+            self.variants,
+            step_id=self.stepId,
+            campaign_lead_id=self.campaignLeadId,
+            winner=self.variantWinner,
+            pinned=self.variantKey,
+        )
+        if variant is None:
+            return self.model_copy(update={"variantKey": None})
+        return self.model_copy(
+            update={
+                "variantKey": variant.key,
+                "subjectTemplate": variant.subjectTemplate or self.subjectTemplate,
+                "bodyTemplate": variant.bodyTemplate or self.bodyTemplate,
+                "aiInstructions": variant.aiInstructions or self.aiInstructions,
+            }
+        )
 
     @property
     def profile_fields(self) -> dict[str, str | None]:

@@ -118,6 +118,8 @@ class LeadOutcome:
     llm_calls: int = 0
     # What the gate found wrong with the first draft when the retry then passed.
     flagged: str | None = None
+    # The step variant the draft was written in (its overrides were the step's).
+    variant_key: str | None = None
 
 
 def sender_name(rules: SendingRules) -> str | None:
@@ -127,7 +129,12 @@ def sender_name(rules: SendingRules) -> str | None:
 
 
 def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
-    """Everything that can fail before the LLM, each failure a held outcome with its reason."""
+    """Everything that can fail before the LLM, each failure a held outcome with its reason.
+
+    The lead is taken in its step variant, whose overrides are then the step's templates and
+    instructions for the render, the prompt and the cache key alike.
+    """
+    lead = lead.in_variant()
 
     def held(reason: str) -> LeadOutcome:
         return LeadOutcome(
@@ -172,6 +179,7 @@ def prepare(lead: DueLead, *, model: str) -> Prepared | LeadOutcome:
         link_allowlist=rules.link_allowlist,
         model=model,
         thread=thread,
+        variant_key=lead.variantKey,
     )
     return Prepared(lead, rules, rendered, trusted, prompt_profile(variables), thread, key, name)
 
@@ -181,7 +189,10 @@ async def generate_for_lead(
 ) -> LeadOutcome:
     """Ask the LLM (or the cache), gate the answer, retry once with the reason, apply policy."""
     outcome = LeadOutcome(
-        prepared.lead.campaignLeadId, OutcomeKind.held, input_hash=prepared.input_hash
+        prepared.lead.campaignLeadId,
+        OutcomeKind.held,
+        input_hash=prepared.input_hash,
+        variant_key=prepared.lead.variantKey,
     )
     retry_reason: str | None = None
     for attempt in range(2):
@@ -272,6 +283,7 @@ class MessageContent:
     fallbackReason: str | None
     status: GeneratedMessageStatus = GeneratedMessageStatus.generated
     reviewReason: str | None = None  # set with status pending_review: why it waits for a person
+    variantKey: str | None = None
 
 
 def message_content(
@@ -295,6 +307,7 @@ def message_content(
         if review_reason is None
         else GeneratedMessageStatus.pending_review,
         reviewReason=review_reason,
+        variantKey=outcome.variant_key,
     )
 
 

@@ -111,6 +111,7 @@ class StepPreview(BaseModel):
     model: str
     promptVersion: str
     inputHash: str | None
+    variantKey: str | None = None  # the step variant a run would write this lead's email in
     offline: bool  # the template generator answered: no OPENAI_API_KEY
     cacheHit: bool
     promptTokens: int
@@ -186,6 +187,7 @@ def _answer(
         model=generation.model if generation else config.model,
         promptVersion=PROMPT_VERSION,
         inputHash=outcome.input_hash,
+        variantKey=outcome.variant_key,
         offline=config.api_key is None,
         cacheHit=outcome.cache_hit,
         promptTokens=generation.prompt_tokens if generation else 0,

@@ -233,12 +233,15 @@ def generation_input_hash(
     link_allowlist: Iterable[str],
     model: str,
     thread: Sequence[Mapping[str, object]] = (),
+    variant_key: str | None = None,
 ) -> str:
     """sha256 hex of everything that shapes the output; the generation cache key.
 
     Pass as `lead_profile` every lead variable, email and custom fields included (e.g.
     `lead_variables(...)`): a template may render any of them into the draft. Pass as `thread`
     the block the model sees (`thread.prompt_thread`): it reaches the output only through it.
+    Pass the templates and instructions of the lead's step variant, and its key: two variants
+    with the same text are still two messages of the test, each recording its own key.
     """
     payload = {
         "prompt_version": PROMPT_VERSION,
@@ -254,6 +257,9 @@ def generation_input_hash(
         "lead_profile": dict(lead_profile),
         "thread": [dict(item) for item in thread],
     }
+    if variant_key is not None:
+        # Only when set, so the keys of steps without variants stay what they were.
+        payload["variant_key"] = variant_key
     canonical = json.dumps(
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
     )

@@ -29,6 +29,11 @@ class Intent(StrEnum):
     other = "other"
 
 
+# A reply is positive when its classification says the lead wants to talk (the campaign
+# report's positive replies, an A/B test's metric); a referral points elsewhere and is not one.
+POSITIVE_INTENTS = (Intent.interested, Intent.meeting_request)
+
+
 class ClassificationMethod(StrEnum):
     llm = "llm"  # structured output of the configured model
     rules = "rules"  # no key, or the LLM failed: headers, phrases and dates only

@@ -5,7 +5,7 @@ from sqlalchemy.orm import Session
 
 from core.campaigns.campaign_file import CampaignSpec
 from db.base import new_id, utcnow
-from db.models import Campaign, SequenceStep, Workspace
+from db.models import Campaign, SequenceStep, SequenceStepVariant, Workspace
 
 
 class CampaignExistsError(ValueError):
@@ -37,17 +37,21 @@ def create_campaign(session: Session, spec: CampaignSpec) -> Campaign:
         sendingRules=spec.sendingRules.model_dump(mode="json", by_alias=True, exclude_unset=True),
     )
     session.add(campaign)
-    session.add_all(
-        SequenceStep(
+    for spec_step in spec.steps:
+        step = SequenceStep(
+            id=new_id(),
             campaignId=campaign.id,
-            stepOrder=step.stepOrder,
-            delayDays=step.delayDays,
-            subjectTemplate=step.subjectTemplate,
-            bodyTemplate=step.bodyTemplate,
-            aiInstructions=step.aiInstructions,
+            stepOrder=spec_step.stepOrder,
+            delayDays=spec_step.delayDays,
+            subjectTemplate=spec_step.subjectTemplate,
+            bodyTemplate=spec_step.bodyTemplate,
+            aiInstructions=spec_step.aiInstructions,
         )
-        for step in spec.steps
-    )
+        session.add(step)
+        session.add_all(
+            SequenceStepVariant(stepId=step.id, **variant.model_dump())
+            for variant in spec_step.variants
+        )
     session.flush()
     return campaign
 

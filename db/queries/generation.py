@@ -49,13 +49,15 @@ INSERT_MESSAGES = insert_messages(
 
 # The send takes the current message of its step (just inserted, or left by an earlier write)
 # and the address from the Lead row, so addresses never travel through task results. A message
-# awaiting review gets a send without a slot, which no delivery claims, and says so.
+# awaiting review gets a send without a slot, which no delivery claims, and says so. The send
+# records its message's step variant.
 INSERT_SENDS = text(
     """
     INSERT INTO "EmailSend" (id, "campaignId", "leadId", "stepId", "generatedMessageId",
-        "toEmail", status, "scheduledFor", "statusReason", "createdAt", "updatedAt")
+        "toEmail", status, "scheduledFor", "statusReason", "variantKey", "createdAt", "updatedAt")
     SELECT x."sendId", cl."campaignId", cl."leadId", x."stepId", gm.id, l.email, 'scheduled',
-        (x."scheduledFor" AT TIME ZONE 'UTC'), :awaiting || ': ' || x."reviewReason", :now, :now
+        (x."scheduledFor" AT TIME ZONE 'UTC'), :awaiting || ': ' || x."reviewReason",
+        gm."variantKey", :now, :now
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
         "campaignLeadId" text, "sendId" text, "stepId" text, "scheduledFor" timestamptz,
         "reviewReason" text)

@@ -18,6 +18,7 @@ CONTENT_COLUMNS = {
     "fallbackReason": "text",
     "status": "text",
     "reviewReason": "text",
+    "variantKey": "text",
 }
 
 

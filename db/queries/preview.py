@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from core.campaigns.lead_fields import LEAD_FIELDS
 from core.generation.due_lead import DueLead
 from core.generation.preview import InlineLead, PreviewNotFoundError
-from db.models import Campaign, Lead, SequenceStep
+from db.models import Campaign, CampaignLead, Lead, SequenceStep
 from db.queries.regeneration import find_step
 from db.queries.threads import due_leads
 
@@ -52,9 +52,15 @@ def preview_lead(
             )
         fields = {name: getattr(lead, name) for name in (*LEAD_FIELDS, "customFields")}
         found_id = lead.id
+    # The enrolment's id when the lead is enrolled, so the preview takes the A/B variant a run
+    # gives it; otherwise it only labels the outcome, as in a step backfill.
+    enrolment = session.scalar(
+        select(CampaignLead.id).where(
+            CampaignLead.campaignId == campaign.id, CampaignLead.leadId == found_id
+        )
+    )
     row = {
-        # Not an enrolment: the id only labels the outcome, as in a step backfill.
-        "campaignLeadId": "",
+        "campaignLeadId": enrolment or "",
         "campaignId": campaign.id,
         "leadId": found_id,
         "workspaceId": campaign.workspaceId,

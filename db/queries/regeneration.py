@@ -64,8 +64,9 @@ _DUE = """
     ORDER BY s.id
 """
 # The lead as generation sees it (the columns of `core.generation.due_lead.DueLead`), plus the
-# send's current message. A send whose enrolment was deleted is still regenerated (its lead and step
-# are what the message needs); it gets an empty campaignLeadId, which only labels outcomes.
+# send's current message; the send's variant pins the lead's, so a backfill never moves it. A
+# send whose enrolment was deleted is still regenerated (its lead and step are what the message
+# needs); it gets an empty campaignLeadId, which only labels outcomes.
 _DETAILS = """
     SELECT s.id AS "sendId", s."scheduledFor",
            s."generatedMessageId" AS "currentMessageId",
@@ -77,7 +78,8 @@ _DETAILS = """
            l.email, l."firstName", l."lastName", l."companyName", l.title, l.industry,
            l."companySize", l.website, l.timezone, l."customFields",
            c.goal, c."sendingRules",
-           st.id AS "stepId", st."subjectTemplate", st."bodyTemplate", st."aiInstructions"
+           st.id AS "stepId", st."subjectTemplate", st."bodyTemplate", st."aiInstructions",
+           s."variantKey"
     FROM {source} s
     JOIN "Campaign" c ON c.id = s."campaignId"
     JOIN "Lead" l ON l.id = s."leadId"
@@ -130,11 +132,11 @@ INSERT_MESSAGES = insert_messages(
 REPOINT = text(
     """
     UPDATE "EmailSend" s
-    SET "generatedMessageId" = x."messageId",
+    SET "generatedMessageId" = x."messageId", "variantKey" = x."variantKey",
         "statusReason" = COALESCE(:awaiting || ': ' || x."reviewReason", s."statusReason"),
         "claimedBy" = NULL, "claimedUntil" = NULL, "claimToken" = NULL, "updatedAt" = :now
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-         AS x("sendId" text, "messageId" text, "reviewReason" text)
+         AS x("sendId" text, "messageId" text, "reviewReason" text, "variantKey" text)
     WHERE s.id = x."sendId" AND s.id = ANY(CAST(:ids AS text[]))
       AND s."claimToken" = :token AND s.status = 'scheduled'
     RETURNING s.id
@@ -249,7 +251,10 @@ def replace_messages(
     fenced_ids = [row["sendId"] for row in rows]
     session.execute(SUPERSEDE, {"ids": fenced_ids})
     session.execute(INSERT_MESSAGES, {"rows": json_rows(rows), "now": now})
-    pointers = [{key: row[key] for key in ("sendId", "messageId", "reviewReason")} for row in rows]
+    pointers = [
+        {key: row[key] for key in ("sendId", "messageId", "reviewReason", "variantKey")}
+        for row in rows
+    ]
     params = {"rows": json_rows(pointers), "ids": fenced_ids, "token": token, "now": now}
     return set(session.scalars(REPOINT, params))
 

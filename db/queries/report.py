@@ -31,12 +31,8 @@ import pandas as pd
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.orm import Session
 
-from core.analytics.campaign_report import (
-    INPUT_COLUMNS,
-    POSITIVE_INTENTS,
-    ReportInputs,
-    ReportWindow,
-)
+from core.analytics.campaign_report import INPUT_COLUMNS, ReportInputs, ReportWindow
+from core.replies.intent import POSITIVE_INTENTS
 from db.base import UTCDateTime
 
 _PARAMS = (
@@ -91,7 +87,8 @@ GENERATION = text(
 _WINDOW_SENDS = """
     WITH window_sends AS (
         SELECT s.id, s."campaignId", s."stepId", s.status, s."scheduledFor", s."sentAt",
-               s."attemptedAt", s."createdAt" >= :since AND s."createdAt" < :until AS created,
+               s."attemptedAt", s."variantKey",
+               s."createdAt" >= :since AND s."createdAt" < :until AS created,
                COALESCE(s."sentAt", s."attemptedAt") >= :since
                    AND COALESCE(s."sentAt", s."attemptedAt") < :until AS handed
         FROM "EmailSend" s
@@ -105,7 +102,9 @@ _WINDOW_SENDS = """
 # The intents that make a reply positive, as SQL literals (constants of the Intent enum).
 _POSITIVE = ", ".join(f"'{intent}'" for intent in POSITIVE_INTENTS)
 
-SENDS = text(
+# Each window send with its flags: sent, failed, and which events of each type it has (human
+# and machine opens and clicks apart; a reply classified at all, and classified positive).
+_FLAGGED_SENDS = (
     _WINDOW_SENDS.format(one_campaign=_ONE_CAMPAIGN.format(column='s."campaignId"'))
     + f""",
     engaged AS (
@@ -115,6 +114,7 @@ SENDS = text(
                bool_or(e.type = 'click' AND NOT e."isMachine") AS clicked,
                bool_or(e.type = 'click' AND e."isMachine") AS machine_clicked,
                bool_or(e.type = 'reply') AS replied,
+               bool_or(e.type = 'reply' AND rc.id IS NOT NULL) AS classified,
                bool_or(e.type = 'reply' AND rc.intent IN ({_POSITIVE})) AS positively_replied,
                bool_or(e.type = 'bounce') AS bounced,
                bool_or(e.type = 'unsubscribe') AS unsubscribed,
@@ -126,14 +126,20 @@ SENDS = text(
         GROUP BY e."emailSendId"
     ),
     flagged AS (
-        SELECT w."campaignId", w."stepId", w.created, w.status,
+        SELECT w."campaignId", w."stepId", w."variantKey", w.created, w.status,
                w.handed AND (w."sentAt" IS NOT NULL OR g.id IS NOT NULL) AS sent,
                w.handed AND w."sentAt" IS NULL AND g.id IS NULL
                    AND w.status IN ('failed', 'unknown') AS failed,
-               g.opened, g.machine_opened, g.clicked, g.machine_clicked,
-               g.replied, g.positively_replied, g.bounced, g.unsubscribed, g.complained
+               g.opened, g.machine_opened, g.clicked, g.machine_clicked, g.replied,
+               g.classified, g.positively_replied, g.bounced, g.unsubscribed, g.complained
         FROM window_sends w LEFT JOIN engaged g ON g.id = w.id
     )
+"""
+)
+
+SENDS = text(
+    _FLAGGED_SENDS
+    + """
     SELECT "campaignId" AS campaign_id, "stepId" AS step_id,
            count(*) FILTER (WHERE created) AS scheduled,
            count(*) FILTER (WHERE sent) AS sent,
@@ -151,6 +157,28 @@ SENDS = text(
            count(*) FILTER (WHERE sent AND complained) AS complaints
     FROM flagged
     GROUP BY "campaignId", "stepId"
+    """
+).bindparams(*_PARAMS)
+
+# Per step variant, the window's sends that recorded one, counted as SENDS counts them, plus
+# the replies classified and those classified positive, and the campaign's
+# `sendingRules.abTest`, which says what the test compares. Clicks are human clicks only.
+VARIANT_SENDS = text(
+    _FLAGGED_SENDS
+    + """
+    SELECT f."campaignId" AS campaign_id, f."stepId" AS step_id, f."variantKey" AS variant,
+           c."sendingRules" -> 'abTest' AS ab_test,
+           count(*) FILTER (WHERE sent) AS sent,
+           count(*) FILTER (WHERE sent AND replied) AS replies,
+           count(*) FILTER (WHERE sent AND classified) AS classified_replies,
+           count(*) FILTER (WHERE sent AND positively_replied) AS positive_replies,
+           count(*) FILTER (WHERE sent AND unsubscribed) AS unsubscribes,
+           count(*) FILTER (WHERE sent AND bounced) AS bounces,
+           count(*) FILTER (WHERE sent AND clicked) AS unique_clicks
+    FROM flagged f
+    JOIN "Campaign" c ON c.id = f."campaignId"
+    WHERE f."variantKey" IS NOT NULL
+    GROUP BY f."campaignId", f."stepId", f."variantKey", c."sendingRules" -> 'abTest'
     """
 ).bindparams(*_PARAMS)
 
@@ -279,11 +307,12 @@ def read_report_inputs(session: Session, window: ReportWindow) -> ReportInputs:
         "latency": LATENCY,
         "review": REVIEW,
         "mailbox_sends": MAILBOX_SENDS,
+        "variant_sends": VARIANT_SENDS,
         "daily": DAILY,
     }
     frames: dict[str, pd.DataFrame] = {}
     for name, query in queries.items():
-        wanted = {key: params[key] for key in query.compile().params}
+        wanted = {key: params[key] for key in query.compile().params if key in params}
         frame = pd.read_sql(query, connection, params=wanted)
         frames[name] = frame[list(INPUT_COLUMNS[name])]
     return ReportInputs(**frames)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from core.generation.due_lead import DueLead
 from core.generation.thread import CameBack, SentEmail
 from core.statuses import EmailSendStatus
+from db.queries.variants import step_variants
 
 # The pipeline writes `sentAt` with every `sent` status; a row another writer (the web app, a
 # hand fix) marked `sent` without it takes its handover time or its last change instead, since
@@ -61,6 +62,7 @@ def due_leads(session: Session, rows: Sequence[Mapping[Any, Any]]) -> list[DueLe
     """DueLeads from rows of their columns, follow-ups with their threads, oldest email first.
 
     One statement loads every thread of the batch; a batch with no lead past step 1 costs none.
+    Another loads the A/B variants of the batch's steps (`db.queries.variants`).
     """
     follow_ups = [row for row in rows if row["stepOrder"] > 1]
     threads: dict[tuple[str, str, int], tuple[SentEmail, ...]] = {}
@@ -74,9 +76,14 @@ def due_leads(session: Session, rows: Sequence[Mapping[Any, Any]]) -> list[DueLe
         }
         for campaign_id, lead_id, step_order, thread in session.execute(THREADS, params):
             threads[(campaign_id, lead_id, step_order)] = _THREAD.validate_json(thread)
+    variants = step_variants(session, {row["stepId"] for row in rows if row["stepId"]})
     return [
         DueLead.model_validate(
-            {**row, "thread": threads.get((row["campaignId"], row["leadId"], row["stepOrder"]), ())}
+            {
+                **row,
+                "thread": threads.get((row["campaignId"], row["leadId"], row["stepOrder"]), ()),
+                **variants.get(row["stepId"], {}),
+            }
         )
         for row in rows
     ]

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from core.analytics.campaign_report import COLUMNS, ReportOutputError
+from core.analytics.variant_report import COLUMNS as VARIANT_COLUMNS
 from db.base import utcnow
 from db.models import EngagementEvent, GeneratedMessage
 from flows.campaign_report import campaign_report
@@ -103,6 +104,13 @@ def test_the_default_window_artifacts_and_csv(run_settings, sessions, tmp_path):
     stored = "\n".join([*logs, *(str(a.data) + str(a.description) for a in artifacts.values())])
     for secret in ("@buyer.example", "SENTINEL-BODY", "Buyercorp"):
         assert secret not in stored
+
+    # No step has variants: the A/B table says so, and its file has the header only.
+    assert table(artifacts["campaign-report-variants"]) == [
+        {"campaign_id": "(no step variant sent)"}
+    ]
+    with output.with_name("spring-variants.csv").open(newline="") as handle:
+        assert list(csv.reader(handle)) == [list(VARIANT_COLUMNS)]
 
     with output.open(newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -91,8 +91,8 @@ def test_a_claim_loads_each_follow_up_s_sent_emails_and_what_came_back(sessions,
         ),
     )
     assert threads[ids["ben"]] == () and threads[ids["cy"]] == ()
-    # The claim and one statement for every thread of the batch.
-    assert len(seen) == 2
+    # The claim, one statement for every thread of the batch, one for its steps' A/B variants.
+    assert len(seen) == 3 and "SequenceStepVariant" in seen[2]
 
 
 def test_a_batch_without_follow_ups_costs_no_thread_statement(sessions, engine):
@@ -100,7 +100,9 @@ def test_a_batch_without_follow_ups_costs_no_thread_statement(sessions, engine):
     seen = statements(engine)
     with sessions() as session:
         preview = preview_due_leads(session, as_of=NOW, now=NOW, limit=1)
-    assert [lead.stepOrder for lead in preview] == [1] and len(seen) == 1
+    # The preview and its steps' A/B variants: no thread statement.
+    assert [lead.stepOrder for lead in preview] == [1] and len(seen) == 2
+    assert "SequenceStepVariant" in seen[1]
 
 
 def test_a_preview_of_a_follow_up_carries_the_thread_a_run_would_load(sessions):
