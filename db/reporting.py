@@ -11,7 +11,6 @@ read-only snapshot, and writes nothing.
 
 from datetime import datetime
 
-import pandas as pd
 from pydantic import SecretStr
 
 from core.analytics.campaign_report import ReportWindow, compute_campaign_report
@@ -27,7 +26,6 @@ def load_report(
     since: datetime | None = None,
     until: datetime | None = None,
     database_url: str | None = None,
-    variants: pd.DataFrame | None = None,
 ) -> ReportFrames:
     """The report over [since, until) as DataFrames (`core/analytics/report_frames.py`).
 
@@ -37,8 +35,6 @@ def load_report(
         until: Window end (excluded); empty means now.
         database_url: The database to read; empty means the settings' (DATABASE_URL, `.env`,
             or the embedded server).
-        variants: Per campaign, step and variant rows to chart beside the report
-            (`VARIANT_COLUMNS`); empty without them.
     """
     window = ReportWindow.ending(until or utcnow(), since=since, campaign_id=campaign_id)
     database = (
@@ -49,4 +45,4 @@ def load_report(
     with sessions_for(database)() as session:
         inputs = read_report_inputs(session, window)
         session.rollback()
-    return report_frames(compute_campaign_report(inputs, window), variants)
+    return report_frames(compute_campaign_report(inputs, window))

@@ -78,15 +78,12 @@ async def write_report(report: CampaignReport, output: str) -> tuple[str, str, s
 
 
 @task(name="write-campaign-report-charts", cache_policy=NO_CACHE, persist_result=False)
-async def write_charts(
-    report: CampaignReport, output: str, variants: pd.DataFrame | None = None
-) -> str:
+async def write_charts(report: CampaignReport, output: str) -> str:
     """Write the HTML page of charts beside the output file (`charts_output`); returns its
-    file:// URI, for the summary's link. variants: per campaign, step and variant (see
-    `core/analytics/report_frames.py`); without it the page has no variant chart."""
+    file:// URI, for the summary's link."""
     check_output(output)
     path = Path(charts_output(output)).expanduser().resolve()
-    page = report_html(report_frames(report, variants))
+    page = report_html(report_frames(report))
 
     def write(temporary: str) -> None:
         Path(temporary).write_text(page, "utf-8")

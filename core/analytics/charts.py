@@ -9,7 +9,8 @@ attachment; nothing is fetched. Each chart is a `<div>` with a fixed id (`FUNNEL
   report: machine ones (scanners, privacy proxies) are its `machine_*` columns, not charted.
 - daily: `sent` and `replies`, every campaign of the report together, per UTC day.
 - variants (only when the report has variant rows): one trace per campaign and step, a bar per
-  variant with its reply rate and the confidence interval as error bars.
+  variant with the rate its step's test compares (reply or positive-reply rate) and the
+  confidence interval as error bars.
 - mailboxes (only when some send had a mailbox): `hard bounce rate` and `soft bounce rate` per
   mailbox over the window.
 
@@ -24,6 +25,7 @@ from plotly.offline import get_plotlyjs
 
 from core.analytics.campaign_report import headline
 from core.analytics.report_frames import ReportFrames
+from core.analytics.variant_report import metric_label
 
 FUNNEL, DAILY, VARIANTS, MAILBOXES = "funnel", "daily", "variants", "mailboxes"
 # Stage label -> the steps frame's count column.
@@ -83,7 +85,8 @@ def daily_figure(daily: pd.DataFrame) -> go.Figure:
 
 
 def variants_figure(variants: pd.DataFrame, campaign_names: dict[str, str]) -> go.Figure:
-    """Each variant's reply rate with its confidence interval, one trace per campaign step."""
+    """Each variant's rate of its step's test metric with its confidence interval, one trace
+    per campaign step."""
     figure = go.Figure()
     ordered = variants.sort_values(["campaignId", "stepOrder", "variantKey"], kind="stable")
     for (campaign_id, step), rows in ordered.groupby(["campaignId", "stepOrder"], sort=False):
@@ -99,12 +102,15 @@ def variants_figure(variants: pd.DataFrame, campaign_names: dict[str, str]) -> g
                     "array": (rows["ciHigh"] - rows["rate"]).tolist(),
                     "arrayminus": (rows["rate"] - rows["ciLow"]).tolist(),
                 },
-                customdata=rows[["sends", "replies"]].to_numpy().tolist(),
-                hovertemplate="%{x}: %{y:.1%} (%{customdata[1]} of %{customdata[0]})",
+                customdata=rows[["sends", "successes"]].to_numpy().tolist(),
+                hovertemplate=(
+                    f"%{{x}}: %{{y:.1%}} {metric_label(rows['metric'].iloc[0])} "
+                    "(%{customdata[1]} of %{customdata[0]})"
+                ),
             )
         )
     figure.update_layout(
-        title="Reply rate per variant, with its confidence interval",
+        title="A/B variants: each step's reply or positive-reply rate, with its interval",
         yaxis={"tickformat": ".0%"},
         barmode="group",
     )

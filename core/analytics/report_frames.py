@@ -6,9 +6,10 @@ numbers.
   and `core/analytics/mailbox_days.py` say what every column means).
 - `daily`: per campaign and UTC day of the window, the emails sent that day and the first
   replies that came that day (`DAILY_COLUMNS`).
-- `variants`: per campaign, step and A/B variant, sends, replies and the reply rate with its
-  confidence interval (`VARIANT_COLUMNS`, `variant_rows` from an experiments verdict); empty
-  until the report reads variants.
+- `variants`: per campaign, step and A/B variant, the sends, the successes and rate of the
+  step's test metric (the reply or positive-reply rate) and its confidence interval
+  (`VARIANT_COLUMNS`), from the report's variant rows (`core/analytics/variant_report.py`);
+  empty when no step variant sent.
 - `totals`: every campaign together (`CampaignReport.totals`).
 """
 
@@ -17,32 +18,46 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from core.analytics.campaign_report import CampaignReport, ReportWindow
-from core.analytics.experiments import REPLY_RATE, ExperimentVerdict
+from core.campaigns.sending_rules import ABMetric
 
-# Per campaign, step and variant: the variant's reply rate and its confidence interval (0 to 1).
+# Per campaign, step and variant: the step's metric (an ABMetric value), the variant's successes
+# and rate of it, and the rate's confidence interval (0 to 1).
 VARIANT_COLUMNS = (
     "campaignId",
     "stepOrder",
     "variantKey",
+    "metric",
     "sends",
-    "replies",
+    "successes",
     "rate",
     "ciLow",
     "ciHigh",
 )
 
 
-def variant_rows(campaign_id: str, step_order: int, verdict: ExperimentVerdict) -> pd.DataFrame:
-    """One step's variants as VARIANT_COLUMNS rows, from `compare_variants`' verdict on the
-    reply rate (its Wilson interval as ciLow, ciHigh); a variant with no sends has no rate."""
-    if verdict.metric != REPLY_RATE:
-        raise ValueError(f"the variants chart shows the {REPLY_RATE}, not the {verdict.metric}")
-    rows = [
-        (campaign_id, step_order, v.key, v.sends, v.successes, v.rate, v.ci_low, v.ci_high)
-        for v in verdict.variants
-    ]
-    frame = pd.DataFrame(rows, columns=list(VARIANT_COLUMNS))
-    return frame.astype({name: _variant_dtype(name) for name in VARIANT_COLUMNS})
+def chart_variants(rows: pd.DataFrame) -> pd.DataFrame:
+    """The report's variant rows (`variant_report.COLUMNS`) as VARIANT_COLUMNS: the successes
+    are the positive replies where the step's test compares the positive-reply rate, else the
+    replies."""
+    if rows.empty:
+        return empty_variants()
+    positive = rows["metric"] == ABMetric.positive_reply_rate.value
+    frame = pd.DataFrame(
+        {
+            "campaignId": rows["campaign_id"],
+            "stepOrder": rows["step"],
+            "variantKey": rows["variant"],
+            "metric": rows["metric"],
+            "sends": rows["sent"],
+            "successes": rows["positive_replies"].where(positive, rows["replies"]),
+            "rate": rows["rate"],
+            "ciLow": rows["ci_low"],
+            "ciHigh": rows["ci_high"],
+        }
+    )
+    return frame.astype({name: _variant_dtype(name) for name in VARIANT_COLUMNS}).reset_index(
+        drop=True
+    )
 
 
 def empty_variants() -> pd.DataFrame:
@@ -64,9 +79,10 @@ class ReportFrames:
 
 
 def report_frames(report: CampaignReport, variants: pd.DataFrame | None = None) -> ReportFrames:
-    """The report's frames; variants, when given, must have VARIANT_COLUMNS."""
+    """The report's frames; variants, when given, replace the report's own variant rows and
+    must have VARIANT_COLUMNS."""
     if variants is None:
-        variants = empty_variants()
+        variants = chart_variants(report.variants)
     missing = [name for name in VARIANT_COLUMNS if name not in variants.columns]
     if missing:
         raise ValueError(f"the variants frame lacks the column(s) {', '.join(missing)}")
@@ -82,6 +98,6 @@ def report_frames(report: CampaignReport, variants: pd.DataFrame | None = None) 
 
 
 def _variant_dtype(column: str) -> str:
-    if column in ("campaignId", "variantKey"):
+    if column in ("campaignId", "variantKey", "metric"):
         return "object"
-    return "int64" if column in ("stepOrder", "sends", "replies") else "float64"
+    return "int64" if column in ("stepOrder", "sends", "successes") else "float64"

@@ -64,6 +64,11 @@ COLUMNS = ("campaign_id", "campaign_name", "step", "variant", *COUNTS, *RATES.va
 _LABELS = {ABMetric.positive_reply_rate: POSITIVE_REPLY_RATE, ABMetric.reply_rate: REPLY_RATE}
 
 
+def metric_label(metric: str) -> str:
+    """A metric column's value (an ABMetric) as people read it: "reply rate"."""
+    return _LABELS[ABMetric(metric)]
+
+
 @dataclass(frozen=True)
 class VariantTally:
     """One variant's sends and what came back, as the report and autoSelect count them."""

@@ -23,16 +23,11 @@ from core.analytics.charts import (
     report_figures,
     report_html,
 )
-from core.analytics.experiments import (
-    POSITIVE_REPLY_RATE,
-    REPLY_RATE,
-    VariantCounts,
-    compare_variants,
-    wilson_interval,
-)
+from core.analytics.experiments import wilson_interval
 from core.analytics.mailbox_days import SEND_COLUMNS
-from core.analytics.report_frames import VARIANT_COLUMNS, report_frames, variant_rows
+from core.analytics.report_frames import VARIANT_COLUMNS, report_frames
 from tests.unit.test_campaign_report import WINDOW, inputs
+from tests.unit.test_variant_report import sends
 
 # Alpha step 1 has two variants, Beta step 1 one; rates and intervals as experiments.py gives.
 VARIANTS_FRAME = pd.DataFrame(
@@ -40,8 +35,9 @@ VARIANTS_FRAME = pd.DataFrame(
         "campaignId": ["c-a", "c-a", "c-b"],
         "stepOrder": [1, 1, 1],
         "variantKey": ["B", "A", "A"],
+        "metric": ["reply_rate", "reply_rate", "positive_reply_rate"],
         "sends": [3, 3, 4],
-        "replies": [2, 0, 1],
+        "successes": [2, 0, 1],
         "rate": [2 / 3, 0.0, 0.25],
         "ciLow": [0.2, 0.0, 0.05],
         "ciHigh": [0.94, 0.56, 0.7],
@@ -183,23 +179,26 @@ def test_the_charts_go_beside_the_output(path, page):
     assert charts_output(path) == page
 
 
-def test_an_experiments_verdict_becomes_the_charts_rows():
-    counts = [VariantCounts("A", 200, 10), VariantCounts("B", 200, 30), VariantCounts("C", 0, 0)]
-    verdict = compare_variants(counts, metric=REPLY_RATE)
-    rows = variant_rows("c-a", 1, verdict)
+def test_the_reports_variant_rows_become_the_charts_rows():
+    # Alpha's step 1 tested A against B on replies; B is the only variant with a positive reply,
+    # and a classified reply makes the step compare positive replies.
+    report_inputs = inputs()
+    report_inputs.variant_sends = sends(("A", 200, 10, 0), ("B", 200, 30, 1)).assign(
+        campaign_id="c-a", step_id="a1"
+    )
+    report = compute_campaign_report(report_inputs, WINDOW)
+    rows = report_frames(report).variants
     assert list(rows.columns) == list(VARIANT_COLUMNS)
-    assert rows[["variantKey", "sends", "replies"]].to_numpy().tolist() == [
-        ["A", 200, 10],
-        ["B", 200, 30],
-        ["C", 0, 0],
+    assert rows[
+        ["campaignId", "stepOrder", "variantKey", "metric", "sends", "successes"]
+    ].to_numpy().tolist() == [
+        ["c-a", 1, "A", "positive_reply_rate", 200, 0],
+        ["c-a", 1, "B", "positive_reply_rate", 200, 1],
     ]
-    assert rows["rate"].tolist()[:2] == [0.05, 0.15] and pd.isna(rows["rate"].iloc[2])
-    assert (rows.loc[1, "ciLow"], rows.loc[1, "ciHigh"]) == wilson_interval(30, 200, level=0.05)
+    assert rows["rate"].tolist() == [0.0, 0.005]
+    assert (rows.loc[1, "ciLow"], rows.loc[1, "ciHigh"]) == wilson_interval(1, 200, level=0.05)
 
-    report = compute_campaign_report(inputs(), WINDOW)
-    chart = traces(report_figures(report_frames(report, rows))[VARIANTS])["Alpha · step 1"]
-    assert list(chart.x) == ["A", "B", "C"] and list(chart.y)[:2] == [0.05, 0.15]
-
-    positive = compare_variants(counts, metric=POSITIVE_REPLY_RATE)
-    with pytest.raises(ValueError, match="shows the reply rate, not the positive-reply rate"):
-        variant_rows("c-a", 1, positive)
+    chart = report_figures(report_frames(report))[VARIANTS]
+    assert list(traces(chart)) == ["Alpha · step 1"]
+    assert list(traces(chart)["Alpha · step 1"].y) == [0.0, 0.005]
+    assert "positive-reply rate" in traces(chart)["Alpha · step 1"].hovertemplate
