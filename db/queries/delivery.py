@@ -237,10 +237,11 @@ HAND_OVER_GROUP = text(
         JOIN "Campaign" c ON c.id = s."campaignId"
         WHERE s.id = ANY(CAST(:send_ids AS text[]))
           AND s."claimToken" = :token AND s.status = 'scheduled' AND c.status = 'active'
-          -- review before send: a message pending review or rejected never goes out
+          -- review before send: a message pending review or rejected never goes out, nor a
+          -- draft written ahead that its lead's generation run has not adopted
           AND NOT EXISTS (SELECT 1 FROM "GeneratedMessage" gm
                           WHERE gm.id = s."generatedMessageId"
-                            AND gm.status IN ('pending_review', 'rejected'))
+                            AND gm.status IN ('pending_review', 'rejected', 'pregenerated'))
           AND NOT EXISTS (SELECT 1 FROM "CampaignLead" cl
                           WHERE cl."campaignId" = s."campaignId" AND cl."leadId" = s."leadId"
                             AND cl.status NOT IN ('active', 'completed'))

@@ -16,6 +16,9 @@ CONTENT_COLUMNS = {
     "latencyMs": "int",
     "costUsd": "numeric",
     "fallbackReason": "text",
+    "cachedTokens": "int",
+    "cachedCostUsd": "numeric",
+    "pricing": "text",
     "status": "text",
     "reviewReason": "text",
 }

@@ -158,6 +158,8 @@ def completion_object(
         "created": int(time.time()),
         "model": request.get("model") or "fake-model",
         "system_fingerprint": "fp_fake",
+        # The tier that served the request, as the API reports it: the one asked for, if any.
+        "service_tier": request.get("service_tier") or "default",
         "choices": [
             {
                 "index": 0,
