@@ -26,6 +26,7 @@ from tests import factories
 from tests.flows.test_generation_faults import ALWAYS_OPEN
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.killed_worker import run_killed_worker
+from tests.support.openai_wire import default_responder
 
 pytestmark = pytest.mark.flows
 
@@ -263,3 +264,26 @@ def test_the_report_splits_the_spend_and_its_saving_matches_a_hand_computation(
     assert row["saving_usd"] == pytest.approx(all_sync - spent, abs=1e-5)
     assert row["saving_usd_per_1000"] == pytest.approx((all_sync - spent) * 1000 / 5, abs=1e-2)
     assert row["saving_usd"] > 0.1  # the figures are not all zero
+
+
+def linking_responder(request):
+    """A draft with a link the campaign does not allow: the quality gate refuses it."""
+    answer = default_responder(request)
+    return {**answer, "body": answer["body"] + "\n\nSee https://unlisted.example/offer"}
+
+
+def test_an_answer_that_fails_the_gate_is_not_stored_and_the_lead_generates_when_due(llm, sessions):
+    leads = seed(sessions, 2)
+    llm.set_responder(linking_responder)
+    pregenerate()
+    read = pregenerate(submit=False)
+    assert (read.drafted, read.rejected) == (0, 2)
+    with sessions() as session:
+        errors = session.scalars(select(GenerationBatchRequest.error)).all()
+    assert all(error.startswith("quality gate: ") for error in errors)
+    assert messages(sessions) == []  # nothing ungated is ever kept as a draft
+    llm.set_responder(None)
+    before = chat_requests(llm)
+    send_due()
+    assert chat_requests(llm) - before == 2
+    assert sends_per_lead(sessions) == {lead: 1 for lead in leads}
