@@ -74,8 +74,8 @@ SEED_ROWS = (
                              "scheduledFor", "sentAt", "attemptedAt",
                              "providerMessageId", "updatedAt", mailbox)
     SELECT 'e' || i, 'c', 'l' || i, 's1', 'lead' || i || '@co' || (i %% 5000) || '.example',
-           'sent', now() - interval '2 days', now() - interval '2 days',
-           now() - interval '2 days', '<e' || i || '@seller.example>', now(),
+           'sent', timestamp '2026-11-19', timestamp '2026-11-19',
+           timestamp '2026-11-19', '<e' || i || '@seller.example>', now(),
            'sam@seller.example'
     FROM generate_series(1, %(n)s) i
     """,

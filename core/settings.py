@@ -164,6 +164,18 @@ class Settings(BaseSettings):
     engagement_soft_bounce_limit: int = Field(
         default=3, ge=1, description="Soft bounces of one enrolment before it becomes bounced."
     )
+    machine_click_window_seconds: float = Field(
+        default=10,
+        ge=0,
+        description="A click this soon after its email was sent is a machine's (a link scanner);"
+        " 0 turns the rule off.",
+    )
+    machine_click_burst_seconds: float = Field(
+        default=1,
+        ge=0,
+        description="Two different links of one email clicked this close together are a"
+        " machine's; 0 turns the rule off.",
+    )
     reply_intent_min_confidence: float = Field(
         default=0.6,
         ge=0,

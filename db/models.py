@@ -21,6 +21,7 @@ from sqlalchemy import (
     Numeric,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -398,6 +399,11 @@ class EngagementEvent(Base):
     # The provider's event id, or a content hash: the same event ingested twice is one row.
     dedupeKey: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str | None] = mapped_column(Text)
+    # Opens and clicks a machine made (core.engagement.machine); false: no rule flagged it.
+    isMachine: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=false(), default=False
+    )
+    machineReason: Mapped[str | None] = mapped_column(Text)
 
 
 class Suppression(Base):

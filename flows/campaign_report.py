@@ -1,6 +1,7 @@
 """The `campaign-report` flow: per campaign and step, the funnel from enrolment to sent, unique
 engagement and its rates, LLM spend per 1,000 emails and the lag from due to sent, over a window;
-and per sending mailbox and UTC day, the deliverability rates.
+and per sending mailbox and UTC day, the deliverability rates; with an output file, an HTML page
+of charts beside it.
 
 What every number means is in `core/analytics/campaign_report.py`; which timestamp puts each
 row in the window is in `db/queries/report.py`.
@@ -16,7 +17,7 @@ from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
 from flows.settings import run_settings
 from flows.unwalked import unwalked
-from tasks.report import check_output, compute_report, read_report, write_report
+from tasks.report import check_output, compute_report, read_report, write_charts, write_report
 
 
 @flow(name="campaign-report", log_prints=False)
@@ -32,8 +33,9 @@ async def campaign_report(
         campaign_id: Only this campaign; empty reports every campaign.
         since: Window start (included); empty means 30 days before until.
         until: Window end (excluded); empty means the run's scheduled start.
-        output: Also write every row to this .csv or .parquet file on the worker, and the
-            rows per mailbox and day beside it (`NAME-mailbox-days.csv`).
+        output: Also write every row to this .csv or .parquet file on the worker, the rows
+            per mailbox and day beside it (`NAME-mailbox-days.csv`), and the charts
+            (`NAME.html`, linked from the summary artifact).
     """
     logger = get_run_logger()
     database = DatabaseConfig.from_settings(run_settings())
@@ -48,11 +50,14 @@ async def campaign_report(
     )
     inputs = await read_report(database, window)
     report = await compute_report(unwalked(inputs), window)
-    await _publish(report)
+    charts = None
     if output:
         report_file, mailbox_file = await write_report(unwalked(report), output)
         logger.info("wrote %d rows to %s", len(report.steps) + len(report.campaigns), report_file)
         logger.info("wrote %d rows to %s", len(report.mailbox_days), mailbox_file)
+        charts = await write_charts(unwalked(report), output)
+        logger.info("wrote the charts to %s", charts)
+    await _publish(report, charts)
     total = report.totals()
     logger.info(
         "%d campaigns, %d steps: enrolled %s, generated %s, sent %s, failed %s",
@@ -66,7 +71,7 @@ async def campaign_report(
     return report
 
 
-async def _publish(report: CampaignReport) -> None:
+async def _publish(report: CampaignReport, charts: str | None) -> None:
     span = f"{report.window.since.isoformat()} to {report.window.until.isoformat()}"
     await acreate_table_artifact(
         key="campaign-report-steps",
@@ -85,6 +90,6 @@ async def _publish(report: CampaignReport) -> None:
     )
     await acreate_markdown_artifact(
         key="campaign-report-summary",
-        markdown=summary_markdown(report),
+        markdown=summary_markdown(report, charts),
         description=f"Campaign report, {span}",
     )

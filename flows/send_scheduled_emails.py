@@ -35,6 +35,7 @@ from tasks.delivery import (
     deliver_sends,
     preview_deliveries,
     rescue_abandoned_sends,
+    run_transports,
 )
 from tasks.engagement import drain_webhook_inbox
 from tasks.mailbox_report import read_mailbox_facts
@@ -120,27 +121,29 @@ async def send_scheduled_emails(
     )
     previews: list[PlannedSend] = []
     remaining = max_sends
-    while remaining > 0:
-        claim = await claim_due_sends(
-            database,
-            cutoff=cutoff,
-            limit=min(batch_size, remaining),
-            worker=worker,
-            lease_seconds=lease,
-            campaign_id=campaign_id,
-            blocked=sorted(blocked),
-            dry_run=dry_run,
-        )
-        if not claim.sends:
-            break
-        remaining -= len(claim.sends)
-        if dry_run:
-            # Nothing is claimed, so one preview of up to max_sends is the whole plan.
-            previews = await preview_deliveries(unwalked(claim), database, deadline=deadline)
-            break
-        report.merge(
-            await deliver_sends(unwalked(claim), database, config, replies, deadline=deadline)
-        )
+    # Each mailbox's SMTP connections stay logged in from one batch to the next.
+    async with run_transports():
+        while remaining > 0:
+            claim = await claim_due_sends(
+                database,
+                cutoff=cutoff,
+                limit=min(batch_size, remaining),
+                worker=worker,
+                lease_seconds=lease,
+                campaign_id=campaign_id,
+                blocked=sorted(blocked),
+                dry_run=dry_run,
+            )
+            if not claim.sends:
+                break
+            remaining -= len(claim.sends)
+            if dry_run:
+                # Nothing is claimed, so one preview of up to max_sends is the whole plan.
+                previews = await preview_deliveries(unwalked(claim), database, deadline=deadline)
+                break
+            report.merge(
+                await deliver_sends(unwalked(claim), database, config, replies, deadline=deadline)
+            )
 
     await _publish(report, blocked, previews, database, cutoff=cutoff, dry_run=dry_run)
     logger.info(

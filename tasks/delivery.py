@@ -6,7 +6,10 @@ mailbox, each lane on its own database connection and its own reused transport c
 """
 
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 
 import anyio
@@ -25,6 +28,7 @@ from core.delivery.report import (
     UnknownSend,
     planned_sends,
 )
+from core.delivery.transport import TransportPool
 from core.engagement.config import IngestionConfig
 from core.failpoints import failpoint
 from db.base import utcnow
@@ -35,6 +39,22 @@ from tasks.database import database_task, in_transaction
 from tasks.delivery_lane import Lane, plan_batch, settle
 from tasks.replies_first import read_replies_first
 from tasks.sending_accounts import SendingAccounts, resolve_sending_accounts
+
+# The run's lane transports, kept logged in from one batch to the next (`run_transports`).
+_RUN_TRANSPORTS: ContextVar[TransportPool | None] = ContextVar("run_transports", default=None)
+
+
+@asynccontextmanager
+async def run_transports() -> AsyncIterator[None]:
+    """Keep the lanes' SMTP connections open across the batches delivered inside, so each
+    mailbox logs in once a run per connection, not once a batch; closed on the way out."""
+    pool = TransportPool()
+    reset = _RUN_TRANSPORTS.set(pool)
+    try:
+        yield
+    finally:
+        _RUN_TRANSPORTS.reset(reset)
+        await anyio.to_thread.run_sync(pool.close)
 
 
 class SendClaim(BaseModel):
@@ -183,7 +203,10 @@ async def deliver_sends(
 
     decisions = await in_transaction(database, plan)
     queues = split_ungapped(mailbox_lanes(sends, decisions), config.max_connections)
-    lanes = [_lane(queue, token, database, config, accounts, logger) for queue in queues]
+    transports = _RUN_TRANSPORTS.get()
+    lanes = [
+        _lane(queue, token, database, config, accounts, logger, transports) for queue in queues
+    ]
     try:
         await anyio.to_thread.run_sync(_run_lanes, lanes, queues, config.max_connections)
     finally:
@@ -207,6 +230,7 @@ def _lane(
     config: DeliveryConfig,
     accounts: SendingAccounts,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    transports: TransportPool | None,
 ) -> Lane:
     """A lane on its mailbox's own SMTP login when it has a `Mailbox` row, else the global one."""
     first = queue[0]
@@ -220,6 +244,7 @@ def _lane(
         logger=logger,
         mailbox_id=accounts.ids.get(key),
         mailboxes=accounts.states,
+        transports=transports,
     )
 
 

@@ -48,7 +48,7 @@ from core.delivery.plan import (
     usage_days,
 )
 from core.delivery.report import DeliveryColumn, DeliveryReport, UnknownSend
-from core.delivery.transport import DeliveryVerdict, Transport, open_transport
+from core.delivery.transport import DeliveryVerdict, Transport, TransportPool, open_transport
 from core.failpoints import failpoint
 from core.mailboxes.secrets import masked
 from core.statuses import CampaignLeadStatus, EmailSendStatus, EngagementType
@@ -140,8 +140,12 @@ class Lane:
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
         mailbox_id: str | None = None,
         mailboxes: MailboxStates | None = None,
+        transports: TransportPool | None = None,
     ) -> None:
         self.token = token
+        # The run's open transports, when it keeps them from batch to batch; else the lane opens
+        # its own and closes it when done.
+        self.transports = transports
         # The lane's `Mailbox` row, when it has one: a failed login or an unreachable server
         # disconnects it (the server's answer in `down`) and the lane gives its sends back.
         self.mailbox_id = mailbox_id
@@ -174,7 +178,9 @@ class Lane:
 
     def run(self, lane: list[LaneSend]) -> None:
         """Deliver every send of the lane; one send's failure never stops the others."""
-        transport = open_transport(self.config.transport)
+        config = self.config.transport
+        transport = self.transports.take(config) if self.transports else open_transport(config)
+        ended = False
         queue = deque(lane)
         mailbox = lane[0].decision.mailbox if lane else None
         self.email = mailbox.email if mailbox else ""
@@ -206,11 +212,15 @@ class Lane:
                     self._give_back(connection, queue)
                 self._flush(connection)
                 self._release(connection)
+            ended = True
         except DBAPIError:
             self._salvage()
             raise
         finally:
-            transport.close()
+            if ended and self.halt is None and self.transports is not None:
+                self.transports.give_back(config, transport)  # logged in, for the next batch
+            else:
+                transport.close()
 
     def _salvage(self) -> None:
         """A database error stopped the lane (most often the server went away: a restart, a

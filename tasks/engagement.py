@@ -31,6 +31,7 @@ def _report(result: IngestResult) -> IngestReport:
     report.intents.update(result.replies.intents)
     report.reply_actions.update(result.replies.actions)
     report.referred = result.replies.referred
+    report.machine.update(result.machine)
     return report
 
 
@@ -54,6 +55,7 @@ async def ingest_chunk(
             soft_bounce_limit=config.soft_bounce_limit,
             policy=config.intent.policy,
             classified=classified,
+            machine_rules=config.machine,
         )
 
     result = await in_transaction(database, work, rollback=dry_run)
@@ -106,6 +108,7 @@ async def drain_webhook_inbox(
             now=utcnow(),
             soft_bounce_limit=config.soft_bounce_limit,
             policy=config.intent.policy,
+            machine_rules=config.machine,
         )
         mark_inbox(session, done, now=utcnow())
         report.merge(_report(result))

@@ -51,7 +51,7 @@ def create_database(server_url: str, name: str, template: str | None = None) -> 
     """(Re)create a database, optionally cloned from a template; returns its URL."""
     with _admin(server_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        suffix = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+        suffix = f' TEMPLATE "{template}" STRATEGY WAL_LOG' if template else ""
         conn.execute(f'CREATE DATABASE "{name}"{suffix}')
     return url_for(server_url, name)
 

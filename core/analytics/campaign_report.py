@@ -21,7 +21,14 @@ What each number means, for the window [since, until):
 - `unique_opens`, `unique_clicks`, `replies`, `bounces` (hard or soft), `unsubscribes`,
   `complaints`: how many of the `sent` sends have at least one event of that type that occurred
   (`occurredAt`) before `until`, however late after the window's start. Each send counts once
-  per type, so ten opens of one email are one unique open. `auto_reply` is not a reply.
+  per type, so ten opens of one email are one unique open. `auto_reply` is not a reply. Opens
+  and clicks are a person's only (`EngagementEvent.isMachine` false; `core.engagement.machine`
+  says which a machine made).
+- `positive_replies`: of those, the sent sends with a reply classified `interested` or
+  `meeting_request` (`POSITIVE_INTENTS`, `ReplyClassification.intent`).
+- `machine_opens`, `machine_clicks`: the `sent` sends opened (clicked) by machines only, such
+  as Apple Mail Privacy Protection's prefetch or a link scanner, and by no person: beside the
+  rates, not in them, so `unique_opens + machine_opens` is every send with any open.
 - `*_rate`: that count divided by `sent` (so every rate is between 0 and 1: the denominator is
   the window's sends, and only their events count); empty when nothing was sent. The click rate
   is over sent, not over opens.
@@ -57,7 +64,7 @@ Beside them, per sending mailbox and UTC day, the deliverability rates of
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 from typing import Literal
@@ -65,9 +72,13 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from core.analytics.mailbox_days import SEND_COLUMNS, compute_mailbox_days
+from core.analytics.mailbox_days import SEND_COLUMNS, compute_mailbox_days, window_days
+from core.replies.intent import Intent
 
 DEFAULT_DAYS = 30
+# A reply is positive when its classification says the lead wants to talk; a referral points
+# elsewhere and is not counted.
+POSITIVE_INTENTS = (Intent.interested, Intent.meeting_request)
 
 # Counted per (campaign, step) in SQL; campaign rows sum them.
 GENERATION_COUNTS = ("generated", "prompt_tokens", "completion_tokens", "cached_tokens")
@@ -80,7 +91,10 @@ SEND_COUNTS = (
     "failed",
     "unique_opens",
     "unique_clicks",
+    "machine_opens",
+    "machine_clicks",
     "replies",
+    "positive_replies",
     "bounces",
     "unsubscribes",
     "complaints",
@@ -90,6 +104,7 @@ RATES = {
     "unique_opens": "open_rate",
     "unique_clicks": "click_rate",
     "replies": "reply_rate",
+    "positive_replies": "positive_reply_rate",
     "bounces": "bounce_rate",
     "unsubscribes": "unsubscribe_rate",
     "complaints": "complaint_rate",
@@ -138,7 +153,11 @@ INPUT_COLUMNS = {
     "review": ("campaign_id", "step_id", *REVIEW_QUEUE),
     # One row per send handed over in the window, with its mailbox, UTC day and what became of it.
     "mailbox_sends": SEND_COLUMNS,
+    # Per campaign and UTC day: sent sends on their handover's day, replies on their first's.
+    "daily": ("campaign_id", "day", "sent", "replies"),
 }
+# Per campaign and UTC day of the window, zeros included: the report's `daily` frame.
+DAILY_COLUMNS = ("campaign_id", "campaign_name", "day", "sent", "replies")
 
 
 class ReportWindow(BaseModel):
@@ -191,6 +210,9 @@ class ReportInputs:
     latency: pd.DataFrame
     review: pd.DataFrame
     mailbox_sends: pd.DataFrame
+    daily: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(INPUT_COLUMNS["daily"]))
+    )
 
     @classmethod
     def empty(cls) -> "ReportInputs":
@@ -209,6 +231,8 @@ class CampaignReport:
     mailbox_days: pd.DataFrame
     # The whole report's due-to-sent (p50, p95) in seconds, every campaign's sends together.
     overall_latency: tuple[float | None, float | None] = (None, None)
+    # Per campaign and UTC day of the window (DAILY_COLUMNS): sends and replies over time.
+    daily: pd.DataFrame = field(default_factory=lambda: compute_daily(None, None, []))
 
     def frame(self) -> pd.DataFrame:
         """Every row for the output file: each campaign's steps, then its total row."""
@@ -296,7 +320,31 @@ def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> Campa
         campaigns=_sorted(_derive(per_campaign)),
         mailbox_days=compute_mailbox_days(inputs.mailbox_sends, window.since, window.until),
         overall_latency=overall_latency,
+        daily=compute_daily(inputs.daily, campaigns, window_days(window.since, window.until)),
     )
+
+
+def compute_daily(
+    daily: pd.DataFrame | None, campaigns: pd.DataFrame | None, days: list[str]
+) -> pd.DataFrame:
+    """One row per campaign of the report and UTC day of the window, zeros included, by
+    campaign name: how many of its emails were sent that day, and how many first replies came."""
+    if daily is None or campaigns is None or campaigns.empty:
+        return pd.DataFrame(
+            {
+                name: pd.Series(dtype="int64" if name in ("sent", "replies") else "object")
+                for name in DAILY_COLUMNS
+            }
+        )
+    counts = daily.assign(day=pd.to_datetime(daily["day"]).dt.strftime("%Y-%m-%d"))
+    counts = counts.groupby(["campaign_id", "day"])[["sent", "replies"]].sum()
+    ordered = campaigns.sort_values(["campaign_name", "campaign_id"], kind="stable")
+    grid = pd.MultiIndex.from_product(
+        [ordered["campaign_id"].tolist(), days], names=["campaign_id", "day"]
+    )
+    rows = counts.reindex(grid, fill_value=0).astype("int64").reset_index()
+    rows = rows.merge(ordered[["campaign_id", "campaign_name"]], on="campaign_id", how="left")
+    return rows[list(DAILY_COLUMNS)]
 
 
 def _sorted(frame: pd.DataFrame, *then: str) -> pd.DataFrame:
@@ -417,8 +465,21 @@ def _cell(text: object) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
-def summary_markdown(report: CampaignReport) -> str:
-    """The report's markdown artifact: the window, totals, then one line per campaign."""
+def headline(total: dict[str, float | int | None]) -> list[tuple[str, str]]:
+    """The numbers an analyst reads first, as (label, text), from `CampaignReport.totals`:
+    sent, and of the sent the reply, positive reply, bounce and unsubscribe rates."""
+    return [
+        ("sent", f"{total['sent'] or 0:,}"),
+        ("reply rate", _pct(total["reply_rate"])),
+        ("positive reply rate", _pct(total["positive_reply_rate"])),
+        ("bounce rate", _pct(total["bounce_rate"])),
+        ("unsubscribe rate", _pct(total["unsubscribe_rate"])),
+    ]
+
+
+def summary_markdown(report: CampaignReport, charts: str | None = None) -> str:
+    """The report's markdown artifact: the window, the headline numbers, a link to the charts
+    (the HTML file's URI, when one was written), the totals, then one line per campaign."""
     window = report.window
     total = report.totals()
     scope = f"campaign `{_cell(window.campaign_id)}`" if window.campaign_id else "all campaigns"
@@ -428,12 +489,22 @@ def summary_markdown(report: CampaignReport) -> str:
         f"From **{window.since.isoformat()}** to **{window.until.isoformat()}** "
         f"(until excluded), {scope}: {len(report.campaigns)} campaign(s).",
         "",
+        " · ".join(f"{label} **{value}**" for label, value in headline(total)),
+        "",
+        f"Charts: [{PurePath(charts).name}]({charts})"
+        if charts
+        else "Charts: none written (run with `output` to write them beside the file).",
+        "",
         f"- enrolled {total['enrolled']}, generated {total['generated']}, "
         f"scheduled {total['scheduled']}, sent {total['sent']}, failed {total['failed']}",
         f"- of the sent: opened {_pct(total['open_rate'])}, clicked {_pct(total['click_rate'])}, "
-        f"replied {_pct(total['reply_rate'])}, bounced {_pct(total['bounce_rate'])}, "
+        f"replied {_pct(total['reply_rate'])} (positive {_pct(total['positive_reply_rate'])}), "
+        f"bounced {_pct(total['bounce_rate'])}, "
         f"unsubscribed {_pct(total['unsubscribe_rate'])}, "
         f"complained {_pct(total['complaint_rate'])}",
+        f"- opened by machines only {total['machine_opens']}, clicked by machines only "
+        f"{total['machine_clicks']} (Apple Mail Privacy Protection, link scanners: not in the "
+        "rates)",
         f"- LLM: {total['prompt_tokens']:,} prompt + {total['completion_tokens']:,} completion "
         f"tokens, {_money(total['cost_usd'])}; per 1,000 emails "
         f"{_money(total['cost_usd_per_1000'])}: synchronous "
@@ -489,6 +560,12 @@ def mailbox_days_output(path: str) -> str:
     `report-mailbox-days.csv` (their columns are not the report's)."""
     output = PurePath(path)
     return str(output.with_name(f"{output.stem}-mailbox-days{output.suffix}"))
+
+
+def charts_output(path: str) -> str:
+    """Where the HTML page of charts goes beside the report's file: `report.csv` ->
+    `report.html`."""
+    return str(PurePath(path).with_suffix(".html"))
 
 
 def output_format(path: str) -> str:

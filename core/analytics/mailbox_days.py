@@ -10,7 +10,8 @@ for every day of it, zeros included, so a quiet day (a pause, a holiday) shows a
   handed over and neither).
 - `hard_bounces`, `soft_bounces`, `complaints`, `replies`, `unique_opens`: how many of the day's
   `sent` sends have at least one such event that occurred before the window's end. A bounce
-  without a kind is hard, as ingestion treats it; a send can have both kinds.
+  without a kind is hard, as ingestion treats it; a send can have both kinds. Opens are a
+  person's only (`EngagementEvent.isMachine` false).
 - `*_rate`: that count divided by `sent`; empty when nothing was sent that day.
 """
 

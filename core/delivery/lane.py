@@ -22,6 +22,7 @@ from core.delivery.plan import (
     DueSend,
     Usage,
     local_day_start,
+    mailbox_cap,
     plan_deliveries,
     retry_at,
 )
@@ -191,7 +192,11 @@ def handover_guard(
         mailbox=mailbox.email.lower(),
         sends=tuple((s.send.sendId, message_ids[s.send.sendId]) for s in group),
         day=local_day_start(now, ZoneInfo(rules.timezone)),
-        mailbox_limit=first.decision.limit or mailbox.daily_limit or rules.mailbox_daily_limit,
+        mailbox_limit=(
+            mailbox_cap(mailbox, rules, None)
+            if first.decision.limit is None
+            else first.decision.limit
+        ),
         campaign_limit=rules.daily_limit,
         min_gap=timedelta(seconds=rules.min_gap_seconds),
     )

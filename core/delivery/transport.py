@@ -7,7 +7,8 @@ Every `DeliveryResult.detail` is safe to store and log: it holds the server's re
 class, with the recipient's address replaced by ``<recipient>``. Nothing here logs an address,
 a mailbox or a body above DEBUG.
 
-Transports are not thread-safe: open one per worker.
+Transports are not thread-safe: open one per worker (a `TransportPool` hands each to one lane
+at a time).
 """
 
 import contextlib
@@ -21,6 +22,7 @@ import smtplib
 import ssl
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -498,3 +500,36 @@ def open_transport(config: TransportConfig) -> Transport:
     if factory is None:
         raise ValueError(f"no transport registered for {config.kind!r}")
     return factory(config)
+
+
+class TransportPool:
+    """Transports left open from one batch of a run to the next, by configuration, so a mailbox
+    logs in once a run for each of its connections rather than once a batch. Only a lane that
+    ended in order gives its transport back (a connection the server closed meanwhile is opened
+    again by `SMTPTransport.deliver`); `close` says QUIT on the ones it holds. Thread-safe: the
+    lanes of a batch are threads."""
+
+    def __init__(self) -> None:
+        self._idle: dict[TransportConfig, list[Transport]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, config: TransportConfig) -> Transport:
+        """An idle transport of `config`, else a new one; open_transport's errors."""
+        with self._lock:
+            idle = self._idle.get(config)
+            if idle:
+                return idle.pop()
+        return open_transport(config)
+
+    def give_back(self, config: TransportConfig, transport: Transport) -> None:
+        """Keep `transport` for the next lane of `config`."""
+        with self._lock:
+            self._idle.setdefault(config, []).append(transport)
+
+    def close(self) -> None:
+        """Close every transport it holds."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for transports in idle.values():
+            for transport in transports:
+                transport.close()

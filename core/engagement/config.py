@@ -5,6 +5,7 @@ from datetime import date
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from core.engagement.inbound_sources import IMAPCheckpoint, IMAPSource, NewMail, SettingNames
+from core.engagement.machine import MachineRules
 from core.mailboxes.mailbox_file import ImapSpec
 from core.replies.config import ReplyIntentConfig
 from core.settings import Settings
@@ -80,8 +81,8 @@ def read_new_mail(imap: IMAPConfig, checkpoint: IMAPCheckpoint | None) -> NewMai
 
 
 class IngestionConfig(BaseModel):
-    """How a run ingests: when soft bounces stop a lead, the IMAP folder, the inbox batch, and
-    how replies are classified and acted on."""
+    """How a run ingests: when soft bounces stop a lead, the IMAP folder, the inbox batch, how
+    replies are classified and acted on, and when a click is taken for a machine's."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -89,12 +90,15 @@ class IngestionConfig(BaseModel):
     imap: IMAPConfig = IMAPConfig()
     inbox_batch: int = Field(default=INBOX_BATCH, ge=1)
     intent: ReplyIntentConfig
+    machine: MachineRules = MachineRules()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "IngestionConfig":
-        """ENGAGEMENT_SOFT_BOUNCE_LIMIT, the IMAP_* settings and reply classification's."""
+        """ENGAGEMENT_SOFT_BOUNCE_LIMIT, the IMAP_* settings, reply classification's and the
+        MACHINE_CLICK_* ones."""
         return cls(
             soft_bounce_limit=settings.engagement_soft_bounce_limit,
             imap=IMAPConfig.from_settings(settings),
             intent=ReplyIntentConfig.from_settings(settings),
+            machine=MachineRules.from_settings(settings),
         )

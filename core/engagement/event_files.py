@@ -34,6 +34,8 @@ One JSON object (or CSV row) per event:
 - `url`: the link clicked.
 - `bounceKind`: `hard` (the default for a bounce) or `soft`; ignored for other types.
 - `diagnostic`: the bounce's SMTP reply, or any note worth keeping.
+- `userAgent`, `ip`: who fetched the pixel or followed the link (opens and clicks), for telling
+  a machine's from a person's (`core.engagement.machine`); never stored.
 
 At least one of `emailSendId`, `messageId` and `email` is required to match the event to a send.
 Other fields are ignored, so an export may carry its own columns. For example:
@@ -253,6 +255,8 @@ def _parse_generic(record: Mapping[str, Any], source: str, line: int) -> ParsedR
         url=text_field(record.get("url"), "url"),
         bounce_kind=bounce_kind,
         diagnostic=text_field(record.get("diagnostic"), "diagnostic"),
+        user_agent=text_field(record.get("userAgent"), "userAgent"),
+        ip=text_field(record.get("ip"), "ip"),
     )
 
 

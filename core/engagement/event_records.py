@@ -59,6 +59,9 @@ def new_event(
     url: str | None = None,
     bounce_kind: BounceKind | None = None,
     diagnostic: str | None = None,
+    user_agent: str | None = None,
+    ip: str | None = None,
+    provider_machine: bool = False,
 ) -> NormalisedEvent:
     return NormalisedEvent(
         type=kind,
@@ -74,6 +77,9 @@ def new_event(
         bounce_kind=bounce_kind,
         diagnostic=diagnostic[:_MAX_DIAGNOSTIC] if diagnostic else None,
         line=line,
+        user_agent=user_agent,
+        ip=ip,
+        provider_machine=provider_machine,
     )
 
 
@@ -86,6 +92,15 @@ def text_field(value: Any, field: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise RecordError(f"{field}: not text")
+
+
+def flag_field(value: Any, field: str) -> bool:
+    """A provider's true/false flag; absent is false."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    raise RecordError(f"{field}: not true or false")
 
 
 def event_name(value: Any, field: str) -> str:

@@ -50,6 +50,14 @@ class NormalisedEvent(BaseModel):
     # dumped or shown (no repr: a traceback or a log line never carries it), and not part of
     # the dedupe key (the same message read again is the same event).
     reply: ReplyContent | None = Field(default=None, exclude=True, repr=False)
+    # Opens and clicks: what tells a machine's from a person's (core.engagement.machine). Read
+    # here, never stored, dumped or shown (an address and a user agent say who and where), and
+    # not part of the dedupe key.
+    user_agent: str | None = Field(default=None, exclude=True, repr=False)
+    ip: str | None = Field(default=None, exclude=True, repr=False)
+    provider_machine: bool = Field(
+        default=False, exclude=True, repr=False, description="the provider flagged a machine"
+    )
 
     def dedupe_key(self) -> str:
         """The provider's own event id when it has one, else a hash of what the event says."""

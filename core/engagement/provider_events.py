@@ -28,6 +28,10 @@ Providers
   Message-ID (Mailgun drops its `<>`). The webhook `signature` is checked where webhooks are
   received, not here.
 
+Opens and clicks also carry what tells a machine's from a person's (`core.engagement.machine`):
+SendGrid's `useragent`, `ip` and `sg_machine_open`; Postmark's `UserAgent` and `Geo.IP`;
+Mailgun's `client-info.user-agent`, `client-info.bot` and `ip`.
+
 An event name or type not listed here is malformed, so a new one shows up in a run's counts
 instead of vanishing. Every time becomes an aware UTC datetime.
 """
@@ -42,6 +46,7 @@ from core.engagement.event_records import (
     RecordError,
     email_field,
     event_name,
+    flag_field,
     joined,
     message_id_field,
     new_event,
@@ -168,13 +173,19 @@ def parse_sendgrid(record: Mapping[str, Any], source: str, line: int) -> ParsedR
         url=text_field(record.get("url"), "url") if kind is EngagementType.click else None,
         bounce_kind=bounce_kind,
         diagnostic=diagnostic,
+        user_agent=text_field(record.get("useragent"), "useragent"),
+        ip=text_field(record.get("ip"), "ip"),
+        provider_machine=flag_field(record.get("sg_machine_open"), "sg_machine_open"),
     )
 
 
 def parse_postmark(record: Mapping[str, Any], source: str, line: int) -> ParsedRecord:
     record_type = record.get("RecordType")
     bounce_kind = None
-    event_id = diagnostic = url = None
+    event_id = diagnostic = url = user_agent = ip = None
+    if record_type in ("Open", "Click"):
+        user_agent = text_field(record.get("UserAgent"), "UserAgent")
+        ip = text_field(object_field(record, "Geo").get("IP"), "Geo.IP")
     if record_type == "Open":
         kind, when, address = EngagementType.open, "ReceivedAt", "Recipient"
     elif record_type == "Click":
@@ -229,6 +240,8 @@ def parse_postmark(record: Mapping[str, Any], source: str, line: int) -> ParsedR
         url=url,
         bounce_kind=bounce_kind,
         diagnostic=diagnostic,
+        user_agent=user_agent,
+        ip=ip,
     )
 
 
@@ -263,6 +276,7 @@ def parse_mailgun(record: Mapping[str, Any], source: str, line: int) -> ParsedRe
     headers = object_field(object_field(data, "message"), "headers")
     message_id = message_id_field(headers.get("message-id"), "message-id")
     email = email_field(data.get("recipient"), "recipient")
+    client = object_field(data, "client-info")
     if not (send_id or message_id or email):
         raise RecordError("no user-variables.send_id, message-id or recipient to match a send")
     return new_event(
@@ -278,4 +292,14 @@ def parse_mailgun(record: Mapping[str, Any], source: str, line: int) -> ParsedRe
         url=text_field(data.get("url"), "url") if kind is EngagementType.click else None,
         bounce_kind=bounce_kind,
         diagnostic=diagnostic,
+        user_agent=text_field(client.get("user-agent"), "client-info.user-agent"),
+        ip=text_field(data.get("ip"), "ip"),
+        provider_machine=_mailgun_bot(client.get("bot")),
     )
+
+
+def _mailgun_bot(value: Any) -> bool:
+    """`client-info.bot`: `apple`, `gmail` or `generic` when Mailgun saw a bot, empty when not."""
+    if isinstance(value, bool):
+        return value
+    return bool(text_field(value, "client-info.bot"))

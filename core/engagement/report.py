@@ -68,6 +68,8 @@ class IngestReport(BaseModel):
     intents: Counter[str] = Field(default_factory=Counter)
     reply_actions: Counter[str] = Field(default_factory=Counter)
     referred: int = 0
+    # Opens and clicks taken for a machine's, by rule (core.engagement.machine).
+    machine: Counter[str] = Field(default_factory=Counter)
 
     def count(self, source: str, kind: str, column: IngestColumn, n: int) -> None:
         """Add n events to a column of their (source, type) line."""
@@ -95,6 +97,7 @@ class IngestReport(BaseModel):
         self.intents.update(other.intents)
         self.reply_actions.update(other.reply_actions)
         self.referred += other.referred
+        self.machine.update(other.machine)
 
     def total(self, column: IngestColumn) -> int:
         """One column summed over every line."""
@@ -130,6 +133,9 @@ class IngestReport(BaseModel):
         if self.stopped:
             lines += ["", "## Enrolments stopped, by rule", ""]
             lines += [f"- {rule}: {n}" for rule, n in sorted(self.stopped.items())]
+        if self.machine:
+            lines += ["", "## Opens and clicks taken for a machine's, by rule", ""]
+            lines += [f"- {rule}: {n}" for rule, n in sorted(self.machine.items())]
         if self.intents:
             lines += ["", "## New replies, by intent", ""]
             lines += [f"- {intent}: {n}" for intent, n in sorted(self.intents.items())]

@@ -59,10 +59,11 @@ class SentEmail(BaseModel):
 
 
 # Link scanners (Safe Links, Mimecast, Proofpoint and the like) follow the links of an email
-# before a person sees it: soon after delivery, and every link within seconds. No user agent or
-# IP is stored, so time tells them apart: a click this soon after the send, or this close to a
-# click on another link of the same email, is taken for a machine's. An early human click is
-# lost that way; the model is never told of a click nobody made.
+# before a person sees it: soon after delivery, and every link within seconds. The thread never
+# holds a click ingestion marked as a machine's (EngagementEvent.isMachine); these wider margins
+# are the prompt's own caution on top: a click this soon after the send, or this close to a
+# click on another link of the same email, is left out too. An early human click is lost that
+# way; the model is never told of a click nobody made.
 MACHINE_CLICK_DELAY = timedelta(minutes=10)
 MACHINE_CLICK_SWEEP = timedelta(seconds=10)
 

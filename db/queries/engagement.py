@@ -10,7 +10,7 @@ their stop rules take turns.
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -18,6 +18,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.engagement.events import BounceKind, NormalisedEvent
+from core.engagement.machine import (
+    DEFAULT_RULES,
+    MachineRules,
+    RecordedClick,
+    classify_engagement,
+)
 from core.engagement.report import IngestColumn
 from core.ids import ordered_id_prefix
 from core.replies.config import ReplyPolicy
@@ -28,6 +34,7 @@ from db.base import UTCDateTime
 from db.models import EngagementInbox
 from db.queries.replies import NewReply, ReplyOutcome, act_on_replies
 from db.queries.rows import json_rows
+from db.queries.run_mailboxes import NO_JIT
 from db.queries.stops import AddressStop, cancel_for_enrolments, stop_addresses
 
 DEFAULT_POLICY = ReplyPolicy()
@@ -47,7 +54,8 @@ _MATCHED = """
     WITH event AS MATERIALIZED (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
             n int, "sendId" text, "messageId" text, refs text[], email text, type text,
-            bounce text, "occurredAt" timestamptz, metadata jsonb, "dedupeKey" text, source text)
+            bounce text, "occurredAt" timestamptz, metadata jsonb, "dedupeKey" text, source text,
+            "isMachine" boolean, "machineReason" text)
     ),
     matched AS MATERIALIZED (
         SELECT e.*, COALESCE(by_id.id, by_message.id, by_reference.id, by_address.id) AS send
@@ -77,9 +85,11 @@ INGEST = text(
     + """,
     recorded AS (
         INSERT INTO "EngagementEvent" (id, "emailSendId", type, "occurredAt", metadata,
-                                       "createdAt", "dedupeKey", source)
+                                       "createdAt", "dedupeKey", source, "isMachine",
+                                       "machineReason")
         SELECT :id_prefix || lpad(to_hex(m.n), 6, '0'), m.send, m.type,
-               (m."occurredAt" AT TIME ZONE 'UTC'), m.metadata, :now, m."dedupeKey", m.source
+               (m."occurredAt" AT TIME ZONE 'UTC'), m.metadata, :now, m."dedupeKey", m.source,
+               m."isMachine", m."machineReason"
         FROM matched m WHERE m.send IS NOT NULL
         ORDER BY m."dedupeKey"
         ON CONFLICT ("dedupeKey") DO NOTHING
@@ -96,7 +106,7 @@ INGEST = text(
         ON CONFLICT ("dedupeKey") DO NOTHING
         RETURNING "dedupeKey"
     )
-    SELECT m.source, m.type, m.bounce,
+    SELECT m.source, m.type, m.bounce, m."machineReason",
            CASE WHEN r."dedupeKey" IS NOT NULL THEN 'new'
                 WHEN q."dedupeKey" IS NOT NULL THEN 'quarantined'
                 ELSE 'duplicate' END AS outcome,
@@ -105,11 +115,13 @@ INGEST = text(
                AS sends,
            jsonb_agg(jsonb_build_object('key', m."dedupeKey", 'event', r.id, 'send', m.send))
                FILTER (WHERE r."dedupeKey" IS NOT NULL AND m.type = ANY(:classified))
-               AS replies
+               AS replies,
+           array_agg(DISTINCT m.send) FILTER (WHERE r."dedupeKey" IS NOT NULL AND m.type = 'click')
+               AS clicked
     FROM matched m
     LEFT JOIN recorded r ON r."dedupeKey" = m."dedupeKey"
     LEFT JOIN quarantined q ON q."dedupeKey" = m."dedupeKey"
-    GROUP BY 1, 2, 3, 4
+    GROUP BY 1, 2, 3, 4, 5
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
@@ -149,6 +161,37 @@ COUNT_SOFT_BOUNCES = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
+# Held by the transaction classifying a chunk's clicks by timing until it commits, so that two
+# chunks holding clicks of one email each see the other's: the later one marks both.
+MACHINE_CLICKS_ONE_AT_A_TIME = text(
+    "SELECT pg_advisory_xact_lock(hashtext('campaign-pipeline:machine-clicks'))"
+)
+
+# Every click of the given sends, per send, with the send's handover time (when it was delivered
+# to the mail server). The aggregate keeps the lookup per send, through the emailSendId index,
+# even when the planner's statistics still think the table small (a first big import).
+EMAIL_CLICKS = text(
+    """
+    SELECT s.id, COALESCE(s."sentAt", s."attemptedAt"), c.ids, c.times, c.urls, c.machine
+    FROM unnest(CAST(:send_ids AS text[])) AS x(id)
+    JOIN "EmailSend" s ON s.id = x.id
+    CROSS JOIN LATERAL (
+        SELECT array_agg(e.id) AS ids, array_agg(e."occurredAt") AS times,
+               array_agg(e.metadata ->> 'url') AS urls, array_agg(e."isMachine") AS machine
+        FROM "EngagementEvent" e
+        WHERE e."emailSendId" = x.id AND e.type = 'click'
+    ) c
+    WHERE c.ids IS NOT NULL
+    """
+)
+MARK_MACHINE = text(
+    """
+    UPDATE "EngagementEvent" e SET "isMachine" = true, "machineReason" = x.reason
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id text, reason text)
+    WHERE e.id = x.id AND NOT e."isMachine"
+    """
+)
+
 # Held by the transaction applying a chunk's stop rules until it commits.
 STOPS_ONE_AT_A_TIME = text(
     "SELECT pg_advisory_xact_lock(hashtext('campaign-pipeline:engagement-stops'))"
@@ -172,7 +215,7 @@ _ADDRESS_RULES = {
 }
 
 # Event types whose new events stop a lead by rule; replies and auto-replies act by their
-# intent (db.queries.replies), opens and clicks are counted.
+# intent (db.queries.replies), opens and clicks are counted (a machine's apart).
 STOPPING_TYPES = list(_ADDRESS_RULES)
 # Event types classified by intent.
 CLASSIFIED_TYPES = [EngagementType.reply, EngagementType.auto_reply]
@@ -189,6 +232,9 @@ class IngestResult:
     stopped: Counter[str] = field(default_factory=Counter)
     cancelled: int = 0
     replies: ReplyOutcome = field(default_factory=ReplyOutcome)
+    # Opens and clicks taken for a machine's, by rule: the new ones by what they say, and the
+    # clicks (of this chunk or earlier) marked by timing.
+    machine: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -217,12 +263,15 @@ def ingest_events(
     soft_bounce_limit: int,
     policy: ReplyPolicy = DEFAULT_POLICY,
     classified: Mapping[str, Classification] | None = None,
+    machine_rules: MachineRules = DEFAULT_RULES,
 ) -> IngestResult:
     """Record a chunk of events and apply the stop rules and reply intents of those new.
 
     `classified` holds the classifications already made (by dedupe key, an LLM's); a new reply
     or auto-reply without one is classified by the rules here, so every one recorded is decided
-    in the same transaction.
+    in the same transaction. Each open and click is recorded with its machine verdict by what
+    it says (provider flag, user agent, address); then the clicks of every email with a new
+    one are classified again by timing, with all of that email's clicks.
     """
     result = IngestResult()
     keyed: dict[str, NormalisedEvent] = {}
@@ -237,7 +286,7 @@ def ingest_events(
         return result
     id_prefix = ordered_id_prefix()
     params = {
-        "rows": json_rows(_event_rows(keyed)),
+        "rows": json_rows(_event_rows(keyed, machine_rules)),
         "now": now,
         "id_prefix": id_prefix,
         "stopping": [kind.value for kind in STOPPING_TYPES],
@@ -245,8 +294,12 @@ def ingest_events(
     }
     stops = _NewStops()
     # Sorted, so that a send with two address-wide events in one chunk always takes the same rule.
-    answer = sorted(session.execute(INGEST, params), key=lambda row: tuple(map(str, row[:4])))
-    for source, kind, bounce, outcome, n, sends, replies in answer:
+    answer = sorted(session.execute(INGEST, params), key=lambda row: tuple(map(str, row[:5])))
+    clicked: set[str] = set()
+    for source, kind, bounce, machine, outcome, n, sends, replies, clicks in answer:
+        clicked.update(clicks or ())
+        if machine and outcome == IngestColumn.new:
+            result.machine[machine] += n
         # The statement's outcome column spells IngestColumn's values.
         result.outcomes[(source, kind, IngestColumn(outcome))] += n
         stops.replies += [_new_reply(keyed[r["key"]], r, classified or {}) for r in replies or ()]
@@ -256,6 +309,8 @@ def ingest_events(
             stops.soft_bounces += sends
         elif kind in _ADDRESS_RULES:
             stops.by_address |= dict.fromkeys(sends, _ADDRESS_RULES[kind])
+    if clicked:
+        result.machine.update(mark_machine_clicks(session, sorted(clicked), machine_rules))
     if stops.replies or stops.soft_bounces or stops.by_address:
         # One chunk at a time applies stops (chunks in flight, overlapping runs): two chunks
         # locking the same enrolments in opposite orders would deadlock, and a soft bounce
@@ -275,8 +330,45 @@ def ingest_events(
     return result
 
 
-def _event_rows(keyed: Mapping[str, NormalisedEvent]) -> list[dict[str, Any]]:
-    """The events as the statements' JSON rows (never a reply's text)."""
+def mark_machine_clicks(session: Session, send_ids: list[str], rules: MachineRules) -> Counter[str]:
+    """Mark the clicks of these sends that the timing rules take for a machine's; how many, by
+    rule.
+
+    Every click of each send is read again, whichever chunk recorded it, so the verdict is the
+    same whatever order the clicks arrived in; a click already marked stays as it is.
+    """
+    session.execute(MACHINE_CLICKS_ONE_AT_A_TIME)
+    # A per-send lookup over a chunk's sends is costed high while the statistics are stale, and
+    # compiling it took ten times as long as running it.
+    session.execute(NO_JIT)
+    marked = []
+    for _, sent_at, ids, times, urls, machine in session.execute(
+        EMAIL_CLICKS, {"send_ids": send_ids}
+    ):
+        delivered = sent_at.replace(tzinfo=UTC) if sent_at else None
+        clicks = [
+            RecordedClick(occurred_at=at.replace(tzinfo=UTC), url=url)
+            for at, url in zip(times, urls, strict=True)
+        ]
+        for event_id, click, is_machine in zip(ids, clicks, machine, strict=True):
+            if is_machine:
+                continue
+            verdict = classify_engagement(
+                click, delivered_at=delivered, sibling_clicks=clicks, rules=rules
+            )
+            if verdict.reason:
+                marked.append({"id": event_id, "reason": verdict.reason.value})
+    if marked:
+        session.execute(MARK_MACHINE, {"rows": json_rows(marked)})
+    return Counter(row["reason"] for row in marked)
+
+
+def _event_rows(
+    keyed: Mapping[str, NormalisedEvent], rules: MachineRules = DEFAULT_RULES
+) -> list[dict[str, Any]]:
+    """The events as the statements' JSON rows (never a reply's text, user agent or address),
+    each with its machine verdict by what it says."""
+    verdicts = {key: classify_engagement(e, rules=rules) for key, e in keyed.items()}
     return [
         {
             "n": n,
@@ -290,6 +382,8 @@ def _event_rows(keyed: Mapping[str, NormalisedEvent]) -> list[dict[str, Any]]:
             "metadata": e.event_metadata(),
             "dedupeKey": key,
             "source": e.source,
+            "isMachine": verdicts[key].is_machine,
+            "machineReason": verdicts[key].reason,
         }
         for n, (key, e) in enumerate(keyed.items())
     ]

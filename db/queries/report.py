@@ -8,11 +8,15 @@ Which timestamp puts a row in the window [since, until), per table:
 - `EmailSend`: `createdAt` for `scheduled`; the handover, `COALESCE("sentAt", "attemptedAt")`,
   for `sent` and `failed`, the engagement counts and the delivery lag. `attemptedAt` covers a
   send refused at handover, which has no `sentAt`; `sentAt` alone covers rows the web app wrote.
-- `EngagementEvent`: only events of the window's handed-over sends (whenever after `since`
+- `ReplyClassification`: a reply is positive when its intent is in `POSITIVE_INTENTS`.
+- `EngagementEvent`: opens and clicks count only when a person made them (`NOT "isMachine"`),
+  and the machines' apart; only events of the window's handed-over sends (whenever after `since`
   they happened), and only those that occurred (`occurredAt`, not the ingestion time
   `createdAt`) before `until`: a report of a past window counts what had happened by its end,
   and events after `until` never change it.
 - The review queue: messages pending review now, written (`createdAt`) before `until`.
+- Per campaign and day: the sent sends on their handover's UTC day, their replies on the UTC day
+  the first reply occurred.
 - Per mailbox and day: sends with a mailbox handed over in the window, one row each with its
   UTC day and what became of it (events as above), grouped by pandas.
 
@@ -27,7 +31,12 @@ import pandas as pd
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.orm import Session
 
-from core.analytics.campaign_report import INPUT_COLUMNS, ReportInputs, ReportWindow
+from core.analytics.campaign_report import (
+    INPUT_COLUMNS,
+    POSITIVE_INTENTS,
+    ReportInputs,
+    ReportWindow,
+)
 from db.base import UTCDateTime
 
 _PARAMS = (
@@ -90,7 +99,7 @@ GENERATION = text(
 _WINDOW_SENDS = """
     WITH window_sends AS (
         SELECT s.id, s."campaignId", s."stepId", s.status, s."scheduledFor", s."sentAt",
-               s."createdAt" >= :since AND s."createdAt" < :until AS created,
+               s."attemptedAt", s."createdAt" >= :since AND s."createdAt" < :until AS created,
                COALESCE(s."sentAt", s."attemptedAt") >= :since
                    AND COALESCE(s."sentAt", s."attemptedAt") < :until AS handed
         FROM "EmailSend" s
@@ -101,19 +110,26 @@ _WINDOW_SENDS = """
     )
 """
 
+# The intents that make a reply positive, as SQL literals (constants of the Intent enum).
+_POSITIVE = ", ".join(f"'{intent}'" for intent in POSITIVE_INTENTS)
+
 SENDS = text(
     _WINDOW_SENDS.format(one_campaign=_ONE_CAMPAIGN.format(column='s."campaignId"'))
-    + """,
+    + f""",
     engaged AS (
         SELECT e."emailSendId" AS id,
-               bool_or(e.type = 'open') AS opened,
-               bool_or(e.type = 'click') AS clicked,
+               bool_or(e.type = 'open' AND NOT e."isMachine") AS opened,
+               bool_or(e.type = 'open' AND e."isMachine") AS machine_opened,
+               bool_or(e.type = 'click' AND NOT e."isMachine") AS clicked,
+               bool_or(e.type = 'click' AND e."isMachine") AS machine_clicked,
                bool_or(e.type = 'reply') AS replied,
+               bool_or(e.type = 'reply' AND rc.intent IN ({_POSITIVE})) AS positively_replied,
                bool_or(e.type = 'bounce') AS bounced,
                bool_or(e.type = 'unsubscribe') AS unsubscribed,
                bool_or(e.type = 'complaint') AS complained
         FROM "EngagementEvent" e
         JOIN window_sends w ON w.id = e."emailSendId" AND w.handed
+        LEFT JOIN "ReplyClassification" rc ON rc."engagementEventId" = e.id
         WHERE e."occurredAt" < :until
         GROUP BY e."emailSendId"
     ),
@@ -122,7 +138,8 @@ SENDS = text(
                w.handed AND (w."sentAt" IS NOT NULL OR g.id IS NOT NULL) AS sent,
                w.handed AND w."sentAt" IS NULL AND g.id IS NULL
                    AND w.status IN ('failed', 'unknown') AS failed,
-               g.opened, g.clicked, g.replied, g.bounced, g.unsubscribed, g.complained
+               g.opened, g.machine_opened, g.clicked, g.machine_clicked,
+               g.replied, g.positively_replied, g.bounced, g.unsubscribed, g.complained
         FROM window_sends w LEFT JOIN engaged g ON g.id = w.id
     )
     SELECT "campaignId" AS campaign_id, "stepId" AS step_id,
@@ -131,7 +148,12 @@ SENDS = text(
            count(*) FILTER (WHERE failed) AS failed,
            count(*) FILTER (WHERE sent AND opened) AS unique_opens,
            count(*) FILTER (WHERE sent AND clicked) AS unique_clicks,
+           count(*) FILTER (WHERE sent AND machine_opened AND opened IS NOT TRUE)
+               AS machine_opens,
+           count(*) FILTER (WHERE sent AND machine_clicked AND clicked IS NOT TRUE)
+               AS machine_clicks,
            count(*) FILTER (WHERE sent AND replied) AS replies,
+           count(*) FILTER (WHERE sent AND positively_replied) AS positive_replies,
            count(*) FILTER (WHERE sent AND bounced) AS bounces,
            count(*) FILTER (WHERE sent AND unsubscribed) AS unsubscribes,
            count(*) FILTER (WHERE sent AND complained) AS complaints
@@ -195,7 +217,7 @@ MAILBOX_SENDS = text(
                bool_or(e.type = 'bounce' AND e.metadata ->> 'bounceKind' = 'soft') AS soft_bounced,
                bool_or(e.type = 'complaint') AS complained,
                bool_or(e.type = 'reply') AS replied,
-               bool_or(e.type = 'open') AS opened
+               bool_or(e.type = 'open' AND NOT e."isMachine") AS opened
         FROM "EngagementEvent" e
         JOIN handed h ON h.id = e."emailSendId"
         WHERE e."occurredAt" < :until
@@ -211,6 +233,39 @@ MAILBOX_SENDS = text(
            COALESCE(g.opened, false) AS opened
     FROM handed h LEFT JOIN engaged g ON g.id = h.id
     WHERE h.accepted OR g.id IS NOT NULL OR h.status IN ('failed', 'unknown')
+    """
+).bindparams(*_PARAMS)
+
+# Per campaign and UTC day: the sends of the window that count as sent (the same rules as SENDS),
+# on the day of their handover, and their replies (before `until`) on the day the first one
+# occurred; each side sums to SENDS' `sent` and `replies`.
+DAILY = text(
+    _WINDOW_SENDS.format(one_campaign=_ONE_CAMPAIGN.format(column='s."campaignId"'))
+    + """,
+    engaged AS (
+        SELECT e."emailSendId" AS id,
+               min(e."occurredAt") FILTER (WHERE e.type = 'reply') AS replied_at
+        FROM "EngagementEvent" e
+        JOIN window_sends w ON w.id = e."emailSendId" AND w.handed
+        WHERE e."occurredAt" < :until
+        GROUP BY e."emailSendId"
+    ),
+    sent AS (
+        SELECT w."campaignId",
+               CAST(COALESCE(w."sentAt", w."attemptedAt") AS date) AS sent_day,
+               CAST(g.replied_at AS date) AS reply_day
+        FROM window_sends w LEFT JOIN engaged g ON g.id = w.id
+        WHERE w.handed AND (w."sentAt" IS NOT NULL OR g.id IS NOT NULL)
+    ),
+    tallies AS (
+        SELECT "campaignId", sent_day AS day, 1 AS sent, 0 AS replies FROM sent
+        UNION ALL
+        SELECT "campaignId", reply_day, 0, 1 FROM sent WHERE reply_day IS NOT NULL
+    )
+    SELECT "campaignId" AS campaign_id, day, sum(sent)::bigint AS sent,
+           sum(replies)::bigint AS replies
+    FROM tallies
+    GROUP BY "campaignId", day
     """
 ).bindparams(*_PARAMS)
 
@@ -232,6 +287,7 @@ def read_report_inputs(session: Session, window: ReportWindow) -> ReportInputs:
         "latency": LATENCY,
         "review": REVIEW,
         "mailbox_sends": MAILBOX_SENDS,
+        "daily": DAILY,
     }
     frames: dict[str, pd.DataFrame] = {}
     for name, query in queries.items():

@@ -1,4 +1,5 @@
-"""Rows passed to set-based statements as one JSON array (`jsonb_to_recordset`)."""
+"""Rows passed to set-based statements as one JSON array (`jsonb_to_recordset`), and statements
+sent compacted."""
 
 from decimal import Decimal
 from typing import Any
@@ -18,3 +19,12 @@ def _encode(value: object) -> object:
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(type(value))
+
+
+def compact(sql: str) -> str:
+    """`sql` with each run of whitespace made one space: for a statement without `--` comments
+    nor string literals holding runs of spaces, the same statement, shorter on the wire and in
+    the driver's caches."""
+    if "--" in sql:
+        raise ValueError("a -- comment would swallow the rest of the compacted statement")
+    return " ".join(sql.split())

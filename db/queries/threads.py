@@ -2,9 +2,9 @@
 
 One statement per batch, whatever its size, run beside the claim that took the batch: the sends
 of every lead at an earlier step of its campaign that went out (`sent`), the subject and body of
-the message each carried, and the events on each that are kinds of `CameBack`, aggregated per
-lead. Which clicks a person made, and how much of it the model sees, is decided in
-`core.generation.thread`.
+the message each carried, and the events on each that are kinds of `CameBack` and no machine's
+(`EngagementEvent.isMachine`), aggregated per lead. Which of those clicks a person made, and how
+much of it the model sees, is decided in `core.generation.thread`.
 """
 
 from collections.abc import Mapping, Sequence
@@ -49,6 +49,7 @@ THREADS = text(
                    'url', e.metadata ->> 'url') ORDER BY e."occurredAt") AS events
         FROM "EngagementEvent" e
         WHERE e."emailSendId" = s.id AND e.type = ANY(CAST(:kinds AS text[]))
+          AND NOT e."isMachine"
     ) ev ON true
     GROUP BY x."campaignId", x."leadId", x."stepOrder"
     """

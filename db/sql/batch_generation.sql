@@ -3,7 +3,7 @@
 -- cost (`cachedTokens`, `cachedCostUsd`) and the rate it was billed at (`pricing`); `GenerationBatch` and
 -- `GenerationBatchRequest` record each batch and each lead's request in it, the request's
 -- `customId` unique so no lead's step is submitted twice for the same input.
--- Run after review_before_send.sql; `alembic upgrade batch_generation` makes the same change.
+-- Run after machine_events.sql; `alembic upgrade batch_generation` makes the same change.
 -- Three nullable columns, a wider status check and two new tables: the web app's inserts are
 -- unaffected.
 BEGIN;

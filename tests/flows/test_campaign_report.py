@@ -242,12 +242,10 @@ def seed_mailboxes(sessions, since) -> str:
         return camp.id
 
 
-def test_per_mailbox_per_day_rates_in_an_artifact_and_beside_the_file(
-    run_settings, sessions, tmp_path
-):
+def deliverability_report(sessions, output):
+    """`seed_mailboxes`' campaign over its three days, written to output: (artifacts, logs)."""
     since = datetime(2026, 2, 1, tzinfo=UTC)
     campaign_id = seed_mailboxes(sessions, since)
-    output = tmp_path / "deliverability.csv"
     _, artifacts, logs = asyncio.run(
         run_report(
             campaign_id=campaign_id,
@@ -256,6 +254,13 @@ def test_per_mailbox_per_day_rates_in_an_artifact_and_beside_the_file(
             output=str(output),
         )
     )
+    return artifacts, logs
+
+
+def test_per_mailbox_per_day_rates_in_an_artifact_and_beside_the_file(
+    run_settings, sessions, tmp_path
+):
+    artifacts, logs = deliverability_report(sessions, tmp_path / "deliverability.csv")
     rows = table(artifacts["campaign-report-mailbox-days"])
     days = {(r["mailbox"], r["day"]): r for r in rows}
     assert list(days) == [

@@ -143,6 +143,22 @@ def test_each_message_goes_out_under_its_own_mailboxs_login(smtp, sessions):
     }
 
 
+def test_each_mailbox_logs_in_once_a_run_not_once_a_batch(smtp, sessions, run_settings):
+    run_settings.update(smtp_max_connections=2)  # one lane a mailbox, never split
+    boxes = (
+        mailbox(ALEX, "alex", smtp.port, "env:ALEX_SMTP_PASSWORD"),
+        mailbox(BOB, "bob", smtp.port, "env:BOB_SMTP_PASSWORD"),
+    )
+    seed(sessions, 6, boxes=boxes)
+    before = smtp.connections
+    flow = flow_module.send_scheduled_emails
+    report, _, _ = asyncio.run(run_with_artifacts(flow, batch_size=2, max_wait_seconds=0))
+    assert report.total("sent") == 6
+    assert {m.auth_login for m in smtp.wait_for(6)} == {"alex", "bob"}
+    # Three batches over two mailboxes: each mailbox's connection is kept for the next batch.
+    assert smtp.connections - before == 2
+
+
 def test_a_wrong_password_disconnects_that_mailbox_only_until_resumed(smtp, sessions, monkeypatch):
     alex = mailbox(ALEX, "alex", smtp.port, "env:ALEX_SMTP_PASSWORD")
     workspace_id = seed(

@@ -14,10 +14,19 @@ from decimal import Decimal
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from core.analytics.campaign_report import ReportWindow, compute_campaign_report
-from db.models import Campaign, EmailSend, EngagementEvent, GeneratedMessage, SequenceStep
+from db.models import (
+    Campaign,
+    EmailSend,
+    EngagementEvent,
+    GeneratedMessage,
+    ReplyClassification,
+    SequenceStep,
+)
 from db.queries.report import read_report_inputs
+from db.reporting import load_report
 from tests import factories
 
 SINCE = datetime(2026, 2, 1, tzinfo=UTC)
@@ -93,6 +102,23 @@ class History:
         )
         self.session.flush()
 
+    def classify(self, send, intent):
+        """Classify the send's reply as the reply flow does."""
+        (reply,) = self.session.scalars(
+            select(EngagementEvent).filter_by(emailSendId=send.id, type="reply")
+        )
+        self.session.add(
+            ReplyClassification(
+                engagementEventId=reply.id,
+                intent=intent,
+                confidence=0.9,
+                summary="",
+                method="llm",
+                action="stopped",
+            )
+        )
+        self.session.flush()
+
 
 @pytest.fixture
 def history(sessions):
@@ -116,6 +142,7 @@ def history(sessions):
             h.event(s1, "open", at(2, 11, minute))
         h.event(s1, "click", at(2, 11, 8))
         h.event(s1, "reply", at(3, 9))
+        h.classify(s1, "meeting_request")
         s2 = h.send(
             alpha, a, l2, 1, m[l2.id], at(2, 8), "sent", scheduledFor=at(3), sentAt=at(3, 9, 10)
         )
@@ -153,6 +180,7 @@ def history(sessions):
         h.event(s6, "open", at(10, 13))
         h.event(s6, "complaint", at(10, 14))
         h.event(s6, "reply", at(5, month=3))  # after until
+        h.classify(s6, "interested")
         s7 = h.send(beta, b, l7, 1, m7, at(10), "unknown", scheduledFor=at(11), attemptedAt=at(11))
         h.event(s7, "open", at(12))
         m62 = h.message(beta, b, l6, 2, at(20))
@@ -190,6 +218,7 @@ COUNTS = (
     "unique_opens",
     "unique_clicks",
     "replies",
+    "positive_replies",
     "bounces",
     "unsubscribes",
     "complaints",
@@ -205,32 +234,38 @@ def counts(row):
 EXPECTED = {
     ("Alpha", 1): dict(
         enrolled=None, generated=4, scheduled=4, sent=3, failed=1, unique_opens=2,
-        unique_clicks=1, replies=1, bounces=1, unsubscribes=1, complaints=0,
+        unique_clicks=1, replies=1, positive_replies=1,
+        bounces=1, unsubscribes=1, complaints=0,
         prompt_tokens=4900, completion_tokens=950,
     ),
     ("Alpha", 2): dict(
         enrolled=None, generated=1, scheduled=1, sent=1, failed=0, unique_opens=0,
-        unique_clicks=0, replies=0, bounces=0, unsubscribes=0, complaints=0,
+        unique_clicks=0, replies=0, positive_replies=0,
+        bounces=0, unsubscribes=0, complaints=0,
         prompt_tokens=1500, completion_tokens=300,
     ),
     ("Beta", 1): dict(
         enrolled=None, generated=2, scheduled=2, sent=2, failed=0, unique_opens=2,
-        unique_clicks=0, replies=0, bounces=0, unsubscribes=0, complaints=1,
+        unique_clicks=0, replies=0, positive_replies=0,
+        bounces=0, unsubscribes=0, complaints=1,
         prompt_tokens=0, completion_tokens=0,
     ),
     ("Beta", 2): dict(
         enrolled=None, generated=1, scheduled=1, sent=0, failed=0, unique_opens=0,
-        unique_clicks=0, replies=0, bounces=0, unsubscribes=0, complaints=0,
+        unique_clicks=0, replies=0, positive_replies=0,
+        bounces=0, unsubscribes=0, complaints=0,
         prompt_tokens=0, completion_tokens=0,
     ),
     ("Alpha", None): dict(
         enrolled=4, generated=5, scheduled=5, sent=4, failed=1, unique_opens=2,
-        unique_clicks=1, replies=1, bounces=1, unsubscribes=1, complaints=0,
+        unique_clicks=1, replies=1, positive_replies=1,
+        bounces=1, unsubscribes=1, complaints=0,
         prompt_tokens=6400, completion_tokens=1250,
     ),
     ("Beta", None): dict(
         enrolled=2, generated=3, scheduled=3, sent=2, failed=0, unique_opens=2,
-        unique_clicks=0, replies=0, bounces=0, unsubscribes=0, complaints=1,
+        unique_clicks=0, replies=0, positive_replies=0,
+        bounces=0, unsubscribes=0, complaints=1,
         prompt_tokens=0, completion_tokens=0,
     ),
 }  # fmt: skip
@@ -347,3 +382,34 @@ def test_the_review_queue_counts_what_waits_at_until_and_how_long(sessions, hist
     assert rows[("Gamma", None)]["pending_review"] == 2
     assert rows[("Gamma", 1)]["pending_review"] == 0
     assert rows[("Alpha", None)]["pending_review"] == 0
+
+
+def test_sends_per_handover_day_and_replies_per_first_reply_day(sessions, history):
+    report = report_for(sessions)
+    daily = report.daily.loc[(report.daily["sent"] > 0) | (report.daily["replies"] > 0)]
+    assert [
+        tuple(row) for row in daily[["campaign_name", "day", "sent", "replies"]].to_numpy()
+    ] == [
+        ("Alpha", "2026-02-01", 1, 0),  # l5's step 2, two minutes after since
+        ("Alpha", "2026-02-02", 1, 0),
+        ("Alpha", "2026-02-03", 1, 1),  # s2 left, and s1's reply came
+        ("Alpha", "2026-02-04", 1, 0),  # refused at handover with a bounce: it left
+        ("Beta", "2026-02-10", 1, 0),  # its reply came in March: not in the window
+        ("Beta", "2026-02-11", 1, 0),  # an unknown handover an open proves
+    ]
+    # Every day of February for both campaigns, and the funnel's sent and replies in total.
+    assert len(report.daily) == 2 * 28
+    totals = report.daily.groupby("campaign_name")[["sent", "replies"]].sum()
+    campaigns = report.campaigns.set_index("campaign_name")[["sent", "replies"]]
+    assert totals.to_dict("index") == campaigns.to_dict("index")
+
+
+def test_load_report_gives_the_flows_frames(sessions, history, database_url):
+    frames = load_report(since=SINCE, until=UNTIL, database_url=database_url)
+    report = report_for(sessions)
+    for name in ("steps", "campaigns", "daily", "mailbox_days"):
+        pd.testing.assert_frame_equal(getattr(frames, name), getattr(report, name), obj=name)
+    assert frames.totals == report.totals() and frames.variants.empty
+    alpha = load_report(history["alpha"], since=SINCE, until=UNTIL, database_url=database_url)
+    assert alpha.campaigns["campaign_name"].tolist() == ["Alpha"]
+    assert alpha.window == ReportWindow(since=SINCE, until=UNTIL, campaign_id=history["alpha"])

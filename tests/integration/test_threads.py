@@ -48,6 +48,9 @@ def seed(sessions) -> dict[str, str]:
         )
         factories.event(session, first, "auto_reply", SENT + timedelta(seconds=30))
         factories.event(session, first, "click", SENT + timedelta(days=1), url=PRICING)
+        # A link scanner's click, days later (so the thread's own timing cannot tell): left out.
+        scanned = factories.event(session, first, "click", SENT + timedelta(days=2), url=PRICING)
+        scanned.isMachine, scanned.machineReason = True, "scanner-user-agent"
         # Opens come from image proxies, and a reply would have stopped the lead.
         factories.event(session, first, "open", SENT + timedelta(hours=1))
         factories.scheduled_send(session, other, ada, step=1, status="sent", sentAt=SENT)

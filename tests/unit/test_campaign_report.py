@@ -58,7 +58,10 @@ def inputs() -> ReportInputs:
                 "failed": [1, 0, 0],
                 "unique_opens": [3, 0, 4],
                 "unique_clicks": [1, 0, 2],
+                "machine_opens": [2, 0, 0],
+                "machine_clicks": [1, 0, 1],
                 "replies": [2, 0, 1],
+                "positive_replies": [1, 0, 0],
                 "bounces": [1, 0, 0],
                 "unsubscribes": [0, 0, 1],
                 "complaints": [0, 0, 1],
@@ -100,6 +103,8 @@ def test_step_rows_carry_counts_rates_and_spend_per_1000_generated():
     assert pd.isna(a1["enrolled"])  # an enrolment belongs to the campaign, not a step
     assert [a1[c] for c in ("generated", "scheduled", "sent", "failed")] == [8, 8, 6, 1]
     assert a1["unique_opens"] == 3 and a1["open_rate"] == 0.5
+    # Machines' opens and clicks are beside the rates, never in them.
+    assert (a1["machine_opens"], a1["machine_clicks"]) == (2, 1)
     assert a1["click_rate"] == pytest.approx(1 / 6)
     assert a1["reply_rate"] == pytest.approx(2 / 6)
     assert a1["bounce_rate"] == pytest.approx(1 / 6)
@@ -135,6 +140,8 @@ def test_campaign_rows_sum_their_steps_and_take_the_campaign_lag():
         "failed": 1,
         "unique_opens": 3,
         "unique_clicks": 1,
+        "machine_opens": 2,
+        "machine_clicks": 1,
         "replies": 2,
         "bounces": 1,
         "unsubscribes": 0,
@@ -216,7 +223,7 @@ def test_the_summary_has_the_window_totals_and_a_line_per_campaign():
     text = summary_markdown(compute_campaign_report(data, WINDOW))
     assert "From **2026-01-30T00:00:00+00:00** to **2026-03-01T00:00:00+00:00**" in text
     assert "- enrolled 14, generated 14, scheduled 14, sent 10, failed 1" in text
-    assert "opened 70.0%, clicked 30.0%, replied 30.0%, bounced 10.0%" in text
+    assert "opened 70.0%, clicked 30.0%, replied 30.0% (positive 10.0%), bounced 10.0%" in text
     assert "per 1,000 emails $1.8571" in text
     assert "p50 45 s, p95 8.3 min" in text
     assert "| Alpha (`c-a`) | 10 | 10 | 6 | 50.0% | 16.7% | 33.3% | 16.7% | 0.0% " in text

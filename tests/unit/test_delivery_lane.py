@@ -193,6 +193,19 @@ def test_the_guard_checks_the_campaigns_day_and_limits_for_the_group():
     assert handover_guard([own_cap], {"s000": "<a@x>"}, now=NOW).mailbox_limit == 7
 
 
+def test_the_guard_keeps_a_warm_up_cap_of_zero_from_the_plan():
+    """A cap of 0 is a cap, not a missing one: the guard must not fall back to the rules'."""
+    rules = RULES | {"mailboxDailyLimit": 20}
+    first = queued(send(0, rules=rules))
+    assert first.decision.mailbox is not None
+    closed = LaneSend(
+        first.send,
+        Decision("s000", Action.deliver, None, NOW, first.decision.mailbox, 0),
+        first.rules,
+    )
+    assert handover_guard([closed], {"s000": "<a@x>"}, now=NOW).mailbox_limit == 0
+
+
 # -- verdicts ------------------------------------------------------------------------------------
 
 

@@ -529,7 +529,8 @@ def test_mailgun_event_data_must_be_an_object():
 # --- across formats ----------------------------------------------------------------------------
 
 
-ALL_FIXTURES = sorted(p.name for p in FIXTURES.iterdir())
+# Event files only: machine/ holds the machine-event exports and their manifest.
+ALL_FIXTURES = sorted(p.name for p in FIXTURES.iterdir() if p.is_file())
 
 
 @pytest.mark.parametrize("name", ALL_FIXTURES)

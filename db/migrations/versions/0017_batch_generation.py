@@ -7,7 +7,7 @@ it, the request's `customId` unique so no lead's step is submitted twice for the
 Plain-SQL twin: db/sql/batch_generation.sql.
 
 Revision ID: batch_generation
-Revises: review_before_send
+Revises: machine_events
 Create Date: 2026-12-05
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 
 revision: str = "batch_generation"
-down_revision: str | None = "review_before_send"
+down_revision: str | None = "machine_events"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
