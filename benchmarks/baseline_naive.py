@@ -20,7 +20,8 @@ from core.campaigns.sending_rules import parse_sending_rules
 from core.campaigns.templates import lead_variables
 from core.generation.draft import EmailDraft, render_draft
 from core.generation.generate import sender_name
-from core.generation.llm import RESPONSE_FORMAT, estimate_cost
+from core.generation.llm import RESPONSE_FORMAT
+from core.generation.pricing import token_cost
 from core.generation.prompt import PROMPT_VERSION, build_messages, prompt_profile
 from db.engine import make_engine, make_session_factory
 from db.models import Campaign, CampaignLead, EmailSend, GeneratedMessage, Lead, SequenceStep
@@ -91,7 +92,16 @@ def naive_process_campaign_sends(factory: Any, client: Any, *, as_of: datetime, 
                 completionTokens=completion_tokens,
                 latencyMs=latency_ms,
                 costUsd=Decimal(
-                    str(round(estimate_cost(completion.model, prompt_tokens, completion_tokens), 6))
+                    str(
+                        round(
+                            token_cost(
+                                completion.model,
+                                prompt_tokens=prompt_tokens,
+                                completion_tokens=completion_tokens,
+                            ),
+                            6,
+                        )
+                    )
                 ),
             )
             session.add(message)

@@ -2,6 +2,7 @@
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,6 +73,22 @@ class Settings(BaseSettings):
     )
     max_generation_attempts: int = Field(
         default=8, ge=1, description="Holds in a row before a lead is marked failed."
+    )
+    openai_service_tier: Literal["auto", "default", "flex", "priority"] | None = Field(
+        default=None,
+        description="service_tier of the synchronous calls; `flex` is half price and slower"
+        " (and may answer 429 when capacity is short). Unset: the project's default tier.",
+    )
+    openai_prices: dict[str, dict[str, float]] | None = Field(
+        default=None,
+        description='JSON, model -> {"input", "cached_input", "output"} USD per 1M tokens at'
+        " the standard tier: overrides or adds to core.generation.pricing.DEFAULT_PRICES.",
+    )
+    pregenerate_min_lead_hours: float = Field(
+        default=36, ge=25, description="Write a step ahead only when it is due at least this late."
+    )
+    pregenerate_max_days: float = Field(
+        default=7, gt=0, description="Write a step ahead only when it is due at most this soon."
     )
 
     email_transport: TransportKind | None = Field(

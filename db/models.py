@@ -37,12 +37,15 @@ from core.replies.actions import ReplyAction
 from core.replies.intent import ClassificationMethod, Intent
 from core.settings import SMTPSecurity
 from core.statuses import (
+    BatchRequestStatus,
     CampaignLeadStatus,
     CampaignStatus,
     EmailSendStatus,
     EngagementType,
     GeneratedMessageStatus,
+    GenerationBatchStatus,
     MailboxStatus,
+    Pricing,
 )
 from db.base import Base, UTCDateTime, new_id, utcnow
 
@@ -229,6 +232,7 @@ class GeneratedMessage(Base):
             postgresql_where=text("status = 'pending_review'"),
         ),
         CheckConstraint(_in("status", GeneratedMessageStatus), name="status"),
+        CheckConstraint(_in("pricing", Pricing), name="pricing"),
     )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
@@ -255,6 +259,72 @@ class GeneratedMessage(Base):
     reviewedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The step variant it was written from (`SequenceStepVariant.key`); null for a step without.
     variantKey: Mapped[str | None] = mapped_column(Text)
+    # Of promptTokens, those read from the provider's prompt cache (billed at the cached rate)
+    # and the part of costUsd they cost; the rate the call was billed at (`standard`, `flex`,
+    # `batch`; NULL for the template and for messages written before batch_generation).
+    cachedTokens: Mapped[int | None] = mapped_column(Integer)
+    cachedCostUsd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    pricing: Mapped[str | None] = mapped_column(Text)
+
+
+class GenerationBatch(Base):
+    """One Batch API job writing drafts ahead (`pregenerate-upcoming-steps`).
+
+    The row and its requests are committed before anything is uploaded; `id` goes into the
+    batch's metadata, so a run killed between submission and recording the OpenAI id finds the
+    batch again by listing instead of submitting its requests twice.
+    """
+
+    __tablename__ = "GenerationBatch"
+    __table_args__ = (
+        Index("GenerationBatch_openaiBatchId_key", "openaiBatchId", unique=True),
+        Index(
+            "GenerationBatch_open_idx",
+            "createdAt",
+            postgresql_where=text("status IN ('preparing', 'submitted')"),
+        ),
+        CheckConstraint(_in("status", GenerationBatchStatus), name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    openaiBatchId: Mapped[str | None] = mapped_column(Text)
+    inputFileId: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="preparing")
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    requestCount: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    completedCount: Mapped[int | None] = mapped_column(Integer)
+    failedCount: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    createdAt: Mapped[datetime] = _created()
+    submittedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class GenerationBatchRequest(Base):
+    """One lead's step in a GenerationBatch; `customId` is stable for the content hash, so a
+    retried run never submits the same lead, step and input twice."""
+
+    __tablename__ = "GenerationBatchRequest"
+    __table_args__ = (
+        Index("GenerationBatchRequest_customId_key", "customId", unique=True),
+        Index("GenerationBatchRequest_batchId_idx", "batchId"),
+        Index("GenerationBatchRequest_campaignLeadId_stepId_idx", "campaignLeadId", "stepId"),
+        CheckConstraint(_in("status", BatchRequestStatus), name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, default=new_id)
+    batchId: Mapped[str] = mapped_column(Text, _fk("GenerationBatch.id"), nullable=False)
+    customId: Mapped[str] = mapped_column(Text, nullable=False)
+    campaignLeadId: Mapped[str] = mapped_column(Text, _fk("CampaignLead.id"), nullable=False)
+    stepId: Mapped[str] = mapped_column(Text, _fk("SequenceStep.id"), nullable=False)
+    inputHash: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    generatedMessageId: Mapped[str | None] = mapped_column(
+        Text, _fk("GeneratedMessage.id", "SET NULL")
+    )
+    createdAt: Mapped[datetime] = _created()
+    completedAt: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class EmailSend(Base):

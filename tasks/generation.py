@@ -42,7 +42,9 @@ from db.queries.claims import claim_due_leads, preview_due_leads
 from db.queries.generation import count_step_messages, hold_leads, record_messages
 from tasks.database import database_task, in_transaction
 
-CACHE_PREFIX = "generation-"
+# v2 since Generation records cached tokens and pricing: a v1 answer, pickled without them,
+# would unpickle with those attributes missing.
+CACHE_PREFIX = "generation-v2-"
 Answer = TypeVar("Answer")
 
 

@@ -9,7 +9,8 @@ What each number means, for the window [since, until):
 
 - `enrolled`: enrolments (`CampaignLead`) created in the window. An enrolment belongs to the
   campaign, not to a step, so step rows leave it empty; the campaign row has it.
-- `generated`: messages (`GeneratedMessage`) created in the window, `superseded` ones excluded.
+- `generated`: messages (`GeneratedMessage`) created in the window, `superseded` ones and
+  drafts written ahead and not used yet (`pregenerated`) excluded.
 - `scheduled`: sends (`EmailSend`) created in the window, whatever their status now (each send
   is created `scheduled`).
 - `sent`: sends handed over in the window (`COALESCE(sentAt, attemptedAt)` in it) that left:
@@ -32,8 +33,16 @@ What each number means, for the window [since, until):
   the window's sends, and only their events count); empty when nothing was sent. The click rate
   is over sent, not over opens.
 - `prompt_tokens`, `completion_tokens`, `cost_usd`: the LLM spend of every message created in
-  the window, `superseded` ones included (they were paid for); `cost_usd` is the estimate the
-  generator stored in `GeneratedMessage.costUsd`. The offline template generator spends nothing.
+  the window, `superseded` and `pregenerated` ones included (they were paid for); `cost_usd` is
+  the estimate the generator stored in `GeneratedMessage.costUsd`. The offline template
+  generator spends nothing.
+- `cached_tokens`: of the prompt tokens, those read from the provider's prompt cache.
+- `sync_cost_usd`, `batch_cost_usd`, `cached_cost_usd`: `cost_usd` split by how it was billed:
+  the uncached input and output of synchronous calls (`pricing` `standard` or `flex`, or none
+  recorded), the same of Batch API calls (`batch`: drafts written ahead), and the cached input
+  tokens of both (`GeneratedMessage.cachedCostUsd`); the three add up to `cost_usd`.
+- `saving_usd`: what the batch and flex calls saved against the same calls made synchronously
+  at the standard tier (they are billed at half its rates, so it equals their own cost).
 - `*_per_1000`: that spend per 1,000 `generated` emails (the superseded messages' spend is in
   the numerator, not the denominator: it is what 1,000 current emails cost); empty when nothing
   was generated.
@@ -71,7 +80,10 @@ from core.analytics.variant_report import compute_variant_rows, empty_rows
 DEFAULT_DAYS = 30
 
 # Counted per (campaign, step) in SQL; campaign rows sum them.
-GENERATION_COUNTS = ("generated", "prompt_tokens", "completion_tokens")
+GENERATION_COUNTS = ("generated", "prompt_tokens", "completion_tokens", "cached_tokens")
+# USD summed per (campaign, step) in SQL: the total, its split by how it was billed, and what
+# the batch and flex calls saved against the same calls made synchronously at the standard tier.
+SPEND = ("cost_usd", "sync_cost_usd", "batch_cost_usd", "cached_cost_usd", "saving_usd")
 SEND_COUNTS = (
     "scheduled",
     "sent",
@@ -101,6 +113,10 @@ PER_1000 = {
     "prompt_tokens": "prompt_tokens_per_1000",
     "completion_tokens": "completion_tokens_per_1000",
     "cost_usd": "cost_usd_per_1000",
+    "sync_cost_usd": "sync_cost_usd_per_1000",
+    "batch_cost_usd": "batch_cost_usd_per_1000",
+    "cached_cost_usd": "cached_cost_usd_per_1000",
+    "saving_usd": "saving_usd_per_1000",
 }
 LATENCY = ("due_to_sent_p50_s", "due_to_sent_p95_s")
 REVIEW_QUEUE = ("pending_review", "oldest_pending_review_s")
@@ -117,7 +133,8 @@ COLUMNS = (
     *RATES.values(),
     "prompt_tokens",
     "completion_tokens",
-    "cost_usd",
+    "cached_tokens",
+    *SPEND,
     *PER_1000.values(),
     *LATENCY,
     *REVIEW_QUEUE,
@@ -128,7 +145,7 @@ INPUT_COLUMNS = {
     "campaigns": ("campaign_id", "campaign_name"),
     "steps": ("campaign_id", "step_id", "step"),
     "enrolments": ("campaign_id", "enrolled"),
-    "generation": ("campaign_id", "step_id", *GENERATION_COUNTS, "cost_usd"),
+    "generation": ("campaign_id", "step_id", *GENERATION_COUNTS, *SPEND),
     "sends": ("campaign_id", "step_id", *SEND_COUNTS),
     # step_id empty: the campaign's figure; campaign_id empty too: the whole report's.
     "latency": ("campaign_id", "step_id", *LATENCY),
@@ -250,7 +267,7 @@ class CampaignReport:
         """Every campaign together: the counts summed, the rates and spend per 1,000 again."""
         sums: dict[str, float | int | None] = {
             name: _number(self.campaigns[name].sum())
-            for name in ("enrolled", *GENERATION_COUNTS, "cost_usd", *SEND_COUNTS, "pending_review")
+            for name in ("enrolled", *GENERATION_COUNTS, *SPEND, *SEND_COUNTS, "pending_review")
         }
         sent, generated = sums["sent"] or 0, sums["generated"] or 0
         for count, rate in RATES.items():
@@ -272,9 +289,11 @@ def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> Campa
     campaigns = _campaigns_in_report(inputs, window)
     steps = inputs.steps.loc[inputs.steps["campaign_id"].isin(campaigns["campaign_id"])]
     keys = ["campaign_id", "step_id"]
+    # Frames from before the spend split have no split columns: they count as nothing.
+    generation = inputs.generation.reindex(columns=INPUT_COLUMNS["generation"], fill_value=0)
     per_step = (
         campaigns.merge(steps[[*keys, "step"]], on="campaign_id", how="inner")
-        .merge(_numeric(inputs.generation, keys), on=keys, how="left")
+        .merge(_numeric(generation, keys), on=keys, how="left")
         .merge(_numeric(inputs.sends, keys), on=keys, how="left")
     )
     _fill_counts(per_step)
@@ -286,7 +305,7 @@ def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> Campa
     per_step["enrolled"] = pd.Series(pd.NA, index=per_step.index, dtype="Int64")
     per_step["step"] = per_step["step"].astype("Int64")
 
-    additive = [*GENERATION_COUNTS, "cost_usd", *SEND_COUNTS, "pending_review"]
+    additive = [*GENERATION_COUNTS, *SPEND, *SEND_COUNTS, "pending_review"]
     by_campaign = per_step.groupby("campaign_id", sort=False)
     summed = by_campaign[additive].sum().reset_index()
     summed["oldest_pending_review_s"] = by_campaign["oldest_pending_review_s"].max().to_numpy()
@@ -387,7 +406,8 @@ def _fill_counts(frame: pd.DataFrame) -> None:
         if column in frame:
             frame[column] = frame[column].fillna(0).astype("int64")
     # Summed costs are rounded back to costUsd's own precision (NUMERIC(12, 6)).
-    frame["cost_usd"] = frame["cost_usd"].fillna(0).astype("float64").round(6)
+    for column in SPEND:
+        frame[column] = frame[column].fillna(0).astype("float64").round(6)
 
 
 def _derive(frame: pd.DataFrame) -> pd.DataFrame:
@@ -505,7 +525,11 @@ def summary_markdown(report: CampaignReport, charts: str | None = None) -> str:
         "rates)",
         f"- LLM: {total['prompt_tokens']:,} prompt + {total['completion_tokens']:,} completion "
         f"tokens, {_money(total['cost_usd'])}; per 1,000 emails "
-        f"{_money(total['cost_usd_per_1000'])}",
+        f"{_money(total['cost_usd_per_1000'])}: synchronous "
+        f"{_money(total['sync_cost_usd_per_1000'])}, "
+        f"batch {_money(total['batch_cost_usd_per_1000'])}, "
+        f"cached input {_money(total['cached_cost_usd_per_1000'])}; saved "
+        f"{_money(total['saving_usd_per_1000'])} per 1,000 against all-synchronous",
         f"- due to sent: p50 {human_duration(total['due_to_sent_p50_s'])}, "
         f"p95 {human_duration(total['due_to_sent_p95_s'])}",
         f"- review queue: {total['pending_review']} pending"

@@ -35,9 +35,15 @@ STOPPED_LEADS = frozenset(
 ENDED_CAMPAIGNS = frozenset(
     {CampaignStatus.completed, CampaignStatus.archived, CampaignStatus.draft}
 )
-# A message a person put back into review or rejected is never delivered; its send waits.
+# A message a person put back into review or rejected is never delivered; its send waits. A
+# draft written ahead has no send until its lead's generation run adopts it: one that somehow
+# got one is held too, since only that run checks it still fits the lead.
 UNAPPROVED_MESSAGES = frozenset(
-    {GeneratedMessageStatus.pending_review, GeneratedMessageStatus.rejected}
+    {
+        GeneratedMessageStatus.pending_review,
+        GeneratedMessageStatus.rejected,
+        GeneratedMessageStatus.pregenerated,
+    }
 )
 PAUSE_RECHECK = timedelta(hours=1)
 RETRY_BASE = timedelta(minutes=5)

@@ -5,6 +5,7 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from core.generation.llm import TEMPLATE_MODEL, OpenAIGenerator, TemplateGenerator
+from core.generation.pricing import ModelPrice, price_table
 from core.settings import Settings
 
 
@@ -24,6 +25,8 @@ class GenerationConfig(BaseModel):
     rate_limit_name: str | None = None
     claim_lease: timedelta = timedelta(seconds=600)
     max_attempts: int = 8
+    service_tier: str | None = None
+    prices: dict[str, ModelPrice] = price_table()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "GenerationConfig":
@@ -39,6 +42,8 @@ class GenerationConfig(BaseModel):
             rate_limit_name=settings.llm_rate_limit_name,
             claim_lease=timedelta(seconds=settings.claim_lease_seconds),
             max_attempts=settings.max_generation_attempts,
+            service_tier=settings.openai_service_tier,
+            prices=price_table(settings.openai_prices),
         )
 
     def open_generator(self) -> OpenAIGenerator | TemplateGenerator:
@@ -50,4 +55,6 @@ class GenerationConfig(BaseModel):
             base_url=self.base_url,
             timeout=self.timeout_seconds,
             max_retries=self.max_retries,
+            service_tier=self.service_tier,
+            prices=self.prices,
         )

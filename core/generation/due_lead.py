@@ -1,12 +1,31 @@
 """A claimed (or previewed) due lead with everything its generation needs, as plain data."""
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from core.campaigns.variants import StepVariant, choose_variant
 from core.generation.thread import SentEmail
+
+
+class PregeneratedDraft(BaseModel):
+    """A draft written ahead through the Batch API for this lead's step (already gated), and
+    the content hash it was written from: used only while the lead's hash still matches."""
+
+    model_config = ConfigDict(frozen=True)
+
+    messageId: str
+    subject: str
+    body: str
+    inputHash: str
+    model: str
+    promptTokens: int
+    cachedTokens: int
+    completionTokens: int
+    costUsd: Decimal
+    cachedCostUsd: Decimal
 
 
 class DueLead(BaseModel):
@@ -51,6 +70,8 @@ class DueLead(BaseModel):
     # What earlier steps sent this lead and what came back; loaded beside the claim, so a lead
     # at step 1 (or one whose earlier sends never went out) has none.
     thread: tuple[SentEmail, ...] = ()
+    # The step's draft written ahead (`pregenerate-upcoming-steps`), loaded with the claim.
+    pregenerated: PregeneratedDraft | None = None
 
     def in_variant(self) -> "DueLead":
         """The lead with its variant's overrides in place of the step's templates and

@@ -36,7 +36,7 @@ from core.generation.prompt import (
 from core.generation.review import review_reason
 from core.generation.thread import prompt_thread
 from core.ids import new_id
-from core.statuses import GeneratedMessageStatus
+from core.statuses import GeneratedMessageStatus, Pricing
 
 
 class OutcomeKind(StrEnum):
@@ -120,6 +120,8 @@ class LeadOutcome:
     flagged: str | None = None
     # The step variant the draft was written in (its overrides were the step's).
     variant_key: str | None = None
+    # The draft is the one written ahead through the Batch API (no LLM call now).
+    pregenerated: bool = False
 
 
 def sender_name(rules: SendingRules) -> str | None:
@@ -194,6 +196,9 @@ async def generate_for_lead(
         input_hash=prepared.input_hash,
         variant_key=prepared.lead.variantKey,
     )
+    ahead = pregenerated_outcome(prepared)
+    if ahead is not None:
+        return ahead
     retry_reason: str | None = None
     for attempt in range(2):
         key = prepared.input_hash if attempt == 0 else _retry_key(prepared.input_hash, retry_reason)
@@ -223,6 +228,38 @@ async def generate_for_lead(
             )
         retry_reason = "; ".join(problems)
     return _policy(prepared, outcome, FailureCause.quality_gate, f"quality gate: {retry_reason}")
+
+
+def pregenerated_outcome(prepared: Prepared) -> LeadOutcome | None:
+    """The draft written ahead for this step, when it was written from exactly this input (same
+    content hash: template, instructions, lead data and thread unchanged) and still passes the
+    gate; else None, and the lead is generated now (its stale draft is then superseded)."""
+    ahead = prepared.lead.pregenerated
+    if ahead is None or ahead.inputHash != prepared.input_hash:
+        return None
+    draft = normalize_draft(EmailDraft(subject=ahead.subject, body=ahead.body))
+    if check_draft(draft, rendered=prepared.trusted, rules=prepared.rules):
+        return None
+    generation = Generation(
+        draft=draft,
+        model=ahead.model,
+        prompt_tokens=ahead.promptTokens,
+        completion_tokens=ahead.completionTokens,
+        latency_ms=0,
+        cost_usd=float(ahead.costUsd),
+        attempts=0,
+        cached_tokens=ahead.cachedTokens,
+        cached_cost_usd=float(ahead.cachedCostUsd),
+        pricing=Pricing.batch,
+    )
+    return LeadOutcome(
+        prepared.lead.campaignLeadId,
+        OutcomeKind.generated,
+        draft=draft,
+        generation=generation,
+        input_hash=prepared.input_hash,
+        pregenerated=True,
+    )
 
 
 def _policy(
@@ -281,6 +318,9 @@ class MessageContent:
     latencyMs: int
     costUsd: Decimal
     fallbackReason: str | None
+    cachedTokens: int = 0
+    cachedCostUsd: Decimal = Decimal(0)  # the part of costUsd paid for the cached tokens
+    pricing: Pricing | None = None  # None: no LLM call (the template)
     status: GeneratedMessageStatus = GeneratedMessageStatus.generated
     reviewReason: str | None = None  # set with status pending_review: why it waits for a person
     variantKey: str | None = None
@@ -301,14 +341,22 @@ def message_content(
         promptTokens=generation.prompt_tokens if generation else 0,
         completionTokens=generation.completion_tokens if generation else 0,
         latencyMs=generation.latency_ms if generation else 0,
-        costUsd=Decimal(str(round(generation.cost_usd, 6))) if generation else Decimal(0),
+        costUsd=_usd(generation.cost_usd) if generation else Decimal(0),
         fallbackReason=outcome.reason if outcome.kind is OutcomeKind.fallback else None,
+        cachedTokens=generation.cached_tokens if generation else 0,
+        cachedCostUsd=_usd(generation.cached_cost_usd) if generation else Decimal(0),
+        pricing=generation.pricing if generation else None,
         status=GeneratedMessageStatus.generated
         if review_reason is None
         else GeneratedMessageStatus.pending_review,
         reviewReason=review_reason,
         variantKey=outcome.variant_key,
     )
+
+
+def _usd(amount: float) -> Decimal:
+    """An estimate at costUsd's own precision (NUMERIC(12, 6))."""
+    return Decimal(str(round(amount, 6)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -328,6 +376,8 @@ class MessageWrite(MessageContent):
     nextStepOrder: int
     nextScheduledDate: datetime | None
     completed: bool
+    # Takes the step's pregenerated message (same draft) instead of inserting a new one.
+    adopted: bool = False
 
 
 @dataclass(frozen=True)
@@ -406,6 +456,7 @@ def plan_writes(
                 nextStepOrder=progression.next_step_order,
                 nextScheduledDate=progression.next_scheduled_date,
                 completed=progression.completed,
+                adopted=outcome.pregenerated,
             )
         )
     return writes, holds

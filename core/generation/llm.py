@@ -1,34 +1,26 @@
 """LLM clients behind the `Generator` protocol: OpenAI Chat Completions, or the offline template."""
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import openai
 import pydantic
 from openai import AsyncOpenAI
 from openai.lib._pydantic import to_strict_json_schema
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, SecretStr
 
 from core.generation.draft import EmailDraft
+from core.generation.pricing import DEFAULT_PRICES, ModelPrice, token_cost
 from core.generation.prompt import Message, extract_draft
+from core.statuses import Pricing
 
 TEMPLATE_MODEL = "template"
 # Explicit, so the SDK never falls back to reading OPENAI_BASE_URL itself.
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-# USD per 1M tokens (input, output), list prices; dated snapshots match by prefix.
-# Cached-input discounts are ignored, so this is an upper-bound estimate.
-PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5": (1.25, 10.00),
-}
 
 OutputT = TypeVar("OutputT", bound=BaseModel)
 
@@ -90,6 +82,9 @@ class Completion(Generic[OutputT]):
     latency_ms: int
     cost_usd: float
     attempts: int
+    cached_tokens: int = 0
+    cached_cost_usd: float = 0.0
+    pricing: Pricing = Pricing.standard
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +98,11 @@ class Generation:
     latency_ms: int
     cost_usd: float
     attempts: int
+    # Of prompt_tokens, those read from the prompt cache, and the part of cost_usd they cost;
+    # and the rate the call was billed at.
+    cached_tokens: int = 0
+    cached_cost_usd: float = 0.0
+    pricing: Pricing = Pricing.standard
 
 
 class Generator(Protocol):
@@ -111,15 +111,6 @@ class Generator(Protocol):
     async def generate(self, messages: list[Message], *, model: str) -> Generation:
         """Generate one draft; raises an LLMError subclass on failure."""
         ...
-
-
-def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    """Estimated USD; 0.0 for a model missing from the table (unknown, so not guessed)."""
-    matches = [name for name in PRICES_PER_MILLION if model == name or model.startswith(f"{name}-")]
-    if not matches:
-        return 0.0
-    input_price, output_price = PRICES_PER_MILLION[max(matches, key=len)]
-    return (prompt_tokens * input_price + completion_tokens * output_price) / 1_000_000
 
 
 class TemplateGenerator:
@@ -171,6 +162,8 @@ class OpenAIGenerator:
         timeout: float = 60.0,
         max_retries: int = 2,
         max_completion_tokens: int | None = None,
+        service_tier: str | None = None,
+        prices: Mapping[str, ModelPrice] = DEFAULT_PRICES,
     ) -> None:
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         if not key:
@@ -182,6 +175,9 @@ class OpenAIGenerator:
             max_retries=max_retries,
         )
         self._max_completion_tokens = max_completion_tokens
+        # `flex`: half price, slower and sometimes refused (429) when capacity is short.
+        self._service_tier = service_tier
+        self._prices = prices
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator(base_url={str(self._client.base_url)!r})"
@@ -203,6 +199,9 @@ class OpenAIGenerator:
             latency_ms=done.latency_ms,
             cost_usd=done.cost_usd,
             attempts=done.attempts,
+            cached_tokens=done.cached_tokens,
+            cached_cost_usd=done.cached_cost_usd,
+            pricing=done.pricing,
         )
 
     async def complete(
@@ -218,6 +217,8 @@ class OpenAIGenerator:
         extra: dict[str, Any] = {}
         if self._max_completion_tokens is not None:
             extra["max_completion_tokens"] = self._max_completion_tokens
+        if self._service_tier is not None:
+            extra["service_tier"] = self._service_tier
         started = time.monotonic()
         error: LLMError | None = None
         try:
@@ -236,26 +237,42 @@ class OpenAIGenerator:
         latency_ms = round((time.monotonic() - started) * 1000)
         # retries_taken counts the retries before this response; the first try makes it +1.
         attempts = raw.retries_taken + 1
-        result = _read(raw, output, requested_model=model, attempts=attempts)
+        try:
+            completion: Any = raw.parse()
+        except (openai.OpenAIError, ValueError, TypeError):
+            completion = None  # read_completion says it is not a chat completion
+        result = read_completion(
+            completion,
+            output,
+            requested_model=model,
+            attempts=attempts,
+            latency_ms=latency_ms,
+            prices=self._prices,
+        )
         if isinstance(result, LLMError):
             raise result
-        parsed, used_model, prompt_tokens, completion_tokens = result
-        return Completion(
-            output=parsed,
-            model=used_model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            latency_ms=latency_ms,
-            cost_usd=estimate_cost(used_model, prompt_tokens, completion_tokens),
-            attempts=attempts,
-        )
+        return result
 
 
-def _read(
-    raw: Any, output: type[OutputT], *, requested_model: str, attempts: int
-) -> tuple[OutputT, str, int, int] | LLMError:
+def read_completion(
+    completion: Any,
+    output: type[OutputT],
+    *,
+    requested_model: str,
+    attempts: int,
+    latency_ms: int,
+    prices: Mapping[str, ModelPrice],
+    pricing: Pricing | None = None,
+) -> Completion[OutputT] | LLMError:
+    """A chat completion (a response's, or a Batch API output line's body) as a Completion,
+    priced at `pricing` (by default the service tier the API reports), or what is wrong with it.
+    """
+    if isinstance(completion, dict):
+        try:
+            completion = ChatCompletion.model_validate(completion)
+        except pydantic.ValidationError:
+            return LLMOutputError("response is not a chat completion", attempts=attempts)
     try:
-        completion = raw.parse()
         choice = completion.choices[0]
         message = choice.message
         usage = completion.usage
@@ -276,9 +293,29 @@ def _read(
         return LLMOutputError(f"output is not a valid {output.__name__}", attempts=attempts)
     prompt_tokens = usage.prompt_tokens if usage else 0
     completion_tokens = usage.completion_tokens if usage else 0
+    details = usage.prompt_tokens_details if usage else None
+    cached_tokens = (details.cached_tokens or 0) if details else 0
     # The API reports the snapshot that answered (e.g. gpt-4o-mini-2024-07-18); keep that.
-    used_model = reported_model if isinstance(reported_model, str) else ""
-    return parsed, used_model or requested_model, prompt_tokens, completion_tokens
+    used_model = (reported_model if isinstance(reported_model, str) else "") or requested_model
+    if pricing is None:
+        tier = getattr(completion, "service_tier", None)
+        pricing = Pricing.flex if tier == "flex" else Pricing.standard
+    cost = partial(
+        token_cost, used_model, cached_tokens=cached_tokens, pricing=pricing, prices=prices
+    )
+    return Completion(
+        output=parsed,
+        model=used_model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        latency_ms=latency_ms,
+        cost_usd=cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+        attempts=attempts,
+        cached_tokens=cached_tokens,
+        # The cached tokens alone: a prompt of nothing else, and no output.
+        cached_cost_usd=cost(prompt_tokens=cached_tokens, completion_tokens=0),
+        pricing=pricing,
+    )
 
 
 def _classify(exc: openai.APIError) -> LLMError:

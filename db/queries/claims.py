@@ -30,14 +30,21 @@ _DUE = """
     ORDER BY cl."nextScheduledDate"
     LIMIT :limit
 """
-_DETAILS = """
+DUE_LEAD_DETAILS = """
     SELECT x.id AS "campaignLeadId", x."campaignId", x."leadId", c."workspaceId",
            x."currentStepOrder" AS "stepOrder", x."nextScheduledDate", x.attempts,
            l.email, l."firstName", l."lastName", l."companyName", l.title, l.industry,
            l."companySize", l.website, l.timezone, l."customFields",
            c.goal, c."sendingRules",
            s.id AS "stepId", s."subjectTemplate", s."bodyTemplate", s."aiInstructions",
-           n."delayDays" AS "nextStepDelayDays"
+           n."delayDays" AS "nextStepDelayDays",
+           CASE WHEN pg.id IS NOT NULL THEN jsonb_build_object(
+               'messageId', pg.id, 'subject', pg.subject, 'body', pg.body,
+               'inputHash', pg."inputHash", 'model', pg.model,
+               'promptTokens', pg."promptTokens", 'cachedTokens', pg."cachedTokens",
+               'completionTokens', pg."completionTokens", 'costUsd', pg."costUsd",
+               'cachedCostUsd', COALESCE(pg."cachedCostUsd", 0))
+           END AS pregenerated
     FROM {source} x
     JOIN "Lead" l ON l.id = x."leadId"
     JOIN "Campaign" c ON c.id = x."campaignId"
@@ -45,6 +52,9 @@ _DETAILS = """
            ON s."campaignId" = x."campaignId" AND s."stepOrder" = x."currentStepOrder"
     LEFT JOIN "SequenceStep" n
            ON n."campaignId" = x."campaignId" AND n."stepOrder" = x."currentStepOrder" + 1
+    LEFT JOIN "GeneratedMessage" pg
+           ON pg."campaignId" = x."campaignId" AND pg."leadId" = x."leadId"
+          AND pg."stepId" = s.id AND pg.status = 'pregenerated'
     ORDER BY x."nextScheduledDate", x.id
 """
 _TYPES = (
@@ -91,7 +101,7 @@ def leased_claim(
 
 
 CLAIM_DUE_LEADS, PREVIEW_DUE_LEADS = leased_claim(
-    "CampaignLead", "cl", _DUE, _DETAILS, *_TYPES, nextScheduledDate=UTCDateTime
+    "CampaignLead", "cl", _DUE, DUE_LEAD_DETAILS, *_TYPES, nextScheduledDate=UTCDateTime
 )
 
 

@@ -228,7 +228,8 @@ _RESULTS = """
 # then neither locked nor counted again, only the mailbox's. That parameter is read through a
 # row (`reservation`), never compared directly: a planner that could fold it would plan the
 # statement again at every handover rather than keep the prepared statement's generic plan.
-# Review before send: a message pending review or rejected never goes out.
+# Review before send: a message pending review or rejected never goes out, nor a draft written
+# ahead (`pregenerated`) that its lead's generation run has not adopted.
 #
 # The statement runs once a send, so it is sent compacted (`compact`): psycopg caches how it
 # turns a statement's placeholders into PostgreSQL's only up to 4,096 characters, and parsed
@@ -247,7 +248,7 @@ HAND_OVER_GROUP = text(
           AND s."claimToken" = :token AND s.status = 'scheduled' AND c.status = 'active'
           AND NOT EXISTS (SELECT 1 FROM "GeneratedMessage" gm
                           WHERE gm.id = s."generatedMessageId"
-                            AND gm.status IN ('pending_review', 'rejected'))
+                            AND gm.status IN ('pending_review', 'rejected', 'pregenerated'))
           AND NOT EXISTS (SELECT 1 FROM "CampaignLead" cl
                           WHERE cl."campaignId" = s."campaignId" AND cl."leadId" = s."leadId"
                             AND cl.status NOT IN ('active', 'completed'))

@@ -47,6 +47,23 @@ INSERT_MESSAGES = insert_messages(
         DO NOTHING""",
 )
 
+# A step's draft written ahead (`pregenerated`) becomes the lead's message when the outcome used
+# it (`adopted`: same content hash, gate passed), with the status this write gives it; otherwise
+# it is `superseded`, before the new message is inserted in its place. Either way no pregenerated
+# draft is left behind for a lead that was written, and the step has one current message.
+SETTLE_PREGENERATED = text(
+    """
+    UPDATE "GeneratedMessage" gm
+    SET status = CASE WHEN x.adopted THEN x.status ELSE 'superseded' END,
+        "reviewReason" = CASE WHEN x.adopted THEN x."reviewReason" ELSE gm."reviewReason" END
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+        "campaignLeadId" text, "stepId" text, adopted boolean, status text, "reviewReason" text)
+    JOIN "CampaignLead" cl ON cl.id = x."campaignLeadId"
+    WHERE gm."campaignId" = cl."campaignId" AND gm."leadId" = cl."leadId"
+      AND gm."stepId" = x."stepId" AND gm.status = 'pregenerated'
+    """
+)
+
 # The send takes the current message of its step (just inserted, or left by an earlier write)
 # and the address from the Lead row, so addresses never travel through task results. A message
 # awaiting review gets a send without a slot, which no delivery claims, and says so. The send
@@ -78,7 +95,7 @@ COUNT_STEP_MESSAGES = text(
            (SELECT count(*) FROM (
                 SELECT 1 FROM "GeneratedMessage" gm
                 WHERE gm."campaignId" = st."campaignId" AND gm."stepId" = st.id
-                  AND gm.status <> 'superseded'
+                  AND gm.status NOT IN ('superseded', 'pregenerated')
                 LIMIT x.cap) counted) AS n
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x("stepId" text, cap int)
     JOIN "SequenceStep" st ON st.id = x."stepId"
@@ -118,6 +135,7 @@ def record_messages(
     )
     fenced = [row for row in rows if row["campaignLeadId"] in written]
     if fenced:
+        session.execute(SETTLE_PREGENERATED, {"rows": json_rows(fenced)})
         session.execute(INSERT_MESSAGES, {"rows": json_rows(fenced), "now": now})
         session.execute(INSERT_SENDS, {"rows": json_rows(fenced), "now": now})
     return written

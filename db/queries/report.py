@@ -71,10 +71,18 @@ ENROLMENTS = text(
 GENERATION = text(
     f"""
     SELECT gm."campaignId" AS campaign_id, gm."stepId" AS step_id,
-           count(*) FILTER (WHERE gm.status <> 'superseded') AS generated,
+           count(*) FILTER (WHERE gm.status NOT IN ('superseded', 'pregenerated')) AS generated,
            COALESCE(sum(gm."promptTokens"), 0)::bigint AS prompt_tokens,
            COALESCE(sum(gm."completionTokens"), 0)::bigint AS completion_tokens,
-           COALESCE(sum(gm."costUsd"), 0)::float8 AS cost_usd
+           COALESCE(sum(gm."cachedTokens"), 0)::bigint AS cached_tokens,
+           COALESCE(sum(gm."costUsd"), 0)::float8 AS cost_usd,
+           COALESCE(sum(gm."costUsd" - COALESCE(gm."cachedCostUsd", 0))
+                    FILTER (WHERE gm.pricing IS DISTINCT FROM 'batch'), 0)::float8 AS sync_cost_usd,
+           COALESCE(sum(gm."costUsd" - COALESCE(gm."cachedCostUsd", 0))
+                    FILTER (WHERE gm.pricing = 'batch'), 0)::float8 AS batch_cost_usd,
+           COALESCE(sum(gm."cachedCostUsd"), 0)::float8 AS cached_cost_usd,
+           COALESCE(sum(gm."costUsd") FILTER (WHERE gm.pricing IN ('batch', 'flex')), 0)::float8
+               AS saving_usd
     FROM "GeneratedMessage" gm
     WHERE gm."createdAt" >= :since AND gm."createdAt" < :until
       AND {_ONE_CAMPAIGN.format(column='gm."campaignId"')}

@@ -49,6 +49,7 @@ from flows.campaign_report import campaign_report
 from flows.ingest_engagement_events import ingest_engagement_events
 from flows.process_campaign_sends import process_campaign_sends
 from flows.send_scheduled_emails import send_scheduled_emails
+from tasks.generation import CACHE_PREFIX
 from tests import factories
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.run_records import run_artifacts, run_logs
@@ -283,7 +284,7 @@ def test_no_key_anywhere_and_no_address_or_body_at_info(
     assert not leaks, leaks
 
     # (c) The result storage: exactly the two paid LLM answers, and what each holds.
-    assert sorted(files) == sorted(f"generation-{m.inputHash}" for m in messages), (
+    assert sorted(files) == sorted(f"{CACHE_PREFIX}{m.inputHash}" for m in messages), (
         "only generation answers are persisted"
     )
     store = ResultStore(result_storage=LocalFileSystem(basepath=str(results_dir)))

@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 from db.models import CampaignLead, EmailSend, GeneratedMessage
 from flows.process_campaign_sends import process_campaign_sends
 from tests import factories
-from tests.support.fake_openai import FakeOpenAI
 from tests.support.run_records import run_artifacts, run_logs
 
 pytestmark = pytest.mark.flows
@@ -39,13 +38,6 @@ def seed(sessions, n: int, rules: dict | None = None, **lead_fields) -> str:
             lead = factories.lead(session, ws, email=f"lead{i}@buyer.example", **lead_fields)
             factories.enrolment(session, camp, lead, due=AS_OF - timedelta(minutes=1))
         return camp.id
-
-
-@pytest.fixture
-def llm(run_settings):
-    with FakeOpenAI(record_bodies=True) as server:
-        run_settings.update(openai_api_key="sk-test-not-real", openai_base_url=server.base_url)
-        yield server
 
 
 def run(**params):

@@ -8,6 +8,7 @@ import pytest
 from core.generation.draft import EmailDraft
 from core.generation.llm import LLMOutputError, LLMRejectedError, LLMTransientError, OpenAIGenerator
 from core.generation.prompt import build_messages
+from core.statuses import Pricing
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.openai_wire import PERSONAL_LINE
 
@@ -31,13 +32,17 @@ def server():
 @pytest.fixture(autouse=True)
 def _fresh(server):
     server.reset()
-    server.configure(retry_after="0.05", timeout_hold_s=30.0)
+    server.configure(retry_after="0.05", timeout_hold_s=30.0, prompt_caching=False)
 
 
-def generate(server, *, max_retries: int = 2, timeout: float = 5.0):
+def generate(server, *, max_retries: int = 2, timeout: float = 5.0, **options):
     async def call():
         generator = OpenAIGenerator(
-            api_key=KEY, base_url=server.base_url, max_retries=max_retries, timeout=timeout
+            api_key=KEY,
+            base_url=server.base_url,
+            max_retries=max_retries,
+            timeout=timeout,
+            **options,
         )
         try:
             return await generator.generate(MESSAGES, model="gpt-4o-mini")
@@ -56,6 +61,20 @@ def test_a_draft_comes_back_parsed_with_tokens_and_cost(server):
     [record] = server.request_log()
     schema = record.body["response_format"]
     assert schema["type"] == "json_schema" and schema["json_schema"]["strict"] is True
+
+
+def test_cached_tokens_and_the_flex_tier_are_priced_at_their_own_rates(server):
+    server.configure(prompt_caching=True)
+    first, second = generate(server), generate(server)
+    assert (first.cached_tokens, first.pricing) == (0, Pricing.standard)
+    assert second.cached_tokens > 0  # the same system message: read from the prompt cache
+    assert second.cost_usd < first.cost_usd
+    assert second.cached_cost_usd == pytest.approx(second.cached_tokens * 0.075 / 1e6)
+    flex = generate(server, service_tier="flex")
+    assert server.request_log()[-1].body["service_tier"] == "flex"
+    assert "service_tier" not in server.request_log()[0].body
+    assert flex.pricing == Pricing.flex
+    assert flex.cost_usd == pytest.approx(second.cost_usd / 2)
 
 
 def test_a_429_is_retried_after_its_retry_after(server):

@@ -1,5 +1,10 @@
 """A loopback server speaking the OpenAI Chat Completions API, with scriptable faults.
 
+It also serves the Files and Batch API (`tests.support.fake_openai_batches`): uploads, batches
+answered by the same responder, their output and error files, with expiry, per-request errors
+and a malformed line as faults (`batch_faults`); and, with `prompt_caching=True`, reports a
+repeated system message as `usage.prompt_tokens_details.cached_tokens`.
+
 Usage::
 
     with FakeOpenAI(latency_ms=0) as server:
@@ -259,6 +264,14 @@ class FakeOpenAI:
             raise ValueError("process mode needs the responder as a 'module:function' string")
         else:
             self._control({"responder": responder})
+
+    def batch_faults(self, **faults: Any) -> None:
+        """Set what the next batches do (`BatchFaults` fields; none restores the defaults)."""
+        self._control({"batch_faults": faults})
+
+    def finish_batches(self) -> None:
+        """Complete every batch still `in_progress`."""
+        self._control({"finish_batches": True})
 
     def reset(self) -> None:
         """Zero the counters, empty the request log and the script (config is kept)."""

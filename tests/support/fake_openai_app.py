@@ -15,14 +15,18 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import parse_qs
 
+from tests.support.fake_openai_batches import BatchFaults, FakeFiles
 from tests.support.openai_wire import (
     Fault,
     Responder,
     completion_body,
+    completion_object,
     default_responder,
     error_body,
     invalid_content,
+    system_prefix,
 )
 
 # ASGI scope key under which the server protocol exposes the transport (for connection drops)
@@ -42,6 +46,9 @@ class FakeOpenAIConfig:
     seed: int = 0
     record_bodies: bool = True
     max_log: int = 1000
+    # Prompt caching: a request whose system message the server has answered before reports
+    # that message's tokens as `cached_tokens` (the real API also needs 1,024 tokens or more).
+    prompt_caching: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,9 @@ class FakeOpenAIStats:
     disconnects: int
     in_flight: int
     retry_counts: dict[int, int]
+    uploads: int = 0
+    # How often each batch request's custom_id was submitted in a batch.
+    batch_submissions: dict[str, int] = field(default_factory=dict)
 
 
 class AppState:
@@ -76,6 +86,8 @@ class AppState:
         self._script: deque[Fault] = deque()
         self.config = self.validated(config)
         self._log: deque[RequestRecord] = deque(maxlen=config.max_log)
+        self.files = FakeFiles()
+        self._prefixes: set[str] = set()
         self._zero()
 
     def _zero(self) -> None:
@@ -83,6 +95,18 @@ class AppState:
         self._faults: Counter[str] = Counter()
         self._retry_counts: Counter[int] = Counter()
         self._log.clear()
+        self._prefixes.clear()
+        self.files.reset()
+
+    def cached_tokens(self, request: dict[str, Any]) -> int:
+        """The prompt tokens a request reads from the (simulated) prompt cache."""
+        text, tokens = system_prefix(request)
+        with self._lock:
+            if not self.config.prompt_caching or not text:
+                return 0
+            seen = text in self._prefixes
+            self._prefixes.add(text)
+        return tokens if seen else 0
 
     @staticmethod
     def validated(config: FakeOpenAIConfig) -> FakeOpenAIConfig:
@@ -110,6 +134,10 @@ class AppState:
                 if "max_log" in changes:
                     self._log = deque(self._log, maxlen=self.config.max_log)
             self._script.extend(Fault(item or Fault.OK) for item in payload.get("script", ()))
+            if "batch_faults" in payload:
+                self.files.faults = BatchFaults(**payload["batch_faults"])
+            if payload.get("finish_batches"):
+                self.files.finish()
             if "responder" in payload:
                 self.responder = load_responder(payload["responder"])
 
@@ -158,6 +186,8 @@ class AppState:
                 disconnects=self._disconnects,
                 in_flight=self._in_flight,
                 retry_counts=dict(self._retry_counts),
+                uploads=self.files.uploads,
+                batch_submissions=dict(self.files.submitted),
             )
 
     def log(self) -> list[RequestRecord]:
@@ -212,6 +242,8 @@ class FakeOpenAIApp:
         raw, path, method = b"".join(chunks), scope["path"], scope["method"]
         if method == "POST" and path.endswith("/chat/completions"):
             await self._complete(scope, receive, send, raw)
+        elif path.startswith("/v1/files") or path.startswith("/v1/batches"):
+            await self._files(scope, send, raw)
         elif path == "/_stats":
             payload = asdict(self.state.stats())
             if b"log=1" in scope["query_string"]:
@@ -226,6 +258,41 @@ class FakeOpenAIApp:
             await _respond(send, 200, b"{}")
         else:
             await _respond(send, 404, error_body(Fault.BAD_REQUEST, f"Unknown path {path}"))
+
+    async def _files(self, scope: dict[str, Any], send: Any, raw: bytes) -> None:
+        """The Files and Batch API (see `tests.support.fake_openai_batches`)."""
+        files, method = self.state.files, scope["method"]
+        parts = scope["path"].strip("/").split("/")[1:]  # after "v1"
+        found: dict[str, Any] | bytes | None = None
+        if parts == ["files"] and method == "POST":
+            content_type = dict(scope["headers"]).get(b"content-type", b"")
+            found = files.upload(content_type, raw)
+        elif len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
+            found = files.content(parts[1])
+        elif parts == ["batches"] and method == "POST":
+            found = files.create(json.loads(raw or b"{}"), self._batch_answer)
+        elif parts == ["batches"]:
+            query = parse_qs(scope["query_string"].decode())
+            after = query.get("after", [None])[0]
+            found = files.listing(after, int(query.get("limit", ["20"])[0]))
+        elif len(parts) == 2 and parts[0] == "batches":
+            found = files.retrieve(parts[1])
+        elif len(parts) == 3 and parts[0] == "batches" and parts[2] == "cancel":
+            found = files.cancel(parts[1])
+        if found is None:
+            await _respond(send, 404, error_body(Fault.BAD_REQUEST, f"No such object: {parts}"))
+        elif isinstance(found, bytes):
+            await _respond(send, 200, found)
+        else:
+            await _respond(send, 200, json.dumps(found).encode())
+
+    def _batch_answer(self, request: dict[str, Any], number: int) -> dict[str, Any]:
+        answer = self.state.responder(request)
+        content = invalid_content(request) if isinstance(answer, Fault) else answer
+        cached = self.state.cached_tokens(request)
+        return completion_object(
+            request, content, f"chatcmpl-batch{number:09d}", cached_tokens=cached
+        )
 
     async def _complete(self, scope: dict[str, Any], receive: Any, send: Any, raw: bytes) -> None:
         retry_header = dict(scope["headers"]).get(b"x-stainless-retry-count")
@@ -286,7 +353,8 @@ class FakeOpenAIApp:
             content = invalid_content(request)
         elif content is None:
             content = default_responder(request)
-        body = completion_body(request, content, f"chatcmpl-fake{number:09d}")
+        cached = self.state.cached_tokens(request)
+        body = completion_body(request, content, f"chatcmpl-fake{number:09d}", cached_tokens=cached)
         await _respond(send, 200, body, (b"x-request-id", f"req_fake{number}".encode()))
         return False
 

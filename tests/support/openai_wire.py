@@ -131,18 +131,35 @@ def invalid_content(request: dict[str, Any]) -> str:
     return json.dumps({"subject": draft[0] if draft else GENERIC_DRAFT["subject"]})
 
 
-def completion_body(request: dict[str, Any], content: dict[str, Any] | str, id_: str) -> bytes:
-    """Serialise a ``chat.completion`` object carrying ``content``."""
-    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+def prompt_tokens(request: dict[str, Any]) -> int:
+    """The fake's token count of a request's messages: a token per 4 characters, plus one."""
     messages = request.get("messages") or []
-    prompt_chars = sum(len(message_text(m)) for m in messages if isinstance(m, dict))
-    prompt_tokens, completion_tokens = prompt_chars // 4 + 1, len(text) // 4 + 1
-    payload = {
+    return sum(len(message_text(m)) for m in messages if isinstance(m, dict)) // 4 + 1
+
+
+def system_prefix(request: dict[str, Any]) -> tuple[str, int]:
+    """The request's system message and its fake token count: the prefix prompt caching reuses."""
+    messages = request.get("messages") or []
+    first = messages[0] if messages and isinstance(messages[0], dict) else {}
+    text = message_text(first) if first.get("role") == "system" else ""
+    return text, len(text) // 4
+
+
+def completion_object(
+    request: dict[str, Any], content: dict[str, Any] | str, id_: str, *, cached_tokens: int = 0
+) -> dict[str, Any]:
+    """A ``chat.completion`` object carrying ``content``; ``cached_tokens`` of its prompt tokens
+    are reported as read from the prompt cache (``usage.prompt_tokens_details``)."""
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    prompt, completion_tokens = prompt_tokens(request), len(text) // 4 + 1
+    return {
         "id": id_,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request.get("model") or "fake-model",
         "system_fingerprint": "fp_fake",
+        # The tier that served the request, as the API reports it: the one asked for, if any.
+        "service_tier": request.get("service_tier") or "default",
         "choices": [
             {
                 "index": 0,
@@ -152,11 +169,19 @@ def completion_body(request: dict[str, Any], content: dict[str, Any] | str, id_:
             }
         ],
         "usage": {
-            "prompt_tokens": prompt_tokens,
+            "prompt_tokens": prompt,
             "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
+            "total_tokens": prompt + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": min(cached_tokens, prompt)},
         },
     }
+
+
+def completion_body(
+    request: dict[str, Any], content: dict[str, Any] | str, id_: str, *, cached_tokens: int = 0
+) -> bytes:
+    """Serialise a ``chat.completion`` object carrying ``content``."""
+    payload = completion_object(request, content, id_, cached_tokens=cached_tokens)
     return json.dumps(payload, ensure_ascii=False).encode()
 
 

@@ -6,9 +6,11 @@ from pydantic import SecretStr
 
 from core.generation.config import GenerationConfig
 from core.generation.llm import TEMPLATE_MODEL
+from core.generation.pricing import DEFAULT_PRICES
 from core.settings import Settings
 
 KEY = "sk-config-test-never-shown"
+DEFAULT_DUMP = {model: price.model_dump() for model, price in DEFAULT_PRICES.items()}
 
 
 def settings(**values) -> Settings:
@@ -32,6 +34,8 @@ def test_every_generation_setting_is_carried():
             llm_rate_limit_name="rpm",
             claim_lease_seconds=90,
             max_generation_attempts=3,
+            openai_service_tier="flex",
+            openai_prices={"mine": {"input": 1, "cached_input": 0.5, "output": 2}},
         )
     )
     assert config.api_key == SecretStr(KEY)
@@ -44,6 +48,8 @@ def test_every_generation_setting_is_carried():
         "rate_limit_name": "rpm",
         "claim_lease": timedelta(seconds=90),
         "max_attempts": 3,
+        "service_tier": "flex",
+        "prices": {**DEFAULT_DUMP, "mine": {"input": 1.0, "cached_input": 0.5, "output": 2.0}},
     }
 
 

@@ -1,4 +1,4 @@
-"""prefect.yaml: the four scheduled deployments, each a real flow with valid defaults, a UTC cron
+"""prefect.yaml: the five scheduled deployments, each a real flow with valid defaults, a UTC cron
 schedule and one run at a time, and the launch review, run by hand; `campaign-pipeline serve`
 builds exactly the same ones from it."""
 
@@ -31,6 +31,7 @@ EVERY = {
     "send-scheduled-emails": ("*/5 * * * *", timedelta(minutes=5)),
     "ingest-engagement-events": ("*/10 * * * *", timedelta(minutes=10)),
     "campaign-report": ("0 6 * * *", timedelta(days=1)),
+    "pregenerate-upcoming-steps": ("0 2 * * *", timedelta(days=1)),
 }
 # Run by hand, never on a schedule.
 ON_DEMAND = ("review-campaign-sample",)
