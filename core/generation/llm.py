@@ -2,8 +2,9 @@
 
 import time
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar
 
+import httpx2
 import openai
 import pydantic
 from openai import AsyncOpenAI
@@ -148,7 +149,7 @@ class OpenAIGenerator:
     """OpenAI (or compatible) Chat Completions with a strict JSON-schema response format.
 
     Wire shape, which the fake test server relies on: `POST {base_url}/chat/completions` with
-    JSON `{"model", "messages", "stream": false, "response_format": {"type": "json_schema",
+    JSON `{"model", "messages", "response_format": {"type": "json_schema",
     "json_schema": {"name": "EmailDraft", "strict": true, "schema": {…}}}}` and a Bearer key;
     the answer's `choices[0].message.content` must be the JSON of an EmailDraft (of the model
     `complete` names, e.g. a reply's `IntentAnswer`), and `usage` gives token counts. Each
@@ -215,17 +216,22 @@ class OpenAIGenerator:
     ) -> Completion[OutputT]:
         """One call answered as `output` (`response_format` is its `structured_format`);
         raises LLMTransientError, LLMRejectedError or LLMOutputError."""
-        extra: dict[str, Any] = {}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "response_format": response_format,
+        }
         if self._max_completion_tokens is not None:
-            extra["max_completion_tokens"] = self._max_completion_tokens
+            body["max_completion_tokens"] = self._max_completion_tokens
         started = time.monotonic()
         error: LLMError | None = None
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                model=model,
-                messages=cast(Any, messages),
-                response_format=cast(Any, response_format),
-                **extra,
+            # The client's own POST (its retries, backoff, auth, timeouts and errors), without
+            # create()'s walk of the messages against the SDK's TypedDicts or its build of a
+            # ChatCompletion: 0.34 and 0.2 ms of CPU per call that change nothing here, where
+            # the body is plain JSON and only five fields of the answer are read.
+            response = await self._client.post(
+                "/chat/completions", cast_to=httpx2.Response, body=body
             )
         except openai.APIError as exc:
             error = _classify(exc)
@@ -234,9 +240,9 @@ class OpenAIGenerator:
         if error is not None:
             raise error
         latency_ms = round((time.monotonic() - started) * 1000)
-        # retries_taken counts the retries before this response; the first try makes it +1.
-        attempts = raw.retries_taken + 1
-        result = _read(raw, output, requested_model=model, attempts=attempts)
+        # The answered attempt carries its retry number (0 for the first try).
+        attempts = _attempts(response.request)
+        result = _read(response.content, output, requested_model=model, attempts=attempts)
         if isinstance(result, LLMError):
             raise result
         parsed, used_model, prompt_tokens, completion_tokens = result
@@ -251,18 +257,39 @@ class OpenAIGenerator:
         )
 
 
+class _AnswerMessage(BaseModel):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _Choice(BaseModel):
+    message: _AnswerMessage
+    finish_reason: str | None = None
+
+
+class _Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _ChatCompletion(BaseModel):
+    """The fields of a Chat Completions answer that are read; the rest is ignored."""
+
+    model: str | None = None
+    choices: list[_Choice]
+    usage: _Usage | None = None
+
+
 def _read(
-    raw: Any, output: type[OutputT], *, requested_model: str, attempts: int
+    content: bytes, output: type[OutputT], *, requested_model: str, attempts: int
 ) -> tuple[OutputT, str, int, int] | LLMError:
     try:
-        completion = raw.parse()
+        completion = _ChatCompletion.model_validate_json(content)
         choice = completion.choices[0]
-        message = choice.message
-        usage = completion.usage
-        reported_model = completion.model
-    except (openai.OpenAIError, ValueError, TypeError, AttributeError, IndexError, KeyError):
-        # e.g. a 200 whose body is not JSON: the SDK hands back text, which has no .choices.
+    except (pydantic.ValidationError, IndexError):
+        # e.g. a 200 whose body is not JSON, or JSON that is no chat completion.
         return LLMOutputError("response is not a chat completion", attempts=attempts)
+    message = choice.message
     if choice.finish_reason == "length":
         return LLMOutputError("output cut off at the token limit", attempts=attempts)
     if choice.finish_reason == "content_filter":
@@ -274,11 +301,9 @@ def _read(
     except pydantic.ValidationError:
         # ValidationError's text quotes the output, which may contain lead data: drop it.
         return LLMOutputError(f"output is not a valid {output.__name__}", attempts=attempts)
-    prompt_tokens = usage.prompt_tokens if usage else 0
-    completion_tokens = usage.completion_tokens if usage else 0
+    usage = completion.usage or _Usage()
     # The API reports the snapshot that answered (e.g. gpt-4o-mini-2024-07-18); keep that.
-    used_model = reported_model if isinstance(reported_model, str) else ""
-    return parsed, used_model or requested_model, prompt_tokens, completion_tokens
+    return parsed, completion.model or requested_model, usage.prompt_tokens, usage.completion_tokens
 
 
 def _classify(exc: openai.APIError) -> LLMError:
@@ -297,10 +322,18 @@ def _classify(exc: openai.APIError) -> LLMError:
 
 
 def _attempts_from_request(exc: openai.APIError) -> int:
-    # The client stamps every attempt with its retry number; the failing request is the last.
+    # The failing request is the last attempt.
     try:
-        return int(exc.request.headers.get("x-stainless-retry-count", "0")) + 1
-    except (AttributeError, RuntimeError, ValueError):
+        return _attempts(exc.request)
+    except (AttributeError, RuntimeError):
+        return 1
+
+
+def _attempts(request: httpx2.Request) -> int:
+    # The client stamps every attempt with its retry number.
+    try:
+        return int(request.headers.get("x-stainless-retry-count", "0")) + 1
+    except ValueError:
         return 1
 
 
