@@ -31,6 +31,7 @@ def explain_claim(url: str, runs: int, batch: int) -> dict[str, Any]:
     """
     engine = make_engine(url)
     captured = capture_statements(engine, "SKIP LOCKED")
+    planner = capture_statements(engine, "set_config(")
     thread_statements = capture_statements(engine, "AS text) AS thread")
 
     def claim(session: Session) -> list[DueLead]:
@@ -54,7 +55,9 @@ def explain_claim(url: str, runs: int, batch: int) -> dict[str, Any]:
                 function_ms.append(1000 * (time.perf_counter() - started))
                 session.rollback()
 
-    def explain(captured: list[tuple[str, Any]]) -> tuple[list[str], list[float], list[float]]:
+    def explain(
+        captured: list[tuple[str, Any]], settings: tuple[str, Any] | None = None
+    ) -> tuple[list[str], list[float], list[float]]:
         statement, params = captured[0]
         plans: list[str] = []
         execution: list[float] = []
@@ -62,6 +65,8 @@ def explain_claim(url: str, runs: int, batch: int) -> dict[str, Any]:
         with engine.connect() as conn:
             for _ in range(runs + 1):
                 with conn.begin() as tx:
+                    if settings is not None:
+                        conn.exec_driver_sql(*settings)  # the claim's own planner settings
                     plan = explain_analyze(conn, statement, params)
                     tx.rollback()
                 plans.append(plan)
@@ -69,7 +74,7 @@ def explain_claim(url: str, runs: int, batch: int) -> dict[str, Any]:
                 planning.append(plan_ms(plan, "Planning Time"))
         return plans[1:], execution[1:], planning[1:]
 
-    plans, execution, planning = explain(captured)
+    plans, execution, planning = explain(captured, planner[0] if planner else None)
     follow_ups = sum(lead.stepOrder > 1 for lead in leads)
     # No follow-up in the batch, no thread statement (db.queries.threads.due_leads).
     assert bool(thread_statements) == bool(follow_ups), "the thread statement was not captured"

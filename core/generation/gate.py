@@ -11,6 +11,7 @@ Problems never quote lead data or addresses, so they are safe to log and to show
 import re
 import unicodedata
 from collections.abc import Mapping
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from core.campaigns.sending_rules import SendingRules
@@ -195,10 +196,13 @@ def _leaks(text: str, rendered: str, system_prompt: str | None) -> list[str]:
     return problems
 
 
-def _distinctive_sentences(prompt: str) -> list[str]:
+# Every draft is checked against the same system prompt: split it once (a tenth of a
+# millisecond a check, twice a lead).
+@lru_cache(maxsize=64)
+def _distinctive_sentences(prompt: str) -> tuple[str, ...]:
     pieces = re.split(r"(?<=[.!?:;])\s+|\n+", prompt)
     sentences = [_normalise(piece.lstrip("-*•0123456789. ")) for piece in pieces]
-    return [s for s in sentences if len(s.split()) >= _MIN_LEAK_SENTENCE_WORDS]
+    return tuple(s for s in sentences if len(s.split()) >= _MIN_LEAK_SENTENCE_WORDS)
 
 
 def _normalise(text: str) -> str:

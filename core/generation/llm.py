@@ -4,13 +4,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar
 
+import httpx2
 import openai
 import pydantic
 from openai import AsyncOpenAI
 from openai.lib._pydantic import to_strict_json_schema
-from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, SecretStr
 
 from core.generation.draft import EmailDraft
@@ -139,7 +139,7 @@ class OpenAIGenerator:
     """OpenAI (or compatible) Chat Completions with a strict JSON-schema response format.
 
     Wire shape, which the fake test server relies on: `POST {base_url}/chat/completions` with
-    JSON `{"model", "messages", "stream": false, "response_format": {"type": "json_schema",
+    JSON `{"model", "messages", "response_format": {"type": "json_schema",
     "json_schema": {"name": "EmailDraft", "strict": true, "schema": {…}}}}` and a Bearer key;
     the answer's `choices[0].message.content` must be the JSON of an EmailDraft (of the model
     `complete` names, e.g. a reply's `IntentAnswer`), and `usage` gives token counts. Each
@@ -214,19 +214,24 @@ class OpenAIGenerator:
     ) -> Completion[OutputT]:
         """One call answered as `output` (`response_format` is its `structured_format`);
         raises LLMTransientError, LLMRejectedError or LLMOutputError."""
-        extra: dict[str, Any] = {}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "response_format": response_format,
+        }
         if self._max_completion_tokens is not None:
-            extra["max_completion_tokens"] = self._max_completion_tokens
+            body["max_completion_tokens"] = self._max_completion_tokens
         if self._service_tier is not None:
-            extra["service_tier"] = self._service_tier
+            body["service_tier"] = self._service_tier
         started = time.monotonic()
         error: LLMError | None = None
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                model=model,
-                messages=cast(Any, messages),
-                response_format=cast(Any, response_format),
-                **extra,
+            # The client's own POST (its retries, backoff, auth, timeouts and errors), without
+            # create()'s walk of the messages against the SDK's TypedDicts or its build of a
+            # ChatCompletion: 0.34 and 0.2 ms of CPU per call that change nothing here, where
+            # the body is plain JSON and only a few fields of the answer are read.
+            response = await self._client.post(
+                "/chat/completions", cast_to=httpx2.Response, body=body
             )
         except openai.APIError as exc:
             error = _classify(exc)
@@ -235,14 +240,10 @@ class OpenAIGenerator:
         if error is not None:
             raise error
         latency_ms = round((time.monotonic() - started) * 1000)
-        # retries_taken counts the retries before this response; the first try makes it +1.
-        attempts = raw.retries_taken + 1
-        try:
-            completion: Any = raw.parse()
-        except (openai.OpenAIError, ValueError, TypeError):
-            completion = None  # read_completion says it is not a chat completion
+        # The answered attempt carries its retry number (0 for the first try).
+        attempts = _attempts(response.request)
         result = read_completion(
-            completion,
+            response.content,
             output,
             requested_model=model,
             attempts=attempts,
@@ -254,8 +255,37 @@ class OpenAIGenerator:
         return result
 
 
+class _AnswerMessage(BaseModel):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _Choice(BaseModel):
+    message: _AnswerMessage
+    finish_reason: str | None = None
+
+
+class _PromptTokensDetails(BaseModel):
+    cached_tokens: int | None = None
+
+
+class _Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_details: _PromptTokensDetails | None = None
+
+
+class _ChatCompletion(BaseModel):
+    """The fields of a Chat Completions answer that are read; the rest is ignored."""
+
+    model: str | None = None
+    choices: list[_Choice]
+    usage: _Usage | None = None
+    service_tier: str | None = None
+
+
 def read_completion(
-    completion: Any,
+    completion: bytes | Mapping[str, Any],
     output: type[OutputT],
     *,
     requested_model: str,
@@ -264,22 +294,19 @@ def read_completion(
     prices: Mapping[str, ModelPrice],
     pricing: Pricing | None = None,
 ) -> Completion[OutputT] | LLMError:
-    """A chat completion (a response's, or a Batch API output line's body) as a Completion,
-    priced at `pricing` (by default the service tier the API reports), or what is wrong with it.
-    """
-    if isinstance(completion, dict):
-        try:
-            completion = ChatCompletion.model_validate(completion)
-        except pydantic.ValidationError:
-            return LLMOutputError("response is not a chat completion", attempts=attempts)
+    """A chat completion (a response's bytes, or a Batch API output line's body) as a
+    Completion, priced at `pricing` (by default the service tier the API reports), or what is
+    wrong with it."""
     try:
-        choice = completion.choices[0]
-        message = choice.message
-        usage = completion.usage
-        reported_model = completion.model
-    except (openai.OpenAIError, ValueError, TypeError, AttributeError, IndexError, KeyError):
-        # e.g. a 200 whose body is not JSON: the SDK hands back text, which has no .choices.
+        if isinstance(completion, bytes):
+            answer = _ChatCompletion.model_validate_json(completion)
+        else:
+            answer = _ChatCompletion.model_validate(completion)
+        choice = answer.choices[0]
+    except (pydantic.ValidationError, IndexError):
+        # e.g. a 200 whose body is not JSON, or JSON that is no chat completion.
         return LLMOutputError("response is not a chat completion", attempts=attempts)
+    message = choice.message
     if choice.finish_reason == "length":
         return LLMOutputError("output cut off at the token limit", attempts=attempts)
     if choice.finish_reason == "content_filter":
@@ -291,25 +318,23 @@ def read_completion(
     except pydantic.ValidationError:
         # ValidationError's text quotes the output, which may contain lead data: drop it.
         return LLMOutputError(f"output is not a valid {output.__name__}", attempts=attempts)
-    prompt_tokens = usage.prompt_tokens if usage else 0
-    completion_tokens = usage.completion_tokens if usage else 0
-    details = usage.prompt_tokens_details if usage else None
+    usage = answer.usage or _Usage()
+    details = usage.prompt_tokens_details
     cached_tokens = (details.cached_tokens or 0) if details else 0
     # The API reports the snapshot that answered (e.g. gpt-4o-mini-2024-07-18); keep that.
-    used_model = (reported_model if isinstance(reported_model, str) else "") or requested_model
+    used_model = answer.model or requested_model
     if pricing is None:
-        tier = getattr(completion, "service_tier", None)
-        pricing = Pricing.flex if tier == "flex" else Pricing.standard
+        pricing = Pricing.flex if answer.service_tier == "flex" else Pricing.standard
     cost = partial(
         token_cost, used_model, cached_tokens=cached_tokens, pricing=pricing, prices=prices
     )
     return Completion(
         output=parsed,
         model=used_model,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
         latency_ms=latency_ms,
-        cost_usd=cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+        cost_usd=cost(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens),
         attempts=attempts,
         cached_tokens=cached_tokens,
         # The cached tokens alone: a prompt of nothing else, and no output.
@@ -334,10 +359,18 @@ def _classify(exc: openai.APIError) -> LLMError:
 
 
 def _attempts_from_request(exc: openai.APIError) -> int:
-    # The client stamps every attempt with its retry number; the failing request is the last.
+    # The failing request is the last attempt.
     try:
-        return int(exc.request.headers.get("x-stainless-retry-count", "0")) + 1
-    except (AttributeError, RuntimeError, ValueError):
+        return _attempts(exc.request)
+    except (AttributeError, RuntimeError):
+        return 1
+
+
+def _attempts(request: httpx2.Request) -> int:
+    # The client stamps every attempt with its retry number.
+    try:
+        return int(request.headers.get("x-stainless-retry-count", "0")) + 1
+    except ValueError:
         return 1
 
 

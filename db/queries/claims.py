@@ -104,6 +104,23 @@ CLAIM_DUE_LEADS, PREVIEW_DUE_LEADS = leased_claim(
     "CampaignLead", "cl", _DUE, DUE_LEAD_DETAILS, *_TYPES, nextScheduledDate=UTCDateTime
 )
 
+# The claim's plan, chosen for it alone. The planner takes `status = 'active'` and
+# `"nextScheduledDate" IS NOT NULL` as independent, though only active leads have a next date,
+# so it expects about a tenth of the due rows: fewer than a batch. It then reads every due row
+# (a bitmap scan, a heap page each), hashes all campaigns and sorts, to keep the oldest batch.
+# Without bitmap scans, hash or merge joins, it walks the due index oldest first and stops
+# after the batch, looking each row's campaign, lead and steps up by key. At 1,000,000
+# enrolments (5,000 due): 12 against 20 ms of PostgreSQL CPU per claim of 500, and 11,700
+# against 21,000 buffers. Local to the transaction, and put back right after the statement, so
+# the follow-ups' thread statement and whatever else the transaction runs are planned as usual.
+_PLANNER = ("enable_bitmapscan", "enable_hashjoin", "enable_mergejoin")
+CLAIM_PLAN = text("SELECT " + ", ".join(f"set_config('{name}', 'off', true)" for name in _PLANNER))
+DEFAULT_PLAN = text(
+    "SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name IN ("
+    + ", ".join(f"'{name}'" for name in _PLANNER)
+    + ")"
+)
+
 
 def claim_due_leads(
     session: Session,
@@ -127,7 +144,9 @@ def claim_due_leads(
         "token": token,
         "lease_until": now + lease,
     }
+    session.execute(CLAIM_PLAN)
     rows = session.execute(CLAIM_DUE_LEADS, params).mappings().all()
+    session.execute(DEFAULT_PLAN)
     return token, due_leads(session, rows)
 
 

@@ -7,7 +7,7 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from core.generation.generate import Hold, MessageContent, MessageWrite
 from db.base import new_id
@@ -71,6 +71,17 @@ def test_claim_takes_at_most_the_batch_size_oldest_first(sessions):
     _, rest = claim(sessions, 5, worker="w2")
     assert len(rest) == 2
     assert not {ld.campaignLeadId for ld in leads} & {ld.campaignLeadId for ld in rest}
+
+
+def test_the_claims_planner_settings_end_with_its_statement(sessions):
+    seed(sessions, 3)
+    planner = ("enable_bitmapscan", "enable_hashjoin", "enable_mergejoin")
+    with sessions.begin() as session:
+        _, leads = claim_due_leads(session, as_of=NOW, now=NOW, limit=2, worker="w1", lease=LEASE)
+        # The rest of the transaction (the thread statement, the caller's own) plans as usual.
+        after = [session.execute(text(f"SHOW {name}")).scalar_one() for name in planner]
+    assert len(leads) == 2
+    assert after == ["on", "on", "on"]
 
 
 def test_concurrent_claims_never_take_the_same_lead(sessions):
