@@ -216,9 +216,7 @@ class ReportInputs:
     review: pd.DataFrame
     mailbox_sends: pd.DataFrame
     variant_sends: pd.DataFrame = field(default_factory=lambda: _empty("variant_sends"))
-    daily: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=list(INPUT_COLUMNS["daily"]))
-    )
+    daily: pd.DataFrame = field(default_factory=lambda: _empty("daily"))
 
     @classmethod
     def empty(cls) -> "ReportInputs":
@@ -239,7 +237,7 @@ class CampaignReport:
     overall_latency: tuple[float | None, float | None] = (None, None)
     variants: pd.DataFrame = field(default_factory=empty_rows)
     # Per campaign and UTC day of the window (DAILY_COLUMNS): sends and replies over time.
-    daily: pd.DataFrame = field(default_factory=lambda: compute_daily(None, None, []))
+    daily: pd.DataFrame = field(default_factory=lambda: empty_daily())
 
     def frame(self) -> pd.DataFrame:
         """Every row for the output file: each campaign's steps, then its total row."""
@@ -342,18 +340,21 @@ def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> Campa
     )
 
 
-def compute_daily(
-    daily: pd.DataFrame | None, campaigns: pd.DataFrame | None, days: list[str]
-) -> pd.DataFrame:
+def empty_daily() -> pd.DataFrame:
+    """A daily frame with no rows and DAILY_COLUMNS."""
+    return pd.DataFrame(
+        {
+            name: pd.Series(dtype="int64" if name in ("sent", "replies") else "object")
+            for name in DAILY_COLUMNS
+        }
+    )
+
+
+def compute_daily(daily: pd.DataFrame, campaigns: pd.DataFrame, days: list[str]) -> pd.DataFrame:
     """One row per campaign of the report and UTC day of the window, zeros included, by
     campaign name: how many of its emails were sent that day, and how many first replies came."""
-    if daily is None or campaigns is None or campaigns.empty:
-        return pd.DataFrame(
-            {
-                name: pd.Series(dtype="int64" if name in ("sent", "replies") else "object")
-                for name in DAILY_COLUMNS
-            }
-        )
+    if campaigns.empty:
+        return empty_daily()
     counts = daily.assign(day=pd.to_datetime(daily["day"]).dt.strftime("%Y-%m-%d"))
     counts = counts.groupby(["campaign_id", "day"])[["sent", "replies"]].sum()
     ordered = campaigns.sort_values(["campaign_name", "campaign_id"], kind="stable")

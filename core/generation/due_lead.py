@@ -76,7 +76,8 @@ class DueLead(BaseModel):
     def in_variant(self) -> "DueLead":
         """The lead with its variant's overrides in place of the step's templates and
         instructions, and its key; unchanged (no key) for a step without variants."""
-        if self.stepId is None:
+        # Most steps have no variants: the lead is used as it is, with no copy on the hot path.
+        if self.stepId is None or (not self.variants and self.variantKey is None):
             return self
         variant = choose_variant(
             self.variants,
