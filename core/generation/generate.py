@@ -190,15 +190,15 @@ async def generate_for_lead(
     prepared: Prepared, generator: Generator, cache: GenerationCache, *, model: str
 ) -> LeadOutcome:
     """Ask the LLM (or the cache), gate the answer, retry once with the reason, apply policy."""
+    ahead = pregenerated_outcome(prepared)
+    if ahead is not None:
+        return ahead
     outcome = LeadOutcome(
         prepared.lead.campaignLeadId,
         OutcomeKind.held,
         input_hash=prepared.input_hash,
         variant_key=prepared.lead.variantKey,
     )
-    ahead = pregenerated_outcome(prepared)
-    if ahead is not None:
-        return ahead
     retry_reason: str | None = None
     for attempt in range(2):
         key = prepared.input_hash if attempt == 0 else _retry_key(prepared.input_hash, retry_reason)
@@ -258,6 +258,7 @@ def pregenerated_outcome(prepared: Prepared) -> LeadOutcome | None:
         draft=draft,
         generation=generation,
         input_hash=prepared.input_hash,
+        variant_key=prepared.lead.variantKey,
         pregenerated=True,
     )
 
