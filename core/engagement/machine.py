@@ -20,9 +20,11 @@ An open or a click is a machine's when, checked in this order:
    a scanner sweeping the message's links; nobody clicks two links in one second.
 
 The last two need the email's send time and its other clicks, so ingestion classifies each
-event by the first three as it is read, then the clicks of every email that got a new one
-again, with all of its clicks (`db.queries.engagement`). A rule only ever adds a verdict, so the
-result does not depend on the order events arrive in.
+event by the first three as it is read, then applies the two timing rules again to every click
+of each email that got a new one, with all of its clicks, in one SQL statement
+(`db.queries.engagement.MARK_MACHINE_CLICKS`). This module stays their definition: a property
+test holds the statement to `classify_engagement` on random clicks. A rule only ever adds a
+verdict, so the result does not depend on the order events arrive in.
 """
 
 import ipaddress

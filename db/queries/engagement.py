@@ -10,7 +10,7 @@ their stop rules take turns.
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from core.engagement.events import BounceKind, NormalisedEvent
 from core.engagement.machine import (
     DEFAULT_RULES,
+    MachineReason,
     MachineRules,
-    RecordedClick,
     classify_engagement,
 )
 from core.engagement.report import IngestColumn
@@ -161,34 +161,62 @@ COUNT_SOFT_BOUNCES = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
-# Held by the transaction classifying a chunk's clicks by timing until it commits, so that two
-# chunks holding clicks of one email each see the other's: the later one marks both.
+# Held by the transaction applying the timing rules until it commits. The pass sees only clicks
+# committed before its statement started (and its own chunk's), so two chunks in flight holding
+# clicks of one sweep would each miss the other's and neither would mark them; taking turns
+# here, the later chunk's pass starts after the earlier one committed, sees both clicks and
+# marks both.
 MACHINE_CLICKS_ONE_AT_A_TIME = text(
     "SELECT pg_advisory_xact_lock(hashtext('campaign-pipeline:machine-clicks'))"
 )
 
-# Every click of the given sends, per send, with the send's handover time (when it was delivered
-# to the mail server). The aggregate keeps the lookup per send, through the emailSendId index,
-# even when the planner's statistics still think the table small (a first big import).
-EMAIL_CLICKS = text(
+# The timing rules of core.engagement.machine (`_by_timing`) in SQL, over every click of the
+# given sends whichever chunk recorded it, so no click travels to Python. A click not marked yet
+# is a machine's when it came less than the window after its send's handover (sentAt, else the
+# attempt: `window_ends` is the first moment that is not too soon; NULL when the rule is off),
+# else when the links clicked on its email within the burst either side (a window frame over
+# the email's clicks in time order) hold one other than its own (a missing URL counts as a link
+# of its own). Each send's clicks are read once, through the emailSendId index: the OFFSET 0
+# keeps that lookup per send even when stale statistics make a scan of the whole table look
+# cheaper (a first big import), and the redundant `= ANY(ARRAY(...))` gives the UPDATE the
+# primary key to find the marked rows by, for the same reason. Each rule only adds a verdict
+# and a marked click keeps its reason, so the result is the same whatever order and chunks the
+# clicks arrive in. The answer is how many were marked, by reason.
+MARK_MACHINE_CLICKS = text(
     """
-    SELECT s.id, COALESCE(s."sentAt", s."attemptedAt"), c.ids, c.times, c.urls, c.machine
-    FROM unnest(CAST(:send_ids AS text[])) AS x(id)
-    JOIN "EmailSend" s ON s.id = x.id
-    CROSS JOIN LATERAL (
-        SELECT array_agg(e.id) AS ids, array_agg(e."occurredAt") AS times,
-               array_agg(e.metadata ->> 'url') AS urls, array_agg(e."isMachine") AS machine
-        FROM "EngagementEvent" e
-        WHERE e."emailSendId" = x.id AND e.type = 'click'
-    ) c
-    WHERE c.ids IS NOT NULL
-    """
-)
-MARK_MACHINE = text(
-    """
-    UPDATE "EngagementEvent" e SET "isMachine" = true, "machineReason" = x.reason
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id text, reason text)
-    WHERE e.id = x.id AND NOT e."isMachine"
+    WITH click AS MATERIALIZED (
+        SELECT c.id, c."isMachine", c.url, c."occurredAt" < s.window_ends AS too_soon,
+               array_agg(c.url) OVER (
+                   PARTITION BY s.id ORDER BY c."occurredAt"
+                   RANGE BETWEEN CAST(:burst AS interval) PRECEDING
+                             AND CAST(:burst AS interval) FOLLOWING) AS links_nearby
+        FROM (
+            SELECT id, COALESCE("sentAt", "attemptedAt") + CAST(:window AS interval)
+                       AS window_ends
+            FROM "EmailSend" WHERE id = ANY(CAST(:send_ids AS text[]))
+        ) s
+        CROSS JOIN LATERAL (
+            SELECT c.id, c."isMachine", c.metadata ->> 'url' AS url, c."occurredAt"
+            FROM "EngagementEvent" c
+            WHERE c."emailSendId" = s.id AND c.type = 'click'
+            OFFSET 0
+        ) c
+    ),
+    verdict AS MATERIALIZED (
+        SELECT id, CASE WHEN too_soon THEN :too_soon ELSE :burst_reason END AS reason
+        FROM click c
+        WHERE NOT "isMachine"
+          AND (too_soon
+               OR CAST(:burst AS interval) > interval '0'
+                  AND EXISTS (SELECT FROM unnest(links_nearby) l WHERE l IS DISTINCT FROM c.url))
+    ),
+    marked AS (
+        UPDATE "EngagementEvent" e SET "isMachine" = true, "machineReason" = v.reason
+        FROM verdict v
+        WHERE e.id = v.id AND e.id = ANY(ARRAY(SELECT id FROM verdict))
+        RETURNING v.reason
+    )
+    SELECT reason, count(*) FROM marked GROUP BY 1
     """
 )
 
@@ -334,33 +362,22 @@ def mark_machine_clicks(session: Session, send_ids: list[str], rules: MachineRul
     """Mark the clicks of these sends that the timing rules take for a machine's; how many, by
     rule.
 
-    Every click of each send is read again, whichever chunk recorded it, so the verdict is the
-    same whatever order the clicks arrived in; a click already marked stays as it is.
+    Every click of each send counts, whichever chunk recorded it, so the verdict is the same
+    whatever order the clicks arrived in; a click already marked stays as it is.
     """
     session.execute(MACHINE_CLICKS_ONE_AT_A_TIME)
     # A per-send lookup over a chunk's sends is costed high while the statistics are stale, and
     # compiling it took ten times as long as running it.
     session.execute(NO_JIT)
-    marked = []
-    for _, sent_at, ids, times, urls, machine in session.execute(
-        EMAIL_CLICKS, {"send_ids": send_ids}
-    ):
-        delivered = sent_at.replace(tzinfo=UTC) if sent_at else None
-        clicks = [
-            RecordedClick(occurred_at=at.replace(tzinfo=UTC), url=url)
-            for at, url in zip(times, urls, strict=True)
-        ]
-        for event_id, click, is_machine in zip(ids, clicks, machine, strict=True):
-            if is_machine:
-                continue
-            verdict = classify_engagement(
-                click, delivered_at=delivered, sibling_clicks=clicks, rules=rules
-            )
-            if verdict.reason:
-                marked.append({"id": event_id, "reason": verdict.reason.value})
-    if marked:
-        session.execute(MARK_MACHINE, {"rows": json_rows(marked)})
-    return Counter(row["reason"] for row in marked)
+    params = {
+        "send_ids": send_ids,
+        # A zero threshold turns its rule off (MachineRules).
+        "window": rules.click_window or None,
+        "burst": rules.burst,
+        "too_soon": MachineReason.click_too_soon_after_delivery.value,
+        "burst_reason": MachineReason.all_links_same_second.value,
+    }
+    return Counter({reason: n for reason, n in session.execute(MARK_MACHINE_CLICKS, params)})
 
 
 def _event_rows(
