@@ -4,7 +4,10 @@ Creates a database beside DATABASE_URL (else on the embedded server), seeds one 
 --sends sent emails (each with a scheduled follow-up), writes a JSONL file of --events generic
 events (opens and clicks mostly, plus replies, hard and soft bounces, unsubscribes, complaints,
 events for unknown messages and a few malformed lines), then runs the real flow under the
-Prefect test harness twice: the first run ingests, the second finds only duplicates.
+Prefect test harness twice: the first run ingests, the second finds only duplicates. Each run
+also reports its CPU per event: this process's (reading, parsing, the flow) and PostgreSQL's
+when the server runs on this machine (all of its processes: on a server others use too, their
+work counts as well).
 
     PYTHONPATH=. .venv/bin/python benchmarks/engagement.py --json benchmarks/results-engagement.json
 """
@@ -38,7 +41,7 @@ from benchmarks.harness.database import (  # noqa: E402
     server_facts,
     server_url,
 )
-from benchmarks.harness.machine import loadavg  # noqa: E402
+from benchmarks.harness.machine import CPUMeter, loadavg  # noqa: E402
 from core.engagement.report import IngestColumn  # noqa: E402
 
 # Event mix per 1,000: what a cold-email campaign's webhooks look like, with the rare kinds
@@ -143,15 +146,19 @@ def write_events(path: Path, events: int, sends: int, seed_value: int = 7) -> di
     return counts
 
 
-def run_flow(path: Path, chunk: int) -> tuple[float, dict[str, object]]:
-    """One flow run over the file: seconds, and what it counted."""
+def run_flow(
+    path: Path, chunk: int, postmaster: int | None
+) -> tuple[float, dict[str, object], dict[str, Any]]:
+    """One flow run over the file: seconds, what it counted, and the CPU it took."""
     from benchmarks.dependencies import EngagementSource, ingest_engagement_events
 
+    meter = CPUMeter({}, postmaster)
     started = time.perf_counter()
     report = asyncio.run(
         ingest_engagement_events(source=EngagementSource.file, path=str(path), chunk_size=chunk)
     )
     seconds = time.perf_counter() - started
+    cpu = meter.report()
     summary = {
         "new": report.total(IngestColumn.new),
         "duplicate": report.total(IngestColumn.duplicate),
@@ -160,7 +167,17 @@ def run_flow(path: Path, chunk: int) -> tuple[float, dict[str, object]]:
         "stopped": dict(report.stopped),
         "cancelled": report.cancelled,
     }
-    return seconds, summary
+    return seconds, summary, cpu
+
+
+def cpu_per_event(cpu: dict[str, Any], events: int) -> str:
+    """The flow process's and PostgreSQL's CPU per event, in microseconds."""
+    parts = [
+        f"{name} {1e6 * cpu[name] / events:.0f} us"
+        for name in ("flow_process", "postgres")
+        if cpu.get(name) is not None
+    ]
+    return f"CPU per event: {', '.join(parts)} (machine {cpu['machine_busy_pct']} % busy)"
 
 
 def main() -> None:
@@ -199,34 +216,47 @@ def main() -> None:
 
                 upgrade(url)
                 seed(url, args.sends)
-                results["postgres"] = server_facts(url)[0]
+                results["postgres"], postmaster = server_facts(url)
                 # The flow reads its settings from the environment; sessions are per URL.
                 os.environ["DATABASE_URL"] = url
-                first, first_summary = run_flow(path, args.chunk)
-                again, again_summary = run_flow(path, args.chunk)
+                first, first_summary, first_cpu = run_flow(path, args.chunk, postmaster)
+                again, again_summary, again_cpu = run_flow(path, args.chunk, postmaster)
                 run = {
                     "first_seconds": first,
                     "first_events_per_s": args.events / first,
                     "first": first_summary,
+                    "first_cpu_s": first_cpu,
                     "again_seconds": again,
                     "again_events_per_s": args.events / again,
                     "again": again_summary,
+                    "again_cpu_s": again_cpu,
                 }
                 runs.append(run)
                 print(
                     f"run {repeat + 1}: first {args.events / first:,.0f} events/s"
                     f" ({first:.1f} s, {first_summary}); again {args.events / again:,.0f}"
-                    f" events/s ({again:.1f} s, new {again_summary['new']})",
+                    f" events/s ({again:.1f} s, new {again_summary['new']})\n"
+                    f"  first: {cpu_per_event(first_cpu, args.events)}\n"
+                    f"  again: {cpu_per_event(again_cpu, args.events)}",
                     flush=True,
                 )
             finally:
                 drop_database(admin, name)
     results["median_first_events_per_s"] = statistics.median(r["first_events_per_s"] for r in runs)
     results["median_again_events_per_s"] = statistics.median(r["again_events_per_s"] for r in runs)
+    for name in ("flow_process", "postgres"):
+        spent = [r["first_cpu_s"][name] for r in runs if r["first_cpu_s"][name] is not None]
+        if spent:
+            results[f"median_first_{name}_cpu_us_per_event"] = round(
+                1e6 * statistics.median(spent) / args.events, 1
+            )
     machine["loadavg_after"] = loadavg()
     print(
         f"median: first ingestion {results['median_first_events_per_s']:,.0f} events/s,"
-        f" re-ingestion {results['median_again_events_per_s']:,.0f} events/s (target >= 20,000)"
+        f" re-ingestion {results['median_again_events_per_s']:,.0f} events/s (target >= 20,000);"
+        " first ingestion's CPU per event:"
+        f" flow {results.get('median_first_flow_process_cpu_us_per_event')} us,"
+        f" postgres {results.get('median_first_postgres_cpu_us_per_event')} us"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
