@@ -29,7 +29,6 @@ verdict, so the result does not depend on the order events arrive in.
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -81,7 +80,7 @@ class MachineRules(BaseModel):
 
 
 class Engagement(Protocol):
-    """What classifying an open or a click reads (a `NormalisedEvent`, or a stored click)."""
+    """What classifying an open or a click reads (a `NormalisedEvent`)."""
 
     @property
     def type(self) -> EngagementType: ...
@@ -95,18 +94,6 @@ class Engagement(Protocol):
     def ip(self) -> str | None: ...
     @property
     def provider_machine(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class RecordedClick:
-    """A click as stored: no user agent or address is kept, so only the timing rules apply."""
-
-    occurred_at: datetime
-    url: str | None
-    type: EngagementType = EngagementType.click
-    user_agent: str | None = None
-    ip: str | None = None
-    provider_machine: bool = False
 
 
 DEFAULT_RULES = MachineRules()

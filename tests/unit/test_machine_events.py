@@ -12,7 +12,6 @@ from core.engagement.machine import (
     MachineReason,
     MachineRules,
     MachineVerdict,
-    RecordedClick,
     classify_engagement,
 )
 from core.engagement.report import IngestReport
@@ -36,8 +35,9 @@ def event(kind: EngagementType = EngagementType.open, after=timedelta(hours=1), 
     return NormalisedEvent(**(values | fields))
 
 
-def click(after: timedelta, url: str) -> RecordedClick:
-    return RecordedClick(occurred_at=SENT + after, url=url)
+def click(after: timedelta, url: str) -> NormalisedEvent:
+    """A click as the timing rules see it: no user agent or address."""
+    return event(EngagementType.click, after=after, url=url)
 
 
 def reason(verdict: MachineVerdict) -> MachineReason | None:
