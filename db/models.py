@@ -256,6 +256,7 @@ class GeneratedMessage(Base):
     promptTokens: Mapped[int | None] = mapped_column(Integer)
     completionTokens: Mapped[int | None] = mapped_column(Integer)
     latencyMs: Mapped[int | None] = mapped_column(Integer)
+    # NULL for an LLM call of a model with no price (core/generation/pricing.py): unknown, not 0.
     costUsd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
     # Set when the rendered template was sent instead of LLM output, and why.
     fallbackReason: Mapped[str | None] = mapped_column(Text)

@@ -137,8 +137,8 @@ class DraftAhead:
     promptTokens: int
     cachedTokens: int
     completionTokens: int
-    costUsd: float
-    cachedCostUsd: float
+    costUsd: float | None  # None: the batch's model has no price
+    cachedCostUsd: float | None
     # The step variant the draft was written in, as the synchronous path records it.
     variantKey: str | None
 
