@@ -247,11 +247,11 @@ def pregenerated_outcome(prepared: Prepared) -> LeadOutcome | None:
         prompt_tokens=ahead.promptTokens,
         completion_tokens=ahead.completionTokens,
         latency_ms=0,
-        cost_usd=_float(ahead.costUsd),
+        cost_usd=None if ahead.costUsd is None else float(ahead.costUsd),
         attempts=0,
         cached_tokens=ahead.cachedTokens,
         # Unknown with its total: a draft of a model with no price has neither.
-        cached_cost_usd=None if ahead.costUsd is None else _float(ahead.cachedCostUsd),
+        cached_cost_usd=None if ahead.costUsd is None else float(ahead.cachedCostUsd),
         pricing=Pricing.batch,
     )
     return LeadOutcome(
@@ -355,10 +355,6 @@ def message_content(
         reviewReason=review_reason,
         variantKey=outcome.variant_key,
     )
-
-
-def _float(amount: Decimal | None) -> float | None:
-    return None if amount is None else float(amount)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -372,6 +372,34 @@ def test_emails_of_a_model_with_no_price_are_left_out_of_the_spend_and_named(
     assert "over the 5 priced one(s) only" in summary
 
 
+def test_drafts_of_a_model_with_no_price_keep_their_cost_unknown_when_used(
+    llm, sessions, run_settings
+):
+    run_settings.update(openai_model=UNPRICED_MODEL)
+    leads = seed(sessions, 2)
+    runs = [
+        asyncio.run(pregenerate_upcoming_steps(as_of=AS_OF, submit=submit, return_state=True))
+        for submit in (True, False)
+    ]
+    for state in runs:
+        logs = asyncio.run(run_logs(state.state_details.flow_run_id))
+        warnings = [log.message for log in logs if log.level == logging.WARNING]
+        assert len(warnings) == 1 and f"'{UNPRICED_MODEL}'" in warnings[0]
+    before = chat_requests(llm)
+    send_due()
+    assert chat_requests(llm) == before  # the drafts were used
+    with sessions() as session:
+        rows = session.execute(
+            select(
+                GeneratedMessage.status,
+                GeneratedMessage.pricing,
+                GeneratedMessage.costUsd,
+                GeneratedMessage.cachedCostUsd,
+            )
+        ).all()
+    assert sorted(rows) == [("generated", "batch", None, None)] * len(leads)
+
+
 def linking_responder(request):
     """A draft with a link the campaign does not allow: the quality gate refuses it."""
     answer = default_responder(request)
