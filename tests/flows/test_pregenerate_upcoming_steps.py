@@ -239,6 +239,12 @@ PRICE = (1000.0, 400.0, 3000.0)
 UNPRICED_MODEL = "gpt-9-turbo"
 
 
+def run_warnings(state) -> list[str]:
+    """The WARNING lines a finished flow run logged."""
+    logs = asyncio.run(run_logs(state.state_details.flow_run_id))
+    return [log.message for log in logs if log.level == logging.WARNING]
+
+
 def write_ahead_and_send(llm, sessions, run_settings) -> None:
     """Three leads written ahead and two due too soon for a batch (generated synchronously),
     all sent, at PRICE."""
@@ -341,7 +347,6 @@ def test_emails_of_a_model_with_no_price_are_left_out_of_the_spend_and_named(
     run_settings.update(openai_model=UNPRICED_MODEL)
     seed_dues(sessions, [AS_OF + timedelta(hours=12)] * 2)
     state = asyncio.run(process_campaign_sends(as_of=DUE + timedelta(minutes=1), return_state=True))
-    logs = asyncio.run(run_logs(state.state_details.flow_run_id))
 
     report, recorded = report_now(sessions)
     unpriced = [r for r in recorded if r.costUsd is None]
@@ -353,7 +358,7 @@ def test_emails_of_a_model_with_no_price_are_left_out_of_the_spend_and_named(
         ).all()
     assert cached_costs == [None, None]
     # One WARNING for the run, naming the model and the setting.
-    warnings = [log.message for log in logs if log.level == logging.WARNING]
+    warnings = run_warnings(state)
     assert len(warnings) == 1
     assert f"'{UNPRICED_MODEL}'" in warnings[0] and "OPENAI_PRICES" in warnings[0]
 
@@ -382,8 +387,7 @@ def test_drafts_of_a_model_with_no_price_keep_their_cost_unknown_when_used(
         for submit in (True, False)
     ]
     for state in runs:
-        logs = asyncio.run(run_logs(state.state_details.flow_run_id))
-        warnings = [log.message for log in logs if log.level == logging.WARNING]
+        warnings = run_warnings(state)
         assert len(warnings) == 1 and f"'{UNPRICED_MODEL}'" in warnings[0]
     before = chat_requests(llm)
     send_due()
