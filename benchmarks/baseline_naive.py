@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import time
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from openai import OpenAI
@@ -21,7 +20,7 @@ from core.campaigns.templates import lead_variables
 from core.generation.draft import EmailDraft, render_draft
 from core.generation.generate import sender_name
 from core.generation.llm import RESPONSE_FORMAT
-from core.generation.pricing import token_cost
+from core.generation.pricing import cost_column, token_cost
 from core.generation.prompt import PROMPT_VERSION, build_messages, prompt_profile
 from db.engine import make_engine, make_session_factory
 from db.models import Campaign, CampaignLead, EmailSend, GeneratedMessage, Lead, SequenceStep
@@ -91,16 +90,11 @@ def naive_process_campaign_sends(factory: Any, client: Any, *, as_of: datetime, 
                 promptTokens=prompt_tokens,
                 completionTokens=completion_tokens,
                 latencyMs=latency_ms,
-                costUsd=Decimal(
-                    str(
-                        round(
-                            token_cost(
-                                completion.model,
-                                prompt_tokens=prompt_tokens,
-                                completion_tokens=completion_tokens,
-                            ),
-                            6,
-                        )
+                costUsd=cost_column(
+                    token_cost(
+                        completion.model,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
                     )
                 ),
             )

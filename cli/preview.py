@@ -85,7 +85,8 @@ def show(preview: StepPreview, address: str) -> None:
     )
     out.print(
         f"draft: {preview.promptTokens} prompt + {preview.completionTokens} completion tokens,"
-        f" ${preview.costUsd:.6f} (model {preview.model}, prompt {preview.promptVersion})"
+        f" {_usd(preview.costUsd, preview.model)} (model {preview.model},"
+        f" prompt {preview.promptVersion})"
     )
     spent = preview.spent
     if preview.offline:
@@ -96,5 +97,13 @@ def show(preview: StepPreview, address: str) -> None:
         note = "generated now"
     out.print(
         f"this preview: {spent.llmCalls} LLM calls, {spent.promptTokens} prompt +"
-        f" {spent.completionTokens} completion tokens, ${spent.costUsd:.6f} ({note})"
+        f" {spent.completionTokens} completion tokens, {_usd(spent.costUsd, preview.model)}"
+        f" ({note})"
     )
+
+
+def _usd(cost: float | None, model: str) -> str:
+    """A cost, or why there is none: the model has no price."""
+    if cost is None:
+        return f"cost unknown (no price for {model}: add it to OPENAI_PRICES)"
+    return f"${cost:.6f}"

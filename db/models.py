@@ -231,6 +231,13 @@ class GeneratedMessage(Base):
             "createdAt",
             postgresql_where=text("status = 'pending_review'"),
         ),
+        # The drafts written ahead and not used yet, which every run of
+        # pregenerate-upcoming-steps looks over for those to retire.
+        Index(
+            "GeneratedMessage_pregenerated_idx",
+            "createdAt",
+            postgresql_where=text("status = 'pregenerated'"),
+        ),
         CheckConstraint(_in("status", GeneratedMessageStatus), name="status"),
         CheckConstraint(_in("pricing", Pricing), name="pricing"),
     )
@@ -249,6 +256,7 @@ class GeneratedMessage(Base):
     promptTokens: Mapped[int | None] = mapped_column(Integer)
     completionTokens: Mapped[int | None] = mapped_column(Integer)
     latencyMs: Mapped[int | None] = mapped_column(Integer)
+    # NULL for an LLM call of a model with no price (core/generation/pricing.py): unknown, not 0.
     costUsd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
     # Set when the rendered template was sent instead of LLM output, and why.
     fallbackReason: Mapped[str | None] = mapped_column(Text)
@@ -265,6 +273,10 @@ class GeneratedMessage(Base):
     cachedTokens: Mapped[int | None] = mapped_column(Integer)
     cachedCostUsd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
     pricing: Mapped[str | None] = mapped_column(Text)
+    # Why a draft written ahead became `superseded` without being sent: its lead came due with
+    # other input, or a run of pregenerate-upcoming-steps retired it (the lead stopped, moved
+    # on, or the draft outlived its window). NULL for every other message.
+    statusReason: Mapped[str | None] = mapped_column(Text)
 
 
 class GenerationBatch(Base):

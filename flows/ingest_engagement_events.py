@@ -28,7 +28,7 @@ from core.engagement.report import (
 from db.engine import DatabaseConfig
 from flows.cutoff import aware
 from flows.in_flight import InFlight
-from flows.settings import run_settings
+from flows.settings import run_settings, warn_if_unpriced
 from flows.unwalked import unwalked
 from tasks.breakers import trip_circuit_breakers
 from tasks.engagement import drain_webhook_inbox, ingest_chunk
@@ -79,6 +79,7 @@ async def ingest_engagement_events(
     settings = run_settings()
     database = DatabaseConfig.from_settings(settings)
     config = IngestionConfig.from_settings(settings)
+    warn_if_unpriced(config.intent.llm)  # replies are classified with the same model
     since, until = aware(since), aware(until)
     report = IngestReport()
 

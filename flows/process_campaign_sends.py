@@ -22,7 +22,7 @@ from core.generation.report import (
 from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
 from flows.in_flight import InFlight
-from flows.settings import run_settings
+from flows.settings import run_settings, warn_if_unpriced
 from flows.unwalked import unwalked
 from tasks.generation import Claim, claim_lead_batch, generate_messages, write_messages
 from tasks.regeneration import (
@@ -74,6 +74,7 @@ async def process_campaign_sends(
     settings = run_settings()
     database = DatabaseConfig.from_settings(settings)
     config = GenerationConfig.from_settings(settings)
+    warn_if_unpriced(config)
     if regenerate_step is not None and campaign_id is not None:
         return await _regenerate_step(
             database,

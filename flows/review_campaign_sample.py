@@ -23,7 +23,7 @@ from core.generation.config import GenerationConfig
 from core.generation.launch_review import decision_markdown, sample_markdown
 from core.statuses import CampaignStatus
 from db.engine import DatabaseConfig
-from flows.settings import run_settings
+from flows.settings import run_settings, warn_if_unpriced
 from flows.unwalked import unwalked
 from tasks.generation import generate_messages
 from tasks.regeneration import find_campaign_step
@@ -67,6 +67,7 @@ async def review_campaign_sample(
     settings = run_settings()
     database = DatabaseConfig.from_settings(settings)
     config = GenerationConfig.from_settings(settings)
+    warn_if_unpriced(config)
     target = await find_campaign_step(database, campaign_id=campaign_id, step_order=step_order)
     problem = target.problem()
     if problem is not None:

@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from prefect import get_run_logger
+
+from core.generation.config import GenerationConfig
 from core.settings import Settings
 
 _given: ContextVar[Settings | None] = ContextVar("campaign_pipeline_settings", default=None)
@@ -27,3 +30,10 @@ def settings_for_runs(settings: Settings) -> Iterator[Settings]:
         yield settings
     finally:
         _given.reset(token)
+
+
+def warn_if_unpriced(config: GenerationConfig) -> None:
+    """One WARNING in the run's log when its model has no price: its calls are then recorded
+    with an unknown cost and the campaign report leaves them out of the spend."""
+    if (warning := config.unpriced_warning()) is not None:
+        get_run_logger().warning(warning)

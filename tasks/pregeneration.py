@@ -1,8 +1,10 @@
 """Prefect tasks of `pregenerate-upcoming-steps`: settle, read and submit Batch API jobs.
 
-Order within a run: first the batches whose submission was never recorded (a run killed between
-`batches.create` and its commit) are found again by their metadata, or forgotten when the API
-never received them; then finished batches are read; then the upcoming leads are submitted.
+Order within a run: first the drafts no run will use are retired (their lead stopped or moved
+on, or they outlived their window); then the batches whose submission was never recorded (a run
+killed between `batches.create` and its commit) are found again by their metadata, or forgotten
+when the API never received them; then finished batches are read; then the upcoming leads are
+submitted.
 """
 
 from collections import Counter
@@ -23,7 +25,9 @@ from core.generation.pregenerate import (
     BatchAnswer,
     batch_request,
     judge_answer,
+    outlived_reason,
     read_result_lines,
+    retire_before,
     split_requests,
     upcoming_window,
 )
@@ -42,6 +46,7 @@ from db.queries.pregeneration import (
     open_batches,
     pending_requests,
     record_batch,
+    retire_drafts,
     upcoming_leads,
 )
 from tasks.database import in_transaction
@@ -59,6 +64,8 @@ class PregenerationCounts(BaseModel):
     failed: int = 0
     stale: int = 0
     unused: int = 0
+    # drafts no run will use, superseded with why (lead stopped or moved on, draft outlived)
+    retired: int = 0
     considered: int = 0
     not_preparable: int = 0  # held at due time anyway (bad lead data, missing step...)
     submitted_requests: int = 0
@@ -212,6 +219,26 @@ async def _judge(
                     )
                 )
     return outcomes
+
+
+@task(name="retire-unusable-drafts", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+async def retire_unusable_drafts(
+    database: DatabaseConfig, counts: PregenerationCounts, *, max_days: float
+) -> PregenerationCounts:
+    """Supersede the drafts no run will use, each with why, in one short transaction.
+
+    A draft whose campaign ended, whose lead stopped or moved to another step, or that was
+    stored more than `max_days` + 1 day ago; never one whose lead a run holds a claim on.
+    """
+    now = utcnow()
+    retire = partial(
+        retire_drafts,
+        now=now,
+        before=retire_before(now, max_days=max_days),
+        outlived=outlived_reason(max_days),
+    )
+    counts.retired += await in_transaction(database, retire)
+    return counts
 
 
 @task(name="submit-upcoming-leads", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

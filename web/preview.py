@@ -118,7 +118,7 @@ def log_preview(preview: StepPreview) -> None:
     source = "offline" if preview.offline else "cache hit" if preview.cacheHit else "generated"
     _log.info(
         "preview of campaign %s step %d for lead %s: %s, model %s, %s; spent %d LLM calls, "
-        "%d prompt + %d completion tokens, $%.6f",
+        "%d prompt + %d completion tokens, %s",
         preview.campaignId,
         preview.stepOrder,
         preview.leadId or "(inline)",
@@ -128,7 +128,9 @@ def log_preview(preview: StepPreview) -> None:
         preview.spent.llmCalls,
         preview.spent.promptTokens,
         preview.spent.completionTokens,
-        preview.spent.costUsd,
+        "cost unknown (no price)"
+        if preview.spent.costUsd is None
+        else f"${preview.spent.costUsd:.6f}",
     )
 
 

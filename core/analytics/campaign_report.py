@@ -35,7 +35,11 @@ What each number means, for the window [since, until):
 - `prompt_tokens`, `completion_tokens`, `cost_usd`: the LLM spend of every message created in
   the window, `superseded` and `pregenerated` ones included (they were paid for); `cost_usd` is
   the estimate the generator stored in `GeneratedMessage.costUsd`. The offline template
-  generator spends nothing.
+  generator spends nothing. A call of a model with no price (not in
+  `core/generation/pricing.py` nor `OPENAI_PRICES`) has an unknown cost (`costUsd` NULL): no
+  cost column counts it, rather than counting it as free.
+- `unpriced`: of `generated`, the emails whose cost is unknown that way; the summary names their
+  models (`CampaignReport.unpriced_models`) to add to `OPENAI_PRICES`.
 - `cached_tokens`: of the prompt tokens, those read from the provider's prompt cache.
 - `sync_cost_usd`, `batch_cost_usd`, `cached_cost_usd`: `cost_usd` split by how it was billed:
   the uncached input and output of synchronous calls (`pricing` `standard` or `flex`, or none
@@ -43,9 +47,11 @@ What each number means, for the window [since, until):
   tokens of both (`GeneratedMessage.cachedCostUsd`); the three add up to `cost_usd`.
 - `saving_usd`: what the batch and flex calls saved against the same calls made synchronously
   at the standard tier (they are billed at half its rates, so it equals their own cost).
-- `*_per_1000`: that spend per 1,000 `generated` emails (the superseded messages' spend is in
+- `*_per_1000`: the tokens per 1,000 `generated` emails, and the spend and saving per 1,000
+  priced ones (`generated - unpriced`: an email of unknown cost is in neither side of the
+  division, so the figure is what 1,000 priced emails cost; the superseded messages' spend is in
   the numerator, not the denominator: it is what 1,000 current emails cost); empty when nothing
-  was generated.
+  (priced) was generated.
 - `due_to_sent_p50_s`, `due_to_sent_p95_s`: seconds from due to sent, where due is the send's
   `EmailSend.scheduledFor` (the first opening of the lead's sending window, as the generation
   flow wrote it, or the later moment the delivery flow moved it to when it deferred the send or
@@ -80,7 +86,7 @@ from core.analytics.variant_report import compute_variant_rows, empty_rows
 DEFAULT_DAYS = 30
 
 # Counted per (campaign, step) in SQL; campaign rows sum them.
-GENERATION_COUNTS = ("generated", "prompt_tokens", "completion_tokens", "cached_tokens")
+GENERATION_COUNTS = ("generated", "prompt_tokens", "completion_tokens", "cached_tokens", "unpriced")
 # USD summed per (campaign, step) in SQL: the total, its split by how it was billed, and what
 # the batch and flex calls saved against the same calls made synchronously at the standard tier.
 SPEND = ("cost_usd", "sync_cost_usd", "batch_cost_usd", "cached_cost_usd", "saving_usd")
@@ -108,16 +114,13 @@ RATES = {
     "unsubscribes": "unsubscribe_rate",
     "complaints": "complaint_rate",
 }
-# Spend -> spend per 1,000 generated emails.
-PER_1000 = {
+# Tokens -> tokens per 1,000 generated emails; spend -> spend per 1,000 priced ones.
+TOKENS_PER_1000 = {
     "prompt_tokens": "prompt_tokens_per_1000",
     "completion_tokens": "completion_tokens_per_1000",
-    "cost_usd": "cost_usd_per_1000",
-    "sync_cost_usd": "sync_cost_usd_per_1000",
-    "batch_cost_usd": "batch_cost_usd_per_1000",
-    "cached_cost_usd": "cached_cost_usd_per_1000",
-    "saving_usd": "saving_usd_per_1000",
 }
+SPEND_PER_1000 = {spend: f"{spend}_per_1000" for spend in SPEND}
+PER_1000 = TOKENS_PER_1000 | SPEND_PER_1000
 LATENCY = ("due_to_sent_p50_s", "due_to_sent_p95_s")
 REVIEW_QUEUE = ("pending_review", "oldest_pending_review_s")
 
@@ -134,6 +137,7 @@ COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
+    "unpriced",
     *SPEND,
     *PER_1000.values(),
     *LATENCY,
@@ -146,6 +150,8 @@ INPUT_COLUMNS = {
     "steps": ("campaign_id", "step_id", "step"),
     "enrolments": ("campaign_id", "enrolled"),
     "generation": ("campaign_id", "step_id", *GENERATION_COUNTS, *SPEND),
+    # Per campaign and model: the generated emails of a model with no price.
+    "unpriced_models": ("campaign_id", "model", "unpriced"),
     "sends": ("campaign_id", "step_id", *SEND_COUNTS),
     # step_id empty: the campaign's figure; campaign_id empty too: the whole report's.
     "latency": ("campaign_id", "step_id", *LATENCY),
@@ -217,6 +223,7 @@ class ReportInputs:
     mailbox_sends: pd.DataFrame
     variant_sends: pd.DataFrame = field(default_factory=lambda: _empty("variant_sends"))
     daily: pd.DataFrame = field(default_factory=lambda: _empty("daily"))
+    unpriced_models: pd.DataFrame = field(default_factory=lambda: _empty("unpriced_models"))
 
     @classmethod
     def empty(cls) -> "ReportInputs":
@@ -238,6 +245,12 @@ class CampaignReport:
     variants: pd.DataFrame = field(default_factory=empty_rows)
     # Per campaign and UTC day of the window (DAILY_COLUMNS): sends and replies over time.
     daily: pd.DataFrame = field(default_factory=lambda: empty_daily())
+    # Per model with no price, every campaign's: its generated emails (`unpriced`), most first.
+    unpriced_models: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(
+            {"model": pd.Series(dtype="object"), "unpriced": pd.Series(dtype="int64")}
+        )
+    )
 
     def frame(self) -> pd.DataFrame:
         """Every row for the output file: each campaign's steps, then its total row."""
@@ -268,10 +281,13 @@ class CampaignReport:
             for name in ("enrolled", *GENERATION_COUNTS, *SPEND, *SEND_COUNTS, "pending_review")
         }
         sent, generated = sums["sent"] or 0, sums["generated"] or 0
+        priced = generated - (sums["unpriced"] or 0)
         for count, rate in RATES.items():
             sums[rate] = (sums[count] or 0) / sent if sent else None
-        for spend, per in PER_1000.items():
-            sums[per] = (sums[spend] or 0) * 1000 / generated if generated else None
+        for tokens, per in TOKENS_PER_1000.items():
+            sums[per] = (sums[tokens] or 0) * 1000 / generated if generated else None
+        for spend, per in SPEND_PER_1000.items():
+            sums[per] = (sums[spend] or 0) * 1000 / priced if priced else None
         sums["due_to_sent_p50_s"], sums["due_to_sent_p95_s"] = self.overall_latency
         sums["oldest_pending_review_s"] = _number(self.campaigns["oldest_pending_review_s"].max())
         return sums
@@ -337,7 +353,18 @@ def compute_campaign_report(inputs: ReportInputs, window: ReportWindow) -> Campa
             per_step[["campaign_id", "campaign_name", "step_id", "step"]],
         ),
         daily=compute_daily(inputs.daily, campaigns, window_days(window.since, window.until)),
+        unpriced_models=_unpriced_models(inputs.unpriced_models, campaigns),
     )
+
+
+def _unpriced_models(frame: pd.DataFrame, campaigns: pd.DataFrame) -> pd.DataFrame:
+    """The generated emails of each model with no price, the report's campaigns together, most
+    first (then by model)."""
+    mine = frame.loc[frame["campaign_id"].isin(campaigns["campaign_id"])]
+    counts = mine.groupby("model", sort=False)["unpriced"].sum().astype("int64").reset_index()
+    return counts.sort_values(["unpriced", "model"], ascending=[False, True], kind="stable")[
+        ["model", "unpriced"]
+    ].reset_index(drop=True)
 
 
 def empty_daily() -> pd.DataFrame:
@@ -418,8 +445,13 @@ def _derive(frame: pd.DataFrame) -> pd.DataFrame:
     for count, rate in RATES.items():
         out[rate] = (out[count] / sent).astype("float64")
     generated = out["generated"].where(out["generated"] > 0)
-    for spend, per in PER_1000.items():
-        out[per] = (out[spend] * 1000 / generated).astype("float64")
+    for tokens, per in TOKENS_PER_1000.items():
+        out[per] = (out[tokens] * 1000 / generated).astype("float64")
+    # Emails of unknown cost are in neither side of the division: not free, just not counted.
+    priced = out["generated"] - out["unpriced"]
+    priced = priced.where(priced > 0)
+    for spend, per in SPEND_PER_1000.items():
+        out[per] = (out[spend] * 1000 / priced).astype("float64")
     return out
 
 
@@ -531,13 +563,14 @@ def summary_markdown(report: CampaignReport, charts: str | None = None) -> str:
         f"batch {_money(total['batch_cost_usd_per_1000'])}, "
         f"cached input {_money(total['cached_cost_usd_per_1000'])}; saved "
         f"{_money(total['saving_usd_per_1000'])} per 1,000 against all-synchronous",
+        *_unpriced_lines(report.unpriced_models, total),
         f"- due to sent: p50 {human_duration(total['due_to_sent_p50_s'])}, "
         f"p95 {human_duration(total['due_to_sent_p95_s'])}",
         f"- review queue: {total['pending_review']} pending"
         + _oldest(total["oldest_pending_review_s"]),
         "",
         "Rates are over sent emails (their events before the window's end, each email counted "
-        "once per event type); LLM cost is per 1,000 generated emails; due is "
+        "once per event type); LLM cost is per 1,000 generated emails that have a price; due is "
         "`EmailSend.scheduledFor`.",
     ]
     if report.campaigns.empty:
@@ -562,6 +595,24 @@ def summary_markdown(report: CampaignReport, charts: str | None = None) -> str:
             f"| {row['pending_review']}{_oldest(_plain(row['oldest_pending_review_s']))} |"
         )
     return "\n".join([*lines, *_variant_lines(report.variants)]) + "\n"
+
+
+def _unpriced_lines(models: pd.DataFrame, total: dict[str, float | int | None]) -> list[str]:
+    """Under the spend: the emails whose model has no price, by model, and what to do."""
+    unpriced = int(total["unpriced"] or 0)
+    if not unpriced:
+        return []
+    priced = int(total["generated"] or 0) - unpriced
+    lines = [
+        f"  - spend leaves out {unpriced:,} email(s) of unknown cost: the spend, per-1,000 and "
+        f"saving figures are over the {priced:,} priced one(s) only"
+    ]
+    lines += [
+        f"  - {int(row['unpriced']):,} email(s) by model `{_cell(row['model'])}` have no price; "
+        "add it to OPENAI_PRICES"
+        for row in models.to_dict("records")
+    ]
+    return lines
 
 
 def _variant_lines(variants: pd.DataFrame) -> list[str]:

@@ -5,7 +5,7 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from core.generation.llm import TEMPLATE_MODEL, OpenAIGenerator, TemplateGenerator
-from core.generation.pricing import ModelPrice, price_table
+from core.generation.pricing import ModelPrice, price_table, unpriced_warning
 from core.settings import Settings
 
 
@@ -45,6 +45,11 @@ class GenerationConfig(BaseModel):
             service_tier=settings.openai_service_tier,
             prices=price_table(settings.openai_prices),
         )
+
+    def unpriced_warning(self) -> str | None:
+        """The warning a run logs once when its model has no price; None offline (the
+        template costs nothing) and for a priced model."""
+        return None if self.api_key is None else unpriced_warning(self.model, self.prices)
 
     def open_generator(self) -> OpenAIGenerator | TemplateGenerator:
         """The LLM client, or the offline template without a key; `aclose()` an OpenAIGenerator."""

@@ -24,7 +24,7 @@ class PregeneratedDraft(BaseModel):
     promptTokens: int
     cachedTokens: int
     completionTokens: int
-    costUsd: Decimal
+    costUsd: Decimal | None  # None: its model has no price
     cachedCostUsd: Decimal
 
 

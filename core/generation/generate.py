@@ -27,6 +27,7 @@ from core.generation.draft import EmailDraft, render_draft
 from core.generation.due_lead import DueLead
 from core.generation.gate import check_draft, normalize_draft, trusted_variables
 from core.generation.llm import TEMPLATE_MODEL, Generation, Generator, LLMError
+from core.generation.pricing import cost_column
 from core.generation.prompt import (
     PROMPT_VERSION,
     build_messages,
@@ -246,10 +247,11 @@ def pregenerated_outcome(prepared: Prepared) -> LeadOutcome | None:
         prompt_tokens=ahead.promptTokens,
         completion_tokens=ahead.completionTokens,
         latency_ms=0,
-        cost_usd=float(ahead.costUsd),
+        cost_usd=None if ahead.costUsd is None else float(ahead.costUsd),
         attempts=0,
         cached_tokens=ahead.cachedTokens,
-        cached_cost_usd=float(ahead.cachedCostUsd),
+        # Unknown with its total: a draft of a model with no price has neither.
+        cached_cost_usd=None if ahead.costUsd is None else float(ahead.cachedCostUsd),
         pricing=Pricing.batch,
     )
     return LeadOutcome(
@@ -317,10 +319,10 @@ class MessageContent:
     promptTokens: int
     completionTokens: int
     latencyMs: int
-    costUsd: Decimal
+    costUsd: Decimal | None  # None: an LLM call of a model with no price (unknown, not free)
     fallbackReason: str | None
     cachedTokens: int = 0
-    cachedCostUsd: Decimal = Decimal(0)  # the part of costUsd paid for the cached tokens
+    cachedCostUsd: Decimal | None = Decimal(0)  # the part of costUsd paid for the cached tokens
     pricing: Pricing | None = None  # None: no LLM call (the template)
     status: GeneratedMessageStatus = GeneratedMessageStatus.generated
     reviewReason: str | None = None  # set with status pending_review: why it waits for a person
@@ -342,10 +344,10 @@ def message_content(
         promptTokens=generation.prompt_tokens if generation else 0,
         completionTokens=generation.completion_tokens if generation else 0,
         latencyMs=generation.latency_ms if generation else 0,
-        costUsd=_usd(generation.cost_usd) if generation else Decimal(0),
+        costUsd=cost_column(generation.cost_usd) if generation else Decimal(0),
         fallbackReason=outcome.reason if outcome.kind is OutcomeKind.fallback else None,
         cachedTokens=generation.cached_tokens if generation else 0,
-        cachedCostUsd=_usd(generation.cached_cost_usd) if generation else Decimal(0),
+        cachedCostUsd=cost_column(generation.cached_cost_usd) if generation else Decimal(0),
         pricing=generation.pricing if generation else None,
         status=GeneratedMessageStatus.generated
         if review_reason is None
@@ -353,11 +355,6 @@ def message_content(
         reviewReason=review_reason,
         variantKey=outcome.variant_key,
     )
-
-
-def _usd(amount: float) -> Decimal:
-    """An estimate at costUsd's own precision (NUMERIC(12, 6))."""
-    return Decimal(str(round(amount, 6)))
 
 
 @dataclass(frozen=True, kw_only=True)

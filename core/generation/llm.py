@@ -80,10 +80,10 @@ class Completion(Generic[OutputT]):
     prompt_tokens: int
     completion_tokens: int
     latency_ms: int
-    cost_usd: float
+    cost_usd: float | None  # None: the model has no price (core.generation.pricing)
     attempts: int
     cached_tokens: int = 0
-    cached_cost_usd: float = 0.0
+    cached_cost_usd: float | None = 0.0
     pricing: Pricing = Pricing.standard
 
 
@@ -96,12 +96,12 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: int
-    cost_usd: float
+    cost_usd: float | None  # None: the model has no price (core.generation.pricing)
     attempts: int
     # Of prompt_tokens, those read from the prompt cache, and the part of cost_usd they cost;
     # and the rate the call was billed at.
     cached_tokens: int = 0
-    cached_cost_usd: float = 0.0
+    cached_cost_usd: float | None = 0.0
     pricing: Pricing = Pricing.standard
 
 

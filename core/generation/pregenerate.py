@@ -47,6 +47,32 @@ def upcoming_window(
     return now + timedelta(hours=min_lead_hours), now + timedelta(days=max_days)
 
 
+# A draft's step falls due at most PREGENERATE_MAX_DAYS after its request, so a draft stored
+# longer ago than that plus this margin belongs to a lead that has been due for a day or more
+# without using it (a paused lead or campaign, a long hold): its input has likely moved on, and
+# a draft kept for a lead that may never come back would stay forever.
+RETIRE_MARGIN = timedelta(days=1)
+# How every draft written ahead and superseded unused says why (`GeneratedMessage.statusReason`).
+RETIRED = "retired unused"
+SUPERSEDED_WHEN_DUE = (
+    "superseded when its lead came due: the lead's data, step, instructions or thread had"
+    " changed since it was written, or it failed the quality gate again; written anew"
+)
+
+
+def retire_before(now: datetime, *, max_days: float) -> datetime:
+    """Drafts stored before this have outlived the window they were written for."""
+    return now - timedelta(days=max_days) - RETIRE_MARGIN
+
+
+def outlived_reason(max_days: float) -> str:
+    """Why a draft older than `retire_before` is retired, in an operator's words."""
+    return (
+        f"{RETIRED}: stored more than {max_days:g} days (PREGENERATE_MAX_DAYS) + 1 day ago,"
+        " so its step has been due for a day or more without it"
+    )
+
+
 def custom_id(campaign_lead_id: str, step_id: str, input_hash: str) -> str:
     """The request's stable id: one per lead, step and content hash (at most 64 characters)."""
     digest = hashlib.sha256(f"{campaign_lead_id}\0{step_id}\0{input_hash}".encode()).hexdigest()
@@ -137,8 +163,8 @@ class DraftAhead:
     promptTokens: int
     cachedTokens: int
     completionTokens: int
-    costUsd: float
-    cachedCostUsd: float
+    costUsd: float | None  # None: the batch's model has no price
+    cachedCostUsd: float | None
     # The step variant the draft was written in, as the synchronous path records it.
     variantKey: str | None
 

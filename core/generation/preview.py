@@ -82,12 +82,13 @@ class GateVerdict(BaseModel):
 
 
 class Spend(BaseModel):
-    """LLM calls and what they cost (USD, an estimate from list prices)."""
+    """LLM calls and what they cost (USD, an estimate from list prices; None once a call's
+    model has no price, since the total is then unknown)."""
 
     llmCalls: int = 0
     promptTokens: int = 0
     completionTokens: int = 0
-    costUsd: float = 0.0
+    costUsd: float | None = 0.0
 
 
 class StepPreview(BaseModel):
@@ -96,8 +97,9 @@ class StepPreview(BaseModel):
     `outcome` is the run's decision: `generated` sends `draft`, `fallback` sends `rendered`
     (the campaign's `onGenerationFailure` policy), `held` sends nothing yet; `reason` says why
     for the last two. `promptTokens`, `completionTokens` and `costUsd` are those of the draft,
-    as its GeneratedMessage would record them, even when it came from the cache; `spent` is what
-    this preview itself paid (nothing on a cache hit, both calls when the gate asked again).
+    as its GeneratedMessage would record them, even when it came from the cache (`costUsd` None
+    when the model has no price); `spent` is what this preview itself paid (nothing on a cache
+    hit, both calls when the gate asked again).
     """
 
     campaignId: str
@@ -116,7 +118,7 @@ class StepPreview(BaseModel):
     cacheHit: bool
     promptTokens: int
     completionTokens: int
-    costUsd: float
+    costUsd: float | None
     spent: Spend
 
 
@@ -136,7 +138,10 @@ class _Meter:
         self.spent.llmCalls += generation.attempts
         self.spent.promptTokens += generation.prompt_tokens
         self.spent.completionTokens += generation.completion_tokens
-        self.spent.costUsd += generation.cost_usd
+        if self.spent.costUsd is not None and generation.cost_usd is not None:
+            self.spent.costUsd += generation.cost_usd
+        else:
+            self.spent.costUsd = None
         return generation
 
 
@@ -192,6 +197,11 @@ def _answer(
         cacheHit=outcome.cache_hit,
         promptTokens=generation.prompt_tokens if generation else 0,
         completionTokens=generation.completion_tokens if generation else 0,
-        costUsd=round(generation.cost_usd, 6) if generation else 0.0,
-        spent=spent.model_copy(update={"costUsd": round(spent.costUsd, 6)}),
+        costUsd=_rounded(generation.cost_usd) if generation else 0.0,
+        spent=spent.model_copy(update={"costUsd": _rounded(spent.costUsd)}),
     )
+
+
+def _rounded(usd: float | None) -> float | None:
+    """To costUsd's own precision (NUMERIC(12, 6)); unknown stays None."""
+    return None if usd is None else round(usd, 6)

@@ -6,11 +6,14 @@ tokens the provider read from its prompt cache, `usage.prompt_tokens_details.cac
 and output. The Batch API and the `flex` service tier bill every kind of token at half the
 standard rate (`DISCOUNTED`). Prices change: `OPENAI_PRICES` (JSON, model -> {"input",
 "cached_input", "output"}) overrides or adds models without a release. A dated snapshot
-(`gpt-4o-mini-2024-07-18`) takes the price of its longest listed prefix; a model not listed
-costs 0.0, unknown rather than guessed.
+(`gpt-4o-mini-2024-07-18`) takes the price of its longest listed prefix. A model not listed has
+no price: its cost is None (stored as NULL), unknown rather than guessed, and never 0.0, which
+would count its calls as free; the campaign report leaves such emails out of its spend figures
+and names the model, and each run warns once when the configured model has no price.
 """
 
 from collections.abc import Mapping
+from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,11 +71,12 @@ def token_cost(
     cached_tokens: int = 0,
     pricing: Pricing = Pricing.standard,
     prices: Mapping[str, ModelPrice] = DEFAULT_PRICES,
-) -> float:
-    """USD for one call: uncached input, cached input and output at their own rates."""
+) -> float | None:
+    """USD for one call: uncached input, cached input and output at their own rates; None
+    when the model has no price."""
     price = model_price(model, prices)
     if price is None:
-        return 0.0
+        return None
     cached = min(max(cached_tokens, 0), prompt_tokens)
     standard = (
         (prompt_tokens - cached) * price.input
@@ -80,3 +84,20 @@ def token_cost(
         + completion_tokens * price.output
     ) / 1_000_000
     return standard * DISCOUNT if pricing in DISCOUNTED else standard
+
+
+def cost_column(usd: float | None) -> Decimal | None:
+    """A cost as `costUsd` stores it: NUMERIC(12, 6), and NULL when unknown."""
+    return None if usd is None else Decimal(str(round(usd, 6)))
+
+
+def unpriced_warning(model: str, prices: Mapping[str, ModelPrice]) -> str | None:
+    """What a run warns once when its configured model has no price, else None."""
+    if model_price(model, prices) is not None:
+        return None
+    return (
+        f"OPENAI_MODEL {model!r} has no price in core/generation/pricing.py nor in"
+        " OPENAI_PRICES: its calls are recorded with an unknown cost (costUsd NULL) and left"
+        " out of the campaign report's spend; add it to OPENAI_PRICES (JSON, USD per 1M"
+        f' tokens: {{"{model}": {{"input": ..., "cached_input": ..., "output": ...}}}})'
+    )

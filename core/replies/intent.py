@@ -126,7 +126,7 @@ class Classification:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # None: the LLM's model has no price
     # Why the rules answered although an LLM is configured (its error), else None.
     note: str | None = None
     cache_hit: bool = False

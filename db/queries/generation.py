@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from core.generation.generate import Hold, MessageWrite
+from core.generation.pregenerate import SUPERSEDED_WHEN_DUE
 from core.generation.review import AWAITING_REVIEW
 from db.base import UTCDateTime
 from db.queries.messages import insert_messages
@@ -49,20 +50,25 @@ INSERT_MESSAGES = insert_messages(
 
 # A step's draft written ahead (`pregenerated`) becomes the lead's message when the outcome used
 # it (`adopted`: same content hash, gate passed), with the status this write gives it; otherwise
-# it is `superseded`, before the new message is inserted in its place. Either way no pregenerated
-# draft is left behind for a lead that was written, and the step has one current message.
+# it is `superseded`, before the new message is inserted in its place, and says why (a row's own
+# `statusReason`: pregenerate-upcoming-steps retires drafts through this statement too). Either
+# way no pregenerated draft is left behind for a lead that was written, and the step has one
+# current message.
 SETTLE_PREGENERATED = text(
     """
     UPDATE "GeneratedMessage" gm
     SET status = CASE WHEN x.adopted THEN x.status ELSE 'superseded' END,
-        "reviewReason" = CASE WHEN x.adopted THEN x."reviewReason" ELSE gm."reviewReason" END
+        "reviewReason" = CASE WHEN x.adopted THEN x."reviewReason" ELSE gm."reviewReason" END,
+        "statusReason" = CASE WHEN x.adopted THEN NULL
+                              ELSE COALESCE(x."statusReason", :superseded) END
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
-        "campaignLeadId" text, "stepId" text, adopted boolean, status text, "reviewReason" text)
+        "campaignLeadId" text, "stepId" text, adopted boolean, status text, "reviewReason" text,
+        "statusReason" text)
     JOIN "CampaignLead" cl ON cl.id = x."campaignLeadId"
     WHERE gm."campaignId" = cl."campaignId" AND gm."leadId" = cl."leadId"
       AND gm."stepId" = x."stepId" AND gm.status = 'pregenerated'
     """
-)
+).bindparams(bindparam("superseded", value=SUPERSEDED_WHEN_DUE))
 
 # The send takes the current message of its step (just inserted, or left by an earlier write)
 # and the address from the Lead row, so addresses never travel through task results. A message

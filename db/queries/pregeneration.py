@@ -10,16 +10,24 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from sqlalchemy import Text, bindparam, text
+from sqlalchemy import CursorResult, Text, bindparam, text
 from sqlalchemy.orm import Session
 
 from core.generation.due_lead import DueLead
-from core.generation.pregenerate import BatchRequest, DraftAhead
+from core.generation.pregenerate import RETIRED, BatchRequest, DraftAhead
 from core.generation.prompt import PROMPT_VERSION
 from core.ids import new_id
-from core.statuses import BatchRequestStatus, GeneratedMessageStatus, GenerationBatchStatus, Pricing
+from core.statuses import (
+    BatchRequestStatus,
+    CampaignLeadStatus,
+    CampaignStatus,
+    GeneratedMessageStatus,
+    GenerationBatchStatus,
+    Pricing,
+)
 from db.base import UTCDateTime
 from db.queries.claims import DUE_LEAD_DETAILS
+from db.queries.generation import SETTLE_PREGENERATED
 from db.queries.messages import insert_messages
 from db.queries.rows import json_rows
 from db.queries.threads import due_leads
@@ -150,6 +158,58 @@ FINISH_BATCH = text(
     WHERE id = :id AND status = 'submitted'
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
+
+
+# Campaign and enrolment statuses a draft may still be used from: a pause is meant to be lifted
+# (its leads resume where they were), so a paused lead's draft waits, and is retired only once
+# it outlives its window. Any other status ends the lead's sequence.
+_WAITING = ", ".join(f"'{s}'" for s in (CampaignStatus.active, CampaignStatus.paused))
+_WAITING_LEAD = ", ".join(f"'{s}'" for s in (CampaignLeadStatus.active, CampaignLeadStatus.paused))
+
+# The drafts no run will ever use, with why: their campaign ended, their lead stopped or is at
+# another step (the claim only reads the draft of the lead's current step), or the draft outlived
+# its window. A lead some run holds a live claim on is left alone, and the enrolments are locked
+# (`FOR SHARE ... SKIP LOCKED`) until the retiring transaction ends: a generation claim
+# (`FOR UPDATE SKIP LOCKED`) passes over such a lead until the draft is retired, then generates
+# it, and one that claimed it first is passed over here; no draft is retired under a run that is
+# about to adopt it.
+RETIRABLE = text(
+    f"""
+    SELECT cl.id AS "campaignLeadId", gm."stepId", false AS adopted,
+           CASE
+               WHEN c.status NOT IN ({_WAITING}) THEN '{RETIRED}: campaign ' || c.status
+               WHEN cl.status NOT IN ({_WAITING_LEAD}) THEN '{RETIRED}: enrolment ' || cl.status
+               WHEN cl."currentStepOrder" IS DISTINCT FROM st."stepOrder" THEN
+                   '{RETIRED}: the lead is at step '
+                   || COALESCE(cl."currentStepOrder"::text, '(none)')
+                   || ', the draft is for step ' || st."stepOrder"
+               ELSE CAST(:outlived AS text)
+           END AS "statusReason"
+    FROM "GeneratedMessage" gm
+    JOIN "CampaignLead" cl ON cl."campaignId" = gm."campaignId" AND cl."leadId" = gm."leadId"
+    JOIN "Campaign" c ON c.id = gm."campaignId"
+    JOIN "SequenceStep" st ON st.id = gm."stepId"
+    WHERE gm.status = 'pregenerated'
+      AND (cl."claimedUntil" IS NULL OR cl."claimedUntil" < :now)
+      AND (c.status NOT IN ({_WAITING}) OR cl.status NOT IN ({_WAITING_LEAD})
+           OR cl."currentStepOrder" IS DISTINCT FROM st."stepOrder"
+           OR gm."createdAt" < :before)
+    FOR SHARE OF cl SKIP LOCKED
+    """
+).bindparams(bindparam("now", type_=UTCDateTime), bindparam("before", type_=UTCDateTime))
+
+# A draft whose enrolment was removed: no lead to claim, so nothing can race this.
+RETIRE_UNENROLLED = text(
+    f"""
+    UPDATE "GeneratedMessage" gm
+    SET status = 'superseded', "statusReason" = '{RETIRED}: the lead is no longer enrolled'
+    WHERE gm.status = 'pregenerated'
+      AND NOT EXISTS (
+          SELECT 1 FROM "CampaignLead" cl
+          WHERE cl."campaignId" = gm."campaignId" AND cl."leadId" = gm."leadId")
+    RETURNING gm.id
+    """
+)
 
 
 @dataclass(frozen=True)
@@ -338,3 +398,20 @@ def finish_batch(
         },
     )
     return len(stored)
+
+
+def retire_drafts(session: Session, *, now: datetime, before: datetime, outlived: str) -> int:
+    """Supersede every `pregenerated` draft no run will use, each with why; returns how many.
+
+    A draft stored before `before` has outlived its window (`outlived` says so). The drafts go
+    through the statement that supersedes a draft when its lead comes due, so both leave the
+    same row behind; call in a transaction of its own, which holds the enrolments' locks.
+    """
+    params = {"now": now, "before": before, "outlived": outlived}
+    rows = [dict(row) for row in session.execute(RETIRABLE, params).mappings()]
+    retired = 0
+    if rows:
+        settled = session.execute(SETTLE_PREGENERATED, {"rows": json_rows(rows)})
+        assert isinstance(settled, CursorResult)
+        retired += settled.rowcount
+    return retired + len(session.scalars(RETIRE_UNENROLLED).all())

@@ -12,13 +12,13 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from core.campaigns.campaign_file import first_send_date
+from core.generation.pricing import cost_column
 from core.replies.actions import (
     Decision,
     Referrer,
@@ -383,7 +383,7 @@ def _classification_row(reply: NewReply, decision: Decision) -> dict[str, Any]:
         "promptTokens": found.prompt_tokens if found.model else None,
         "completionTokens": found.completion_tokens if found.model else None,
         "latencyMs": found.latency_ms if found.model else None,
-        "costUsd": Decimal(str(round(found.cost_usd, 6))) if found.model else None,
+        "costUsd": cost_column(found.cost_usd) if found.model else None,
         "note": found.note,
         "action": decision.action.value,
     }

@@ -4,7 +4,8 @@ Which timestamp puts a row in the window [since, until), per table:
 
 - `CampaignLead`: `createdAt` (enrolled in the window).
 - `GeneratedMessage`: `createdAt` (generated in the window; `superseded` rows count for the
-  spend, not for `generated`).
+  spend, not for `generated`; a row whose model has no price, `costUsd` NULL, counts for
+  `unpriced` and by its model, and for no spend).
 - `EmailSend`: `createdAt` for `scheduled`; the handover, `COALESCE("sentAt", "attemptedAt")`,
   for `sent` and `failed`, the engagement counts and the delivery lag. `attemptedAt` covers a
   send refused at handover, which has no `sentAt`; `sentAt` alone covers rows the web app wrote.
@@ -68,6 +69,12 @@ ENROLMENTS = text(
     """
 ).bindparams(*_PARAMS)
 
+# A current email (what `generated` counts) of an LLM call (`pricing` is set for each since
+# batch_generation, and null for the template) whose model has no price: its cost is NULL, and
+# every sum of costs below leaves it out.
+_UNPRICED_EMAIL = """gm.status NOT IN ('superseded', 'pregenerated') AND gm."costUsd" IS NULL
+                     AND gm.pricing IS NOT NULL"""
+
 GENERATION = text(
     f"""
     SELECT gm."campaignId" AS campaign_id, gm."stepId" AS step_id,
@@ -75,6 +82,7 @@ GENERATION = text(
            COALESCE(sum(gm."promptTokens"), 0)::bigint AS prompt_tokens,
            COALESCE(sum(gm."completionTokens"), 0)::bigint AS completion_tokens,
            COALESCE(sum(gm."cachedTokens"), 0)::bigint AS cached_tokens,
+           count(*) FILTER (WHERE {_UNPRICED_EMAIL}) AS unpriced,
            COALESCE(sum(gm."costUsd"), 0)::float8 AS cost_usd,
            COALESCE(sum(gm."costUsd" - COALESCE(gm."cachedCostUsd", 0))
                     FILTER (WHERE gm.pricing IS DISTINCT FROM 'batch'), 0)::float8 AS sync_cost_usd,
@@ -87,6 +95,17 @@ GENERATION = text(
     WHERE gm."createdAt" >= :since AND gm."createdAt" < :until
       AND {_ONE_CAMPAIGN.format(column='gm."campaignId"')}
     GROUP BY gm."campaignId", gm."stepId"
+    """
+).bindparams(*_PARAMS)
+
+# The same emails by the model that wrote them, for the report to name the models to price.
+UNPRICED_MODELS = text(
+    f"""
+    SELECT gm."campaignId" AS campaign_id, gm.model, count(*) AS unpriced
+    FROM "GeneratedMessage" gm
+    WHERE gm."createdAt" >= :since AND gm."createdAt" < :until AND {_UNPRICED_EMAIL}
+      AND {_ONE_CAMPAIGN.format(column='gm."campaignId"')}
+    GROUP BY gm."campaignId", gm.model
     """
 ).bindparams(*_PARAMS)
 
@@ -311,6 +330,7 @@ def read_report_inputs(session: Session, window: ReportWindow) -> ReportInputs:
         "steps": STEPS,
         "enrolments": ENROLMENTS,
         "generation": GENERATION,
+        "unpriced_models": UNPRICED_MODELS,
         "sends": SENDS,
         "latency": LATENCY,
         "review": REVIEW,

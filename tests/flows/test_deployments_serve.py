@@ -5,13 +5,19 @@ makes no LLM call the first attempt already paid for."""
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterId,
+)
 from prefect.client.schemas.objects import StateType
 from prefect.deployments.flow_runs import arun_deployment
 from prefect.flow_runs import wait_for_flow_run
@@ -169,8 +175,12 @@ def test_each_served_deployment_runs_to_completion_with_its_artifacts(
         assert deployment.global_concurrency_limit.limit == 1
         assert deployment.concurrency_options.collision_strategy == spec.collision_strategy
         # The launch review (tests/flows/test_review_campaign_sample.py) runs only by hand.
-        crons = [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules]
-        assert crons == [(cron.cron, "UTC") for cron in spec.schedules]
+        # In whatever order the server lists them.
+        crons = sorted(
+            (s.schedule.cron, s.schedule.timezone, s.slug or "", s.parameters)
+            for s in deployment.schedules
+        )
+        assert crons == sorted((c.cron, "UTC", c.slug or "", c.parameters) for c in spec.schedules)
 
 
 async def run_then_retry(deployments, parameters: dict, llm: FakeOpenAI):
@@ -206,3 +216,51 @@ def test_a_retry_pays_for_no_generation_the_first_attempt_finished(worker_env, s
     assert total == paid  # the second attempt, a new process, found all three in storage
     # ... which is the result storage the serving process was configured with
     assert len(list((tmp_path / "results").iterdir())) == 3
+
+
+async def schedule_and_serve(deployment, start: datetime, end: datetime):
+    """Serve the deployment, have the server create its schedules' runs between start and end
+    (as its scheduler does, in the past so they are all due now), and wait for them to end."""
+    async with serving([deployment]) as ids:
+        deployment_id = ids[deployment.name]
+        async with get_client() as client:
+            answer = await client.request(
+                "POST",
+                "/deployments/{id}/schedule",
+                path_params={"id": deployment_id},
+                json={"start_time": start.isoformat(), "end_time": end.isoformat()},
+            )
+            answer.raise_for_status()
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    expected_start_time=FlowRunFilterExpectedStartTime.model_validate(
+                        {"after_": start, "before_": end}
+                    )
+                ),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            )
+        return [await wait_for_flow_run(run.id, timeout=75) for run in runs]
+
+
+def test_the_hourly_poll_runs_with_its_own_parameters_under_the_same_one_run_limit(
+    worker_env, sessions
+):
+    (spec,) = [d for d in read_deployments() if d.name == "pregenerate-upcoming-steps"]
+    # Yesterday from 01:59 to 02:31 UTC: the daily run at 02:00 and a poll at 02:30, both due.
+    day = utcnow().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    runs = asyncio.run(
+        schedule_and_serve(
+            build_deployments([spec])[0],
+            day + timedelta(hours=1, minutes=59),
+            day + timedelta(hours=2, minutes=31),
+        )
+    )
+    by_schedule = {run.created_by.display_value: run for run in runs}
+    assert set(by_schedule) == {"daily-submit", "hourly-poll"}
+    assert by_schedule["daily-submit"].parameters == {"max_leads": 200000, "submit": True}
+    assert by_schedule["hourly-poll"].parameters == {"max_leads": 200000, "submit": False}
+    # Due together, they share the deployment's one slot: one runs, the other is cancelled.
+    states = sorted(run.state.type.value for run in runs)
+    assert states == ["CANCELLED", "COMPLETED"], [run.state for run in runs]
+    (cancelled,) = [run for run in runs if run.state.is_cancelled()]
+    assert "concurrency limit" in cancelled.state.message

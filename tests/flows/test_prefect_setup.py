@@ -125,10 +125,19 @@ def test_deploy_all_then_a_worker_outside_the_checkout_runs_a_deployment(worker_
             deployment = await client.read_deployment_by_name(
                 "ingest-engagement-events/ingest-engagement-events"
             )
+            pregenerate = await client.read_deployment_by_name(
+                "pregenerate-upcoming-steps/pregenerate-upcoming-steps"
+            )
         run = await run_deployment(deployment.id, parameters={"dry_run": True}, timeout=0)
-        return deployment, run
+        return deployment, pregenerate, run
 
-    deployment, run = asyncio.run(trigger())
+    deployment, pregenerate, run = asyncio.run(trigger())
+    # `prefect deploy` keeps each schedule's own parameters: the hourly poll never submits.
+    assert sorted((s.schedule.cron, s.slug, s.parameters) for s in pregenerate.schedules) == [
+        ("0 2 * * *", "daily-submit", {}),
+        ("30 * * * *", "hourly-poll", {"submit": False}),
+    ]
+    assert pregenerate.parameters == {"max_leads": 200000, "submit": True}
     assert deployment.work_pool_name == POOL
     assert deployment.pull_steps == [{"deployments.pull.enter_checkout": {}}]
     assert deployment.global_concurrency_limit.limit == 1

@@ -6,12 +6,13 @@ run killed between submission and its record submits no custom_id twice.
 """
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
-from core.analytics.campaign_report import ReportWindow, compute_campaign_report
+from core.analytics.campaign_report import ReportWindow, compute_campaign_report, summary_markdown
 from db.models import (
     EmailSend,
     GeneratedMessage,
@@ -29,6 +30,7 @@ from tests.flows.test_generation_faults import ALWAYS_OPEN
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.killed_worker import run_killed_worker
 from tests.support.openai_wire import default_responder
+from tests.support.run_records import run_logs
 
 pytestmark = pytest.mark.flows
 
@@ -233,11 +235,19 @@ def test_a_run_killed_between_upload_and_record_submits_nothing_twice(
 # USD per 1M tokens (input, cached input, output): large, so the 6-decimal rounding of costUsd
 # is far below what the comparison checks.
 PRICE = (1000.0, 400.0, 3000.0)
+# A model in no price table: its calls' cost is unknown.
+UNPRICED_MODEL = "gpt-9-turbo"
 
 
-def test_the_report_splits_the_spend_and_its_saving_matches_a_hand_computation(
-    llm, sessions, run_settings
-):
+def run_warnings(state) -> list[str]:
+    """The WARNING lines a finished flow run logged."""
+    logs = asyncio.run(run_logs(state.state_details.flow_run_id))
+    return [log.message for log in logs if log.level == logging.WARNING]
+
+
+def write_ahead_and_send(llm, sessions, run_settings) -> None:
+    """Three leads written ahead and two due too soon for a batch (generated synchronously),
+    all sent, at PRICE."""
     llm.configure(prompt_caching=True)
     input_, cached_input, output = PRICE
     run_settings.update(
@@ -245,12 +255,14 @@ def test_the_report_splits_the_spend_and_its_saving_matches_a_hand_computation(
             "gpt-4o-mini": {"input": input_, "cached_input": cached_input, "output": output}
         }
     )
-    # Three leads written ahead, two due too soon for a batch: generated synchronously.
     seed_dues(sessions, [DUE] * 3 + [AS_OF + timedelta(hours=12)] * 2)
     pregenerate()
     pregenerate(submit=False)
     send_due()
 
+
+def report_now(sessions):
+    """The campaign report over the messages written by the test, and their recorded tokens."""
     with sessions() as session:
         recorded = session.execute(
             select(
@@ -258,18 +270,25 @@ def test_the_report_splits_the_spend_and_its_saving_matches_a_hand_computation(
                 GeneratedMessage.cachedTokens,
                 GeneratedMessage.completionTokens,
                 GeneratedMessage.pricing,
+                GeneratedMessage.costUsd,
             )
         ).all()
         now = datetime.now(UTC)
         window = ReportWindow(since=now - timedelta(days=1), until=now + timedelta(days=1))
         report = compute_campaign_report(read_report_inputs(session, window), window)
-    (row,) = report.table("campaign")
+    return report, recorded
+
+
+def hand_computed(recorded) -> dict[str, float]:
+    """The spend of the priced messages from their recorded tokens, at PRICE, batch at half."""
+    input_, cached_input, output = PRICE
 
     def usd(prompt: int, cached: int, completion: int) -> float:
         return ((prompt - cached) * input_ + cached * cached_input + completion * output) / 1e6
 
-    batch = [r for r in recorded if r.pricing == "batch"]
-    sync = [r for r in recorded if r.pricing == "standard"]
+    priced = [r for r in recorded if r.costUsd is not None]
+    batch = [r for r in priced if r.pricing == "batch"]
+    sync = [r for r in priced if r.pricing == "standard"]
     assert (len(batch), len(sync)) == (3, 2)
     # The fake caches a repeated system message: the first request of the run pays it in full.
     assert all(r.cachedTokens > 0 for r in sync) and sum(r.cachedTokens for r in batch) > 0
@@ -282,16 +301,107 @@ def test_the_report_splits_the_spend_and_its_saving_matches_a_hand_computation(
     cached = sum(r.cachedTokens * cached_input / 1e6 for r in sync) + sum(
         r.cachedTokens * cached_input / 1e6 / 2 for r in batch
     )
-    all_sync = sum(usd(r.promptTokens, r.cachedTokens, r.completionTokens) for r in recorded)
+    all_sync = sum(usd(r.promptTokens, r.cachedTokens, r.completionTokens) for r in priced)
     spent = batch_uncached / 2 + sync_uncached + cached
-    assert row["generated"] == 5
-    assert row["sync_cost_usd"] == pytest.approx(sync_uncached, abs=1e-5)
-    assert row["batch_cost_usd"] == pytest.approx(batch_uncached / 2, abs=1e-5)
-    assert row["cached_cost_usd"] == pytest.approx(cached, abs=1e-5)
-    assert row["cost_usd"] == pytest.approx(spent, abs=1e-5)
-    assert row["saving_usd"] == pytest.approx(all_sync - spent, abs=1e-5)
-    assert row["saving_usd_per_1000"] == pytest.approx((all_sync - spent) * 1000 / 5, abs=1e-2)
+    return {
+        "sync": sync_uncached,
+        "batch": batch_uncached / 2,
+        "cached": cached,
+        "spent": spent,
+        "saving": all_sync - spent,
+    }
+
+
+def assert_spend(row: dict, expected: dict[str, float], *, priced: int) -> None:
+    """The report's spend and its split as computed by hand, per 1,000 of the priced emails."""
+    assert row["sync_cost_usd"] == pytest.approx(expected["sync"], abs=1e-5)
+    assert row["batch_cost_usd"] == pytest.approx(expected["batch"], abs=1e-5)
+    assert row["cached_cost_usd"] == pytest.approx(expected["cached"], abs=1e-5)
+    assert row["cost_usd"] == pytest.approx(expected["spent"], abs=1e-5)
+    assert row["saving_usd"] == pytest.approx(expected["saving"], abs=1e-5)
+    per_1000 = {
+        "cost_usd_per_1000": expected["spent"],
+        "saving_usd_per_1000": expected["saving"],
+    }
+    for column, usd in per_1000.items():
+        assert row[column] == pytest.approx(usd * 1000 / priced, abs=1e-2), column
     assert row["saving_usd"] > 0.1  # the figures are not all zero
+
+
+def test_the_report_splits_the_spend_and_its_saving_matches_a_hand_computation(
+    llm, sessions, run_settings
+):
+    write_ahead_and_send(llm, sessions, run_settings)
+    report, recorded = report_now(sessions)
+    (row,) = report.table("campaign")
+    assert (row["generated"], row["unpriced"]) == (5, 0)
+    assert_spend(row, hand_computed(recorded), priced=5)
+    assert "no price" not in summary_markdown(report)
+
+
+def test_emails_of_a_model_with_no_price_are_left_out_of_the_spend_and_named(
+    llm, sessions, run_settings
+):
+    write_ahead_and_send(llm, sessions, run_settings)
+    # The model changes to one no table prices; two more leads are generated synchronously.
+    run_settings.update(openai_model=UNPRICED_MODEL)
+    seed_dues(sessions, [AS_OF + timedelta(hours=12)] * 2)
+    state = asyncio.run(process_campaign_sends(as_of=DUE + timedelta(minutes=1), return_state=True))
+
+    report, recorded = report_now(sessions)
+    unpriced = [r for r in recorded if r.costUsd is None]
+    assert len(unpriced) == 2 and {r.pricing for r in unpriced} == {"standard"}
+    assert all(r.promptTokens > 0 for r in unpriced)  # the tokens are known, the price is not
+    with sessions() as session:
+        cached_costs = session.scalars(
+            select(GeneratedMessage.cachedCostUsd).where(GeneratedMessage.costUsd.is_(None))
+        ).all()
+    assert cached_costs == [None, None]
+    # One WARNING for the run, naming the model and the setting.
+    warnings = run_warnings(state)
+    assert len(warnings) == 1
+    assert f"'{UNPRICED_MODEL}'" in warnings[0] and "OPENAI_PRICES" in warnings[0]
+
+    total = report.totals()
+    assert (total["generated"], total["unpriced"]) == (7, 2)
+    expected = hand_computed(recorded)
+    assert_spend(total, expected, priced=5)
+    # Folded in as free, the two would have lowered every per-1,000 figure by two sevenths.
+    assert total["cost_usd_per_1000"] != pytest.approx(expected["spent"] * 1000 / 7, abs=1e-2)
+    rows = {row["unpriced"]: row for row in report.table("campaign")}
+    assert rows[2]["cost_usd"] == 0 and rows[2]["cost_usd_per_1000"] is None
+    summary = summary_markdown(report)
+    assert f"2 email(s) by model `{UNPRICED_MODEL}` have no price; add it to OPENAI_PRICES" in (
+        summary
+    )
+    assert "over the 5 priced one(s) only" in summary
+
+
+def test_drafts_of_a_model_with_no_price_keep_their_cost_unknown_when_used(
+    llm, sessions, run_settings
+):
+    run_settings.update(openai_model=UNPRICED_MODEL)
+    leads = seed(sessions, 2)
+    runs = [
+        asyncio.run(pregenerate_upcoming_steps(as_of=AS_OF, submit=submit, return_state=True))
+        for submit in (True, False)
+    ]
+    for state in runs:
+        warnings = run_warnings(state)
+        assert len(warnings) == 1 and f"'{UNPRICED_MODEL}'" in warnings[0]
+    before = chat_requests(llm)
+    send_due()
+    assert chat_requests(llm) == before  # the drafts were used
+    with sessions() as session:
+        rows = session.execute(
+            select(
+                GeneratedMessage.status,
+                GeneratedMessage.pricing,
+                GeneratedMessage.costUsd,
+                GeneratedMessage.cachedCostUsd,
+            )
+        ).all()
+    assert sorted(rows) == [("generated", "batch", None, None)] * len(leads)
 
 
 def linking_responder(request):

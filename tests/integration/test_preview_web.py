@@ -282,6 +282,21 @@ def test_offline_the_template_generator_answers_free(make_client, sessions, worl
     assert llm.stats().requests == 0
 
 
+def test_a_model_with_no_price_answers_an_unknown_cost_not_a_free_one(
+    make_client, world, llm, caplog
+):
+    unpriced = online(llm).model_copy(update={"model": "gpt-9-turbo"})
+    client = make_client(generation=unpriced)
+    with caplog.at_level(logging.INFO):
+        response = post(client, world.campaign_id, {"leadId": world.lead_id})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["outcome"] == "generated" and answer["promptTokens"] > 0
+    assert answer["costUsd"] is None
+    assert answer["spent"]["llmCalls"] == 1 and answer["spent"]["costUsd"] is None
+    assert "cost unknown (no price)" in server_log(caplog)
+
+
 @pytest.mark.parametrize(
     "headers",
     [

@@ -277,3 +277,30 @@ def test_the_output_format_follows_the_suffix(path, kind):
 def test_other_suffixes_are_refused(path):
     with pytest.raises(ReportOutputError, match=r"must end in \.csv or \.parquet"):
         output_format(path)
+
+
+def test_emails_of_unknown_cost_are_in_neither_side_of_the_spend_per_1000():
+    data = inputs()
+    # Two of Alpha's step-1 emails were written by a model with no price: their cost is not in
+    # cost_usd (SQL sums skip NULL), so they leave the denominator too; their tokens are known.
+    data.generation["unpriced"] = [2, 0, 0]
+    data.unpriced_models = pd.DataFrame(
+        {"campaign_id": ["c-a", "c-zz"], "model": ["gpt-9-turbo", "other"], "unpriced": [2, 5]}
+    )
+    report = compute_campaign_report(data, WINDOW)
+    a1 = next(r for r in report.table("step") if r["step"] == 1 and r["campaign_id"] == "c-a")
+    assert a1["unpriced"] == 2
+    assert a1["cost_usd_per_1000"] == pytest.approx(0.02 * 1000 / 6)
+    assert a1["prompt_tokens_per_1000"] == 1_000_000  # over all 8: tokens are known
+    total = report.totals()
+    assert (total["generated"], total["unpriced"]) == (14, 2)
+    assert total["cost_usd_per_1000"] == pytest.approx(26 / 12)
+    # Only the report's campaigns' models are named (c-zz is not in it).
+    assert report.unpriced_models.to_dict("records") == [{"model": "gpt-9-turbo", "unpriced": 2}]
+    text = summary_markdown(report)
+    assert "per 1,000 emails $2.1667" in text
+    assert "spend leaves out 2 email(s) of unknown cost" in text
+    assert "over the 12 priced one(s) only" in text
+    assert "2 email(s) by model `gpt-9-turbo` have no price; add it to OPENAI_PRICES" in text
+    # Without any, the summary says nothing about prices.
+    assert "no price" not in summary_markdown(compute_campaign_report(inputs(), WINDOW))

@@ -1,6 +1,7 @@
 """prefect.yaml: the five scheduled deployments, each a real flow with valid defaults, a UTC cron
-schedule and one run at a time, and the launch review, run by hand; `campaign-pipeline serve`
-builds exactly the same ones from it."""
+schedule and one run at a time, and the launch review, run by hand; pregenerate-upcoming-steps
+also polls hourly with its own parameters; `campaign-pipeline serve` builds exactly the same ones
+from it."""
 
 import asyncio
 import itertools
@@ -32,6 +33,13 @@ EVERY = {
     "ingest-engagement-events": ("*/10 * * * *", timedelta(minutes=10)),
     "campaign-report": ("0 6 * * *", timedelta(days=1)),
     "pregenerate-upcoming-steps": ("0 2 * * *", timedelta(days=1)),
+}
+# pregenerate-upcoming-steps' second schedule: an hourly poll that only reads finished batches.
+POLL = {
+    "cron": "30 * * * *",
+    "timezone": "UTC",
+    "slug": "hourly-poll",
+    "parameters": {"submit": False},
 }
 # Run by hand, never on a schedule.
 ON_DEMAND = ("review-campaign-sample",)
@@ -105,15 +113,43 @@ def test_every_parameter_of_the_run_form_is_described_and_bounded(document, name
         assert f"{DEFAULT_DAYS} days" in schema["properties"]["since"]["description"]
 
 
+def fire_times(schedule: dict, n: int) -> list[datetime]:
+    """The first n times the Prefect server would start a run of this schedule."""
+    server_side = ServerCronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    start = datetime(2026, 3, 29, tzinfo=UTC)
+    return [date for date in asyncio.run(server_side.get_dates(n=n, start=start))]
+
+
 @pytest.mark.parametrize("name", EVERY)
 def test_the_schedule_is_a_utc_cron_at_the_intended_pace(document, name):
-    (schedule,) = entry(document, name)["schedules"]
+    schedule, *others = entry(document, name)["schedules"]
     cron, gap = EVERY[name]
-    assert schedule == {"cron": cron, "timezone": "UTC"}
-    assert CronSchedule(**schedule).timezone == "UTC"
-    server_side = ServerCronSchedule(**schedule)
-    dates = asyncio.run(server_side.get_dates(n=3, start=datetime(2026, 3, 29, tzinfo=UTC)))
+    assert {key: schedule[key] for key in ("cron", "timezone")} == {"cron": cron, "timezone": "UTC"}
+    # The deployment's own parameters: only the poll has a schedule of its own.
+    assert "parameters" not in schedule
+    assert others == ([POLL] if name == "pregenerate-upcoming-steps" else [])
+    assert CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"]).timezone == "UTC"
+    dates = fire_times(schedule, 3)
     assert [b - a for a, b in itertools.pairwise(dates)] == [gap, gap]
+
+
+def test_finished_batches_are_polled_hourly_never_with_the_daily_submission(document):
+    deployment = entry(document, "pregenerate-upcoming-steps")
+    daily, poll = deployment["schedules"]
+    assert daily["slug"] == "daily-submit" and poll == POLL
+    # A scheduled run's parameters are the deployment's with its schedule's on top (the server
+    # merges them the same way): the poll reads and retires, it never submits.
+    flow = flow_of(deployment)
+    for schedule, submits in [(daily, True), (poll, False)]:
+        parameters = deployment["parameters"] | schedule.get("parameters", {})
+        assert parameters["submit"] is submits
+        flow.validate_parameters(parameters)
+    # A batch that finishes at any moment is read within the hour.
+    polls = fire_times(poll, 48)
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(polls))
+    # Never at the same time: the one-at-a-time limit (CANCEL_NEW, whichever schedule started
+    # the run) would cancel the second of the two, which could be the daily submission.
+    assert not set(polls) & set(fire_times(daily, 2))
 
 
 @pytest.mark.parametrize("name", EVERY)
@@ -156,10 +192,14 @@ def test_serve_builds_the_same_deployments_as_prefect_yaml(document):
             assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
             continue
         assert deployment.concurrency_options.collision_strategy == "CANCEL_NEW"
-        (schedule,) = deployment.schedules
-        assert schedule.schedule.cron == EVERY[name][0]
-        assert schedule.schedule.timezone == "UTC"
-        assert schedule.active
+        assert deployment.schedules[0].schedule.cron == EVERY[name][0]
+        assert len(deployment.schedules) == len(raw["schedules"])
+        for schedule, spec in zip(deployment.schedules, raw["schedules"], strict=True):
+            assert schedule.schedule.cron == spec["cron"]
+            assert schedule.schedule.timezone == "UTC"
+            assert schedule.active
+            assert schedule.slug == spec.get("slug")
+            assert schedule.parameters == spec.get("parameters", {})
 
 
 def test_results_are_kept_in_the_checkouts_data_directory():
