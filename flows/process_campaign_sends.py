@@ -208,14 +208,19 @@ async def _generate_due_leads(
                 gone=lambda: any(lane.wrapped_future.done() for lane in lanes),
             )
         )
+        budget = SharedBudget(signals.budget)
         try:
-            per_lane = [
-                await generate_due_leads(database, config, run, SharedBudget(signals.budget))
-            ]
+            per_lane = [await generate_due_leads(database, config, run, budget)]
             for lane in lanes:
                 per_lane.append(await anyio.to_thread.run_sync(lane_counts, lane))
+        except BaseException:
+            # The pool waits for its lanes on the way out: let them finish what they hold, soon.
+            budget.close()
+            raise
         finally:
             handover.cancel()
+            # A handover cancelled before it began never lets the others go: they would wait.
+            signals.go.set()
     counts: dict[str, CampaignCounts] = {}
     for number, lane_counted in enumerate(per_lane, start=1):
         logger.info("lane %d claimed %d leads", number, totals(lane_counted).claimed)

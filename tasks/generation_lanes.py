@@ -128,6 +128,11 @@ class SharedBudget:
             with self._budget.get_lock():
                 self._budget.value += unused
 
+    def close(self) -> None:
+        """No lane claims again; the batches the lanes hold are still written."""
+        with self._budget.get_lock():
+            self._budget.value = 0
+
 
 def lane_shares(max_concurrency: int, lanes: int) -> list[int]:
     """Each lane's LLM slots, the first lane's first; every lane gets at least one."""

@@ -7,6 +7,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+import flows.process_campaign_sends as flows_module
 from db.models import CampaignLead, EmailSend
 from flows.process_campaign_sends import process_campaign_sends
 from tasks.generation_lanes import PARENT_CHECK_SECONDS
@@ -125,3 +126,26 @@ def test_kill_9_of_the_run_takes_its_lanes_with_it_and_a_rerun_sends_each_lead_o
     assert {(c.currentStepOrder, c.claimToken) for c in leads} == {(2, None)}
     assert 0 < received < LANE_LEADS
     assert rerun_requests == LANE_LEADS - received
+
+
+def test_when_the_first_lane_fails_the_others_stop_claiming_and_the_run_fails(
+    run_settings, sessions, monkeypatch
+):
+    seed(sessions, LANE_LEADS)
+
+    async def broken_lane(*args, **kwargs):
+        raise RuntimeError("the first lane broke")
+
+    # Only the flow's own lane: the other lane's task carries its own copy of the function.
+    monkeypatch.setattr(flows_module, "generate_due_leads", broken_lane)
+    with FakeOpenAI(latency_ms=20) as server:
+        run_settings.update(
+            openai_api_key="sk-test-not-real",
+            openai_base_url=server.base_url,
+            generation_processes=2,
+        )
+        with pytest.raises(RuntimeError, match="the first lane broke"):
+            asyncio.run(process_campaign_sends(as_of=AS_OF, batch_size=100))
+    sends, claimed = generated(sessions)
+    # Without the stop the second lane would have gone on to generate all 1,200 leads.
+    assert sends == 0 and claimed == 0
