@@ -77,6 +77,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " and the per-component CPU costs",
     )
     parser.add_argument("--variant-runs", type=int, default=2, help="repeats of each what-if")
+    parser.add_argument(
+        "--parallel-latency-ms", type=float, default=0.0, help="LLM latency of the two-runs what-if"
+    )
+    parser.add_argument(
+        "--parallel-concurrency",
+        type=int,
+        help="LLM_MAX_CONCURRENCY of each of the two runs (default --concurrency)",
+    )
     parser.add_argument("--py-spy-n", type=int, default=3_000, help="leads in the profiled run")
     parser.add_argument(
         "--py-spy-variant", action="append", choices=VARIANTS, help="variants to profile"

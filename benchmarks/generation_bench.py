@@ -164,15 +164,16 @@ class Bench(Parent):
 
     def parallel(self) -> None:
         """What-if: two flow runs at once over the same --n due leads (the claims keep them
-        apart), 0 ms LLM; the figure is all leads over first start to last finish."""
-        n = self.args.n
+        apart); the figure is all leads over first start to last finish."""
+        n, latency = self.args.n, self.args.parallel_latency_ms
+        concurrency = self.args.parallel_concurrency or self.args.concurrency
         for i in range(self.args.variant_runs):
             seed_due_leads(self.url, n)
             spec = {
                 "database_url": self.url,
                 "n": n,
-                "latency_ms": 0,
-                "concurrency": self.args.concurrency,
+                "latency_ms": latency,
+                "concurrency": concurrency,
                 "batch_size": self.args.batch_size,
                 "variant": "baseline",
                 "start_at": time.time() + 25,
@@ -182,7 +183,7 @@ class Bench(Parent):
             scheduled = sum(r["counts"]["scheduled"] for r in pair)
             verified = verify_run(self.url, n)
             for r in pair:
-                r["label"] = f"parallel-2 0ms n={n} #{i + 1}"
+                r["label"] = f"parallel-2 {latency:g}ms c={concurrency} n={n} #{i + 1}"
                 r["variant"] = "parallel-2"
             self.results.setdefault("parallel", []).append(
                 {
@@ -195,7 +196,8 @@ class Bench(Parent):
                 }
             )
             self.log(
-                f"two runs at once: {scheduled} leads in {span:.1f} s = {scheduled / span:.0f}/s"
+                f"two runs at once ({latency:g} ms, c={concurrency} each): {scheduled} leads in "
+                f"{span:.1f} s = {scheduled / span:.0f}/s"
                 f" (split {[r['counts']['scheduled'] for r in pair]})"
             )
 

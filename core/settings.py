@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     )
     openai_model: str = Field(default="gpt-4o-mini", description="Chat model for personalisation.")
     llm_max_concurrency: int = Field(default=64, ge=1, description="LLM calls in flight per run.")
+    generation_processes: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Processes a process-campaign-sends run generates in when more than one "
+        "batch is due (the run's LLM_MAX_CONCURRENCY is shared between them); 1 keeps it in one.",
+    )
     llm_timeout_seconds: float = Field(default=30.0, gt=0, description="Per LLM request.")
     llm_max_retries: int = Field(
         default=4, ge=0, description="Retries of a 429/5xx/timeout, with backoff and jitter."

@@ -16,8 +16,8 @@ from core.analytics.campaign_report import CampaignReport, ReportWindow, summary
 from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
 from flows.settings import run_settings
-from flows.unwalked import unwalked
 from tasks.report import check_output, compute_report, read_report, write_charts, write_report
+from tasks.unwalked import unwalked
 
 
 @flow(name="campaign-report", log_prints=False)

@@ -27,12 +27,12 @@ from core.engagement.report import (
 )
 from db.engine import DatabaseConfig
 from flows.cutoff import aware
-from flows.in_flight import InFlight
 from flows.settings import run_settings, warn_if_unpriced
-from flows.unwalked import unwalked
 from tasks.breakers import trip_circuit_breakers
 from tasks.engagement import drain_webhook_inbox, ingest_chunk
+from tasks.in_flight import InFlight
 from tasks.mailbox_replies import catch_up_mailbox, list_imap_mailboxes
+from tasks.unwalked import unwalked
 
 # Chunks being written at once: two while the next one is read. Each has its own transaction;
 # their stop rules take turns (see db.queries.engagement).

@@ -1,11 +1,14 @@
 """The `process-campaign-sends` flow: due leads -> personalised messages -> scheduled sends."""
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 
+import anyio
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.runtime import flow_run
+from prefect.task_runners import ProcessPoolTaskRunner
 from pydantic import Field
 
 from core.generation import regeneration_report
@@ -21,10 +24,22 @@ from core.generation.report import (
 )
 from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
-from flows.in_flight import InFlight
 from flows.settings import run_settings, warn_if_unpriced
-from flows.unwalked import unwalked
-from tasks.generation import Claim, claim_lead_batch, generate_messages, write_messages
+from tasks.generation import Claim, claim_lead_batch, count_due, generate_messages
+from tasks.generation_lanes import (
+    IN_FLIGHT_BATCHES,
+    LaneRun,
+    LaneSignals,
+    LocalBudget,
+    SharedBudget,
+    generate_due_leads,
+    generation_lane,
+    hand_over_slots,
+    lane_counts,
+    lane_shares,
+    start_lane_process,
+)
+from tasks.in_flight import InFlight
 from tasks.regeneration import (
     StepClaim,
     claim_step_sends,
@@ -32,11 +47,13 @@ from tasks.regeneration import (
     write_regenerated,
 )
 from tasks.review import claim_approved_sends, record_review_rejections, release_approved_sends
+from tasks.unwalked import unwalked
 from tasks.variants import select_variant_winners
 
-# Batches generating at once: the next batch's LLM calls overlap the previous one's tail and
-# write, while all of them share the run's LLM concurrency limit.
-IN_FLIGHT_BATCHES = 3
+# Other lanes start only when more than this many batches, and leads, are due: a process takes
+# seconds to start, in which one lane gets through a thousand leads with a fast LLM.
+LANES_FROM_BATCHES = 2
+LANES_FROM_LEADS = 1_000
 
 
 @flow(name="process-campaign-sends", log_prints=False)
@@ -97,7 +114,6 @@ async def process_campaign_sends(
         " (dry run)" if dry_run else "",
     )
     counts: dict[str, CampaignCounts] = {}
-    previews: list[tuple[Claim, list[LeadOutcome]]] = []
     if not dry_run:
         # Before the claim, so this run's leads already get a winner decided now.
         await select_variant_winners(database, campaign_id=campaign_id)
@@ -113,50 +129,13 @@ async def process_campaign_sends(
             worker=worker,
         )
 
-    async def generate_and_write(claim: Claim) -> None:
-        # unwalked(): Prefect would otherwise walk every lead looking for futures (1 ms a lead).
-        outcomes = await generate_messages(unwalked(claim.leads), config)
-        if dry_run:
-            previews.append((claim, outcomes))
-            merge(counts, count_batch(claim.leads, outcomes, written=set(), failed=set()))
-            return
-        written = await write_messages(
-            database, config, unwalked(claim), unwalked(outcomes), as_of=cutoff
-        )
-        merge(counts, written)
-
-    remaining = max_leads
-    async with InFlight(IN_FLIGHT_BATCHES) as in_flight:
-        if dry_run:
-            preview = await claim_lead_batch(
-                database,
-                config,
-                as_of=cutoff,
-                limit=max_leads,
-                worker=worker,
-                campaign_id=campaign_id,
-                dry_run=True,
-            )
-            for start in range(0, len(preview.leads), batch_size):
-                batch = Claim(token=None, leads=preview.leads[start : start + batch_size])
-                await in_flight.add(generate_and_write(batch))
-        while remaining > 0 and not dry_run:
-            claim = await claim_lead_batch(
-                database,
-                config,
-                as_of=cutoff,
-                limit=min(batch_size, remaining),
-                worker=worker,
-                campaign_id=campaign_id,
-                dry_run=False,
-            )
-            if not claim.leads:
-                break
-            remaining -= len(claim.leads)
-            await in_flight.add(generate_and_write(claim))
-
+    run = LaneRun(as_of=cutoff, campaign_id=campaign_id, batch_size=batch_size, worker=worker)
     if dry_run:
+        previews = await _preview_due_leads(database, config, run, counts, max_leads=max_leads)
         await _publish_previews(previews)
+    else:
+        lanes = settings.generation_processes
+        merge(counts, await _generate_due_leads(database, config, run, max_leads, lanes))
     await _publish_counts(counts, cutoff, dry_run)
     total = totals(counts)
     logger.info(
@@ -175,6 +154,112 @@ async def process_campaign_sends(
         total.rejected,
     )
     return counts
+
+
+async def _generate_due_leads(
+    database: DatabaseConfig,
+    config: GenerationConfig,
+    run: LaneRun,
+    max_leads: int,
+    processes: int,
+) -> dict[str, CampaignCounts]:
+    """The due leads, in this process alone, or, when more than two batches are due, in up to
+    `processes` lanes: this process and the others in a process pool (`tasks.generation_lanes`).
+    """
+    enough = max(LANES_FROM_BATCHES * run.batch_size, LANES_FROM_LEADS)
+    shares = [config.max_concurrency]
+    if processes > 1 and max_leads > enough:
+        due = await count_due(
+            database, as_of=run.as_of, campaign_id=run.campaign_id, up_to=enough + 1
+        )
+        if due > enough:
+            shares = lane_shares(config.max_concurrency, processes)
+    if len(shares) == 1:
+        return await generate_due_leads(database, config, run, LocalBudget(max_leads))
+    logger = get_run_logger()
+    logger.info(
+        "more than %d leads due: generating in %d processes, with %s of the %d LLM slots",
+        enough,
+        len(shares),
+        "/".join(map(str, shares)),
+        config.max_concurrency,
+    )
+    signals = LaneSignals.create(max_leads)
+    pool = ProcessPoolTaskRunner(
+        max_workers=len(shares) - 1, initializer=start_lane_process, initargs=(signals,)
+    )
+    with pool:
+        lanes = [
+            pool.submit(
+                generation_lane,
+                {
+                    "database": database,
+                    "config": config.model_copy(update={"max_concurrency": share}),
+                    "run": run.model_copy(update={"worker": f"{run.worker}/lane-{number}"}),
+                },
+            )
+            for number, share in enumerate(shares[1:], start=2)
+        ]
+        handover = asyncio.create_task(
+            hand_over_slots(
+                config,
+                signals,
+                lanes=len(shares),
+                share=shares[1],
+                gone=lambda: any(lane.wrapped_future.done() for lane in lanes),
+            )
+        )
+        budget = SharedBudget(signals.budget)
+        try:
+            per_lane = [await generate_due_leads(database, config, run, budget)]
+            for lane in lanes:
+                per_lane.append(await anyio.to_thread.run_sync(lane_counts, lane))
+        except BaseException:
+            # The pool waits for its lanes on the way out: let them finish what they hold, soon.
+            budget.close()
+            raise
+        finally:
+            handover.cancel()
+            # A handover cancelled before it began never lets the others go: they would wait.
+            signals.go.set()
+    counts: dict[str, CampaignCounts] = {}
+    for number, lane_counted in enumerate(per_lane, start=1):
+        logger.info("lane %d claimed %d leads", number, totals(lane_counted).claimed)
+        merge(counts, lane_counted)
+    return counts
+
+
+async def _preview_due_leads(
+    database: DatabaseConfig,
+    config: GenerationConfig,
+    run: LaneRun,
+    counts: dict[str, CampaignCounts],
+    *,
+    max_leads: int,
+) -> list[tuple[Claim, list[LeadOutcome]]]:
+    """A dry run: the leads a claim would take, generated batch by batch, nothing written."""
+    previews: list[tuple[Claim, list[LeadOutcome]]] = []
+
+    async def generate(claim: Claim) -> None:
+        # unwalked(): Prefect would otherwise walk every lead looking for futures (1 ms a lead).
+        outcomes = await generate_messages(unwalked(claim.leads), config)
+        previews.append((claim, outcomes))
+        merge(counts, count_batch(claim.leads, outcomes, written=set(), failed=set()))
+
+    preview = await claim_lead_batch(
+        database,
+        config,
+        as_of=run.as_of,
+        limit=max_leads,
+        worker=run.worker,
+        campaign_id=run.campaign_id,
+        dry_run=True,
+    )
+    async with InFlight(IN_FLIGHT_BATCHES) as in_flight:
+        for start in range(0, len(preview.leads), run.batch_size):
+            batch = Claim(token=None, leads=preview.leads[start : start + run.batch_size])
+            await in_flight.add(generate(batch))
+    return previews
 
 
 async def _release_reviewed(

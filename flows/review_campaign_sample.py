@@ -24,10 +24,10 @@ from core.generation.launch_review import decision_markdown, sample_markdown
 from core.statuses import CampaignStatus
 from db.engine import DatabaseConfig
 from flows.settings import run_settings, warn_if_unpriced
-from flows.unwalked import unwalked
 from tasks.generation import generate_messages
 from tasks.regeneration import find_campaign_step
 from tasks.review import launch_reviewed_campaign, read_sample_leads
+from tasks.unwalked import unwalked
 
 # The suspension's key: the run started again after a resume finds its answer under it.
 DECISION_KEY = "launch-decision"

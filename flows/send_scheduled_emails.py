@@ -27,7 +27,6 @@ from db.base import utcnow
 from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
 from flows.settings import run_settings
-from flows.unwalked import unwalked
 from tasks.breakers import trip_circuit_breakers
 from tasks.delivery import (
     check_sending_rules,
@@ -40,6 +39,7 @@ from tasks.delivery import (
 from tasks.engagement import drain_webhook_inbox
 from tasks.mailbox_report import read_mailbox_facts
 from tasks.reconcile import reconcile_unknown_sends
+from tasks.unwalked import unwalked
 
 
 def delivery_config(settings: Settings) -> DeliveryConfig:

@@ -38,7 +38,7 @@ from core.generation.report import CampaignCounts, count_batch
 from core.generation.review import first_reviewed_steps
 from db.base import utcnow
 from db.engine import DatabaseConfig
-from db.queries.claims import claim_due_leads, preview_due_leads
+from db.queries.claims import claim_due_leads, count_due_leads, preview_due_leads
 from db.queries.generation import count_step_messages, hold_leads, record_messages
 from tasks.database import database_task, in_transaction
 
@@ -121,8 +121,29 @@ async def cache_outside_runs() -> Callable[[], ResultStoreCache]:
     return lambda: ResultStoreCache(ResultStore(result_storage=storage))
 
 
+class _LoopSlots:
+    """The LLM slots of one event loop: a semaphore, and the slots it owes to a lender.
+
+    While slots are owed, a slot given back goes to the lender instead of the next waiting
+    call, so a lender is served before the whole queue of waiting calls.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.semaphore = asyncio.Semaphore(size)
+        self.owed = 0
+        self.paid = asyncio.Event()
+
+    def release(self) -> None:
+        if self.owed:
+            self.owed -= 1
+            if not self.owed:
+                self.paid.set()
+        else:
+            self.semaphore.release()
+
+
 # One limit per event loop: every batch of a run shares the same LLM slots.
-_slots: "WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = WeakKeyDictionary()
+_slots: "WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSlots]" = WeakKeyDictionary()
 
 
 class LLMSlots:
@@ -132,15 +153,41 @@ class LLMSlots:
     def __init__(self, config: GenerationConfig) -> None:
         self._rate_limit = config.rate_limit_name
         loop = asyncio.get_running_loop()
-        self._slots = _slots.setdefault(loop, asyncio.Semaphore(config.max_concurrency))
+        self._slots = _slots.setdefault(loop, _LoopSlots(config.max_concurrency))
+
+    async def lend(self, count: int, *, then: Callable[[], None]) -> None:
+        """Take `count` slots away from this process, ahead of the calls waiting for one (other
+        processes of the run call with them), call `then` once they are all taken, and hold
+        them until cancelled."""
+        slots = self._slots
+        taken = 0  # the slots this lender holds
+        try:
+            while taken < count and not slots.semaphore.locked():
+                await slots.semaphore.acquire()  # a free slot: returns at once
+                taken += 1
+            if taken < count:
+                slots.owed, slots.paid = count - taken, asyncio.Event()
+                try:
+                    await slots.paid.wait()
+                finally:
+                    taken = count - slots.owed
+                    slots.owed = 0
+            then()
+            await asyncio.Event().wait()
+        finally:
+            for _ in range(taken):
+                slots.semaphore.release()
 
     @asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
         """Wait for a slot and a rate-limit token; the call runs inside."""
-        async with self._slots:
+        await self._slots.semaphore.acquire()
+        try:
             if self._rate_limit:
                 await rate_limit(self._rate_limit, strict=False)
             yield
+        finally:
+            self._slots.release()
 
 
 class LimitedGenerator:
@@ -189,6 +236,20 @@ async def claim_lead_batch(
     claimed = await in_transaction(database, claim)
     failpoint("generation.after_claim")
     return claimed
+
+
+@database_task("count-due-leads")
+async def count_due(
+    database: DatabaseConfig, *, as_of: datetime, campaign_id: str | None, up_to: int
+) -> int:
+    """How many leads are due now, counted no further than `up_to`."""
+
+    def count(session: Session) -> int:
+        return count_due_leads(
+            session, as_of=as_of, now=utcnow(), limit=up_to, campaign_id=campaign_id
+        )
+
+    return await in_transaction(database, count)
 
 
 @task(

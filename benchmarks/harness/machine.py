@@ -169,9 +169,12 @@ class CPUMeter:
 
     def _snapshot(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        # Child processes that ended: a run's generation lanes, once its process pool shut down.
+        ended = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy, total = machine_jiffies()
         return {
             "flow_process": usage.ru_utime + usage.ru_stime,
+            "lane_processes": ended.ru_utime + ended.ru_stime,
             **{name: proc_cpu(pid) for name, pid in self.processes.items()},
             "postgres": pg_cpu(self.postmaster),
             "busy": busy,
@@ -182,7 +185,7 @@ class CPUMeter:
         """(CPU seconds by process since construction, None where unreadable; machine % busy)."""
         end = self._snapshot()
         seconds: dict[str, float | None] = {}
-        for name in ("flow_process", *self.processes, "postgres"):
+        for name in ("flow_process", "lane_processes", *self.processes, "postgres"):
             a, b = self.start[name], end[name]
             seconds[name] = None if a is None or b is None else b - a
         busy = end["busy"] - self.start["busy"]

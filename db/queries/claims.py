@@ -104,6 +104,8 @@ CLAIM_DUE_LEADS, PREVIEW_DUE_LEADS = leased_claim(
     "CampaignLead", "cl", _DUE, DUE_LEAD_DETAILS, *_TYPES, nextScheduledDate=UTCDateTime
 )
 
+COUNT_DUE_LEADS = text(f"SELECT count(*) FROM ({_DUE}) due").bindparams(*_TYPES)
+
 # The claim's plan, chosen for it alone. The planner takes `status = 'active'` and
 # `"nextScheduledDate" IS NOT NULL` as independent, though only active leads have a next date,
 # so it expects about a tenth of the due rows: fewer than a batch. It then reads every due row
@@ -157,3 +159,11 @@ def preview_due_leads(
     params = {"as_of": as_of, "now": now, "limit": limit, "campaign_id": campaign_id}
     rows = session.execute(PREVIEW_DUE_LEADS, params).mappings().all()
     return due_leads(session, rows)
+
+
+def count_due_leads(
+    session: Session, *, as_of: datetime, now: datetime, limit: int, campaign_id: str | None = None
+) -> int:
+    """How many leads a claim could take now, counting no further than `limit`."""
+    params = {"as_of": as_of, "now": now, "limit": limit, "campaign_id": campaign_id}
+    return int(session.execute(COUNT_DUE_LEADS, params).scalar_one())

@@ -71,6 +71,8 @@ class FakeOpenAIStats:
     disconnects: int
     in_flight: int
     retry_counts: dict[int, int]
+    # The most completion requests in flight at once since the last reset.
+    peak_in_flight: int = 0
     uploads: int = 0
     # How often each batch request's custom_id was submitted in a batch.
     batch_submissions: dict[str, int] = field(default_factory=dict)
@@ -92,6 +94,7 @@ class AppState:
 
     def _zero(self) -> None:
         self._requests = self._successes = self._disconnects = self._in_flight = 0
+        self._peak_in_flight = 0
         self._faults: Counter[str] = Counter()
         self._retry_counts: Counter[int] = Counter()
         self._log.clear()
@@ -146,6 +149,7 @@ class AppState:
         with self._lock:
             self._requests += 1
             self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
             if retry_count is not None:
                 self._retry_counts[retry_count] += 1
             fault: Fault | None = None
@@ -185,6 +189,7 @@ class AppState:
                 faults=dict(self._faults),
                 disconnects=self._disconnects,
                 in_flight=self._in_flight,
+                peak_in_flight=self._peak_in_flight,
                 retry_counts=dict(self._retry_counts),
                 uploads=self.files.uploads,
                 batch_submissions=dict(self.files.submitted),

@@ -1,0 +1,151 @@
+"""`process-campaign-sends` generating in more than one process: every lead once, the run's LLM
+concurrency never exceeded, a run that dies takes its lanes with it."""
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+import flows.process_campaign_sends as flows_module
+from db.models import CampaignLead, EmailSend
+from flows.process_campaign_sends import process_campaign_sends
+from tasks.generation_lanes import PARENT_CHECK_SECONDS
+from tests.flows.test_process_campaign_sends import AS_OF, seed
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.killed_worker import run_killed_worker
+from tests.support.run_records import run_log_messages, run_with_artifacts
+
+pytestmark = pytest.mark.flows
+
+LEASE_SECONDS = 2
+ALWAYS_OPEN = {
+    "timezone": "UTC",
+    "window": {
+        "start": "00:00",
+        "end": "23:59",
+        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    },
+}
+
+
+def lane_claims(messages: list[str]) -> dict[int, int]:
+    found = {}
+    for message in messages:
+        if message.startswith("lane ") and " claimed " in message:
+            words = message.split()
+            found[int(words[1])] = int(words[3])
+    return found
+
+
+def test_a_run_with_many_leads_due_generates_them_in_two_processes_each_once(
+    run_settings, sessions
+):
+    campaign_id = seed(sessions, 1_200)
+    with FakeOpenAI(latency_ms=150) as server:
+        run_settings.update(
+            openai_api_key="sk-test-not-real",
+            openai_base_url=server.base_url,
+            llm_max_concurrency=8,
+            generation_processes=2,
+        )
+        counts, _, run_id = asyncio.run(
+            run_with_artifacts(process_campaign_sends, as_of=AS_OF, batch_size=100)
+        )
+        stats = server.stats()
+    assert counts[campaign_id].claimed == 1_200
+    assert counts[campaign_id].scheduled == 1_200
+    # Every lead was paid for once, and the two processes together kept to the run's 8 slots.
+    assert stats.requests == 1_200
+    assert stats.peak_in_flight <= 8
+    with sessions() as session:
+        per_lead = session.execute(
+            select(EmailSend.leadId, func.count()).group_by(EmailSend.leadId)
+        ).all()
+        steps = {c.currentStepOrder for c in session.scalars(select(CampaignLead))}
+    assert len(per_lead) == 1_200 and {n for _, n in per_lead} == {1}
+    assert steps == {2}
+    claims = lane_claims(asyncio.run(run_log_messages(run_id)))
+    assert set(claims) == {1, 2} and sum(claims.values()) == 1_200
+    assert claims[2] > 0, "the second process generated nothing"
+
+
+LANE_LEADS = 1_200
+
+
+def generated(sessions) -> tuple[int, int]:
+    with sessions() as session:
+        sends = session.scalar(select(func.count()).select_from(EmailSend))
+        claimed = session.scalar(select(func.count()).where(CampaignLead.claimToken.is_not(None)))
+    return sends, claimed
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+def test_kill_9_of_the_run_takes_its_lanes_with_it_and_a_rerun_sends_each_lead_once(
+    worker_env, sessions, tmp_path
+):
+    # RELIABILITY.md properties 3 and 4 with two processes: the run is killed the moment its
+    # second lane may call the LLM; that lane must stop too (nothing claims, writes or pays
+    # after the kill), and the next run finishes every lead once, paying only for answers
+    # nobody received.
+    seed(sessions, LANE_LEADS, rules=ALWAYS_OPEN)
+    with FakeOpenAI(latency_ms=100) as server:
+        settings = {
+            "OPENAI_API_KEY": "sk-test-not-real",
+            "OPENAI_BASE_URL": server.base_url,
+            "LLM_MAX_CONCURRENCY": "8",
+            "GENERATION_PROCESSES": "2",
+            "CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
+            "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+        }
+        run_killed_worker(
+            "tests.support.run_flow",
+            [AS_OF.isoformat(), "100"],
+            "generation.lanes_started",
+            settings,
+        )
+        time.sleep(2 * PARENT_CHECK_SECONDS + 0.5)  # the lane notices its parent is gone
+        after_kill = (server.stats().requests, *generated(sessions))
+        time.sleep(LEASE_SECONDS + 0.5)  # long enough for a surviving lane to show itself
+        assert (server.stats().requests, *generated(sessions)) == after_kill
+        received = len(list((tmp_path / "results").glob("generation-*")))
+        # The rerun keeps the default lease: longer than a batch takes, as in production.
+        for name, value in settings.items():
+            if name not in ("PREFECT_LOCAL_STORAGE_PATH", "CLAIM_LEASE_SECONDS"):
+                worker_env.setenv(name, value)
+        asyncio.run(process_campaign_sends(as_of=AS_OF, batch_size=100))
+        rerun_requests = server.stats().requests - after_kill[0]
+
+    with sessions() as session:
+        per_lead = session.execute(
+            select(EmailSend.leadId, func.count()).group_by(EmailSend.leadId)
+        ).all()
+        leads = session.scalars(select(CampaignLead)).all()
+    assert len(per_lead) == LANE_LEADS and {n for _, n in per_lead} == {1}
+    assert {(c.currentStepOrder, c.claimToken) for c in leads} == {(2, None)}
+    assert 0 < received < LANE_LEADS
+    assert rerun_requests == LANE_LEADS - received
+
+
+def test_when_the_first_lane_fails_the_others_stop_claiming_and_the_run_fails(
+    run_settings, sessions, monkeypatch
+):
+    seed(sessions, LANE_LEADS)
+
+    async def broken_lane(*args, **kwargs):
+        raise RuntimeError("the first lane broke")
+
+    # Only the flow's own lane: the other lane's task carries its own copy of the function.
+    monkeypatch.setattr(flows_module, "generate_due_leads", broken_lane)
+    with FakeOpenAI(latency_ms=20) as server:
+        run_settings.update(
+            openai_api_key="sk-test-not-real",
+            openai_base_url=server.base_url,
+            generation_processes=2,
+        )
+        with pytest.raises(RuntimeError, match="the first lane broke"):
+            asyncio.run(process_campaign_sends(as_of=AS_OF, batch_size=100))
+    sends, claimed = generated(sessions)
+    # Without the stop the second lane would have gone on to generate all 1,200 leads.
+    assert sends == 0 and claimed == 0

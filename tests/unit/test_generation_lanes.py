@@ -1,0 +1,84 @@
+"""The pieces generation lanes share: slot shares, the leads budget, and lending slots."""
+
+import asyncio
+
+import pytest
+
+from core.generation.config import GenerationConfig
+from tasks.generation import LLMSlots
+from tasks.generation_lanes import LaneSignals, LocalBudget, SharedBudget, lane_shares
+
+
+@pytest.mark.parametrize(
+    ("slots", "lanes", "shares"),
+    [(64, 2, [32, 32]), (64, 3, [22, 21, 21]), (8, 1, [8]), (3, 8, [1, 1, 1]), (1, 2, [1])],
+)
+def test_lane_shares_add_up_to_the_run_s_slots_and_give_every_lane_one(slots, lanes, shares):
+    assert lane_shares(slots, lanes) == shares
+    assert sum(lane_shares(slots, lanes)) == slots
+
+
+@pytest.mark.parametrize("budget", [LocalBudget(250), SharedBudget(LaneSignals.create(250).budget)])
+def test_a_budget_is_taken_a_batch_at_a_time_and_unclaimed_leads_come_back(budget):
+    assert budget.take(100) == 100
+    assert budget.take(100) == 100
+    budget.give_back(30)  # the claim found only 70 due
+    assert budget.take(100) == 80
+    assert budget.take(100) == 0
+
+
+def test_lent_slots_go_to_the_lender_before_the_calls_waiting_for_them():
+    async def scenario() -> list[str]:
+        slots = LLMSlots(GenerationConfig(model="m", max_concurrency=4))
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def call(name: str) -> None:
+            async with slots.held():
+                order.append(name)
+                await release.wait()
+
+        calls = [asyncio.create_task(call(f"call-{i}")) for i in range(10)]
+        await asyncio.sleep(0.01)  # 4 calls hold the slots, 6 wait
+        lender = asyncio.create_task(slots.lend(2, then=lambda: order.append("lent")))
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(*calls)
+        lender.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await lender
+        # The lent slots are back: 4 calls at once again.
+        held = [asyncio.create_task(call(f"after-{i}")) for i in range(4)]
+        await asyncio.wait_for(asyncio.gather(*held), 1)
+        return order
+
+    order = asyncio.run(scenario())
+    first_four = {f"call-{i}" for i in range(4)}
+    assert set(order[:4]) == first_four
+    # When the first 4 finished, 2 of their slots went to the lender, before the 6 waiting calls
+    # (a plain queue would have served it after all of them).
+    assert order[4] == "lent"
+    assert order[5:11] == [f"call-{i}" for i in range(4, 10)]
+
+
+def test_while_slots_are_lent_only_the_rest_are_used():
+    async def scenario() -> int:
+        slots = LLMSlots(GenerationConfig(model="m", max_concurrency=4))
+        lent = asyncio.Event()
+        lender = asyncio.create_task(slots.lend(3, then=lent.set))
+        await asyncio.wait_for(lent.wait(), 1)
+        running = peak = 0
+
+        async def call() -> None:
+            nonlocal running, peak
+            async with slots.held():
+                running += 1
+                peak = max(peak, running)
+                await asyncio.sleep(0.005)
+                running -= 1
+
+        await asyncio.gather(*(call() for _ in range(20)))
+        lender.cancel()
+        return peak
+
+    assert asyncio.run(scenario()) == 1
