@@ -66,6 +66,14 @@ class Settings(BaseSettings):
         description="Processes a process-campaign-sends run generates in when more than one "
         "batch is due (the run's LLM_MAX_CONCURRENCY is shared between them); 1 keeps it in one.",
     )
+    generation_processes_when_busy: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="The share of a core a process-campaign-sends run's own process must use "
+        "(two seconds in a row) before it starts its other GENERATION_PROCESSES; 0 starts them "
+        "as soon as many leads are due.",
+    )
     llm_timeout_seconds: float = Field(default=30.0, gt=0, description="Per LLM request.")
     llm_max_retries: int = Field(
         default=4, ge=0, description="Retries of a 429/5xx/timeout, with backoff and jitter."

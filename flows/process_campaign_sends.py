@@ -1,12 +1,14 @@
 """The `process-campaign-sends` flow: due leads -> personalised messages -> scheduled sends."""
 
 import asyncio
+from contextlib import ExitStack
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.futures import PrefectConcurrentFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner
 from pydantic import Field
@@ -38,6 +40,7 @@ from tasks.generation_lanes import (
     lane_counts,
     lane_shares,
     start_lane_process,
+    start_when_busy,
 )
 from tasks.in_flight import InFlight
 from tasks.regeneration import (
@@ -134,8 +137,8 @@ async def process_campaign_sends(
         previews = await _preview_due_leads(database, config, run, counts, max_leads=max_leads)
         await _publish_previews(previews)
     else:
-        lanes = settings.generation_processes
-        merge(counts, await _generate_due_leads(database, config, run, max_leads, lanes))
+        lanes, busy = settings.generation_processes, settings.generation_processes_when_busy
+        merge(counts, await _generate_due_leads(database, config, run, max_leads, lanes, busy))
     await _publish_counts(counts, cutoff, dry_run)
     total = totals(counts)
     logger.info(
@@ -162,9 +165,11 @@ async def _generate_due_leads(
     run: LaneRun,
     max_leads: int,
     processes: int,
+    when_busy: float,
 ) -> dict[str, CampaignCounts]:
-    """The due leads, in this process alone, or, when more than two batches are due, in up to
-    `processes` lanes: this process and the others in a process pool (`tasks.generation_lanes`).
+    """The due leads, in this process alone, or, when more than two batches are due and this
+    process is out of CPU (`when_busy`), in up to `processes` lanes: this process and the others
+    in a process pool (`tasks.generation_lanes`).
     """
     enough = max(LANES_FROM_BATCHES * run.batch_size, LANES_FROM_LEADS)
     shares = [config.max_concurrency]
@@ -177,41 +182,53 @@ async def _generate_due_leads(
     if len(shares) == 1:
         return await generate_due_leads(database, config, run, LocalBudget(max_leads))
     logger = get_run_logger()
-    logger.info(
-        "more than %d leads due: generating in %d processes, with %s of the %d LLM slots",
-        enough,
-        len(shares),
-        "/".join(map(str, shares)),
-        config.max_concurrency,
-    )
     signals = LaneSignals.create(max_leads)
-    pool = ProcessPoolTaskRunner(
-        max_workers=len(shares) - 1, initializer=start_lane_process, initargs=(signals,)
-    )
-    with pool:
-        lanes = [
-            pool.submit(
-                generation_lane,
-                {
-                    "database": database,
-                    "config": config.model_copy(update={"max_concurrency": share}),
-                    "run": run.model_copy(update={"worker": f"{run.worker}/lane-{number}"}),
-                },
-            )
-            for number, share in enumerate(shares[1:], start=2)
-        ]
-        handover = asyncio.create_task(
-            hand_over_slots(
-                config,
-                signals,
-                lanes=len(shares),
-                share=shares[1],
-                gone=lambda: any(lane.wrapped_future.done() for lane in lanes),
+    budget = SharedBudget(signals.budget)
+    lanes: list[PrefectConcurrentFuture[Any]] = []
+    handing_over: list[asyncio.Task[None]] = []
+
+    def start_lanes(stack: ExitStack, busy: float) -> None:
+        logger.info(
+            "more than %d leads due and this process %.0f %% busy: generating in %d processes, "
+            "with %s of the %d LLM slots",
+            enough,
+            100 * busy,
+            len(shares),
+            "/".join(map(str, shares)),
+            config.max_concurrency,
+        )
+        pool = stack.enter_context(
+            ProcessPoolTaskRunner(
+                max_workers=len(shares) - 1, initializer=start_lane_process, initargs=(signals,)
             )
         )
-        budget = SharedBudget(signals.budget)
+        for number, share in enumerate(shares[1:], start=2):
+            lane_config = config.model_copy(update={"max_concurrency": share})
+            lane_run = run.model_copy(update={"worker": f"{run.worker}/lane-{number}"})
+            lanes.append(
+                pool.submit(
+                    generation_lane, {"database": database, "config": lane_config, "run": lane_run}
+                )
+            )
+        handing_over.append(
+            asyncio.create_task(
+                hand_over_slots(
+                    config,
+                    signals,
+                    lanes=len(shares),
+                    share=shares[1],
+                    gone=lambda: any(lane.wrapped_future.done() for lane in lanes),
+                )
+            )
+        )
+
+    with ExitStack() as stack:
+        watch = asyncio.create_task(
+            start_when_busy(when_busy, lambda busy: start_lanes(stack, busy))
+        )
         try:
             per_lane = [await generate_due_leads(database, config, run, budget)]
+            watch.cancel()
             for lane in lanes:
                 per_lane.append(await anyio.to_thread.run_sync(lane_counts, lane))
         except BaseException:
@@ -219,12 +236,15 @@ async def _generate_due_leads(
             budget.close()
             raise
         finally:
-            handover.cancel()
+            watch.cancel()
+            for handover in handing_over:
+                handover.cancel()
             # A handover cancelled before it began never lets the others go: they would wait.
             signals.go.set()
     counts: dict[str, CampaignCounts] = {}
     for number, lane_counted in enumerate(per_lane, start=1):
-        logger.info("lane %d claimed %d leads", number, totals(lane_counted).claimed)
+        if len(per_lane) > 1:
+            logger.info("lane %d claimed %d leads", number, totals(lane_counted).claimed)
         merge(counts, lane_counted)
     return counts
 

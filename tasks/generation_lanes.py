@@ -17,6 +17,7 @@ import asyncio
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,9 @@ from tasks.unwalked import unwalked
 IN_FLIGHT_BATCHES = 3
 # How often a lane process looks for its parent (a killed flow run takes its lanes with it).
 PARENT_CHECK_SECONDS = 0.5
+# The windows in which this process's CPU is measured before other lanes start.
+BUSY_WINDOW_SECONDS = 1.0
+BUSY_WINDOWS = 2
 # How often the first lane looks whether the other lanes are up, to hand them their slots.
 READY_CHECK_SECONDS = 0.05
 
@@ -210,6 +214,27 @@ def lane_counts(lane: PrefectConcurrentFuture[Any]) -> dict[str, CampaignCounts]
     """A lane's counts once its process is done with it (blocks; a lane's error is raised)."""
     counts: dict[str, CampaignCounts] = lane.result()
     return counts
+
+
+async def start_when_busy(share: float, start: Callable[[float], None]) -> None:
+    """Call `start(busy)` once this process has used at least `share` of a core in each of two
+    windows in a row (0: at once), then return; the caller cancels it when the work is done.
+
+    Another process pays only when this one is out of CPU (a fast LLM). While the LLM's latency
+    is what bounds the run, more processes only split its slots and cost the start.
+    """
+    if share <= 0:
+        start(0.0)
+        return
+    busy_windows = 0
+    cpu, wall = time.process_time(), time.monotonic()
+    while busy_windows < BUSY_WINDOWS:
+        await asyncio.sleep(BUSY_WINDOW_SECONDS)
+        now_cpu, now_wall = time.process_time(), time.monotonic()
+        busy = (now_cpu - cpu) / max(now_wall - wall, 1e-6)
+        busy_windows = busy_windows + 1 if busy >= share else 0
+        cpu, wall = now_cpu, now_wall
+    start(busy)
 
 
 _signals: LaneSignals | None = None

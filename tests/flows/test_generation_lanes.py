@@ -48,6 +48,7 @@ def test_a_run_with_many_leads_due_generates_them_in_two_processes_each_once(
             openai_base_url=server.base_url,
             llm_max_concurrency=8,
             generation_processes=2,
+            generation_processes_when_busy=0,  # the fake LLM is too slow to keep a core busy
         )
         counts, _, run_id = asyncio.run(
             run_with_artifacts(process_campaign_sends, as_of=AS_OF, batch_size=100)
@@ -96,6 +97,7 @@ def test_kill_9_of_the_run_takes_its_lanes_with_it_and_a_rerun_sends_each_lead_o
             "OPENAI_BASE_URL": server.base_url,
             "LLM_MAX_CONCURRENCY": "8",
             "GENERATION_PROCESSES": "2",
+            "GENERATION_PROCESSES_WHEN_BUSY": "0",
             "CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
             "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
         }
@@ -143,6 +145,7 @@ def test_when_the_first_lane_fails_the_others_stop_claiming_and_the_run_fails(
             openai_api_key="sk-test-not-real",
             openai_base_url=server.base_url,
             generation_processes=2,
+            generation_processes_when_busy=0,  # the fake LLM is too slow to keep a core busy
         )
         with pytest.raises(RuntimeError, match="the first lane broke"):
             asyncio.run(process_campaign_sends(as_of=AS_OF, batch_size=100))

@@ -1,10 +1,12 @@
 """The pieces generation lanes share: slot shares, the leads budget, and lending slots."""
 
 import asyncio
+import time
 
 import pytest
 
 from core.generation.config import GenerationConfig
+from tasks import generation_lanes
 from tasks.generation import LLMSlots
 from tasks.generation_lanes import LaneSignals, LocalBudget, SharedBudget, lane_shares
 
@@ -82,3 +84,34 @@ def test_while_slots_are_lent_only_the_rest_are_used():
         return peak
 
     assert asyncio.run(scenario()) == 1
+
+
+def busy_then_idle(seconds: float) -> None:
+    """Hold the CPU for `seconds` (this process's CPU time, as a busy run would)."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_other_lanes_start_only_once_this_process_is_busy(monkeypatch):
+    monkeypatch.setattr(generation_lanes, "BUSY_WINDOW_SECONDS", 0.1)
+
+    async def scenario(busy_seconds: float, wait: float) -> list[float]:
+        started: list[float] = []
+        watch = asyncio.create_task(generation_lanes.start_when_busy(0.8, started.append))
+        spinning = asyncio.create_task(asyncio.to_thread(busy_then_idle, busy_seconds))
+        await asyncio.sleep(wait)
+        watch.cancel()
+        await spinning
+        return started
+
+    # Idle (an LLM with latency): never; a core kept busy (a fast LLM): after two windows.
+    assert asyncio.run(scenario(0, 0.5)) == []
+    busy = asyncio.run(scenario(0.6, 0.6))
+    assert len(busy) == 1 and busy[0] >= 0.8
+
+
+def test_a_share_of_zero_starts_the_other_lanes_at_once():
+    started: list[float] = []
+    asyncio.run(generation_lanes.start_when_busy(0, started.append))
+    assert started == [0.0]
