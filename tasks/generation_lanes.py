@@ -4,7 +4,9 @@ one lane per process, so that one run can use every core.
 A lane claims a batch of due leads, generates it and writes it, `IN_FLIGHT_BATCHES` at a time,
 until nothing is due or the run's budget of leads is spent. The flow's own process is the first
 lane. The others run as one task each in a process pool (Prefect's `ProcessPoolTaskRunner`), and
-only when more than one batch is due: a process takes seconds to start. Lanes are kept apart
+only when many leads are due and the first process is out of CPU (`start_when_busy`): a process
+takes seconds to start, and while the LLM's latency bounds the run it only splits the slots.
+Lanes are kept apart
 exactly as two runs are: each batch is leased under its own claim token and written fenced by
 it, so a lane that dies loses nothing that a later run does not take over.
 
