@@ -40,7 +40,7 @@ from tasks.generation_lanes import (
     lane_counts,
     lane_shares,
     start_lane_process,
-    start_when_busy,
+    until_busy,
 )
 from tasks.in_flight import InFlight
 from tasks.regeneration import (
@@ -185,9 +185,11 @@ async def _generate_due_leads(
     signals = LaneSignals.create(max_leads)
     budget = SharedBudget(signals.budget)
     lanes: list[PrefectConcurrentFuture[Any]] = []
-    handing_over: list[asyncio.Task[None]] = []
 
-    def start_lanes(stack: ExitStack, busy: float) -> None:
+    async def start_lanes_when_busy(stack: ExitStack) -> None:
+        """Start the other lanes once this process is out of CPU, then hand them their slots;
+        cancelled when this process's lane is done."""
+        busy = await until_busy(when_busy)
         logger.info(
             "more than %d leads due and this process %.0f %% busy: generating in %d processes, "
             "with %s of the %d LLM slots",
@@ -210,22 +212,16 @@ async def _generate_due_leads(
                     generation_lane, {"database": database, "config": lane_config, "run": lane_run}
                 )
             )
-        handing_over.append(
-            asyncio.create_task(
-                hand_over_slots(
-                    config,
-                    signals,
-                    lanes=len(shares),
-                    share=shares[1],
-                    gone=lambda: any(lane.wrapped_future.done() for lane in lanes),
-                )
-            )
+        await hand_over_slots(
+            config,
+            signals,
+            others=len(lanes),
+            lent=sum(shares[1:]),
+            gone=lambda: any(lane.wrapped_future.done() for lane in lanes),
         )
 
     with ExitStack() as stack:
-        watch = asyncio.create_task(
-            start_when_busy(when_busy, lambda busy: start_lanes(stack, busy))
-        )
+        watch = asyncio.create_task(start_lanes_when_busy(stack))
         try:
             per_lane = [await generate_due_leads(database, config, run, budget)]
             watch.cancel()
@@ -237,8 +233,6 @@ async def _generate_due_leads(
             raise
         finally:
             watch.cancel()
-            for handover in handing_over:
-                handover.cancel()
             # A handover cancelled before it began never lets the others go: they would wait.
             signals.go.set()
     counts: dict[str, CampaignCounts] = {}

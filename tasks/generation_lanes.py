@@ -4,7 +4,7 @@ one lane per process, so that one run can use every core.
 A lane claims a batch of due leads, generates it and writes it, `IN_FLIGHT_BATCHES` at a time,
 until nothing is due or the run's budget of leads is spent. The flow's own process is the first
 lane. The others run as one task each in a process pool (Prefect's `ProcessPoolTaskRunner`), and
-only when many leads are due and the first process is out of CPU (`start_when_busy`): a process
+only when many leads are due and the first process is out of CPU (`until_busy`): a process
 takes seconds to start, and while the LLM's latency bounds the run it only splits the slots.
 Lanes are kept apart
 exactly as two runs are: each batch is leased under its own claim token and written fenced by
@@ -183,13 +183,13 @@ async def hand_over_slots(
     config: GenerationConfig,
     signals: LaneSignals,
     *,
-    lanes: int,
-    share: int,
+    others: int,
+    lent: int,
     gone: Callable[[], bool],
 ) -> None:
     """The first lane's side of the start, until cancelled when the run's lanes are done: once
-    every other lane is up, take `share` slots from this process for each of them (waiting for
-    calls in flight to finish), then let them call.
+    the `others` lanes are up, take `lent` slots from this process for them (waiting for calls
+    in flight to finish), then let them call.
 
     A lane process that ended before it was up (`gone()`) is not waited for.
     """
@@ -199,14 +199,14 @@ async def hand_over_slots(
         failpoint("generation.lanes_started")
 
     try:
-        waiting = lanes - 1
+        waiting = others
         while waiting and not gone():
             if signals.ready.acquire(block=False):
                 waiting -= 1
             else:
                 await asyncio.sleep(READY_CHECK_SECONDS)
         if not waiting:
-            await LLMSlots(config).lend(share * (lanes - 1), then=go)
+            await LLMSlots(config).lend(lent, then=go)
     finally:
         # Whatever stopped the wait, the first lane is done with the slots the others need.
         signals.go.set()
@@ -218,17 +218,16 @@ def lane_counts(lane: PrefectConcurrentFuture[Any]) -> dict[str, CampaignCounts]
     return counts
 
 
-async def start_when_busy(share: float, start: Callable[[float], None]) -> None:
-    """Call `start(busy)` once this process has used at least `share` of a core in each of two
-    windows in a row (0: at once), then return; the caller cancels it when the work is done.
+async def until_busy(share: float) -> float:
+    """Return once this process has used at least `share` of a core in each of two windows in
+    a row (0: at once), with the share it used in the last.
 
     Another process pays only when this one is out of CPU (a fast LLM). While the LLM's latency
     is what bounds the run, more processes only split its slots and cost the start.
     """
     if share <= 0:
-        start(0.0)
-        return
-    busy_windows = 0
+        return 0.0
+    busy, busy_windows = 0.0, 0
     cpu, wall = time.process_time(), time.monotonic()
     while busy_windows < BUSY_WINDOWS:
         await asyncio.sleep(BUSY_WINDOW_SECONDS)
@@ -236,7 +235,7 @@ async def start_when_busy(share: float, start: Callable[[float], None]) -> None:
         busy = (now_cpu - cpu) / max(now_wall - wall, 1e-6)
         busy_windows = busy_windows + 1 if busy >= share else 0
         cpu, wall = now_cpu, now_wall
-    start(busy)
+    return busy
 
 
 _signals: LaneSignals | None = None

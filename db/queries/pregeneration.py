@@ -207,7 +207,6 @@ RETIRE_UNENROLLED = text(
       AND NOT EXISTS (
           SELECT 1 FROM "CampaignLead" cl
           WHERE cl."campaignId" = gm."campaignId" AND cl."leadId" = gm."leadId")
-    RETURNING gm.id
     """
 )
 
@@ -414,4 +413,6 @@ def retire_drafts(session: Session, *, now: datetime, before: datetime, outlived
         settled = session.execute(SETTLE_PREGENERATED, {"rows": json_rows(rows)})
         assert isinstance(settled, CursorResult)
         retired += settled.rowcount
-    return retired + len(session.scalars(RETIRE_UNENROLLED).all())
+    unenrolled = session.execute(RETIRE_UNENROLLED)
+    assert isinstance(unenrolled, CursorResult)
+    return retired + unenrolled.rowcount

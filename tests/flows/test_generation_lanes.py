@@ -11,6 +11,7 @@ import flows.process_campaign_sends as flows_module
 from db.models import CampaignLead, EmailSend
 from flows.process_campaign_sends import process_campaign_sends
 from tasks.generation_lanes import PARENT_CHECK_SECONDS
+from tests.fault.test_generation_crashes import counts
 from tests.flows.test_process_campaign_sends import AS_OF, seed
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.killed_worker import run_killed_worker
@@ -74,10 +75,8 @@ def test_a_run_with_many_leads_due_generates_them_in_two_processes_each_once(
 LANE_LEADS = 1_200
 
 
-def generated(sessions) -> tuple[int, int]:
-    with sessions() as session:
-        sends = session.scalar(select(func.count()).select_from(EmailSend))
-        claimed = session.scalar(select(func.count()).where(CampaignLead.claimToken.is_not(None)))
+def sends_and_claims(sessions) -> tuple[int, int]:
+    sends, _, claimed = counts(sessions)
     return sends, claimed
 
 
@@ -108,9 +107,9 @@ def test_kill_9_of_the_run_takes_its_lanes_with_it_and_a_rerun_sends_each_lead_o
             settings,
         )
         time.sleep(2 * PARENT_CHECK_SECONDS + 0.5)  # the lane notices its parent is gone
-        after_kill = (server.stats().requests, *generated(sessions))
+        after_kill = (server.stats().requests, *sends_and_claims(sessions))
         time.sleep(LEASE_SECONDS + 0.5)  # long enough for a surviving lane to show itself
-        assert (server.stats().requests, *generated(sessions)) == after_kill
+        assert (server.stats().requests, *sends_and_claims(sessions)) == after_kill
         received = len(list((tmp_path / "results").glob("generation-*")))
         # The rerun keeps the default lease: longer than a batch takes, as in production.
         for name, value in settings.items():
@@ -149,6 +148,6 @@ def test_when_the_first_lane_fails_the_others_stop_claiming_and_the_run_fails(
         )
         with pytest.raises(RuntimeError, match="the first lane broke"):
             asyncio.run(process_campaign_sends(as_of=AS_OF, batch_size=100))
-    sends, claimed = generated(sessions)
+    sends, claimed = sends_and_claims(sessions)
     # Without the stop the second lane would have gone on to generate all 1,200 leads.
     assert sends == 0 and claimed == 0

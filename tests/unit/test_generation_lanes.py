@@ -98,7 +98,11 @@ def test_other_lanes_start_only_once_this_process_is_busy(monkeypatch):
 
     async def scenario(busy_seconds: float, wait: float) -> list[float]:
         started: list[float] = []
-        watch = asyncio.create_task(generation_lanes.start_when_busy(0.8, started.append))
+
+        async def start_when_busy() -> None:
+            started.append(await generation_lanes.until_busy(0.8))
+
+        watch = asyncio.create_task(start_when_busy())
         spinning = asyncio.create_task(asyncio.to_thread(busy_then_idle, busy_seconds))
         await asyncio.sleep(wait)
         watch.cancel()
@@ -112,6 +116,5 @@ def test_other_lanes_start_only_once_this_process_is_busy(monkeypatch):
 
 
 def test_a_share_of_zero_starts_the_other_lanes_at_once():
-    started: list[float] = []
-    asyncio.run(generation_lanes.start_when_busy(0, started.append))
+    started = [asyncio.run(generation_lanes.until_busy(0))]
     assert started == [0.0]
