@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -41,11 +41,15 @@ from db.engine import DatabaseConfig
 from db.queries.claims import claim_due_leads, count_due_leads, preview_due_leads
 from db.queries.generation import count_step_messages, hold_leads, record_messages
 from tasks.database import database_task, in_transaction
+from tasks.llm_loop import on_llm_loop
 
+# Leads prepared and looked up at a time before their calls start: the LLM slots' worth.
+PREPARE_SLICE = 64
 # v2 since Generation records cached tokens and pricing: a v1 answer, pickled without them,
 # would unpickle with those attributes missing.
 CACHE_PREFIX = "generation-v2-"
 Answer = TypeVar("Answer")
+T = TypeVar("T")
 
 
 class Claim(BaseModel):
@@ -58,7 +62,7 @@ class Claim(BaseModel):
 class StoredAnswers(Generic[Answer]):
     """Finished LLM answers in Prefect's result storage, keyed by their content hash.
 
-    One lookup of every key per batch, from one worker thread; each answer is written the
+    One lookup of a slice's keys at a time, from one worker thread; each answer is written the
     moment it arrives, synchronously (about 0.3 ms), so a worker killed mid-batch loses no
     finished work. A thread hop per call cost four times that in CPU and GIL contention.
     """
@@ -122,7 +126,8 @@ async def cache_outside_runs() -> Callable[[], ResultStoreCache]:
 
 
 class _LoopSlots:
-    """The LLM slots of one event loop: a semaphore, and the slots it owes to a lender.
+    """The LLM slots of one run's event loop: a semaphore, and the slots it owes to a lender.
+    They are taken and given back on the LLM loop (`tasks.llm_loop`) only.
 
     While slots are owed, a slot given back goes to the lender instead of the next waiting
     call, so a lender is served before the whole queue of waiting calls.
@@ -142,7 +147,7 @@ class _LoopSlots:
             self.semaphore.release()
 
 
-# One limit per event loop: every batch of a run shares the same LLM slots.
+# One limit per run's event loop: every batch of a run shares the same LLM slots.
 _slots: "WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSlots]" = WeakKeyDictionary()
 
 
@@ -155,10 +160,23 @@ class LLMSlots:
         loop = asyncio.get_running_loop()
         self._slots = _slots.setdefault(loop, _LoopSlots(config.max_concurrency))
 
+    async def call(self, make_call: Callable[[], Awaitable[T]]) -> T:
+        """Make one LLM call, `make_call()`, on the LLM loop, once a slot (and a rate-limit
+        token) is free there; the slot goes to the next call the moment the answer is in."""
+
+        async def in_a_slot() -> T:
+            async with self._held():
+                return await make_call()
+
+        return await on_llm_loop(in_a_slot)
+
     async def lend(self, count: int, *, then: Callable[[], None]) -> None:
         """Take `count` slots away from this process, ahead of the calls waiting for one (other
         processes of the run call with them), call `then` once they are all taken, and hold
         them until cancelled."""
+        await on_llm_loop(lambda: self._lend(count, then=then))
+
+    async def _lend(self, count: int, *, then: Callable[[], None]) -> None:
         slots = self._slots
         taken = 0  # the slots this lender holds
         try:
@@ -179,7 +197,7 @@ class LLMSlots:
                 slots.semaphore.release()
 
     @asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
+    async def _held(self) -> AsyncIterator[None]:
         """Wait for a slot and a rate-limit token; the call runs inside."""
         await self._slots.semaphore.acquire()
         try:
@@ -199,8 +217,7 @@ class LimitedGenerator:
 
     async def generate(self, messages: list[Message], *, model: str) -> Generation:
         """One call, within the concurrency and rate limits."""
-        async with self._slots.held():
-            return await self._inner.generate(messages, model=model)
+        return await self._slots.call(lambda: self._inner.generate(messages, model=model))
 
 
 @database_task("claim-due-leads")
@@ -260,14 +277,17 @@ async def count_due(
     persist_result=False,
 )
 async def generate_messages(leads: list[DueLead], config: GenerationConfig) -> list[LeadOutcome]:
-    """Generate every lead of a batch concurrently; one lead's failure never stops the others."""
+    """Generate every lead of a batch concurrently; one lead's failure never stops the others.
+
+    Leads are prepared and looked up in the result store a slice at a time, and each slice's
+    calls start before the next slice is prepared: a run's first calls leave about 0.1 s after
+    its first claim instead of the 0.4 s that preparing and looking up 500 leads took.
+    """
     inner = config.open_generator()
     cache: GenerationCache = (
         NoCache() if config.api_key is None else ResultStoreCache(get_result_store())
     )
     generator = LimitedGenerator(inner, config)
-    prepared = [prepare(lead, model=config.model) for lead in leads]
-    ready = [p for p in prepared if isinstance(p, Prepared)]
 
     async def one(lead: Prepared | LeadOutcome) -> LeadOutcome:
         if isinstance(lead, LeadOutcome):
@@ -275,11 +295,18 @@ async def generate_messages(leads: list[DueLead], config: GenerationConfig) -> l
         return await generate_for_lead(lead, generator, cache, model=config.model)
 
     try:
-        if isinstance(cache, ResultStoreCache):
-            await cache.load([p.input_hash for p in ready])
-        return list(await asyncio.gather(*(one(p) for p in prepared)))
+        async with asyncio.TaskGroup() as leads_in_flight:
+            generating: list[asyncio.Task[LeadOutcome]] = []
+            for start in range(0, len(leads), PREPARE_SLICE):
+                leads_now = leads[start : start + PREPARE_SLICE]
+                prepared = [prepare(lead, model=config.model) for lead in leads_now]
+                if isinstance(cache, ResultStoreCache):
+                    await cache.load([p.input_hash for p in prepared if isinstance(p, Prepared)])
+                generating.extend(leads_in_flight.create_task(one(p)) for p in prepared)
+                await asyncio.sleep(0)  # this slice's calls start before the next is prepared
+        return [lead.result() for lead in generating]
     finally:
-        await inner.aclose()
+        await on_llm_loop(inner.aclose)
 
 
 @database_task("write-messages", retries=3, retry_delay_seconds=[1, 5, 15])

@@ -26,6 +26,7 @@ from db.queries.engagement import CLASSIFIED_TYPES, new_matched_keys
 from db.queries.replies import Interest
 from tasks.database import in_transaction
 from tasks.generation import LLMSlots, StoredAnswers
+from tasks.llm_loop import on_llm_loop
 
 CACHE_PREFIX = "reply-intent-"
 INTERESTED_EVENT = "campaign-pipeline.lead.interested"
@@ -46,10 +47,11 @@ class _SlottedModel:
         output: type[OutputT],
         response_format: dict[str, Any],
     ) -> Completion[OutputT]:
-        async with self._slots.held():
-            return await self._client.complete(
+        return await self._slots.call(
+            lambda: self._client.complete(
                 messages, model=model, output=output, response_format=response_format
             )
+        )
 
 
 async def classify_new_replies(
@@ -96,7 +98,7 @@ async def classify_new_replies(
             )
         )
     finally:
-        await client.aclose()
+        await on_llm_loop(client.aclose)
     failed = [c.note for c in found if c.note]
     if failed:
         # Notes name the error (status, attempts), never the reply.

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,9 @@ from prefect import flow
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+import tasks.generation as generation_tasks
 from core.generation.config import GenerationConfig
+from core.generation.generate import prepare
 from core.generation.llm import TEMPLATE_MODEL
 from core.generation.prompt import PROMPT_VERSION
 from core.settings import sqlalchemy_url
@@ -228,3 +231,56 @@ def test_the_tasks_use_the_configs_they_are_given_never_the_environment(
     assert (counts[campaign_id].claimed, counts[campaign_id].scheduled) == (3, 3)
     with sessions() as session:
         assert {m.model for m in session.scalars(select(GeneratedMessage))} == {TEMPLATE_MODEL}
+
+
+def test_a_batch_s_first_calls_start_before_the_rest_of_it_is_prepared(
+    database_url, sessions, prefect_harness, monkeypatch
+):
+    campaign_id = seed(sessions, 200)
+    database = DatabaseConfig(url=SecretStr(sqlalchemy_url(database_url)))
+    config = GenerationConfig(model=TEMPLATE_MODEL)
+    prepared: list[str] = []
+    seen_at_first_call: list[int] = []
+
+    def counted_prepare(lead, *, model):
+        prepared.append(lead.campaignLeadId)
+        # As slow as a long template: the calls' thread gets the GIL while leads are prepared.
+        time.sleep(0.002)
+        return prepare(lead, model=model)
+
+    class FirstCallWatched:
+        def __init__(self, inner) -> None:
+            self._inner = inner
+
+        async def generate(self, messages, *, model):
+            if not seen_at_first_call:
+                seen_at_first_call.append(len(prepared))
+            return await self._inner.generate(messages, model=model)
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    open_generator = GenerationConfig.open_generator
+    monkeypatch.setattr(generation_tasks, "prepare", counted_prepare)
+    monkeypatch.setattr(
+        GenerationConfig, "open_generator", lambda self: FirstCallWatched(open_generator(self))
+    )
+
+    @flow
+    async def one_batch():
+        claim = await claim_lead_batch(
+            database,
+            config,
+            as_of=AS_OF,
+            limit=200,
+            worker="test",
+            campaign_id=campaign_id,
+            dry_run=False,
+        )
+        return await generate_messages(claim.leads, config)
+
+    outcomes = asyncio.run(one_batch())
+    assert len(outcomes) == 200 and len(prepared) == 200
+    # The first slice, not the whole batch, is prepared before the first call leaves.
+    [first_call] = seen_at_first_call
+    assert generation_tasks.PREPARE_SLICE <= first_call < 2 * generation_tasks.PREPARE_SLICE

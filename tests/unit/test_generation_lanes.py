@@ -1,6 +1,7 @@
 """The pieces generation lanes share: slot shares, the leads budget, and lending slots."""
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -9,6 +10,7 @@ from core.generation.config import GenerationConfig
 from tasks import generation_lanes
 from tasks.generation import LLMSlots
 from tasks.generation_lanes import LaneSignals, LocalBudget, SharedBudget, lane_shares
+from tests.support.calls_at_once import CallsAtOnce
 
 
 @pytest.mark.parametrize(
@@ -33,12 +35,15 @@ def test_lent_slots_go_to_the_lender_before_the_calls_waiting_for_them():
     async def scenario() -> list[str]:
         slots = LLMSlots(GenerationConfig(model="m", max_concurrency=4))
         order: list[str] = []
-        release = asyncio.Event()
+        release = threading.Event()  # the calls run on the LLM loop's thread
 
         async def call(name: str) -> None:
-            async with slots.held():
+            async def answer() -> None:
                 order.append(name)
-                await release.wait()
+                while not release.is_set():
+                    await asyncio.sleep(0.001)
+
+            await slots.call(answer)
 
         calls = [asyncio.create_task(call(f"call-{i}")) for i in range(10)]
         await asyncio.sleep(0.01)  # 4 calls hold the slots, 6 wait
@@ -66,22 +71,13 @@ def test_lent_slots_go_to_the_lender_before_the_calls_waiting_for_them():
 def test_while_slots_are_lent_only_the_rest_are_used():
     async def scenario() -> int:
         slots = LLMSlots(GenerationConfig(model="m", max_concurrency=4))
-        lent = asyncio.Event()
+        lent = threading.Event()  # set on the LLM loop's thread
         lender = asyncio.create_task(slots.lend(3, then=lent.set))
-        await asyncio.wait_for(lent.wait(), 1)
-        running = peak = 0
-
-        async def call() -> None:
-            nonlocal running, peak
-            async with slots.held():
-                running += 1
-                peak = max(peak, running)
-                await asyncio.sleep(0.005)
-                running -= 1
-
-        await asyncio.gather(*(call() for _ in range(20)))
+        assert await asyncio.to_thread(lent.wait, 5)
+        calls = CallsAtOnce()
+        await asyncio.gather(*(slots.call(calls.answer) for _ in range(20)))
         lender.cancel()
-        return peak
+        return calls.peak
 
     assert asyncio.run(scenario()) == 1
 
