@@ -24,6 +24,7 @@ from core.generation.report import (
     summary_markdown,
     totals,
 )
+from core.heap import freeze_startup_heap
 from db.engine import DatabaseConfig
 from flows.cutoff import run_cutoff
 from flows.settings import run_settings, warn_if_unpriced
@@ -91,6 +92,7 @@ async def process_campaign_sends(
             "regenerate_step needs campaign_id: a backfill regenerates one step of one "
             "campaign (pass both, e.g. --param campaign_id=... --param regenerate_step=2)"
         )
+    freeze_startup_heap()
     settings = run_settings()
     database = DatabaseConfig.from_settings(settings)
     config = GenerationConfig.from_settings(settings)
@@ -190,6 +192,20 @@ async def _generate_due_leads(
         """Start the other lanes once this process is out of CPU, then hand them their slots;
         cancelled when this process's lane is done."""
         busy = await until_busy(when_busy)
+        if when_busy > 0:
+            # Busy late in a run, another process would start for leads this one has nearly
+            # done (at a share of 0 the lanes start at once, on the count above).
+            due_now = await count_due(
+                database, as_of=run.as_of, campaign_id=run.campaign_id, up_to=enough + 1
+            )
+            left = min(due_now, budget.left())
+            if left <= enough:
+                logger.info(
+                    "this process %.0f %% busy, but only %d leads left to claim: one lane",
+                    100 * busy,
+                    left,
+                )
+                return
         logger.info(
             "more than %d leads due and this process %.0f %% busy: generating in %d processes, "
             "with %s of the %d LLM slots",

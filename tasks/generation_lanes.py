@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from core.failpoints import failpoint
 from core.generation.config import GenerationConfig
 from core.generation.report import CampaignCounts, merge
+from core.heap import freeze_startup_heap
 from db.engine import DatabaseConfig
 from tasks.generation import Claim, LLMSlots, claim_lead_batch, generate_messages, write_messages
 from tasks.in_flight import InFlight
@@ -133,6 +134,11 @@ class SharedBudget:
         if unused:
             with self._budget.get_lock():
                 self._budget.value += unused
+
+    def left(self) -> int:
+        """The leads no lane has taken yet."""
+        with self._budget.get_lock():
+            return self._budget.value
 
     def close(self) -> None:
         """No lane claims again; the batches the lanes hold are still written."""
@@ -272,6 +278,7 @@ async def generation_lane(
     signals = lane_signals()
     if signals is None:
         raise RuntimeError("generation-lane runs only in a process started by the flow's pool")
+    freeze_startup_heap()
     signals.ready.release()
     while not signals.go.is_set():
         await asyncio.sleep(READY_CHECK_SECONDS)

@@ -3,6 +3,7 @@ concurrency never exceeded, a run that dies takes its lanes with it."""
 
 import asyncio
 import time
+from uuid import UUID
 
 import pytest
 from sqlalchemy import func, select
@@ -10,8 +11,9 @@ from sqlalchemy import func, select
 import flows.process_campaign_sends as flows_module
 from db.models import CampaignLead, EmailSend
 from flows.process_campaign_sends import process_campaign_sends
+from tasks import generation_lanes
 from tasks.generation_lanes import PARENT_CHECK_SECONDS
-from tests.fault.test_generation_crashes import counts
+from tests.fault.test_generation_crashes import counts, received_answers
 from tests.flows.test_process_campaign_sends import AS_OF, seed
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.killed_worker import run_killed_worker
@@ -39,21 +41,30 @@ def lane_claims(messages: list[str]) -> dict[int, int]:
     return found
 
 
+def run_in_two_lanes(
+    run_settings, server: FakeOpenAI, *, when_busy: float, batch_size: int
+) -> tuple[dict, UUID]:
+    """A run allowed two processes and 8 LLM slots; its counts and its flow run's id."""
+    run_settings.update(
+        openai_api_key="sk-test-not-real",
+        openai_base_url=server.base_url,
+        llm_max_concurrency=8,
+        generation_processes=2,
+        generation_processes_when_busy=when_busy,
+    )
+    counts, _, run_id = asyncio.run(
+        run_with_artifacts(process_campaign_sends, as_of=AS_OF, batch_size=batch_size)
+    )
+    return counts, run_id
+
+
 def test_a_run_with_many_leads_due_generates_them_in_two_processes_each_once(
     run_settings, sessions
 ):
     campaign_id = seed(sessions, 1_200)
     with FakeOpenAI(latency_ms=150) as server:
-        run_settings.update(
-            openai_api_key="sk-test-not-real",
-            openai_base_url=server.base_url,
-            llm_max_concurrency=8,
-            generation_processes=2,
-            generation_processes_when_busy=0,  # the fake LLM is too slow to keep a core busy
-        )
-        counts, _, run_id = asyncio.run(
-            run_with_artifacts(process_campaign_sends, as_of=AS_OF, batch_size=100)
-        )
+        # The fake LLM is too slow to keep a core busy: the lanes start at once.
+        counts, run_id = run_in_two_lanes(run_settings, server, when_busy=0, batch_size=100)
         stats = server.stats()
     assert counts[campaign_id].claimed == 1_200
     assert counts[campaign_id].scheduled == 1_200
@@ -70,6 +81,20 @@ def test_a_run_with_many_leads_due_generates_them_in_two_processes_each_once(
     claims = lane_claims(asyncio.run(run_log_messages(run_id)))
     assert set(claims) == {1, 2} and sum(claims.values()) == 1_200
     assert claims[2] > 0, "the second process generated nothing"
+
+
+def test_a_process_busy_only_once_most_leads_are_claimed_starts_no_other_lane(
+    run_settings, sessions, monkeypatch
+):
+    monkeypatch.setattr(generation_lanes, "BUSY_WINDOW_SECONDS", 0.2)
+    campaign_id = seed(sessions, 1_200)
+    with FakeOpenAI(latency_ms=20) as server:
+        # Busy at the first look, with three batches of 300 in flight: 300 left to claim.
+        counts, run_id = run_in_two_lanes(run_settings, server, when_busy=0.0001, batch_size=300)
+    assert counts[campaign_id].scheduled == 1_200
+    messages = asyncio.run(run_log_messages(run_id))
+    assert any("leads left to claim: one lane" in m for m in messages), messages
+    assert lane_claims(messages) == {}
 
 
 LANE_LEADS = 1_200
@@ -110,7 +135,7 @@ def test_kill_9_of_the_run_takes_its_lanes_with_it_and_a_rerun_sends_each_lead_o
         after_kill = (server.stats().requests, *sends_and_claims(sessions))
         time.sleep(LEASE_SECONDS + 0.5)  # long enough for a surviving lane to show itself
         assert (server.stats().requests, *sends_and_claims(sessions)) == after_kill
-        received = len(list((tmp_path / "results").glob("generation-*")))
+        received = received_answers(tmp_path / "results")
         # The rerun keeps the default lease: longer than a batch takes, as in production.
         for name, value in settings.items():
             if name not in ("PREFECT_LOCAL_STORAGE_PATH", "CLAIM_LEASE_SECONDS"):
