@@ -4,17 +4,22 @@ A run's own event loop also prepares leads, gates answers, writes them to the re
 runs Prefect's task engine. On that loop an answer that arrives while other work runs waits for
 it, and its slot with it. On a loop that does nothing else, an answer is read and its slot
 handed to the next call at once; the run's loop takes the answer when it is free. The GIL is
-still shared, but a thread waiting for it gets it within the switch interval (5 ms), not after
-a whole wave of answers has been gated and written.
+still shared, but a thread waiting for it gets it within the switch interval, not after
+a whole wave of answers has been gated and written; the loop lowers that interval to 1 ms for
+the process, since the calls' thread wakes for every answer and waits for the GIL each time.
 """
 
 import asyncio
 import os
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# How long the flow's thread may hold the GIL while the calls' thread waits for it.
+SWITCH_INTERVAL_SECONDS = 0.001
 
 
 class _LLMLoop:
@@ -29,6 +34,8 @@ class _LLMLoop:
     def running(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
+                # 5 ms by default: at 300 ms and 64 slots, 1 ms made runs 1-2 % faster.
+                sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="llm-calls", daemon=True)
                 thread.start()
