@@ -174,13 +174,16 @@ async def _generate_due_leads(
     in a process pool (`tasks.generation_lanes`).
     """
     enough = max(LANES_FROM_BATCHES * run.batch_size, LANES_FROM_LEADS)
-    shares = [config.max_concurrency]
-    if processes > 1 and max_leads > enough:
-        due = await count_due(
+
+    async def due_now() -> int:
+        """Leads due and not claimed, counted no further than one past `enough`."""
+        return await count_due(
             database, as_of=run.as_of, campaign_id=run.campaign_id, up_to=enough + 1
         )
-        if due > enough:
-            shares = lane_shares(config.max_concurrency, processes)
+
+    shares = [config.max_concurrency]
+    if processes > 1 and max_leads > enough and await due_now() > enough:
+        shares = lane_shares(config.max_concurrency, processes)
     if len(shares) == 1:
         return await generate_due_leads(database, config, run, LocalBudget(max_leads))
     logger = get_run_logger()
@@ -195,10 +198,7 @@ async def _generate_due_leads(
         if when_busy > 0:
             # Busy late in a run, another process would start for leads this one has nearly
             # done (at a share of 0 the lanes start at once, on the count above).
-            due_now = await count_due(
-                database, as_of=run.as_of, campaign_id=run.campaign_id, up_to=enough + 1
-            )
-            left = min(due_now, budget.left())
+            left = min(await due_now(), budget.left())
             if left <= enough:
                 logger.info(
                     "this process %.0f %% busy, but only %d leads left to claim: one lane",

@@ -14,6 +14,7 @@ from flows.process_campaign_sends import process_campaign_sends
 from tasks import generation_lanes
 from tasks.generation_lanes import PARENT_CHECK_SECONDS
 from tests.fault.test_generation_crashes import counts, received_answers
+from tests.flows.test_generation_faults import ALWAYS_OPEN
 from tests.flows.test_process_campaign_sends import AS_OF, seed
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.killed_worker import run_killed_worker
@@ -22,14 +23,6 @@ from tests.support.run_records import run_log_messages, run_with_artifacts
 pytestmark = pytest.mark.flows
 
 LEASE_SECONDS = 2
-ALWAYS_OPEN = {
-    "timezone": "UTC",
-    "window": {
-        "start": "00:00",
-        "end": "23:59",
-        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-    },
-}
 
 
 def lane_claims(messages: list[str]) -> dict[int, int]:
