@@ -66,6 +66,17 @@ async def run_log_messages(run_id: UUID) -> list[str]:
     return [log.message for log in await run_logs(run_id)]
 
 
+async def shipped_log_messages(
+    run_id: UUID, *, until: Callable[[list[str]], bool], timeout: float = 10.0
+) -> list[str]:
+    """One run's log messages, for a run in another process: it ships its last logs after its
+    final state, so they are read again until `until` holds or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not until(messages := await run_log_messages(run_id)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return messages
+
+
 async def run_with_artifacts(
     flow: Callable[..., Awaitable[Any]], **params: Any
 ) -> tuple[Any, dict[str, Artifact], UUID]:
