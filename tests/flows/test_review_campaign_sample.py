@@ -18,7 +18,7 @@ from deployments.serve import build_deployments
 from deployments.spec import read_deployments
 from tests import factories
 from tests.flows.test_deployments_serve import serving
-from tests.support.run_records import run_artifacts, shipped_log_messages
+from tests.support.run_records import run_artifacts, run_log_messages, shipped_log_messages
 
 pytestmark = pytest.mark.flows
 
@@ -66,10 +66,19 @@ async def review_and_answer(deployments, answers: dict[str, dict], seen: dict, s
                     {a.key: a.data for a in await run_artifacts(run.id)},
                 )
             await aresume_flow_run(run.id, run_input=answers[campaign_id])
-        return {
+        finished = {
             campaign_id: await wait_for_flow_run(run.id, timeout=90)
             for campaign_id, run in runs.items()
         }
+        # Still serving: a run's process ships its last logs after its final state, and
+        # leaving `serving` stops it; the decision's log line is the last the flow writes.
+        for run in runs.values():
+            await shipped_log_messages(run.id, until=logs_the_decision)
+        return finished
+
+
+def logs_the_decision(messages: list[str]) -> bool:
+    return any("launch of campaign" in m for m in messages)
 
 
 def test_the_sample_suspends_and_the_answer_launches_or_leaves_the_campaign(worker_env, sessions):
@@ -107,6 +116,5 @@ def test_the_sample_suspends_and_the_answer_launches_or_leaves_the_campaign(work
     def names_the_rejection(messages: list[str]) -> bool:
         return any("rejected" in m and "Step 1 is too long" in m for m in messages)
 
-    # The run was served in another process, which ships its last logs after its final state.
-    logs = asyncio.run(shipped_log_messages(finished[rejected].id, until=names_the_rejection))
+    logs = asyncio.run(run_log_messages(finished[rejected].id))
     assert names_the_rejection(logs)
